@@ -1,0 +1,65 @@
+//! suanli-formats: model files.
+//!
+//! - [`gguf`]: GGUF v2/v3 reader (memory-mapped, zero-copy tensor views, every
+//!   metadata type, `general.alignment`) and [`gguf::GgufWriter`].
+//! - [`safetensors`]: single-file and sharded safetensors, plus the Hugging
+//!   Face `config.json` next to them.
+//!
+//! Every error names the file and, where it applies, the key or tensor and the
+//! byte offset at which reading failed. No input can make these readers panic.
+
+pub mod gguf;
+pub mod safetensors;
+mod value;
+
+pub use gguf::{GgufFile, GgufWriter, TensorInfo};
+pub use value::{Value, ValueType};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading or writing a model file.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a GGUF file (magic {magic:02x?}, expected \"GGUF\")")]
+    BadMagic { path: PathBuf, magic: [u8; 4] },
+    #[error("{path}: GGUF version {version} is not supported (2 and 3 are)")]
+    BadVersion { path: PathBuf, version: u32 },
+    #[error(
+        "{path}: truncated at byte offset {offset} while reading {what} (file is {len} bytes)"
+    )]
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        len: u64,
+    },
+    #[error("{path}: malformed {what} at byte offset {offset}: {why}")]
+    Malformed {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        why: String,
+    },
+    #[error("{path}: tensor '{name}': {why}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        why: String,
+    },
+    #[error("{path}: metadata key '{key}': {why}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
+    #[error("{path}: {why}")]
+    Other { path: PathBuf, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, FormatError>;

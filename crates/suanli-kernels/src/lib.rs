@@ -1,0 +1,40 @@
+//! suanli-kernels: the numeric bottom of suanli.
+//!
+//! Layout of the crate:
+//! - [`dtype`]: the GGML tensor types (ids as in the GGUF spec), their block
+//!   geometry and a table of per-type kernels ([`dtype::TypeTraits`]), as ggml's
+//!   `type_traits` does: `to_float` (dequantize), `from_float` (quantize a row
+//!   of activations into this type) and `vec_dot` (dot product of a weight row
+//!   with a row already quantized to the type's `vec_dot_type`).
+//! - [`quants`]: the block formats themselves. Every function there is the
+//!   plain reference ("generic") implementation: it is the specification the
+//!   fast paths are held to.
+//! - [`matmul`]: [`matmul::QMatrix`], a weight matrix in any format, and the
+//!   matrix × activations product built on the table above.
+//! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
+//!   softmax, activations).
+//!
+//! This crate knows nothing of tensors' meaning or of models.
+
+pub mod dtype;
+pub mod matmul;
+pub mod ops;
+pub mod quants;
+
+pub use dtype::{DType, TypeTraits};
+pub use matmul::{Blob, QMatrix};
+
+/// Errors raised by kernels when given a shape or type they cannot handle.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("tensor type {0:?} has no {1} kernel")]
+    Unsupported(DType, &'static str),
+    #[error("row length {len} is not a multiple of the {ty:?} block size {block}")]
+    BadRowLength { ty: DType, len: usize, block: usize },
+    #[error("{what}: expected {expected} bytes, got {got}")]
+    BadSize {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+}

@@ -1,0 +1,202 @@
+//! A weight matrix in any block format, and its product with f32 activations.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::{DType, KernelError};
+
+/// Bytes that may live in a memory-mapped file or in an owned buffer.
+///
+/// Cloning is cheap (an `Arc`); the bytes are never copied.
+#[derive(Clone)]
+pub struct Blob {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    off: usize,
+    len: usize,
+}
+
+impl Blob {
+    /// A view of `len` bytes at `off` in `owner`, or `None` when out of range.
+    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, off: usize, len: usize) -> Option<Self> {
+        let end = off.checked_add(len)?;
+        ((*owner).as_ref().len() >= end).then_some(Blob { owner, off, len })
+    }
+
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        let len = v.len();
+        Blob {
+            owner: Arc::new(v),
+            off: 0,
+            len,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.off..self.off + self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.len)
+    }
+}
+
+/// A row-major weight matrix `(rows, cols)` in one block format: row `r` is
+/// the `cols` elements starting at byte `r * row_bytes`. In GGUF terms `cols`
+/// is `ne[0]` and `rows` is `ne[1]`.
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Blob,
+    /// Rows are processed 8 at a time by interleaved kernels (see
+    /// [`QMatrix::interleave`]); this fixes the dot products' summation order.
+    pub interleaved: bool,
+}
+
+impl QMatrix {
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: Blob) -> Result<Self, KernelError> {
+        let row_bytes = dtype.row_bytes(cols).ok_or(KernelError::BadRowLength {
+            ty: dtype,
+            len: cols,
+            block: dtype.block_size(),
+        })?;
+        if dtype.traits().vec_dot.is_none() {
+            return Err(KernelError::Unsupported(dtype, "vec_dot"));
+        }
+        if data.len() != row_bytes * rows {
+            return Err(KernelError::BadSize {
+                what: "matrix data",
+                expected: row_bytes * rows,
+                got: data.len(),
+            });
+        }
+        Ok(QMatrix {
+            dtype,
+            rows,
+            cols,
+            data,
+            interleaved: false,
+        })
+    }
+
+    /// Whether a weight matrix of this type and shape is run by 8-row
+    /// interleaved kernels: Q4_K with a multiple of 8 rows (the layout
+    /// llama.cpp repacks on x86 too, so both engines sum in the same order).
+    pub fn interleavable(dtype: DType, rows: usize) -> bool {
+        dtype == DType::Q4_K && rows % 8 == 0
+    }
+
+    /// Use the interleaved kernels where [`Self::interleavable`] allows.
+    pub fn interleave(mut self) -> Self {
+        self.interleaved = Self::interleavable(self.dtype, self.rows);
+        self
+    }
+
+    /// The dot product this matrix uses for activation row `t` of a batch
+    /// of `n`.
+    ///
+    /// All of them compute the same sum; they differ in summation order,
+    /// which follows the kernel llama.cpp runs for the same case on x86 —
+    /// interleaved 8-row kernels (a 4-column GEMM over the first `n − n mod 4`
+    /// rows, a GEMV for the rest), the tiled K-quant GEMM from 8 rows up,
+    /// per-row dot products otherwise — so both engines round alike.
+    pub fn vec_dot(&self, n: usize, t: usize) -> Option<crate::dtype::VecDot> {
+        use crate::quants::kquants;
+        if self.interleaved && self.dtype == DType::Q4_K {
+            return Some(if n > 3 && t < n - n % 4 {
+                kquants::vec_dot_q4_k_q8_k_interleaved_gemm
+            } else {
+                kquants::vec_dot_q4_k_q8_k_interleaved
+            });
+        }
+        if n >= TILED_MIN_ROWS {
+            if let Some(f) = kquants::tiled_vec_dot(self.dtype) {
+                return Some(f);
+            }
+        }
+        self.dtype.traits().vec_dot
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data.bytes()[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantize row `r` into `out` (`cols` elements).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        if let Some(f) = self.dtype.traits().to_float {
+            f(self.row(r), &mut out[..self.cols]);
+        }
+    }
+
+    /// `out[t][r] = Σ_c self[r][c] · x[t][c]` for `n` rows of activations
+    /// `x` (`n × cols`), `out` being `n × rows`.
+    ///
+    /// Activations are quantized once to the format's `vec_dot_type`, as ggml
+    /// does, then rows are split across the rayon pool; each worker walks its
+    /// rows for every token so a block of weights is read once per matmul.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        debug_assert!(x.len() >= n * cols && out.len() >= n * rows);
+        let t = self.dtype.traits();
+        let vt = t.vec_dot_type;
+        let Some(quant) = vt.traits().from_float else {
+            unreachable!("every vec_dot_type has from_float")
+        };
+        let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
+        if dots.len() != n {
+            unreachable!("QMatrix::new checked vec_dot")
+        }
+        let xrb = vt.row_bytes(cols).unwrap_or(0);
+        let mut xq = vec![0u8; xrb * n];
+        for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(xrb)).take(n) {
+            quant(xr, q);
+        }
+        let wrb = self.row_bytes();
+        let w = self.data.bytes();
+        const CHUNK: usize = 16;
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+            let r0 = c * CHUNK;
+            let r1 = (r0 + CHUNK).min(rows);
+            for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
+                let vec_dot = dots[ti];
+                for r in r0..r1 {
+                    let v = vec_dot(cols, &w[r * wrb..(r + 1) * wrb], xr);
+                    // SAFETY: (ti, r) pairs are disjoint across workers and in bounds (checked above).
+                    unsafe { *out_ptr.get().add(ti * rows + r) = v };
+                }
+            }
+        });
+    }
+}
+
+/// Batches from this many activation rows on use the tiled K-quant order.
+pub const TILED_MIN_ROWS: usize = 8;
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only for disjoint writes inside one parallel matmul.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

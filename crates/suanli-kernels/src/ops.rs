@@ -1,0 +1,173 @@
+//! Row operations of the transformer forward pass, in f32.
+
+/// Mean of squares, summed in f64 as ggml does.
+fn mean_square(x: &[f32]) -> f32 {
+    (x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32
+}
+
+/// `out = x / sqrt(mean(x²) + eps) * w` (RMSNorm, Zhang & Sennrich 2019).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let scale = 1.0 / (mean_square(x) + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// In-place RMSNorm.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let scale = 1.0 / (mean_square(x) + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * scale * g;
+    }
+}
+
+/// Numerically stable in-place softmax (vector `expf` on whole lanes, libm
+/// on the tail, sum in f64, as ggml's `ggml_vec_soft_max_f32`).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let body = x.len() - x.len() % EXP_LANES;
+    let mut sum = 0f64;
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = if i < body {
+            expf_poly(*v - max)
+        } else {
+            (*v - max).exp()
+        };
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `exp(x)` by the polynomial of Arm's optimized-routines `expf` (max error
+/// about 1.5 ulp), evaluated with FMAs exactly as ggml's AVX-512 `ggml_v_expf`
+/// evaluates it, so vector ops that use it agree with llama.cpp bit for bit.
+#[inline]
+pub fn expf_poly(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let z = x.mul_add(c(0x3fb8_aa3b), r); // x·log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x)); // x - n·ln2 (hi, lo)
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // j · 2ⁿ without intermediate overflow or underflow (as `vscalefps`).
+    let h = (n / 2.0).trunc();
+    j * 2f32.powi(h as i32) * 2f32.powi((n - h) as i32)
+}
+
+/// Lanes per vector of the ggml build we compare against (AVX-512: 16).
+/// ggml applies its vector `expf` to whole vectors and libm `expf` to the
+/// tail of a row; [`silu_row`] and [`softmax`] do the same.
+pub const EXP_LANES: usize = 16;
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+#[inline]
+fn silu_poly(x: f32) -> f32 {
+    x / (1.0 + expf_poly(-x))
+}
+
+/// SwiGLU over a row: `gate = silu(gate) * up`, ggml's numerics.
+pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+    let body = gate.len() - gate.len() % EXP_LANES;
+    for (i, (g, &u)) in gate.iter_mut().zip(up).enumerate() {
+        *g = if i < body { silu_poly(*g) } else { silu(*g) } * u;
+    }
+}
+
+/// GELU, tanh approximation (what GGUF gemma models and ggml use).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+/// GELU of every f16 value, rounded to f16: ggml evaluates GELU through this
+/// table (`GGML_GELU_FP16`), so we do too.
+fn gelu_table() -> &'static [half::f16] {
+    static T: std::sync::OnceLock<Vec<half::f16>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|b| half::f16::from_f32(gelu_tanh(half::f16::from_bits(b).to_f32())))
+            .collect()
+    })
+}
+
+/// GeGLU over a row: `gate = gelu(gate) * up`, ggml's numerics.
+pub fn geglu_row(gate: &mut [f32], up: &[f32]) {
+    let t = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            t[half::f16::from_f32(x).to_bits() as usize].to_f32() * u
+        };
+    }
+}
+
+/// The activation of a gated feed-forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Glu {
+    /// SiLU gate (Llama, Qwen).
+    SwiGlu,
+    /// tanh-GELU gate (Gemma).
+    GeGlu,
+}
+
+/// `gate = act(gate) * up` row by row (`width` values per row).
+pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
+    for (g, u) in gate.chunks_exact_mut(width).zip(up.chunks_exact(width)) {
+        match act {
+            Glu::SwiGlu => swiglu_row(g, u),
+            Glu::GeGlu => geglu_row(g, u),
+        }
+    }
+}
+
+pub fn add_inplace(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1): the original GPT-J/llama layout in GGUF.
+    Normal,
+    /// Halves (i, i + d/2): GPT-NeoX, Qwen, Gemma, and Hugging Face checkpoints.
+    Neox,
+}
+
+/// Rotate one head `x` (`head_dim` values, first `rot_dim` rotated) in place,
+/// given per-pair inverse frequencies `inv_freq` (`rot_dim / 2` values).
+pub fn rope(x: &mut [f32], pos: f32, inv_freq: &[f32], style: RopeStyle, attn_factor: f32) {
+    let half = inv_freq.len();
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let theta = pos * f;
+        let (s, c) = theta.sin_cos();
+        let (s, c) = (s * attn_factor, c * attn_factor);
+        let (a, b) = match style {
+            RopeStyle::Normal => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + half),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}

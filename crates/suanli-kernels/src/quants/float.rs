@@ -1,0 +1,109 @@
+//! F32, F16 and BF16 rows. Like ggml, F16 and BF16 weights are multiplied
+//! with activations converted to the same type, products summed in f32.
+
+use half::{bf16, f16};
+
+pub fn f32_to_float(src: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+pub fn f32_from_float(x: &[f32], out: &mut [u8]) {
+    for (v, c) in x.iter().zip(out.chunks_exact_mut(4)) {
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+pub fn f16_to_float(src: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+        *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+    }
+}
+
+pub fn f16_from_float(x: &[f32], out: &mut [u8]) {
+    for (v, c) in x.iter().zip(out.chunks_exact_mut(2)) {
+        c.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+    }
+}
+
+pub fn bf16_to_float(src: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+        *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+    }
+}
+
+pub fn bf16_from_float(x: &[f32], out: &mut [u8]) {
+    for (v, c) in x.iter().zip(out.chunks_exact_mut(2)) {
+        c.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
+    }
+}
+
+/// Sums in 8 interleaved lanes so the compiler can vectorize, as ggml's
+/// `ggml_vec_dot_f32` does with its SIMD accumulators.
+pub fn vec_dot_f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let w = &w[..n * 4];
+    let x = &x[..n * 4];
+    let mut wc = w.chunks_exact(32);
+    let mut xc = x.chunks_exact(32);
+    for (a, b) in (&mut wc).zip(&mut xc) {
+        for l in 0..8 {
+            let o = l * 4;
+            acc[l] += f32::from_le_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]])
+                * f32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (a, b) in wc
+        .remainder()
+        .chunks_exact(4)
+        .zip(xc.remainder().chunks_exact(4))
+    {
+        s += f32::from_le_bytes([a[0], a[1], a[2], a[3]])
+            * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    s
+}
+
+pub fn vec_dot_f16(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for l in 0..8 {
+            let o = (i + l) * 2;
+            acc[l] += f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+                * f16::from_le_bytes([x[o], x[o + 1]]).to_f32();
+        }
+        i += 8;
+    }
+    let mut s: f32 = acc.iter().sum();
+    while i < n {
+        let o = i * 2;
+        s += f16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+            * f16::from_le_bytes([x[o], x[o + 1]]).to_f32();
+        i += 1;
+    }
+    s
+}
+
+pub fn vec_dot_bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i + 8 <= n {
+        for l in 0..8 {
+            let o = (i + l) * 2;
+            acc[l] += bf16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+                * bf16::from_le_bytes([x[o], x[o + 1]]).to_f32();
+        }
+        i += 8;
+    }
+    let mut s: f32 = acc.iter().sum();
+    while i < n {
+        let o = i * 2;
+        s += bf16::from_le_bytes([w[o], w[o + 1]]).to_f32()
+            * bf16::from_le_bytes([x[o], x[o + 1]]).to_f32();
+        i += 1;
+    }
+    s
+}

@@ -1,0 +1,43 @@
+//! Llama (Touvron et al. 2023; Llama 3 with its RoPE scaling) and SmolLM2:
+//! pre-norm decoder, RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+use suanli_kernels::ops::{self, RopeStyle};
+
+use super::{base_config, gguf_permuted, ArchEntry};
+use crate::loader::{Loader, WeightSource};
+use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Transformer};
+use crate::{ForwardCtx, Model, Result};
+
+pub const ENTRY: ArchEntry = ArchEntry {
+    name: "llama",
+    build,
+    extra_tensors: &[],
+};
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let ld = Loader::new(src);
+    let mut cfg = base_config(&ld)?;
+    cfg.rms_eps = ld
+        .f32_opt("attention.layer_norm_rms_epsilon")?
+        .unwrap_or(1e-5);
+    // llama.cpp's converter permutes Q/K so that RoPE pairs adjacent dims.
+    if gguf_permuted(src) {
+        cfg.rope_style = RopeStyle::Normal;
+    }
+    Ok(Box::new(Transformer::load(&ld, cfg, layer)?))
+}
+
+/// x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)).
+pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut ForwardCtx) {
+    let (c, l) = (&m.cfg, &m.layers[il]);
+    let h = rms_norm_rows(x, &l.attn_norm, c.rms_eps);
+    ctx.trace("attn_norm", il, &h);
+    let a = self_attention(m, il, &h, n, ctx);
+    ops::add_inplace(x, &a);
+    ctx.trace("ffn_inp", il, x);
+    let h = rms_norm_rows(x, &l.ffn_norm, c.rms_eps);
+    ctx.trace("ffn_norm", il, &h);
+    let f = gated_ffn(l, il, &h, n, ops::Glu::SwiGlu, ctx);
+    ctx.trace("ffn_out", il, &f);
+    ops::add_inplace(x, &f);
+}

@@ -1,0 +1,155 @@
+//! The architecture registry: adding one is a file here plus a line in
+//! [`REGISTRY`]. A registry-wide test builds a tiny model of every entry.
+
+pub mod gemma3;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+
+use suanli_kernels::ops::RopeStyle;
+
+use crate::config::{Llama3Scaling, ModelConfig};
+use crate::loader::{Loader, SourceFormat, WeightSource};
+use crate::{Model, ModelError, Result};
+
+pub struct ArchEntry {
+    /// `general.architecture` in GGUF; Hugging Face `model_type` maps onto it.
+    pub name: &'static str,
+    pub build: fn(&dyn WeightSource) -> Result<Box<dyn Model>>,
+    /// Per-layer tensors beyond the common llama set (for tiny test models):
+    /// (name suffix, is a per-head norm).
+    pub extra_tensors: &'static [&'static str],
+}
+
+pub static REGISTRY: &[ArchEntry] = &[llama::ENTRY, qwen2::ENTRY, qwen3::ENTRY, gemma3::ENTRY];
+
+pub fn known() -> String {
+    REGISTRY
+        .iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let e = REGISTRY
+        .iter()
+        .find(|e| e.name == src.arch())
+        .ok_or_else(|| ModelError::UnknownArch {
+            path: src.path().to_path_buf(),
+            arch: src.arch().to_string(),
+            known: known(),
+        })?;
+    (e.build)(src)
+}
+
+/// Hyper-parameters every architecture shares, from GGUF keys or config.json.
+pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
+    let src = ld.src;
+    let n_embd = ld.usize("embedding_length")?;
+    let n_head = ld.usize("attention.head_count")?;
+    if n_head == 0 {
+        return Err(ModelError::Config {
+            path: src.path().to_path_buf(),
+            key: "attention.head_count".into(),
+            why: "must be positive".into(),
+        });
+    }
+    let n_head_kv = ld.usize_opt("attention.head_count_kv")?.unwrap_or(n_head);
+    if n_head_kv == 0 || n_head % n_head_kv != 0 {
+        return Err(ModelError::Config {
+            path: src.path().to_path_buf(),
+            key: "attention.head_count_kv".into(),
+            why: format!("{n_head_kv} does not divide head_count {n_head}"),
+        });
+    }
+    let head_dim = ld
+        .usize_opt("attention.key_length")?
+        .unwrap_or(n_embd / n_head);
+    let n_vocab = match src.get("token_embd.weight") {
+        Some(w) if w.shape.len() == 2 => w.shape[1],
+        _ => ld.usize("vocab_size")?,
+    };
+    let rope_theta = ld.f32_opt("rope.freq_base")?.unwrap_or(10000.0);
+    let rope_dim = ld.usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
+    let mut rope_freq_factors = Vec::new();
+    let mut rope_freq_scale = 1.0;
+    if let Some(f) = ld.vector_opt("rope_freqs.weight", rope_dim / 2)? {
+        rope_freq_factors = f;
+    }
+    if let Some(v) = src
+        .hparam("rope.scaling.type")
+        .and_then(|v| v.as_str().map(str::to_string))
+    {
+        if v == "linear" {
+            rope_freq_scale = 1.0 / ld.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
+        }
+    }
+    if let Some(rs) = src
+        .hf_config()
+        .and_then(|c| c.get("rope_scaling"))
+        .filter(|v| v.is_object())
+    {
+        let f = |k: &str| rs.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
+        let ty = rs
+            .get("rope_type")
+            .or_else(|| rs.get("type"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        match ty {
+            "llama3" => {
+                let s = Llama3Scaling {
+                    factor: f("factor").unwrap_or(8.0),
+                    low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
+                    high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
+                    original_max_position: f("original_max_position_embeddings").unwrap_or(8192.0),
+                };
+                rope_freq_factors = ModelConfig::llama3_freq_factors(&s, rope_theta, rope_dim);
+            }
+            "linear" => rope_freq_scale = 1.0 / f("factor").unwrap_or(1.0),
+            "default" | "" => {}
+            other => {
+                return Err(ModelError::Config {
+                    path: src.path().to_path_buf(),
+                    key: "rope_scaling.rope_type".into(),
+                    why: format!("'{other}' is not supported (llama3, linear are)"),
+                })
+            }
+        }
+    }
+    let n_layer = ld.usize("block_count")?;
+    Ok(ModelConfig {
+        arch: src.arch().to_string(),
+        name: src.model_name(),
+        n_vocab,
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        head_dim,
+        head_dim_v: ld.usize_opt("attention.value_length")?.unwrap_or(head_dim),
+        n_ff: ld.usize("feed_forward_length")?,
+        n_ctx_train: ld.usize_opt("context_length")?.unwrap_or(4096),
+        rms_eps: ld
+            .f32_opt("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-6),
+        rope_theta,
+        rope_theta_swa: rope_theta,
+        rope_dim,
+        rope_style: RopeStyle::Neox,
+        rope_freq_factors,
+        rope_freq_scale,
+        sliding_window: None,
+        swa_layers: vec![false; n_layer],
+        attn_scale: 1.0 / (head_dim as f32).sqrt(),
+        scale_q: false,
+        attn_softcap: None,
+        final_softcap: None,
+        embed_scale: None,
+    })
+}
+
+/// Whether the source stores Q/K rows permuted for adjacent-pair RoPE.
+pub fn gguf_permuted(src: &dyn WeightSource) -> bool {
+    src.format() == SourceFormat::Gguf
+}

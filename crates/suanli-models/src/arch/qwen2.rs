@@ -1,0 +1,30 @@
+//! Qwen2 / Qwen2.5 (and the DeepSeek-R1 Qwen distills): the Llama layer with
+//! biases on the Q, K and V projections; RoPE on halves (NeoX style).
+
+use super::{base_config, llama, ArchEntry};
+use crate::loader::{Loader, WeightSource};
+use crate::nn::Transformer;
+use crate::{Model, Result};
+
+pub const ENTRY: ArchEntry = ArchEntry {
+    name: "qwen2",
+    build,
+    extra_tensors: &["attn_q.bias", "attn_k.bias", "attn_v.bias"],
+};
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let ld = Loader::new(src);
+    let cfg = base_config(&ld)?;
+    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    // The biases are part of the architecture: require them.
+    if m.layers
+        .iter()
+        .any(|l| l.bq.is_none() || l.bk.is_none() || l.bv.is_none())
+    {
+        return Err(crate::ModelError::MissingTensor {
+            path: src.path().to_path_buf(),
+            name: "blk.N.attn_q.bias / attn_k.bias / attn_v.bias".into(),
+        });
+    }
+    Ok(Box::new(m))
+}

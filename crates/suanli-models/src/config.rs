@@ -1,0 +1,80 @@
+//! Model hyper-parameters, whatever file they came from.
+
+use suanli_kernels::ops::RopeStyle;
+
+/// Llama 3 style frequency-dependent RoPE scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// Architecture name as in the registry (`llama`, `qwen2`, `qwen3`, `gemma3`).
+    pub arch: String,
+    pub name: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Per-head size of Q and K.
+    pub head_dim: usize,
+    /// Per-head size of V.
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    /// Context length the model was trained for.
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    /// RoPE base of sliding-window layers (Gemma 3: 10,000).
+    pub rope_theta_swa: f32,
+    /// Dimensions of a head that are rotated.
+    pub rope_dim: usize,
+    pub rope_style: RopeStyle,
+    /// Per-frequency divisors (GGUF `rope_freqs.weight`, or computed from a
+    /// Llama 3 `rope_scaling`); empty for none.
+    pub rope_freq_factors: Vec<f32>,
+    /// Linear position scaling (1.0 for none) of full-attention layers.
+    pub rope_freq_scale: f32,
+    /// Sliding window width for SWA layers.
+    pub sliding_window: Option<usize>,
+    /// `swa_layers[i]`: layer i uses the sliding window.
+    pub swa_layers: Vec<bool>,
+    /// Multiplier of Q·K.
+    pub attn_scale: f32,
+    /// Apply `attn_scale` to Q before attention rather than to Q·K
+    /// (Gemma's query_pre_attn_scalar); it decides what Q rounds to in f16.
+    pub scale_q: bool,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Multiplier of the token embeddings (Gemma: √n_embd).
+    pub embed_scale: Option<f32>,
+}
+
+impl ModelConfig {
+    /// Llama 3 `rope_scaling` as per-frequency divisors, the form GGUF's
+    /// `rope_freqs.weight` stores (see transformers' `_compute_llama3_parameters`).
+    pub fn llama3_freq_factors(s: &Llama3Scaling, theta: f32, rope_dim: usize) -> Vec<f32> {
+        let low_wavelen = s.original_max_position / s.low_freq_factor;
+        let high_wavelen = s.original_max_position / s.high_freq_factor;
+        (0..rope_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf(2.0 * i as f32 / rope_dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    s.factor
+                } else {
+                    let smooth = (s.original_max_position / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    1.0 / ((1.0 - smooth) / s.factor + smooth)
+                }
+            })
+            .collect()
+    }
+}

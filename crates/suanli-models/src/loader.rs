@@ -1,0 +1,427 @@
+//! One interface for weights and hyper-parameters, whatever the file format.
+//!
+//! Tensors are named as in GGUF (`blk.3.attn_q.weight`); a Hugging Face
+//! checkpoint is mapped onto those names (as llama.cpp's converter does) and
+//! its `config.json` onto the GGUF metadata keys, so every architecture reads
+//! one vocabulary of names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use suanli_formats::safetensors::SafetensorsModel;
+use suanli_formats::{GgufFile, Value};
+use suanli_kernels::{Blob, DType, QMatrix};
+
+use crate::{ModelError, Result};
+
+/// A tensor as a model sees it: type, shape (innermost first, GGUF order) and bytes.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Blob,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    Gguf,
+    /// Hugging Face safetensors: Q/K rows are not permuted for RoPE as GGUF's are.
+    HuggingFace,
+}
+
+pub trait WeightSource {
+    fn path(&self) -> &Path;
+    fn format(&self) -> SourceFormat;
+    /// Registry name of the architecture.
+    fn arch(&self) -> &str;
+    /// A tensor by GGUF name.
+    fn get(&self, name: &str) -> Option<Weight>;
+    /// A hyper-parameter by GGUF key without the architecture prefix
+    /// (`block_count`, `attention.head_count`, `rope.freq_base`…).
+    fn hparam(&self, key: &str) -> Option<Value>;
+    /// Hugging Face-only configuration (`rope_scaling`, `layer_types`…).
+    fn hf_config(&self) -> Option<&serde_json::Value> {
+        None
+    }
+    fn model_name(&self) -> String;
+}
+
+/// Typed access built on [`WeightSource`], with errors naming the file.
+pub struct Loader<'a> {
+    pub src: &'a dyn WeightSource,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(src: &'a dyn WeightSource) -> Self {
+        Loader { src }
+    }
+
+    fn missing(&self, name: &str) -> ModelError {
+        ModelError::MissingTensor {
+            path: self.src.path().to_path_buf(),
+            name: name.into(),
+        }
+    }
+
+    fn bad(&self, name: &str, why: String) -> ModelError {
+        ModelError::BadTensor {
+            path: self.src.path().to_path_buf(),
+            name: name.into(),
+            why,
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.src.get(name).is_some()
+    }
+
+    /// A weight matrix `(rows, cols)`, checked against the expected shape.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let w = self.src.get(name).ok_or_else(|| self.missing(name))?;
+        if w.shape.len() != 2 || w.shape[0] != cols || w.shape[1] != rows {
+            return Err(self.bad(
+                name,
+                format!("shape {:?}, expected [{cols}, {rows}]", w.shape),
+            ));
+        }
+        QMatrix::new(w.dtype, rows, cols, w.data)
+            .map(QMatrix::interleave)
+            .map_err(|e| self.bad(name, e.to_string()))
+    }
+
+    /// The token embedding table: looked up by row, and multiplied plainly
+    /// when tied to the output (never interleaved).
+    pub fn embeddings(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let mut m = self.matrix(name, rows, cols)?;
+        m.interleaved = false;
+        Ok(m)
+    }
+
+    pub fn matrix_opt(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {
+        if self.has(name) {
+            self.matrix(name, rows, cols).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A 1-D tensor of `n` values, dequantized to f32.
+    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let w = self.src.get(name).ok_or_else(|| self.missing(name))?;
+        if w.shape.iter().product::<usize>() != n {
+            return Err(self.bad(name, format!("shape {:?}, expected {n} values", w.shape)));
+        }
+        let to_float = w.dtype.traits().to_float.ok_or_else(|| {
+            self.bad(name, format!("type {:?} cannot be read as floats", w.dtype))
+        })?;
+        let mut out = vec![0f32; n];
+        if w.dtype.row_bytes(n) != Some(w.data.len()) {
+            return Err(self.bad(name, "data size does not match shape".into()));
+        }
+        to_float(w.data.bytes(), &mut out);
+        Ok(out)
+    }
+
+    pub fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.vector(name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn hp_err(&self, key: &str, why: &str) -> ModelError {
+        ModelError::Config {
+            path: self.src.path().to_path_buf(),
+            key: key.into(),
+            why: why.into(),
+        }
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| self.hp_err(key, "missing"))
+    }
+
+    pub fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.src.hparam(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(x) => Ok(Some(x as usize)),
+                None => Err(self.hp_err(
+                    key,
+                    &format!("expected a non-negative integer, got {}", v.summary()),
+                )),
+            },
+        }
+    }
+
+    pub fn f32_opt(&self, key: &str) -> Result<Option<f32>> {
+        match self.src.hparam(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) => Ok(Some(x as f32)),
+                None => Err(self.hp_err(key, &format!("expected a number, got {}", v.summary()))),
+            },
+        }
+    }
+}
+
+/// Open `path` as a weight source.
+pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
+    if path.is_dir() {
+        return Ok(Box::new(HfSource::open(path)?));
+    }
+    if !path.exists() {
+        return Err(ModelError::Format(suanli_formats::FormatError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        }));
+    }
+    Ok(Box::new(GgufSource::open(path)?))
+}
+
+pub struct GgufSource {
+    pub file: GgufFile,
+    arch: String,
+    index: HashMap<String, usize>,
+}
+
+impl GgufSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::new(GgufFile::open(path)?)
+    }
+
+    /// Wrap an already opened file (e.g. one the tokenizer was read from).
+    pub fn new(file: GgufFile) -> Result<Self> {
+        let path = file.path.clone();
+        let path = path.as_path();
+        let arch = file
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ModelError::Config {
+                path: path.to_path_buf(),
+                key: "general.architecture".into(),
+                why: "missing".into(),
+            })?
+            .to_string();
+        let index = file
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(GgufSource { file, arch, index })
+    }
+}
+
+impl WeightSource for GgufSource {
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+    fn format(&self) -> SourceFormat {
+        SourceFormat::Gguf
+    }
+    fn arch(&self) -> &str {
+        &self.arch
+    }
+    fn get(&self, name: &str) -> Option<Weight> {
+        let t = &self.file.tensors[*self.index.get(name)?];
+        Some(Weight {
+            dtype: t.dtype?,
+            shape: t.shape.iter().map(|&d| d as usize).collect(),
+            data: self.file.tensor_data(t).ok()?,
+        })
+    }
+    fn hparam(&self, key: &str) -> Option<Value> {
+        if key == "vocab_size" {
+            if let Some(v) = self.file.get(&format!("{}.vocab_size", self.arch)) {
+                return Some(v.clone());
+            }
+            let n = self.file.get("tokenizer.ggml.tokens")?.as_array()?.len();
+            return Some(Value::U64(n as u64));
+        }
+        self.file.get(&format!("{}.{key}", self.arch)).cloned()
+    }
+    fn model_name(&self) -> String {
+        self.file
+            .get("general.name")
+            .and_then(Value::as_str)
+            .unwrap_or("unnamed")
+            .to_string()
+    }
+}
+
+/// A Hugging Face checkpoint directory: `config.json` + safetensors.
+pub struct HfSource {
+    dir: PathBuf,
+    config: serde_json::Value,
+    arch: String,
+    tensors: BTreeMap<String, Weight>,
+}
+
+/// Hugging Face `model_type` → registry name.
+fn hf_arch(model_type: &str) -> &str {
+    match model_type {
+        "gemma3_text" | "gemma3" => "gemma3",
+        other => other,
+    }
+}
+
+/// Hugging Face tensor name → GGUF tensor name.
+fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
+    let name = name.strip_prefix("language_model.").unwrap_or(name);
+    match name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (il, rest) = rest.split_once('.')?;
+    let il: usize = il.parse().ok()?;
+    let (stem, suffix) = rest.rsplit_once('.')?;
+    let gguf = match stem {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "post_attention_layernorm" if arch == "gemma3" => "post_attention_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{il}.{gguf}.{suffix}"))
+}
+
+impl HfSource {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let cfg_err = |key: &str, why: String| ModelError::Config {
+            path: cfg_path.clone(),
+            key: key.into(),
+            why,
+        };
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| cfg_err("(file)", e.to_string()))?;
+        let mut config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| cfg_err("(file)", format!("invalid JSON: {e}")))?;
+        // Multimodal wrappers keep the language model's settings in text_config.
+        if let Some(tc) = config.get("text_config").cloned() {
+            if tc.get("hidden_size").is_some() {
+                config = tc;
+            }
+        }
+        let model_type = config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| cfg_err("model_type", "missing".into()))?;
+        let arch = hf_arch(model_type).to_string();
+        let st = SafetensorsModel::open(dir)?;
+        let mut tensors = BTreeMap::new();
+        for (name, t) in st.tensors {
+            let Some(g) = hf_to_gguf_name(&arch, &name) else {
+                continue;
+            };
+            let mut w = Weight {
+                dtype: t.dtype,
+                shape: t.shape.iter().rev().copied().collect(),
+                data: t.data,
+            };
+            // Gemma's RMSNorm multiplies by (1 + w); GGUF stores 1 + w.
+            if arch == "gemma3" && g.contains("norm") {
+                let n: usize = w.shape.iter().product();
+                let mut v = vec![0f32; n];
+                if let Some(f) = w.dtype.traits().to_float {
+                    f(w.data.bytes(), &mut v);
+                }
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (x + 1.0).to_le_bytes()).collect();
+                w = Weight {
+                    dtype: DType::F32,
+                    shape: w.shape,
+                    data: Blob::from_vec(bytes),
+                };
+            }
+            tensors.insert(g, w);
+        }
+        Ok(HfSource {
+            dir: dir.to_path_buf(),
+            config,
+            arch,
+            tensors,
+        })
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> Option<Value> {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Some(Value::U64(u))
+            } else if let Some(i) = n.as_i64() {
+                Some(Value::I64(i))
+            } else {
+                n.as_f64().map(Value::F64)
+            }
+        }
+        serde_json::Value::Bool(b) => Some(Value::Bool(*b)),
+        serde_json::Value::String(s) => Some(Value::String(s.clone())),
+        _ => None,
+    }
+}
+
+impl WeightSource for HfSource {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+    fn format(&self) -> SourceFormat {
+        SourceFormat::HuggingFace
+    }
+    fn arch(&self) -> &str {
+        &self.arch
+    }
+    fn get(&self, name: &str) -> Option<Weight> {
+        self.tensors.get(name).cloned()
+    }
+    fn hparam(&self, key: &str) -> Option<Value> {
+        let c = &self.config;
+        let hf = match key {
+            "block_count" => "num_hidden_layers",
+            "embedding_length" => "hidden_size",
+            "feed_forward_length" => "intermediate_size",
+            "attention.head_count" => "num_attention_heads",
+            "attention.head_count_kv" => "num_key_value_heads",
+            "attention.key_length" | "attention.value_length" => "head_dim",
+            "attention.layer_norm_rms_epsilon" => "rms_norm_eps",
+            "rope.freq_base" => {
+                if let Some(t) = c.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
+                    return json_to_value(t);
+                }
+                "rope_theta"
+            }
+            "context_length" => "max_position_embeddings",
+            "attention.sliding_window" => "sliding_window",
+            "vocab_size" => "vocab_size",
+            "final_logit_softcapping" => "final_logit_softcapping",
+            "attn_logit_softcapping" => "attn_logit_softcapping",
+            _ => return None,
+        };
+        c.get(hf).and_then(json_to_value)
+    }
+    fn hf_config(&self) -> Option<&serde_json::Value> {
+        Some(&self.config)
+    }
+    fn model_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,175 @@
+//! Tokenizers from Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
+
+use std::path::{Path, PathBuf};
+
+use crate::bpe::bytes_of_byte_level;
+use crate::vocab::byte_token;
+use crate::{Result, TokenizerError};
+
+pub struct HfTokenizer {
+    tok: tokenizers::Tokenizer,
+    /// The decoder is byte-level (GPT-2 alphabet) rather than SentencePiece-style.
+    byte_level: bool,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub eog: Vec<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    pub chat_template: Option<String>,
+}
+
+/// A token given in tokenizer_config.json, either as a string or as
+/// `{"content": "..."}`.
+fn token_field(cfg: &serde_json::Value, key: &str) -> Option<String> {
+    match cfg.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+impl HfTokenizer {
+    pub fn open(path: &Path) -> Result<Self> {
+        let (json, dir): (PathBuf, PathBuf) = if path.is_dir() {
+            (path.join("tokenizer.json"), path.to_path_buf())
+        } else {
+            (
+                path.to_path_buf(),
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            )
+        };
+        let load = |why: String| TokenizerError::Load {
+            path: json.clone(),
+            why,
+        };
+        let text = std::fs::read_to_string(&json).map_err(|e| load(e.to_string()))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| load(format!("invalid JSON: {e}")))?;
+        let tok =
+            tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| load(e.to_string()))?;
+        let byte_level = raw
+            .get("decoder")
+            .map(|d| d.to_string().contains("\"ByteLevel\""))
+            .unwrap_or(false);
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| TokenizerError::Load {
+                path: cfg_path.clone(),
+                why: format!("invalid JSON: {e}"),
+            })?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let id = |s: Option<String>| s.and_then(|s| tok.token_to_id(&s));
+        let bos = id(token_field(&cfg, "bos_token"));
+        let eos = id(token_field(&cfg, "eos_token"));
+        let mut eog: Vec<u32> = eos.into_iter().collect();
+        for t in [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<|eot_id|>",
+            "<end_of_turn>",
+            "<｜end▁of▁sentence｜>",
+        ] {
+            eog.extend(tok.token_to_id(t));
+        }
+        eog.sort_unstable();
+        eog.dedup();
+        let chat_template = match cfg.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // A list of named templates: take "default".
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+            _ => None,
+        };
+        Ok(HfTokenizer {
+            add_bos: cfg
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            add_eos: cfg
+                .get("add_eos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            tok,
+            byte_level,
+            bos,
+            eos,
+            eog,
+            chat_template,
+        })
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+
+    /// As transformers' `AutoTokenizer(text, add_special_tokens=add_special)`:
+    /// the tokenizer.json post-processor adds what it adds, and the
+    /// tokenizer_config.json add_bos/add_eos flags are honoured on top when
+    /// the post-processor did not already add those tokens.
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let mut ids = if parse_special {
+            let enc = self
+                .tok
+                .encode_fast(text, add_special)
+                .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+            enc.get_ids().to_vec()
+        } else {
+            // Without special-token parsing, added tokens written in the text
+            // are tokenized as plain text: encode the text as one word list.
+            let enc = self
+                .tok
+                .encode_fast(tokenizers::InputSequence::from(vec![text]), add_special)
+                .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+            enc.get_ids().to_vec()
+        };
+        if add_special {
+            if self.add_bos {
+                if let Some(b) = self.bos {
+                    if ids.first() != Some(&b) {
+                        ids.insert(0, b);
+                    }
+                }
+            }
+            if self.add_eos {
+                if let Some(e) = self.eos {
+                    if ids.last() != Some(&e) {
+                        ids.push(e);
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.tok.id_to_token(id)
+    }
+
+    pub fn token_to_id(&self, t: &str) -> Option<u32> {
+        self.tok.token_to_id(t)
+    }
+
+    pub fn token_bytes(&self, id: u32, special: bool) -> Result<Vec<u8>> {
+        let text = self
+            .tok
+            .id_to_token(id)
+            .ok_or(TokenizerError::BadToken(id))?;
+        let added = self.tok.get_added_tokens_decoder();
+        if let Some(a) = added.get(&id) {
+            if a.special && !special {
+                return Ok(Vec::new());
+            }
+            return Ok(a.content.as_bytes().to_vec());
+        }
+        if self.byte_level {
+            return Ok(bytes_of_byte_level(&text));
+        }
+        if let Some(b) = byte_token(&text) {
+            return Ok(vec![b]);
+        }
+        Ok(text.replace('\u{2581}', " ").into_bytes())
+    }
+}

@@ -1,0 +1,105 @@
+//! Chat templates: the Jinja templates models ship, rendered with minijinja
+//! the way transformers' `apply_chat_template` renders them (trim_blocks,
+//! lstrip_blocks, Python string methods, `tojson`, `raise_exception`,
+//! `strftime_now`, loop controls).
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::Serialize;
+
+use crate::{Result, TokenizerError};
+
+/// One chat message. `content` may be absent for assistant tool calls.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: Some(content.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Templates for models that ship none (llama.cpp detects these by architecture too).
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+pub const GEMMA: &str = "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}{% if role == 'system' %}{% set role = 'user' %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    pub source: String,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
+fn raise_exception(msg: String) -> std::result::Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+fn strftime_now(fmt: String) -> String {
+    chrono::Local::now().format(&fmt).to_string()
+}
+
+impl ChatTemplate {
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TokenizerError::Template(format!("{e:#}")))?;
+        Ok(ChatTemplate {
+            env,
+            source: source.into(),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
+    }
+
+    /// Render `messages`; `tools` (OpenAI tool schemas) and extra keyword
+    /// arguments (e.g. `enable_thinking`) are passed through as transformers does.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String> {
+        let t = self
+            .env
+            .get_template("chat")
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let mut ctx = serde_json::Map::new();
+        if let Some(extra) = extra {
+            ctx.extend(extra.clone());
+        }
+        ctx.insert(
+            "messages".into(),
+            serde_json::to_value(messages).unwrap_or_default(),
+        );
+        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+        ctx.insert("bos_token".into(), self.bos_token.clone().into());
+        ctx.insert("eos_token".into(), self.eos_token.clone().into());
+        if let Some(tools) = tools {
+            ctx.insert("tools".into(), tools.clone());
+        }
+        t.render(Value::from_serialize(&ctx))
+            .map_err(|e| TokenizerError::Template(format!("{e:#}")))
+    }
+}

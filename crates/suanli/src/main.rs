@@ -1,0 +1,45 @@
+//! `suanli`: run, chat with, inspect and tokenize open-weight LLMs.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "suanli",
+    version,
+    about = "Run open-weight LLMs fast on the machine you have"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a completion for one prompt.
+    Run(cmd::run::Args),
+    /// Interactive multi-turn chat.
+    Chat(cmd::chat::Args),
+    /// Architecture, metadata and tensors of a model.
+    Inspect(cmd::inspect::Args),
+    /// Token ids of a text.
+    Tokenize(cmd::tokenize::Args),
+    /// Fetch a named model into the local cache.
+    Pull(cmd::pull::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Run(a) => cmd::run::main(a),
+        Command::Chat(a) => cmd::chat::main(a),
+        Command::Inspect(a) => cmd::inspect::main(a),
+        Command::Tokenize(a) => cmd::tokenize::main(a),
+        Command::Pull(a) => cmd::pull::main(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
