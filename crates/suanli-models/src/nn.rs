@@ -156,9 +156,7 @@ fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
         }
     }
     let v: [f32; 16] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
-    let t3: [f32; 8] = std::array::from_fn(|i| v[8 + i] + v[i]);
-    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
-    let mut s = ((t6[0] + t6[2]) + (t6[1] + t6[3])) as f64;
+    let mut s = reduce16(&v) as f64;
     for e in np..n {
         s += (k[e].to_f32() * q[e]) as f64;
     }
@@ -226,22 +224,109 @@ pub fn attend(
             }
             x
         };
-        if per_row_f16 {
-            let Rows::F16(vals) = values else { return };
-            let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
-            online_softmax_f16(
-                o,
-                (start..=p).map(|j| (score(&qh, j), &vals[j * vw + kvh * hdv..][..hdv])),
-            );
-        } else {
-            let mut s: Vec<f32> = (start..=p).map(|j| score(qh, j)).collect();
-            ops::softmax(&mut s);
-            for (j, &a) in (start..=p).zip(&s) {
-                axpy_rows(o, a, values, j * vw + kvh * hdv);
+        match (keys, values) {
+            (Rows::F16(ks), Rows::F16(vs)) if per_row_f16 => {
+                let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
+                online_softmax_f16(
+                    o,
+                    (start..=p).map(|j| (score(&qh, j), &vs[j * vw + kvh * hdv..][..hdv])),
+                );
+                let _ = ks;
+            }
+            (Rows::F16(ks), Rows::F16(vs)) => {
+                let key = |j: usize| &ks[j * kw + kvh * hd..][..hd];
+                let val = |j: usize| &vs[j * vw + kvh * hdv..][..hdv];
+                tiled_attention_row(o, qh, start, p, kq_scale, c.attn_softcap, key, val);
+            }
+            _ => {
+                let mut s: Vec<f32> = (start..=p).map(|j| score(qh, j)).collect();
+                ops::softmax(&mut s);
+                for (j, &a) in (start..=p).zip(&s) {
+                    axpy_rows(o, a, values, j * vw + kvh * hdv);
+                }
             }
         }
     });
     out
+}
+
+/// Keys per tile of llama.cpp's tiled CPU flash attention (`GGML_FA_TILE_KV`).
+const FA_TILE_KV: usize = 64;
+
+/// One query row of attention over keys `start..=p` in the order of
+/// llama.cpp's tiled flash attention (the kernel its CPU backend runs for
+/// batches of 64 rows or more): 64-key tiles aligned at 0; per tile, Q·K by
+/// sequential FMAs in f32, the tile maximum, a rescale of the running sums,
+/// exponentials by the vector `expf` with a float sum per 16 lanes added in
+/// f64, V accumulated by sequential FMAs; `1/S` applied at the end.
+#[allow(clippy::too_many_arguments)]
+fn tiled_attention_row<'k>(
+    o: &mut [f32],
+    q: &[f32],
+    start: usize,
+    p: usize,
+    scale: f32,
+    softcap: Option<f32>,
+    key: impl Fn(usize) -> &'k [f16],
+    val: impl Fn(usize) -> &'k [f16],
+) {
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let mut kq = [0f32; FA_TILE_KV];
+    for t0 in (start / FA_TILE_KV * FA_TILE_KV..=p).step_by(FA_TILE_KV) {
+        for (i, s) in kq.iter_mut().enumerate() {
+            let j = t0 + i;
+            *s = if j < start || j > p {
+                f32::NEG_INFINITY
+            } else {
+                let mut d = 0f32;
+                for (&a, b) in q.iter().zip(key(j)) {
+                    d = a.mul_add(b.to_f32(), d);
+                }
+                let mut d = d * scale;
+                if let Some(cap) = softcap {
+                    d = cap * (d / cap).tanh();
+                }
+                d
+            };
+        }
+        let tile_max = kq.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        if tile_max == f32::NEG_INFINITY {
+            continue;
+        }
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            o.iter_mut().for_each(|v| *v *= ms);
+            sum *= ms;
+        }
+        m = m_new;
+        let mut tile_sum = 0f64;
+        for lanes in kq.chunks_exact_mut(16) {
+            lanes
+                .iter_mut()
+                .for_each(|v| *v = ops::expf_poly(*v - m_new));
+            tile_sum += reduce16(lanes) as f64;
+        }
+        sum = (sum as f64 + tile_sum) as f32;
+        for (i, &e) in kq.iter().enumerate() {
+            let j = t0 + i;
+            if j < start || j > p {
+                continue; // e = 0 and the padded V row is zero: fma leaves o as is
+            }
+            for (a, v) in o.iter_mut().zip(val(j)) {
+                *a = e.mul_add(v.to_f32(), *a);
+            }
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    o.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Sum of 16 lanes as GCC's `_mm512_reduce_add_ps` adds them.
+fn reduce16(v: &[f32]) -> f32 {
+    let t3: [f32; 8] = std::array::from_fn(|i| v[8 + i] + v[i]);
+    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+    (t6[0] + t6[2]) + (t6[1] + t6[3])
 }
 
 /// Online softmax over (score, V row) pairs with the running output kept in

@@ -83,15 +83,14 @@ impl HfTokenizer {
                 .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
             _ => None,
         };
+        // transformers (5.x) applies tokenizer_config's add_bos/add_eos through
+        // its SentencePiece-style classes (Llama, Gemma); a byte-level
+        // tokenizer.json is loaded by its generic backend, where only the
+        // tokenizer.json post-processor adds special tokens.
+        let flag = |k: &str| !byte_level && cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
         Ok(HfTokenizer {
-            add_bos: cfg
-                .get("add_bos_token")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-            add_eos: cfg
-                .get("add_eos_token")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+            add_bos: flag("add_bos_token"),
+            add_eos: flag("add_eos_token"),
             tok,
             byte_level,
             bos,
@@ -106,9 +105,9 @@ impl HfTokenizer {
     }
 
     /// As transformers' `AutoTokenizer(text, add_special_tokens=add_special)`:
-    /// the tokenizer.json post-processor adds what it adds, and the
-    /// tokenizer_config.json add_bos/add_eos flags are honoured on top when
-    /// the post-processor did not already add those tokens.
+    /// the tokenizer.json post-processor adds what it adds, and (for
+    /// SentencePiece-style tokenizers) the tokenizer_config.json
+    /// add_bos/add_eos flags on top, when not already there.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
         let mut ids = if parse_special {
             let enc = self

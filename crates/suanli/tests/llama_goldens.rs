@@ -1,0 +1,118 @@
+//! suanli against llama.cpp on real models: identical prompt tokens,
+//! identical greedy 48-token continuations, and at every position the
+//! reference's 8 highest logits reproduced within `TOL` (suanli's kernels sum
+//! in llama.cpp's order, so on x86 with AVX-512 the logits agree bit for bit;
+//! the tolerance leaves room for other CPUs' libm).
+//!
+//! Goldens: tests/goldens/llama/*.json, made by scripts/gen_llama_goldens.py.
+//! Models come through `suanli::hub` (fetched once, cached).
+
+use std::path::Path;
+
+use serde_json::Value;
+use suanli_formats::GgufFile;
+use suanli_models::loader::GgufSource;
+use suanli_models::{ForwardCtx, KvDtype, Logits};
+use suanli_tokenizer::Tokenizer;
+
+/// Largest |Δ logit| accepted at the reference's top-8 ids.
+const TOL: f32 = 1e-3;
+
+fn check_model(name: &str) {
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../tests/goldens/llama/{name}.json"));
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file"))
+            .expect("golden JSON");
+    let path = suanli::hub::resolve(name, &mut |m| eprintln!("{m}")).expect("fetching the model");
+    let file = GgufFile::open(&path).expect("open model");
+    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let model = suanli_models::load_source(&GgufSource::new(file).expect("source")).expect("model");
+    let n_vocab = model.config().n_vocab;
+    let mut worst = 0f32;
+    for case in golden["cases"].as_array().expect("cases") {
+        let cname = case["name"].as_str().unwrap_or("?");
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let want_tokens: Vec<u32> =
+            serde_json::from_value(case["prompt_tokens"].clone()).expect("tokens");
+        let want_gen: Vec<u32> =
+            serde_json::from_value(case["generated"].clone()).expect("generated");
+        let top: Vec<Vec<(u32, f32)>> =
+            serde_json::from_value(case["top_logits"].clone()).expect("top logits");
+        let tokens = tok.encode(prompt, true, true).expect("encode");
+        assert_eq!(
+            tokens, want_tokens,
+            "{name}/{cname}: prompt tokens differ from llama.cpp"
+        );
+
+        let mut check = |pos: usize, logits: &[f32]| {
+            let best = suanli_engine::sampler::argmax(logits);
+            assert_eq!(
+                best, top[pos][0].0,
+                "{name}/{cname}: top-1 at position {pos}"
+            );
+            for &(id, want) in &top[pos] {
+                let d = (logits[id as usize] - want).abs();
+                worst = worst.max(d);
+                assert!(
+                    d <= TOL,
+                    "{name}/{cname}: logit of {id} at position {pos}: {} vs llama.cpp {want}",
+                    logits[id as usize]
+                );
+            }
+        };
+        let mut kv = model.new_cache(tokens.len() + want_gen.len() + 1, KvDtype::F16);
+        let all = model
+            .forward(
+                &tokens,
+                &mut ForwardCtx {
+                    kv: &mut kv,
+                    logits: Logits::All,
+                    trace: None,
+                },
+            )
+            .expect("prefill");
+        for (p, row) in all.chunks_exact(n_vocab).enumerate() {
+            check(p, row);
+        }
+        let mut last = all[all.len() - n_vocab..].to_vec();
+        let mut got = Vec::new();
+        for step in 0..want_gen.len() {
+            let t = suanli_engine::sampler::argmax(&last);
+            got.push(t);
+            assert_eq!(
+                t, want_gen[step],
+                "{name}/{cname}: greedy token {step} differs (so far {got:?})"
+            );
+            last = model
+                .forward(
+                    &[t],
+                    &mut ForwardCtx {
+                        kv: &mut kv,
+                        logits: Logits::Last,
+                        trace: None,
+                    },
+                )
+                .expect("decode");
+            // Row n + step: the logits after decoding generated token `step`.
+            check(tokens.len() + step, &last);
+        }
+        assert_eq!(got, want_gen, "{name}/{cname}: greedy continuation");
+    }
+    eprintln!("{name}: max |Δ logit| vs llama.cpp = {worst:e}");
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    check_model("smollm2-135m-instruct-q4_1");
+}
+
+#[test]
+fn qwen2_5_coder_matches_llama_cpp() {
+    check_model("qwen2.5-coder-0.5b-instruct");
+}
+
+#[test]
+fn gemma3_matches_llama_cpp() {
+    check_model("gemma3-270m-q4_k_m");
+}
