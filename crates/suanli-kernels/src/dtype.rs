@@ -101,7 +101,7 @@ impl DType {
     /// Bytes taken by `n` elements, or `None` when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let t = self.traits();
-        (n % t.block == 0).then(|| n / t.block * t.bytes)
+        n.is_multiple_of(t.block).then(|| n / t.block * t.bytes)
     }
 
     pub fn is_quantized(self) -> bool {

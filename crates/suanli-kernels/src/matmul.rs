@@ -95,7 +95,7 @@ impl QMatrix {
     /// interleaved kernels: Q4_K with a multiple of 8 rows (the layout
     /// llama.cpp repacks on x86 too, so both engines sum in the same order).
     pub fn interleavable(dtype: DType, rows: usize) -> bool {
-        dtype == DType::Q4_K && rows % 8 == 0
+        dtype == DType::Q4_K && rows.is_multiple_of(8)
     }
 
     /// Use the interleaved kernels where [`Self::interleavable`] allows.

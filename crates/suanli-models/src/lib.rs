@@ -64,6 +64,9 @@ pub enum Logits {
     All,
 }
 
+/// A trace hook: (step name, layer, values).
+pub type TraceFn<'a> = &'a mut dyn FnMut(&str, usize, &[f32]);
+
 /// Per-call state of a forward pass: where the tokens sit and where K/V go.
 pub struct ForwardCtx<'a> {
     /// K/V of earlier positions; the new tokens' K/V are appended.
@@ -71,7 +74,7 @@ pub struct ForwardCtx<'a> {
     pub logits: Logits,
     /// Called after each named step with (name, layer, values), like
     /// llama.cpp's graph callback, so any layer can be dumped and diffed.
-    pub trace: Option<&'a mut dyn FnMut(&str, usize, &[f32])>,
+    pub trace: Option<TraceFn<'a>>,
 }
 
 impl ForwardCtx<'_> {

@@ -61,9 +61,9 @@ pub enum TokenizerError {
 pub type Result<T> = std::result::Result<T, TokenizerError>;
 
 enum Engine {
-    Bpe(bpe::BpeTokenizer),
-    Spm(spm::SpmTokenizer),
-    Hf(hf::HfTokenizer),
+    Bpe(Box<bpe::BpeTokenizer>),
+    Spm(Box<spm::SpmTokenizer>),
+    Hf(Box<hf::HfTokenizer>),
 }
 
 /// A tokenizer from any source, with the special-token facts the engine needs.
@@ -86,8 +86,8 @@ impl Tokenizer {
     pub fn from_gguf(file: &suanli_formats::GgufFile) -> Result<Self> {
         let vocab = Vocab::from_gguf(file)?;
         let engine = match vocab.model.as_str() {
-            "gpt2" => Engine::Bpe(bpe::BpeTokenizer::new(vocab.clone(), &file.path)?),
-            "llama" => Engine::Spm(spm::SpmTokenizer::new(vocab.clone())),
+            "gpt2" => Engine::Bpe(Box::new(bpe::BpeTokenizer::new(vocab.clone(), &file.path)?)),
+            "llama" => Engine::Spm(Box::new(spm::SpmTokenizer::new(vocab.clone()))),
             other => {
                 return Err(TokenizerError::UnknownModel {
                     path: file.path.clone(),
@@ -122,7 +122,7 @@ impl Tokenizer {
             add_bos: h.add_bos,
             add_eos: h.add_eos,
             chat_template: h.chat_template.clone(),
-            engine: Engine::Hf(h),
+            engine: Engine::Hf(Box::new(h)),
         })
     }
 

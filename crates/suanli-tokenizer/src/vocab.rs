@@ -128,7 +128,7 @@ impl Vocab {
             match f.get(key).and_then(Value::as_i64) {
                 None => Ok(None),
                 Some(v) if v >= 0 && (v as usize) < n => Ok(Some(v as u32)),
-                Some(v) if v == -1 => Ok(None),
+                Some(-1) => Ok(None),
                 Some(v) => Err(meta(
                     &f.path,
                     key,

@@ -1,12 +1,29 @@
-//! Write suanli's logits for every prompt position (f32) — the twin of
-//! scripts/llama_logits.c, for diffing against llama.cpp.
-//! Usage: logits_dump MODEL PROMPT_FILE OUT.bin [GEN]
+//! Dump suanli's logits for a prompt, and trace the forward pass — the twin of
+//! scripts/llama_logits.c, for diffing suanli against llama.cpp step by step.
+//!
+//! Usage: logits_dump MODEL.gguf PROMPT OUT.bin [N_GEN]
+//!   PROMPT: a text file (tokenized with BOS per the model, specials parsed)
+//!           or a `.ids` file of space-separated token ids.
+//!   OUT.bin: f32 logits of every prompt position, then of each greedy step.
+//! Environment:
+//!   SUANLI_TRACE=1          print sum and first values of each traced step
+//!   SUANLI_TRACE_LAYER=L    …of layer L (plus every layer's `l_out`)
+//!   SUANLI_TRACE_ROW=R      …for token row R of the batch
+//!   SUANLI_DUMP=NAME-L:FILE write that step's values (raw f32) to FILE
 use suanli_formats::GgufFile;
 use suanli_models::loader::GgufSource;
-use suanli_models::{ForwardCtx, KvDtype, Logits};
+use suanli_models::{ForwardCtx, KvDtype, Logits, TraceFn};
+
+fn env_usize(k: &str) -> Option<usize> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        a.len() >= 4,
+        "usage: logits_dump MODEL PROMPT OUT.bin [N_GEN]"
+    );
     let f = GgufFile::open(&a[1])?;
     let tok = suanli_tokenizer::Tokenizer::from_gguf(&f)?;
     let model = suanli_models::load_source(&GgufSource::new(f)?)?;
@@ -19,101 +36,70 @@ fn main() -> anyhow::Result<()> {
     } else {
         tok.encode(&prompt, true, true)?
     };
-    let mut kv = model.new_cache(2048, KvDtype::F16);
-    let n_tok = ids.len();
-    let mut tr = |name: &str, il: usize, x: &[f32]| {
-        if std::env::var("SUANLI_DUMP").ok().as_deref() == Some(&format!("{name}-{il}")) {
-            let b: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let _ = std::fs::write("/tmp/suanli_dump_p.bin", b);
-        }
-        if il
-            == std::env::var("SUANLI_TRACE_LAYER")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(0)
-            || name == "l_out"
-        {
-            let row: usize = std::env::var("SUANLI_TRACE_ROW")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(0);
-            let w = x.len() / n_tok;
-            if (row + 1) * w > x.len() {
+    let n_gen = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let tracing = std::env::var_os("SUANLI_TRACE").is_some();
+    let layer = env_usize("SUANLI_TRACE_LAYER").unwrap_or(0);
+    let row = env_usize("SUANLI_TRACE_ROW").unwrap_or(0);
+    let dump = std::env::var("SUANLI_DUMP").ok().and_then(|d| {
+        d.split_once(':')
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+    });
+    let mut kv = model.new_cache(ids.len() + n_gen + 1, KvDtype::F16);
+    let nv = model.config().n_vocab;
+    let mut out = Vec::new();
+    let mut gen = Vec::new();
+    let mut batch = ids.clone();
+    for step in 0..=n_gen {
+        let n_tok = batch.len();
+        let mut tr = |name: &str, il: usize, x: &[f32]| {
+            if let Some((n, p)) = &dump {
+                if *n == format!("{name}-{il}") {
+                    let b: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let _ = std::fs::write(format!("{p}.{step}"), b);
+                }
+            }
+            if il != layer && name != "l_out" {
                 return;
             }
-            let x = &x[row * w..(row + 1) * w];
+            let w = x.len() / n_tok;
+            let r = if n_tok > 1 { row } else { 0 };
+            if w == 0 || (r + 1) * w > x.len() {
+                return;
+            }
+            let x = &x[r * w..(r + 1) * w];
             let sum: f64 = x.iter().map(|&v| v as f64).sum();
             eprintln!(
-                "TRACE {name:<24} [{}] sum={sum:.6} first={:.6} {:.6} {:.6} {:.6}",
-                x.len(),
+                "TRACE step {step} {name}-{il} sum={sum:.6} first={:.6} {:.6}",
                 x[0],
-                x[1],
-                x[2],
-                x[3]
+                x[x.len().min(2) - 1]
             );
-        }
-    };
-    let trace: Option<&mut dyn FnMut(&str, usize, &[f32])> =
-        if std::env::var_os("SUANLI_TRACE").is_some() {
+        };
+        let trace: Option<TraceFn> = if tracing || dump.is_some() {
             Some(&mut tr)
         } else {
             None
         };
-    let mut logits = model.forward(
-        &ids,
-        &mut ForwardCtx {
-            kv: &mut kv,
-            logits: Logits::All,
-            trace,
-        },
-    )?;
-    let nv = model.config().n_vocab;
-    let mut gen = Vec::new();
-    let n_gen: usize = a.get(4).map(|s| s.parse().unwrap_or(0)).unwrap_or(0);
-    let mut last = logits[logits.len() - nv..].to_vec();
-    for _ in 0..n_gen {
-        let t = suanli_engine::sampler::argmax(&last);
+        let mode = if step == 0 { Logits::All } else { Logits::Last };
+        let logits = model.forward(
+            &batch,
+            &mut ForwardCtx {
+                kv: &mut kv,
+                logits: mode,
+                trace,
+            },
+        )?;
+        out.extend_from_slice(&logits);
+        if step == n_gen {
+            break;
+        }
+        let t = suanli_engine::sampler::argmax(&logits[logits.len() - nv..]);
         if tok.is_eog(t) {
             break;
         }
         gen.push(t);
-        let step = gen.len();
-        let mut tr2 = |name: &str, il: usize, x: &[f32]| {
-            if std::env::var("SUANLI_DUMP").ok().as_deref() == Some(&format!("{name}-{il}")) {
-                let b: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let _ = std::fs::write(format!("/tmp/suanli_dump_{step}.bin"), b);
-            }
-            if name == "l_out"
-                || il
-                    == std::env::var("SUANLI_TRACE_LAYER")
-                        .ok()
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(99)
-            {
-                let sum: f64 = x.iter().map(|&v| v as f64).sum();
-                eprintln!(
-                    "DTRACE {name}-{il} sum={sum:.6} first={:.6} {:.6}",
-                    x[0], x[1]
-                );
-            }
-        };
-        let trace: Option<&mut dyn FnMut(&str, usize, &[f32])> =
-            if std::env::var_os("SUANLI_TRACE").is_some() {
-                Some(&mut tr2)
-            } else {
-                None
-            };
-        last = model.forward(
-            &[t],
-            &mut ForwardCtx {
-                kv: &mut kv,
-                logits: Logits::Last,
-                trace,
-            },
-        )?;
-        logits.extend_from_slice(&last);
+        batch = vec![t];
     }
-    let b: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let b: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&a[3], b)?;
     println!("{{\"prompt_tokens\": {ids:?}, \"generated\": {gen:?}}}");
     Ok(())

@@ -77,11 +77,11 @@ fn check_model(name: &str) {
         }
         let mut last = all[all.len() - n_vocab..].to_vec();
         let mut got = Vec::new();
-        for step in 0..want_gen.len() {
+        for (step, &want) in want_gen.iter().enumerate() {
             let t = suanli_engine::sampler::argmax(&last);
             got.push(t);
             assert_eq!(
-                t, want_gen[step],
+                t, want,
                 "{name}/{cname}: greedy token {step} differs (so far {got:?})"
             );
             last = model
