@@ -125,8 +125,10 @@ pub fn geglu_row(gate: &mut [f32], up: &[f32]) {
 pub enum Glu {
     /// SiLU gate (Llama, Qwen).
     SwiGlu,
-    /// tanh-GELU gate (Gemma).
+    /// tanh-GELU gate through ggml's f16 table (Gemma, GGUF).
     GeGlu,
+    /// tanh-GELU gate in f32 (Gemma, as transformers computes it).
+    GeGluExact,
 }
 
 /// `gate = act(gate) * up` row by row (`width` values per row).
@@ -135,6 +137,10 @@ pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
         match act {
             Glu::SwiGlu => swiglu_row(g, u),
             Glu::GeGlu => geglu_row(g, u),
+            Glu::GeGluExact => g
+                .iter_mut()
+                .zip(u)
+                .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
         }
     }
 }

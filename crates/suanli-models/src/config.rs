@@ -51,6 +51,10 @@ pub struct ModelConfig {
     pub scale_q: bool,
     pub attn_softcap: Option<f32>,
     pub final_softcap: Option<f32>,
+    /// Reproduce ggml's approximations (GELU through an f16 table) so GGUF
+    /// models agree with llama.cpp bit for bit; off for Hugging Face
+    /// checkpoints, which are compared with transformers' exact f32.
+    pub ggml_numerics: bool,
     /// Multiplier of the token embeddings (Gemma: √n_embd).
     pub embed_scale: Option<f32>,
 }

@@ -360,6 +360,16 @@ impl HfSource {
     }
 }
 
+/// RoPE settings of a Hugging Face config: `rope_parameters` (transformers
+/// 5: flat, or keyed by layer type) or the older `rope_scaling`.
+pub fn hf_rope<'c>(c: &'c serde_json::Value, layer_type: &str) -> Option<&'c serde_json::Value> {
+    match c.get("rope_parameters") {
+        Some(p) if p.get(layer_type).is_some() => p.get(layer_type),
+        Some(p) if p.get("rope_theta").is_some() || p.get("rope_type").is_some() => Some(p),
+        _ => c.get("rope_scaling").filter(|v| v.is_object()),
+    }
+}
+
 fn json_to_value(v: &serde_json::Value) -> Option<Value> {
     match v {
         serde_json::Value::Number(n) => {
@@ -401,7 +411,7 @@ impl WeightSource for HfSource {
             "attention.key_length" | "attention.value_length" => "head_dim",
             "attention.layer_norm_rms_epsilon" => "rms_norm_eps",
             "rope.freq_base" => {
-                if let Some(t) = c.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
+                if let Some(t) = hf_rope(c, "full_attention").and_then(|r| r.get("rope_theta")) {
                     return json_to_value(t);
                 }
                 "rope_theta"

@@ -35,7 +35,14 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     cfg.final_softcap = ld.f32_opt("final_logit_softcapping")?;
     cfg.attn_softcap = ld.f32_opt("attn_logit_softcapping")?;
     if let Some(hf) = src.hf_config() {
-        if let Some(b) = hf.get("rope_local_base_freq").and_then(|v| v.as_f64()) {
+        let local = hf
+            .get("rope_parameters")
+            .and_then(|p| p.get("sliding_attention"));
+        if let Some(b) = hf
+            .get("rope_local_base_freq")
+            .or_else(|| local.and_then(|r| r.get("rope_theta")))
+            .and_then(|v| v.as_f64())
+        {
             cfg.rope_theta_swa = b as f32;
         }
         if let Some(s) = hf.get("query_pre_attn_scalar").and_then(|v| v.as_f64()) {
@@ -88,7 +95,18 @@ fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut ForwardC
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
     let h = rms_norm_rows(x, &l.ffn_norm, eps);
-    let f = gated_ffn(l, il, &h, n, ops::Glu::GeGlu, ctx);
+    let f = gated_ffn(
+        l,
+        il,
+        &h,
+        n,
+        if c.ggml_numerics {
+            ops::Glu::GeGlu
+        } else {
+            ops::Glu::GeGluExact
+        },
+        ctx,
+    );
     let f = match &l.post_ffw_norm {
         Some(w) => rms_norm_rows(&f, w, eps),
         None => f,

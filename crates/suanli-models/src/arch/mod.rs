@@ -87,8 +87,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
     }
     if let Some(rs) = src
         .hf_config()
-        .and_then(|c| c.get("rope_scaling"))
-        .filter(|v| v.is_object())
+        .and_then(|c| crate::loader::hf_rope(c, "full_attention"))
     {
         let f = |k: &str| rs.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
         let ty = rs
@@ -146,6 +145,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         attn_softcap: None,
         final_softcap: None,
         embed_scale: None,
+        ggml_numerics: src.format() == SourceFormat::Gguf,
     })
 }
 

@@ -66,6 +66,19 @@ pub fn main(a: Args) -> Result<()> {
         "architecture: {} — {} layers, n_embd {}, heads {}/{} (kv), head_dim {}, n_ff {}, vocab {}, ctx {}\n",
         c.arch, c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.n_ctx_train
     ));
+    let swa = match c.sliding_window {
+        Some(w) => format!(
+            "; sliding window {w} (theta {}) on {} of {} layers",
+            c.rope_theta_swa,
+            c.swa_layers.iter().filter(|&&s| s).count(),
+            c.n_layer
+        ),
+        None => String::new(),
+    };
+    out.push_str(&format!(
+        "rope: {:?}, theta {}, {} dims, freq scale {}, freq factors {:?}{swa}\n",
+        c.rope_style, c.rope_theta, c.rope_dim, c.rope_freq_scale, c.rope_freq_factors
+    ));
     out.push_str(&format!(
         "bytes read per generated token: {}\n",
         human(model.bytes_per_token())

@@ -1,0 +1,106 @@
+//! Tiny random checkpoints saved by transformers (safetensors + config.json)
+//! against transformers' own logits, in f32: max |Δ logit| ≤ 1e-3, for a
+//! whole-sequence pass and for prefill followed by one-token decode steps.
+//! Fixtures: tests/fixtures/hf/*, made by scripts/gen_hf_fixtures.py.
+
+use std::path::PathBuf;
+
+use suanli_models::{ForwardCtx, KvDtype, Logits};
+
+const TOL: f32 = 1e-3;
+
+fn fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/hf")
+        .join(arch)
+}
+
+fn check(arch: &str) {
+    let dir = fixture(arch);
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    let ids: Vec<u32> = serde_json::from_value(expected["input_ids"].clone()).expect("ids");
+    let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).expect("logits");
+    let model = suanli_models::load(&dir).expect("load");
+    assert_eq!(model.config().arch, arch);
+    let nv = model.config().n_vocab;
+    let max_diff = |got: &[f32], row: &[f32]| {
+        got.iter()
+            .zip(row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    };
+
+    // Whole sequence at once.
+    let mut kv = model.new_cache(ids.len(), KvDtype::F32);
+    let all = model
+        .forward(
+            &ids,
+            &mut ForwardCtx {
+                kv: &mut kv,
+                logits: Logits::All,
+                trace: None,
+            },
+        )
+        .expect("forward");
+    let mut worst = 0f32;
+    for (p, (got, row)) in all.chunks_exact(nv).zip(&want).enumerate() {
+        let d = max_diff(got, row);
+        worst = worst.max(d);
+        assert!(d <= TOL, "{arch}: position {p}: max |Δ logit| {d} > {TOL}");
+    }
+    // Prefill 5 tokens, then decode the rest one at a time through the KV cache.
+    let mut kv = model.new_cache(ids.len(), KvDtype::F32);
+    let first = model
+        .forward(
+            &ids[..5],
+            &mut ForwardCtx {
+                kv: &mut kv,
+                logits: Logits::Last,
+                trace: None,
+            },
+        )
+        .expect("prefill");
+    assert!(max_diff(&first, &want[4]) <= TOL, "{arch}: prefill logits");
+    for p in 5..ids.len() {
+        let got = model
+            .forward(
+                &ids[p..p + 1],
+                &mut ForwardCtx {
+                    kv: &mut kv,
+                    logits: Logits::Last,
+                    trace: None,
+                },
+            )
+            .expect("decode");
+        let d = max_diff(&got, &want[p]);
+        worst = worst.max(d);
+        assert!(
+            d <= TOL,
+            "{arch}: decode at position {p}: max |Δ logit| {d} > {TOL}"
+        );
+    }
+    eprintln!("{arch}: max |Δ logit| vs transformers = {worst:e}");
+}
+
+#[test]
+fn llama_with_llama3_rope_scaling_matches_transformers() {
+    check("llama");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    check("qwen2");
+}
+
+#[test]
+fn qwen3_matches_transformers() {
+    check("qwen3");
+}
+
+#[test]
+fn gemma3_matches_transformers() {
+    check("gemma3");
+}
