@@ -16,6 +16,7 @@ pub mod config;
 pub mod kv;
 pub mod loader;
 pub mod nn;
+pub mod tiny;
 
 use std::path::PathBuf;
 

@@ -16,8 +16,8 @@ pub struct ArchEntry {
     /// `general.architecture` in GGUF; Hugging Face `model_type` maps onto it.
     pub name: &'static str,
     pub build: fn(&dyn WeightSource) -> Result<Box<dyn Model>>,
-    /// Per-layer tensors beyond the common llama set (for tiny test models):
-    /// (name suffix, is a per-head norm).
+    /// Per-layer tensors beyond the common llama set, by name suffix (the
+    /// tiny test models of [`crate::tiny`] are built from this).
     pub extra_tensors: &'static [&'static str],
 }
 

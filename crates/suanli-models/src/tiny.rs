@@ -1,0 +1,146 @@
+//! Tiny random models of every registered architecture, written as GGUF
+//! with suanli's own writer: for the registry-wide test, and for checking
+//! that llama.cpp loads what the writer produces (scripts/check_gguf_writer.sh).
+
+use std::path::Path;
+
+use suanli_formats::{GgufWriter, Value, ValueType};
+use suanli_kernels::quants::legacy::quantize_q8_0;
+use suanli_kernels::DType;
+
+/// Hyper-parameters of the tiny models.
+pub const N_EMBD: usize = 64;
+pub const N_HEAD: usize = 4;
+pub const N_HEAD_KV: usize = 2;
+/// Head size where the architecture allows one other than n_embd / n_head
+/// (Qwen3, Gemma 3); the others use n_embd / n_head as llama.cpp requires.
+pub const HEAD_DIM: usize = 32;
+
+fn head_dim(arch: &str) -> usize {
+    match arch {
+        "qwen3" | "gemma3" => HEAD_DIM,
+        _ => N_EMBD / N_HEAD,
+    }
+}
+pub const N_FF: usize = 128;
+pub const N_LAYER: usize = 6;
+
+/// A GPT-2 byte-level vocabulary of the 256 byte symbols plus BOS/EOS.
+fn byte_vocab() -> Vec<String> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut n = 0;
+    let mut v: Vec<String> = (0u32..256)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                n += 1;
+                255 + n
+            };
+            char::from_u32(c).map(String::from).unwrap_or_default()
+        })
+        .collect();
+    v.push("<s>".into());
+    v.push("</s>".into());
+    v
+}
+
+/// A deterministic pseudo-random stream (xorshift), so fixtures are stable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Write a tiny random `arch` model to `path`; matrices in Q8_0, vectors F32.
+pub fn write_tiny_gguf(arch: &str, path: &Path, seed: u64) -> suanli_formats::Result<()> {
+    let vocab = byte_vocab();
+    let n_vocab = vocab.len();
+    let mut rng = Rng(seed.max(1));
+    let mut w = GgufWriter::new();
+    let key = |k: &str| format!("{arch}.{k}");
+    w.add("general.architecture", Value::String(arch.into()));
+    w.add("general.name", Value::String(format!("tiny-{arch}")));
+    w.add(key("block_count"), Value::U32(N_LAYER as u32));
+    w.add(key("context_length"), Value::U32(512));
+    w.add(key("embedding_length"), Value::U32(N_EMBD as u32));
+    w.add(key("feed_forward_length"), Value::U32(N_FF as u32));
+    w.add(key("attention.head_count"), Value::U32(N_HEAD as u32));
+    w.add(key("attention.head_count_kv"), Value::U32(N_HEAD_KV as u32));
+    let hd = head_dim(arch);
+    if hd != N_EMBD / N_HEAD {
+        w.add(key("attention.key_length"), Value::U32(hd as u32));
+        w.add(key("attention.value_length"), Value::U32(hd as u32));
+    }
+    w.add(key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    w.add(key("rope.freq_base"), Value::F32(10000.0));
+    if arch == "gemma3" {
+        w.add(key("attention.sliding_window"), Value::U32(4));
+    }
+    w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.add("tokenizer.ggml.pre", Value::String("default".into()));
+    let types: Vec<Value> = (0..n_vocab)
+        .map(|i| Value::I32(if i < 256 { 1 } else { 3 }))
+        .collect();
+    w.add(
+        "tokenizer.ggml.tokens",
+        Value::Array(
+            ValueType::String,
+            vocab.into_iter().map(Value::String).collect(),
+        ),
+    );
+    w.add(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    );
+    w.add(
+        "tokenizer.ggml.merges",
+        Value::Array(ValueType::String, Vec::new()),
+    );
+    w.add("tokenizer.ggml.bos_token_id", Value::U32(256));
+    w.add("tokenizer.ggml.eos_token_id", Value::U32(257));
+    w.add("tokenizer.ggml.add_bos_token", Value::Bool(false));
+
+    let mut matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, scale: f32| {
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.next() * scale).collect();
+        let mut q = vec![0u8; DType::Q8_0.row_bytes(rows * cols).unwrap_or(0)];
+        quantize_q8_0(&x, &mut q);
+        w.add_tensor(name, &[cols as u64, rows as u64], DType::Q8_0, q);
+    };
+    let vector = |w: &mut GgufWriter, name: &str, n: usize, v: f32| {
+        let b: Vec<u8> = (0..n).flat_map(|_| v.to_le_bytes()).collect();
+        w.add_tensor(name, &[n as u64], DType::F32, b);
+    };
+    let (q_dim, kv_dim) = (N_HEAD * hd, N_HEAD_KV * hd);
+    matrix(&mut w, "token_embd.weight", n_vocab, N_EMBD, 1.0);
+    vector(&mut w, "output_norm.weight", N_EMBD, 1.0);
+    let entry = crate::arch::REGISTRY.iter().find(|e| e.name == arch);
+    for il in 0..N_LAYER {
+        let p = |s: &str| format!("blk.{il}.{s}");
+        vector(&mut w, &p("attn_norm.weight"), N_EMBD, 1.0);
+        matrix(&mut w, &p("attn_q.weight"), q_dim, N_EMBD, 0.3);
+        matrix(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 0.3);
+        matrix(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 0.3);
+        matrix(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 0.3);
+        vector(&mut w, &p("ffn_norm.weight"), N_EMBD, 1.0);
+        matrix(&mut w, &p("ffn_gate.weight"), N_FF, N_EMBD, 0.3);
+        matrix(&mut w, &p("ffn_up.weight"), N_FF, N_EMBD, 0.3);
+        matrix(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 0.3);
+        for t in entry.map(|e| e.extra_tensors).unwrap_or(&[]) {
+            let n = match *t {
+                "attn_q.bias" => q_dim,
+                "attn_k.bias" | "attn_v.bias" => kv_dim,
+                "attn_q_norm.weight" | "attn_k_norm.weight" => hd,
+                _ => N_EMBD,
+            };
+            let v = if t.ends_with("bias") { 0.1 } else { 1.0 };
+            vector(&mut w, &p(t), n, v);
+        }
+    }
+    w.write(path)
+}
