@@ -1,16 +1,25 @@
 //! Separating a reasoning model's thinking (`<think>…</think>`, DeepSeek-R1,
 //! Qwen3) from its answer, on whole texts and while streaming.
 
-/// Streaming splitter. Text before `</think>` is reasoning when the output
-/// starts inside a think block (the template opened it) or after `<think>`.
+const OPEN: &str = "<think>";
+const CLOSE: &str = "</think>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before any output: a `<think>` may open (after whitespace).
+    Start,
+    Reasoning,
+    /// Just after `</think>`: newlines before the answer are dropped.
+    AfterThink,
+    Content,
+}
+
+/// Streaming splitter. Output before `</think>` is reasoning when the prompt
+/// opened a think block or the output starts with `<think>`.
 pub struct ReasoningParser {
-    open: String,
-    close: String,
-    in_reasoning: bool,
+    state: State,
     /// Text held back because it may be the start of a tag.
     held: String,
-    /// Whether any content has been seen (an opening tag only counts at the start).
-    seen_content: bool,
 }
 
 /// What one chunk of output contributed.
@@ -20,16 +29,25 @@ pub struct Delta {
     pub content: String,
 }
 
+/// Length of the longest suffix of `s` that is a proper prefix of `tag`.
+fn partial_tag(s: &str, tag: &str) -> usize {
+    (1..tag.len().min(s.len() + 1))
+        .rev()
+        .find(|&k| s.is_char_boundary(s.len() - k) && tag.starts_with(&s[s.len() - k..]))
+        .unwrap_or(0)
+}
+
 impl ReasoningParser {
     /// `starts_in_reasoning`: the prompt already opened a think block
     /// (DeepSeek-R1's template ends with `<think>\n`).
     pub fn new(starts_in_reasoning: bool) -> Self {
         ReasoningParser {
-            open: "<think>".into(),
-            close: "</think>".into(),
-            in_reasoning: starts_in_reasoning,
+            state: if starts_in_reasoning {
+                State::Reasoning
+            } else {
+                State::Start
+            },
             held: String::new(),
-            seen_content: false,
         }
     }
 
@@ -37,70 +55,64 @@ impl ReasoningParser {
         self.held.push_str(text);
         let mut d = Delta::default();
         loop {
-            let tag = if self.in_reasoning {
-                &self.close
-            } else {
-                &self.open
-            };
-            if !self.in_reasoning && self.seen_content {
-                d.content.push_str(&self.held);
-                self.held.clear();
-                return d;
-            }
-            if let Some(i) = self.held.find(tag.as_str()) {
-                let before: String = self.held[..i].to_string();
-                let rest = self.held[i + tag.len()..].to_string();
-                if self.in_reasoning {
-                    d.reasoning.push_str(&before);
-                    self.in_reasoning = false;
-                    self.held = rest.trim_start_matches('\n').to_string();
-                    // Leading newlines after </think> are dropped; an empty
-                    // rest means more may follow.
-                    self.seen_content = false;
-                } else if before.trim().is_empty() {
-                    self.in_reasoning = true;
-                    self.held = rest;
-                } else {
-                    self.seen_content = true;
-                    continue;
+            match self.state {
+                State::Start => {
+                    let t = self.held.trim_start();
+                    if let Some(rest) = t.strip_prefix(OPEN) {
+                        self.held = rest.to_string();
+                        self.state = State::Reasoning;
+                    } else if OPEN.starts_with(t) {
+                        return d; // maybe the tag, maybe not: wait
+                    } else {
+                        self.state = State::Content;
+                    }
                 }
-                continue;
+                State::Reasoning => match self.held.find(CLOSE) {
+                    Some(i) => {
+                        d.reasoning.push_str(&self.held[..i]);
+                        self.held = self.held[i + CLOSE.len()..].to_string();
+                        self.state = State::AfterThink;
+                    }
+                    None => {
+                        let keep = partial_tag(&self.held, CLOSE);
+                        let emit = self.held.len() - keep;
+                        d.reasoning.push_str(&self.held[..emit]);
+                        self.held.drain(..emit);
+                        return d;
+                    }
+                },
+                State::AfterThink => {
+                    let t = self.held.trim_start_matches(['\n', '\r']);
+                    if t.is_empty() {
+                        self.held.clear();
+                        return d;
+                    }
+                    self.held = t.to_string();
+                    self.state = State::Content;
+                }
+                State::Content => {
+                    d.content.push_str(&self.held);
+                    self.held.clear();
+                    return d;
+                }
             }
-            // Keep back a suffix that could begin the tag.
-            let keep = (1..tag.len().min(self.held.len() + 1))
-                .rev()
-                .find(|&k| {
-                    self.held.is_char_boundary(self.held.len() - k)
-                        && tag.starts_with(&self.held[self.held.len() - k..])
-                })
-                .unwrap_or(0);
-            let emit_to = self.held.len() - keep;
-            let emit = self.held[..emit_to].to_string();
-            self.held.drain(..emit_to);
-            if self.in_reasoning {
-                d.reasoning.push_str(&emit);
-            } else if !emit.trim().is_empty() {
-                self.seen_content = true;
-                d.content.push_str(&emit);
-            } else {
-                // Whitespace before a possible opening tag: hold it.
-                self.held.insert_str(0, &emit);
-                return d;
-            }
-            return d;
         }
     }
 
     /// Flush at the end of output.
     pub fn finish(&mut self) -> Delta {
-        let mut d = Delta::default();
         let rest = std::mem::take(&mut self.held);
-        if self.in_reasoning {
-            d.reasoning = rest;
-        } else {
-            d.content = rest;
+        match self.state {
+            State::Reasoning => Delta {
+                reasoning: rest,
+                content: String::new(),
+            },
+            State::AfterThink => Delta::default(),
+            State::Start | State::Content => Delta {
+                reasoning: String::new(),
+                content: rest,
+            },
         }
-        d
     }
 
     /// Split a whole text.

@@ -1,0 +1,196 @@
+//! The command line on bad input: one clear message, a non-zero exit, no
+//! panic. And on good input: only generated text on stdout.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn suanli(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_suanli"));
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn suanli");
+    if let Some(bytes) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bytes)
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait")
+}
+
+fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_ne!(out.status.code(), Some(101), "panicked: {err}");
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+}
+
+fn smollm() -> String {
+    suanli::hub::resolve("smollm2-135m-instruct-q4_1", &mut |m| eprintln!("{m}"))
+        .expect("fetch")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn missing_model() {
+    fails_with(
+        &suanli(&["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], None),
+        "not found",
+    );
+    fails_with(
+        &suanli(&["inspect", "no-such-model-name"], None),
+        "not found",
+    );
+}
+
+#[test]
+fn unknown_architecture() {
+    let dir = std::env::temp_dir().join(format!("suanli-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = dir.join("mystery.gguf");
+    suanli_models::tiny::write_tiny_gguf("mystery", &p, 1).expect("write");
+    fails_with(
+        &suanli(&["inspect", p.to_str().unwrap_or_default()], None),
+        "unknown architecture 'mystery'",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn not_a_model_file() {
+    let p = std::env::temp_dir().join(format!("suanli-cli-junk-{}.gguf", std::process::id()));
+    std::fs::write(&p, b"this is not a gguf file").expect("write");
+    fails_with(
+        &suanli(
+            &["run", "-m", p.to_str().unwrap_or_default(), "-p", "hi"],
+            None,
+        ),
+        "not a GGUF file",
+    );
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let m = smollm();
+    let long = "word ".repeat(100);
+    let out = suanli(
+        &["run", "-m", &m, "-p", &long, "--raw", "-c", "32", "-n", "4"],
+        None,
+    );
+    fails_with(&out, "more than the context of 32");
+}
+
+#[test]
+fn invalid_utf8() {
+    let m = smollm();
+    fails_with(
+        &suanli(&["chat", "-m", &m], Some(b"\xff\xfe hello\n")),
+        "not valid UTF-8",
+    );
+    let p = std::env::temp_dir().join(format!("suanli-cli-bad-{}.txt", std::process::id()));
+    std::fs::write(&p, b"ok \xc3\x28 bad").expect("write");
+    fails_with(
+        &suanli(
+            &[
+                "tokenize",
+                "-m",
+                &m,
+                "--file",
+                p.to_str().unwrap_or_default(),
+            ],
+            None,
+        ),
+        "not valid UTF-8 at byte 3",
+    );
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
+fn run_prints_only_the_answer_on_stdout() {
+    let m = smollm();
+    let out = suanli(
+        &[
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "What is the capital of France? Answer in one sentence.",
+            "--temp",
+            "0",
+            "-n",
+            "12",
+        ],
+        None,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Paris"), "answer: {stdout}");
+    assert!(
+        !stdout.contains("tokens/s") && !stdout.contains("loaded"),
+        "diagnostics on stdout: {stdout}"
+    );
+    assert!(
+        stderr.contains("prompt:") && stderr.contains("tokens/s"),
+        "no timing line: {stderr}"
+    );
+    // Same seed, same sampled output.
+    let sampled = |seed: &str| {
+        suanli(
+            &[
+                "run",
+                "-m",
+                &m,
+                "-p",
+                "Tell me a story.",
+                "--temp",
+                "0.9",
+                "--seed",
+                seed,
+                "-n",
+                "16",
+            ],
+            None,
+        )
+        .stdout
+    };
+    assert_eq!(sampled("5"), sampled("5"));
+}
+
+#[test]
+fn tokenize_prints_ids_and_pieces() {
+    let m = smollm();
+    let out = suanli(&["tokenize", "-m", &m, "-p", "Hello world", "--ids"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "19556 905");
+    let out = suanli(&["tokenize", "-m", &m, "-p", "Hello<|im_end|>"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "19556\tHello\n2\t<|im_end|>\n"
+    );
+    let out = suanli(
+        &[
+            "tokenize",
+            "-m",
+            &m,
+            "-p",
+            "<|im_end|>",
+            "--no-special",
+            "--ids",
+        ],
+        None,
+    );
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+}
