@@ -114,9 +114,7 @@ fn wrong_magic_version_and_missing_file() {
     std::fs::write(&p, &b).expect("write");
     let e = GgufFile::open(&p).expect_err("version 9 accepted");
     assert!(e.to_string().contains("version 9"), "{e}");
-    let e = GgufFile::open(tmp("does-not-exist.gguf"))
-        .err()
-        .expect("missing file opened");
+    let e = GgufFile::open(tmp("does-not-exist.gguf")).expect_err("missing file opened");
     assert!(e.to_string().contains("does-not-exist.gguf"), "{e}");
 }
 
@@ -148,8 +146,6 @@ fn unsupported_tensor_type_is_reported_when_used() {
 fn safetensors_garbage_is_an_error() {
     let p = tmp("bad.safetensors");
     std::fs::write(&p, b"\x10\0\0\0\0\0\0\0{not json at all").expect("write");
-    let e = suanli_formats::safetensors::SafetensorsModel::open(&p)
-        .err()
-        .expect("garbage accepted");
+    let e = suanli_formats::safetensors::SafetensorsModel::open(&p).expect_err("garbage accepted");
     assert!(e.to_string().contains("bad.safetensors"), "{e}");
 }
