@@ -21,6 +21,7 @@ pub struct StTensor {
 }
 
 /// All tensors of a checkpoint directory (or a single file), by name.
+#[derive(Debug)]
 pub struct SafetensorsModel {
     pub tensors: BTreeMap<String, StTensor>,
 }
