@@ -3,13 +3,14 @@
 //! lstrip_blocks, Python string methods, `tojson`, `raise_exception`,
 //! `strftime_now`, loop controls).
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Result, TokenizerError};
 
 /// One chat message. `content` may be absent for assistant tool calls.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,80 @@ fn raise_exception(msg: String) -> std::result::Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// `tojson` as transformers defines it: Python's `json.dumps` (", " and
+/// ": " separators, non-ASCII kept, optional `indent` and `sort_keys`).
+fn tojson(v: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let j = serde_json::to_value(&v)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    py_json(&j, indent, sort_keys.unwrap_or(false), 0, &mut out);
+    Ok(Value::from_safe_string(out))
+}
+
+fn py_json(
+    v: &serde_json::Value,
+    indent: Option<usize>,
+    sort: bool,
+    level: usize,
+    out: &mut String,
+) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * level));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => match n.as_f64() {
+            // Python prints floats with a fraction (18.0), integers without.
+            Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 1e16 => {
+                out.push_str(&format!("{f:.1}"))
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        J::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        J::Array(a) if a.is_empty() => out.push_str("[]"),
+        J::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                py_json(x, indent, sort, level + 1, out);
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        J::Object(m) if m.is_empty() => out.push_str("{}"),
+        J::Object(m) => {
+            let mut items: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+            if sort {
+                items.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push('{');
+            for (i, (k, x)) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(": ");
+                py_json(x, indent, sort, level + 1, out);
+            }
+            newline(out, level);
+            out.push('}');
+        }
+    }
+}
+
 fn strftime_now(fmt: String) -> String {
     chrono::Local::now().format(&fmt).to_string()
 }
@@ -62,6 +137,7 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TokenizerError::Template(format!("{e:#}")))?;
         Ok(ChatTemplate {
