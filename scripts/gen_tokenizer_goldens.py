@@ -33,6 +33,11 @@ WINDOW = 4096
 
 GGUF = ["smollm2-135m-instruct-q4_1", "qwen2.5-coder-0.5b-instruct", "gemma3-270m-q4_k_m"]
 HF = ["qwen3", "deepseek_v3"]
+# Every pre-tokenizer suanli implements, checked against llama.cpp on the
+# DeepSeek-V3 vocabulary converted to a vocab-only GGUF (the examples
+# binary vocab_gguf writes it, the test builds the same in memory).
+PRE = ["default", "gpt-2", "smollm", "starcoder", "llama-bpe", "dbrx", "qwen2", "deepseek-r1-qwen", "deepseek-llm",
+       "deepseek-v3", "deepseek-coder", "falcon"]
 TEXTS = {"en_shakespeare": "en_shakespeare.txt", "zh_peoples_daily": "zh_peoples_daily_199801.txt"}
 
 EDGE = [
@@ -118,6 +123,21 @@ def main():
             doc = {"source": {"kind": "gguf", "name": name}, "reference": "llama-tokenize (add_special, parse_special)",
                    "corpora": corpora, "edge": edge}
             (out_dir / f"{name}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=0))
+        subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli-tokenizer", "--example", "vocab_gguf"], check=True, cwd=ROOT)
+        for pre in PRE:
+            model = pathlib.Path(tmp) / f"{pre}.gguf"
+            subprocess.run([str(ROOT / "target/release/examples/vocab_gguf"), str(CACHE / "tokenizers/deepseek_v3/tokenizer.json"),
+                            pre, str(model)], check=True)
+            corpora = {}
+            for tname, text in texts.items():
+                ids, dt = llama_tokenize(model, text, tmp)
+                corpora[tname] = {"bytes": len(text.encode("utf-8")), **summarize(ids)}
+                print(f"pre {pre} {tname}: {len(ids)} ids", file=sys.stderr)
+            edge = [{"text": t, "ids": llama_tokenize(model, t, tmp)[0]} for t in EDGE]
+            doc = {"source": {"kind": "vocab", "name": "deepseek_v3", "pre": pre},
+                   "reference": "llama-tokenize on a vocab-only GGUF of the DeepSeek-V3 tokenizer.json",
+                   "corpora": corpora, "edge": edge}
+            (out_dir / f"pre_{pre}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=0))
         from transformers import AutoTokenizer
         for name in HF:
             tok = AutoTokenizer.from_pretrained(str(CACHE / "tokenizers" / name))

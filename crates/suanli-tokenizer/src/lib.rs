@@ -15,6 +15,7 @@
 //!   separating `<think>` reasoning from the answer.
 
 pub mod bpe;
+pub mod convert;
 pub mod hf;
 pub mod reasoning;
 pub mod special;

@@ -28,6 +28,27 @@ fn open(source: &Value) -> Tokenizer {
             &suanli::hub::resolve_tokenizer(name, &mut log).expect("fetching the tokenizer"),
         )
         .expect("tokenizer"),
+        Some("vocab") => {
+            let dir =
+                suanli::hub::resolve_tokenizer(name, &mut log).expect("fetching the tokenizer");
+            let pre = source["pre"].as_str().expect("pre");
+            let kv = suanli_tokenizer::convert::gguf_vocab_from_tokenizer_json(
+                &dir.join("tokenizer.json"),
+                pre,
+            )
+            .expect("convert");
+            let mut w = suanli_formats::GgufWriter::new();
+            for (k, v) in kv {
+                w.add(k, v);
+            }
+            let path =
+                std::env::temp_dir().join(format!("suanli-pre-{pre}-{}.gguf", std::process::id()));
+            w.write(&path).expect("write vocab");
+            let tok =
+                Tokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
+            let _ = std::fs::remove_file(&path);
+            tok
+        }
         other => panic!("unknown source kind {other:?}"),
     }
 }
@@ -131,4 +152,43 @@ fn qwen3_tokenizer_json_matches_transformers() {
 #[test]
 fn deepseek_v3_tokenizer_json_matches_transformers() {
     check("deepseek_v3.json");
+}
+
+/// Every pre-tokenizer, against llama.cpp on the DeepSeek-V3 vocabulary.
+#[test]
+fn every_pre_tokenizer_matches_llama_tokenize() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/goldens/tokenizer");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("goldens dir").flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if f.starts_with("pre_") {
+            check(&f);
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "only {n} pre-tokenizer goldens");
+}
+
+#[test]
+fn unknown_pre_tokenizer_is_an_error() {
+    let dir =
+        suanli::hub::resolve_tokenizer("deepseek_v3", &mut log).expect("fetching the tokenizer");
+    let kv = suanli_tokenizer::convert::gguf_vocab_from_tokenizer_json(
+        &dir.join("tokenizer.json"),
+        "no-such-pre",
+    )
+    .expect("convert");
+    let mut w = suanli_formats::GgufWriter::new();
+    for (k, v) in kv {
+        w.add(k, v);
+    }
+    let path = std::env::temp_dir().join(format!("suanli-pre-unknown-{}.gguf", std::process::id()));
+    w.write(&path).expect("write vocab");
+    let err = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    assert!(err.contains("unknown pre-tokenizer 'no-such-pre'"), "{err}");
 }
