@@ -180,13 +180,7 @@ impl BpeTokenizer {
         if !text.is_empty() {
             for frag in splitter.split(text) {
                 match frag {
-                    Fragment::Text(t) => {
-                        let enc = self
-                            .tok
-                            .encode_fast(t, false)
-                            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-                        out.extend_from_slice(enc.get_ids());
-                    }
+                    Fragment::Text(t) => self.encode_text(t, &mut out)?,
                     Fragment::Token(id) => out.push(id),
                 }
             }
@@ -195,6 +189,63 @@ impl BpeTokenizer {
             out.extend(self.vocab.eos);
         }
         Ok(out)
+    }
+}
+
+/// Texts longer than this are cut into pieces encoded in parallel.
+const PARALLEL_CHUNK: usize = 32 * 1024;
+
+impl BpeTokenizer {
+    fn encode_piece(&self, t: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tok
+            .encode_fast(t, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encode plain text (no special tokens). Long texts are cut at
+    /// boundaries no pre-tokenizer regex can match across — a single `\n`
+    /// between two non-whitespace characters: every pattern in the table
+    /// either excludes `\n` or ends at it, and a lone `\n` is its own piece —
+    /// so the pieces encode exactly as the whole, and in parallel.
+    fn encode_text(&self, t: &str, out: &mut Vec<u32>) -> Result<()> {
+        if t.len() < 2 * PARALLEL_CHUNK {
+            out.extend(self.encode_piece(t)?);
+            return Ok(());
+        }
+        let b = t.as_bytes();
+        // Byte i starts a piece if it follows a lone "\n" (non-whitespace
+        // before it) and starts a non-whitespace character.
+        let safe = |i: usize| {
+            b[i - 1] == b'\n'
+                && t[..i - 1]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| !c.is_whitespace())
+                && t[i..].chars().next().is_some_and(|c| !c.is_whitespace())
+        };
+        let mut cuts = vec![0];
+        let mut at = PARALLEL_CHUNK;
+        while at < b.len() {
+            match (at..b.len()).find(|&i| t.is_char_boundary(i) && safe(i)) {
+                Some(i) => {
+                    cuts.push(i);
+                    at = i + PARALLEL_CHUNK;
+                }
+                None => break,
+            }
+        }
+        cuts.push(b.len());
+        use rayon::prelude::*;
+        let parts: Vec<Result<Vec<u32>>> = cuts
+            .par_windows(2)
+            .map(|w| self.encode_piece(&t[w[0]..w[1]]))
+            .collect();
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(())
     }
 }
 
