@@ -149,3 +149,13 @@ fn safetensors_garbage_is_an_error() {
     let e = suanli_formats::safetensors::SafetensorsModel::open(&p).expect_err("garbage accepted");
     assert!(e.to_string().contains("bad.safetensors"), "{e}");
 }
+
+#[test]
+fn gguf_version_2_reads() {
+    let mut b = sample();
+    b[4] = 2;
+    let p = tmp("v2.gguf");
+    std::fs::write(&p, &b).expect("write");
+    let f = GgufFile::open(&p).expect("v2");
+    assert_eq!((f.version, f.tensors.len()), (2, 2));
+}

@@ -104,3 +104,83 @@ fn qwen3_matches_transformers() {
 fn gemma3_matches_transformers() {
     check("gemma3");
 }
+
+/// The same checkpoint split into shards with a `model.safetensors.index.json`
+/// and stored in F16 or BF16 loads and agrees with the f32 logits within the
+/// format's precision.
+#[test]
+fn sharded_and_half_precision_checkpoints() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let src = fixture("qwen2");
+    let st = suanli_formats::safetensors::SafetensorsModel::open(&src).expect("open");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(src.join("expected.json")).expect("expected"),
+    )
+    .expect("JSON");
+    let ids: Vec<u32> = serde_json::from_value(expected["input_ids"].clone()).expect("ids");
+    let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).expect("logits");
+    for (dtype, tol) in [(Dtype::F16, 0.05f32), (Dtype::BF16, 0.3)] {
+        let dir =
+            std::env::temp_dir().join(format!("suanli-shards-{dtype:?}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::copy(src.join("config.json"), dir.join("config.json")).expect("config");
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, t) in &st.tensors {
+            let f: Vec<f32> = t
+                .data
+                .bytes()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let bytes: Vec<u8> = match dtype {
+                Dtype::F16 => f
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                _ => f
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            };
+            data.push((name.clone(), t.shape.clone(), bytes));
+        }
+        let mut index = serde_json::Map::new();
+        for (k, chunk) in data.chunks(data.len().div_ceil(2)).enumerate() {
+            let file = format!("model-0000{}-of-00002.safetensors", k + 1);
+            let views: Vec<(String, TensorView)> = chunk
+                .iter()
+                .map(|(n, s, b)| {
+                    (
+                        n.clone(),
+                        TensorView::new(dtype, s.clone(), b).expect("view"),
+                    )
+                })
+                .collect();
+            safetensors::serialize_to_file(views, None, &dir.join(&file)).expect("write shard");
+            for (n, _, _) in chunk {
+                index.insert(n.clone(), serde_json::Value::String(file.clone()));
+            }
+        }
+        let idx = serde_json::json!({ "metadata": {}, "weight_map": index });
+        std::fs::write(dir.join("model.safetensors.index.json"), idx.to_string()).expect("index");
+        let model = suanli_models::load(&dir).expect("load shards");
+        let mut kv = model.new_cache(ids.len(), KvDtype::F32);
+        let all = model
+            .forward(
+                &ids,
+                &mut ForwardCtx {
+                    kv: &mut kv,
+                    logits: Logits::All,
+                    trace: None,
+                },
+            )
+            .expect("forward");
+        let d = all
+            .iter()
+            .zip(want.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= tol, "{dtype:?} shards: max |Δ logit| {d} > {tol}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -194,3 +194,24 @@ fn tokenize_prints_ids_and_pieces() {
     );
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }
+
+#[test]
+fn chat_answers_several_turns() {
+    let m = smollm();
+    let out = suanli(
+        &["chat", "-m", &m, "--temp", "0", "-n", "24"],
+        Some("What is the capital of France? Answer in one sentence.\nAnd of Italy?\n".as_bytes()),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(answers.len() >= 2, "expected two answers, got {stdout:?}");
+    assert!(stdout.contains("Paris"), "first answer: {stdout}");
+    assert!(
+        stdout.contains("Rome"),
+        "second answer, in context: {stdout}"
+    );
+}

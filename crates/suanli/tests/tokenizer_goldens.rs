@@ -192,3 +192,35 @@ fn unknown_pre_tokenizer_is_an_error() {
     let _ = std::fs::remove_file(&path);
     assert!(err.contains("unknown pre-tokenizer 'no-such-pre'"), "{err}");
 }
+
+/// Characters outside Gemma's vocabulary arrive as `<0xXX>` byte tokens over
+/// several steps; the streaming decoder emits each only when complete.
+#[test]
+fn streaming_over_byte_fallback_tokens() {
+    let path = suanli::hub::resolve("gemma3-270m-q4_k_m", &mut log).expect("fetch");
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
+
+    // Supplementary private-use and rare characters: byte fallback.
+    let text = "a\u{10FFFD}b\u{F0000}中\u{E0100}";
+    let ids = tok.encode(text, false, false).expect("encode");
+    let byte_tokens = ids
+        .iter()
+        .filter(|&&i| tok.token_text(i).is_some_and(|t| t.starts_with("<0x")))
+        .count();
+    assert!(
+        byte_tokens >= 6,
+        "expected byte-fallback tokens, got {ids:?}"
+    );
+    let mut d = suanli_tokenizer::StreamDecoder::new();
+    let mut out = String::new();
+    for &i in &ids {
+        let piece = d.push(&tok.token_bytes(i, false).expect("bytes"));
+        assert!(
+            !piece.contains('\u{FFFD}'),
+            "broken character streamed after token {i}"
+        );
+        out.push_str(&piece);
+    }
+    out.push_str(&d.finish());
+    assert_eq!(out, text);
+}
