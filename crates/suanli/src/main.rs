@@ -27,6 +27,8 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Fetch a named model into the local cache.
     Pull(cmd::pull::Args),
+    /// Prompt-processing and generation speed (llama-bench's definitions).
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -37,6 +39,7 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Tokenize(a) => cmd::tokenize::main(a),
         Command::Pull(a) => cmd::pull::main(a),
+        Command::Bench(a) => cmd::bench::main(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -215,3 +215,34 @@ fn chat_answers_several_turns() {
         "second answer, in context: {stdout}"
     );
 }
+
+#[test]
+fn bench_json_has_llama_bench_fields() {
+    let m = smollm();
+    let out = suanli(
+        &[
+            "bench", "-m", &m, "-p", "8", "-n", "4", "-r", "2", "--json", "--membw", "50",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let tests = v.as_array().expect("array");
+    assert_eq!(tests.len(), 2);
+    for (t, (np, ng)) in tests.iter().zip([(8, 0), (0, 4)]) {
+        assert_eq!(
+            (t["n_prompt"].as_u64(), t["n_gen"].as_u64()),
+            (Some(np), Some(ng))
+        );
+        assert!(t["avg_ts"].as_f64().is_some_and(|x| x > 0.0));
+        assert!(t["stddev_ts"].as_f64().is_some_and(|x| x >= 0.0));
+        assert_eq!(t["samples_ts"].as_array().map(Vec::len), Some(2));
+    }
+    assert!(tests[1]["roofline_fraction"]
+        .as_f64()
+        .is_some_and(|x| x > 0.0));
+}

@@ -1,5 +1,6 @@
 //! The subcommands, and what they share: finding and loading a model.
 
+pub mod bench;
 pub mod chat;
 pub mod inspect;
 pub mod pull;

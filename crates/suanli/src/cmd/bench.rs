@@ -1,0 +1,190 @@
+//! `suanli bench`: prompt processing (pp) and generation (tg) speed with
+//! llama-bench's definitions — pp: one batch of `p` prompt tokens; tg: `n`
+//! tokens decoded one at a time — as mean ± stddev of tokens/s over
+//! repetitions, plus the fraction of the memory-bandwidth roofline reached by
+//! tg (every generated token reads the model's active weights once).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use suanli_models::{ForwardCtx, KvDtype, Logits, Model};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .gguf file, a model directory, or a model name.
+    #[arg(short, long, default_value = suanli::hub::DEFAULT_MODEL)]
+    model: String,
+    /// Prompt tokens per pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generated tokens per tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Repetitions of each test.
+    #[arg(short, long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Print a JSON array (one object per test) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Memory read bandwidth in GB/s for the roofline (default: measured).
+    #[arg(long)]
+    membw: Option<f64>,
+}
+
+/// Best of five parallel read passes over 512 MiB: the decode roofline.
+fn measure_membw() -> f64 {
+    let v: Vec<f32> = (0..128 << 20).map(|i| (i & 7) as f32).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        // 16 independent lanes so the sum vectorizes and is load-bound.
+        let s: f32 = v
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0f32; 16];
+                for x in c.chunks_exact(16) {
+                    for (a, b) in acc.iter_mut().zip(x) {
+                        *a += b;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(s);
+        best = best.max((v.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+fn stats(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let var = if x.len() > 1 {
+        x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Deterministic token ids spread over the vocabulary, as llama-bench feeds random ones.
+fn tokens(n: usize, n_vocab: usize, seed: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729 + 13) % n_vocab) as u32)
+        .collect()
+}
+
+fn pp(model: &dyn Model, n: usize, rep: usize, kv_dtype: KvDtype) -> Result<f64> {
+    let mut kv = model.new_cache(n, kv_dtype);
+    let toks = tokens(n, model.config().n_vocab, rep);
+    let t = Instant::now();
+    model.forward(
+        &toks,
+        &mut ForwardCtx {
+            kv: &mut kv,
+            logits: Logits::Last,
+            trace: None,
+        },
+    )?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+fn tg(model: &dyn Model, n: usize, rep: usize, kv_dtype: KvDtype) -> Result<f64> {
+    let mut kv = model.new_cache(n + 1, kv_dtype);
+    let toks = tokens(n, model.config().n_vocab, rep);
+    let t = Instant::now();
+    for &tok in &toks {
+        model.forward(
+            &[tok],
+            &mut ForwardCtx {
+                kv: &mut kv,
+                logits: Logits::Last,
+                trace: None,
+            },
+        )?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let threads = super::set_threads(a.threads)?;
+    let l = super::load(&a.model)?;
+    let model = l.model.as_ref();
+    let bytes = model.bytes_per_token();
+    let membw = match a.membw {
+        Some(b) => b,
+        None => measure_membw(),
+    };
+    let kernels = "reference (scalar, llama.cpp summation order)";
+    let mut results = Vec::new();
+    for (kind, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
+        if n == 0 {
+            continue;
+        }
+        // One untimed warm-up run, as llama-bench does.
+        let run = |r| {
+            if kind == "pp" {
+                pp(model, n, r, l.kv_dtype)
+            } else {
+                tg(model, n, r, l.kv_dtype)
+            }
+        };
+        run(usize::MAX).with_context(|| format!("{kind}{n}"))?;
+        let samples: Vec<f64> = (0..a.reps.max(1)).map(run).collect::<Result<_>>()?;
+        let (mean, sd) = stats(&samples);
+        let roofline = (kind == "tg").then(|| mean * bytes as f64 / (membw * 1e9));
+        results.push((kind, n, mean, sd, samples, roofline));
+    }
+    let file = l
+        .path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if a.json {
+        let arr: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(kind, n, mean, sd, samples, roof)| {
+                serde_json::json!({
+                    "model_filename": file,
+                    "model_type": model.config().arch,
+                    "n_threads": threads,
+                    "n_prompt": if *kind == "pp" { *n } else { 0 },
+                    "n_gen": if *kind == "tg" { *n } else { 0 },
+                    "avg_ts": mean,
+                    "stddev_ts": sd,
+                    "samples_ts": samples,
+                    "bytes_per_token": bytes,
+                    "membw_gbps": membw,
+                    "roofline_fraction": roof,
+                    "kernels": kernels,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr)?);
+    } else {
+        println!(
+            "model: {file} ({}), threads: {threads}, kernels: {kernels}",
+            model.config().arch
+        );
+        println!(
+            "weights read per token: {:.1} MiB, memory bandwidth: {membw:.1} GB/s",
+            bytes as f64 / (1 << 20) as f64
+        );
+        println!("{:>8} {:>16} {:>10}", "test", "t/s", "roofline");
+        for (kind, n, mean, sd, _, roof) in &results {
+            let r = roof
+                .map(|f| format!("{:.1}%", f * 100.0))
+                .unwrap_or_default();
+            println!(
+                "{:>8} {:>16} {:>10}",
+                format!("{kind}{n}"),
+                format!("{mean:.2} ± {sd:.2}"),
+                r
+            );
+        }
+    }
+    Ok(())
+}

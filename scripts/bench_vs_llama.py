@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""suanli bench vs llama-bench, interleaved (A B A B) on the same files and
+threads; prints tokens/s of both, the ratios, and tg's fraction of the
+memory-bandwidth roofline. With --check, exits non-zero if a target of the
+fast-kernels issue is missed (speed targets live here, not in unit tests).
+
+    python3 scripts/bench_vs_llama.py [-t 2] [-p 512] [-n 128] [--rounds 2] [--reps 3] [--check] [MODEL ...]
+
+MODEL: a .gguf path or a suanli model name (default: the three benchmark
+models). Needs llama.cpp built by ../shared/tools/build-llama-cpp.
+"""
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LLAMA = pathlib.Path(os.environ.get("LLAMA_CPP", pathlib.Path.home() / ".cache/suanli-anchors/llama.cpp"))
+DEFAULT = ["smollm2-135m-instruct-q4_1", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct-q4_k_m"]
+# Targets of the fast-kernels issue: (tg ratio, pp ratio, tg roofline fraction or None).
+TARGETS = {"smollm2-135m-instruct-q4_1": (1.10, 1.25, None), "qwen2.5-coder-0.5b-instruct": (1.10, 1.25, None),
+           "qwen2.5-coder-1.5b-instruct-q4_k_m": (1.00, 1.25, 0.90)}
+
+
+def path_of(m):
+    p = pathlib.Path(m)
+    if p.exists():
+        return p
+    out = subprocess.run([str(ROOT / "target/release/suanli"), "pull", m], check=True, capture_output=True, text=True)
+    return pathlib.Path(out.stdout.strip())
+
+
+def run_suanli(model, a):
+    out = subprocess.run([str(ROOT / "target/release/suanli"), "bench", "-m", str(model), "-p", str(a.p), "-n", str(a.n),
+                          "-t", str(a.t), "-r", str(a.reps), "--json"], check=True, capture_output=True, text=True).stdout
+    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}
+
+
+def run_llama(model, a):
+    out = subprocess.run([str(LLAMA / "build/bin/llama-bench"), "-m", str(model), "-p", str(a.p), "-n", str(a.n),
+                          "-t", str(a.t), "-r", str(a.reps), "-o", "json"], check=True, capture_output=True, text=True).stdout
+    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", default=DEFAULT)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli"], check=True, cwd=ROOT)
+    ok = True
+    for m in a.models:
+        model = path_of(m)
+        s = {"pp": [], "tg": []}
+        l = {"pp": [], "tg": []}
+        roof = []
+        for _ in range(a.rounds):  # A B A B
+            rs = run_suanli(model, a)
+            rl = run_llama(model, a)
+            for k in ("pp", "tg"):
+                s[k].append(rs[k]["avg_ts"])
+                l[k].append(rl[k]["avg_ts"])
+            roof.append(rs["tg"]["roofline_fraction"])
+        name = model.stem
+        print(f"{name} (threads {a.t})")
+        ratios = {}
+        for k, n in (("pp", a.p), ("tg", a.n)):
+            ms, ml = statistics.mean(s[k]), statistics.mean(l[k])
+            ratios[k] = ms / ml
+            print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
+        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of measured memory bandwidth")
+        t = TARGETS.get(name)
+        if t:
+            miss = ratios["tg"] < t[0] or ratios["pp"] < t[1] or (t[2] is not None and statistics.mean(roof) < t[2])
+            print(f"  targets tg >= {t[0]}x, pp >= {t[1]}x{', roofline >= %d%%' % (100 * t[2]) if t[2] else ''}: "
+                  f"{'MISSED' if miss else 'met'}")
+            ok &= not miss
+    if a.check and not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
