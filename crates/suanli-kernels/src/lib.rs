@@ -11,6 +11,8 @@
 //!   fast paths are held to.
 //! - [`matmul`]: [`matmul::QMatrix`], a weight matrix in any format, and the
 //!   matrix × activations product built on the table above.
+//! - [`dispatch`] and [`x86`]: SIMD twins of the reference kernels, chosen at
+//!   run time by CPU features and bit-identical to them.
 //! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
 //!   softmax, activations).
 //!
@@ -20,10 +22,13 @@
 // that form so they can be read against the spec.
 #![allow(clippy::needless_range_loop)]
 
+pub mod dispatch;
 pub mod dtype;
 pub mod matmul;
 pub mod ops;
 pub mod quants;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use dtype::{DType, TypeTraits};
 pub use matmul::{Blob, QMatrix};

@@ -126,7 +126,7 @@ impl QMatrix {
                 return Some(f);
             }
         }
-        self.dtype.traits().vec_dot
+        crate::dispatch::vec_dot(self.dtype)
     }
 
     pub fn row_bytes(&self) -> usize {

@@ -118,7 +118,7 @@ pub fn main(a: Args) -> Result<()> {
         Some(b) => b,
         None => measure_membw(),
     };
-    let kernels = "reference (scalar, llama.cpp summation order)";
+    let kernels = suanli_kernels::dispatch::isa();
     let mut results = Vec::new();
     for (kind, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
         if n == 0 {

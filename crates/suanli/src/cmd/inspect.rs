@@ -83,6 +83,7 @@ pub fn main(a: Args) -> Result<()> {
         "bytes read per generated token: {}\n",
         human(model.bytes_per_token())
     ));
+    out.push_str(&format!("kernels: {}\n", suanli_kernels::dispatch::isa()));
     print!("{out}");
     Ok(())
 }
