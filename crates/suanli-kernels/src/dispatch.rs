@@ -7,7 +7,7 @@ use crate::DType;
 /// The instruction-set path in use, for `inspect` and `bench`.
 pub fn isa() -> &'static str {
     if has_avx2_fma() {
-        "x86-64 AVX2+FMA+F16C (legacy block formats), reference elsewhere"
+        "x86-64 AVX2+FMA+F16C (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q6_K and interleaved Q4_K dot products), reference elsewhere"
     } else {
         "reference (portable)"
     }
@@ -47,6 +47,15 @@ mod avx2 {
     pub fn q5_1(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q5_1_q8_1(n, w, x) }
     }
+    pub fn q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q6_k_q8_k(n, w, x) }
+    }
+    pub fn q4_k_interleaved(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q4_k_q8_k_interleaved(n, w, x) }
+    }
+    pub fn q4_k_interleaved_gemm(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q4_k_q8_k_interleaved_gemm(n, w, x) }
+    }
 }
 
 /// The fastest available dot product of `ty` with its `vec_dot_type`; it
@@ -60,6 +69,7 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
             DType::Q5_0 => Some(avx2::q5_0),
             DType::Q4_1 => Some(avx2::q4_1),
             DType::Q5_1 => Some(avx2::q5_1),
+            DType::Q6_K => Some(avx2::q6_k),
             _ => None,
         };
         if f.is_some() {
@@ -67,4 +77,17 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
         }
     }
     ty.traits().vec_dot
+}
+
+/// Fast twins of the interleaved Q4_K orders: (GEMV order, GEMM order).
+pub fn q4_k_interleaved() -> (VecDot, VecDot) {
+    use crate::quants::kquants;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        return (avx2::q4_k_interleaved, avx2::q4_k_interleaved_gemm);
+    }
+    (
+        kquants::vec_dot_q4_k_q8_k_interleaved,
+        kquants::vec_dot_q4_k_q8_k_interleaved_gemm,
+    )
 }

@@ -115,11 +115,8 @@ impl QMatrix {
     pub fn vec_dot(&self, n: usize, t: usize) -> Option<crate::dtype::VecDot> {
         use crate::quants::kquants;
         if self.interleaved && self.dtype == DType::Q4_K {
-            return Some(if n > 3 && t < n - n % 4 {
-                kquants::vec_dot_q4_k_q8_k_interleaved_gemm
-            } else {
-                kquants::vec_dot_q4_k_q8_k_interleaved
-            });
+            let (gemv, gemm) = crate::dispatch::q4_k_interleaved();
+            return Some(if n > 3 && t < n - n % 4 { gemm } else { gemv });
         }
         if n >= TILED_MIN_ROWS {
             if let Some(f) = kquants::tiled_vec_dot(self.dtype) {

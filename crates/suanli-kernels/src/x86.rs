@@ -135,3 +135,155 @@ min_dot!(vec_dot_q5_1_q8_1, 24, |wk: *const u8| {
     let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
     _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
 });
+
+/// Horizontal sum of 8 exact integer lanes (order-free).
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let mut a = [0i32; 8];
+    _mm256_storeu_si256(a.as_mut_ptr() as *mut __m256i, v);
+    a.iter().sum()
+}
+
+/// The 6-bit scales and mins of a Q4_K block (as `scale_min_k4`).
+#[inline(always)]
+fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
+    let mut sc = [0i16; 8];
+    let mut mn = [0i32; 8];
+    for j in 0..8 {
+        let (s, m) = if j < 4 {
+            (q[j] & 63, q[j + 4] & 63)
+        } else {
+            (
+                (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+            )
+        };
+        sc[j] = s as i16;
+        mn[j] = m as i32;
+    }
+    (sc, mn)
+}
+
+/// Q4_K in the interleaved orders (see
+/// `kquants::vec_dot_q4_k_q8_k_interleaved{,_gemm}`): `per_chunk` selects one
+/// FMA per 64 elements (GEMM) instead of one per block (GEMV).
+#[inline(always)]
+unsafe fn q4k_interleaved(n: usize, w: &[u8], x: &[u8], per_chunk: bool) -> f32 {
+    const XB: usize = 4 + 256 + 32;
+    let nb = n / 256;
+    assert!(w.len() >= nb * 144 && x.len() >= nb * XB);
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    let m4 = _mm256_set1_epi8(0x0F);
+    for i in 0..nb {
+        let wk = &w[i * 144..(i + 1) * 144];
+        let xk = &x[i * XB..(i + 1) * XB];
+        let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
+        let (d, dmin) = (f16_at(wk, 0), f16_at(wk, 2));
+        let (sc, mn) = q4k_scales(&wk[4..16]);
+        let bs = |j: usize| i16::from_le_bytes([xk[260 + 2 * j], xk[261 + 2 * j]]) as i32;
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for j in 0..4 {
+            let q = _mm256_loadu_si256(wk.as_ptr().add(16 + 32 * j) as *const __m256i);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
+            let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
+            let plo =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
+            let phi = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, yhi),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
+            let ij = hsum_i32(_mm256_add_epi32(plo, phi));
+            let mj: i32 = (2 * j..2 * j + 2)
+                .map(|g| mn[g] * (bs(2 * g) + bs(2 * g + 1)))
+                .sum();
+            if per_chunk {
+                acc = (ij as f32).mul_add(d * yd, acc);
+                acc_m = (mj as f32).mul_add(dmin * yd, acc_m);
+            } else {
+                isum += ij;
+                msum += mj;
+            }
+        }
+        if !per_chunk {
+            acc = (isum as f32).mul_add(d * yd, acc);
+            acc_m = (msum as f32).mul_add(dmin * yd, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_k_q8_k_interleaved(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q4k_interleaved(n, w, x, false)
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_k_q8_k_interleaved_gemm(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q4k_interleaved(n, w, x, true)
+}
+
+/// Q6_K · Q8_K in the reference lane order (`kquants::vec_dot_q6_k_q8_k`):
+/// unsigned 6-bit values in 8 lanes per 32-element chunk, the 32-offset
+/// removed per lane through the block sums, one FMA per block.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    const XB: usize = 4 + 256 + 32;
+    let nb = n / 256;
+    assert!(w.len() >= nb * 210 && x.len() >= nb * XB);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let wk = &w[i * 210..(i + 1) * 210];
+        let xk = &x[i * XB..(i + 1) * XB];
+        let d = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]) * f16_at(wk, 208);
+        let sc: [i16; 16] = std::array::from_fn(|g| wk[192 + g] as i8 as i16);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(wk.as_ptr().add(64 * half) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(wk.as_ptr().add(64 * half + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(wk.as_ptr().add(128 + 32 * half) as *const __m256i);
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
+                ),
+            ];
+            for (c, qc) in q.iter().enumerate() {
+                let e0 = 128 * half + 32 * c;
+                let y = _mm256_loadu_si256(xk.as_ptr().add(4 + e0) as *const __m256i);
+                let g = e0 / 16;
+                let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(*qc, y), s));
+            }
+        }
+        let bsums = _mm256_loadu_si256(xk.as_ptr().add(260) as *const __m256i);
+        let scales = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+        let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
+        sumi = _mm256_sub_epi32(sumi, corr);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    finish(acc)
+}
