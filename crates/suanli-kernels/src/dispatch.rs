@@ -50,6 +50,12 @@ mod avx2 {
     pub fn q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k(n, w, x) }
     }
+    pub fn q6_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q6_k_q8_k_tiled(n, w, x) }
+    }
+    pub fn q4_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q4_k_q8_k_tiled(n, w, x) }
+    }
     pub fn q4_k_interleaved(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q4_k_q8_k_interleaved(n, w, x) }
     }
@@ -90,4 +96,17 @@ pub fn q4_k_interleaved() -> (VecDot, VecDot) {
         kquants::vec_dot_q4_k_q8_k_interleaved,
         kquants::vec_dot_q4_k_q8_k_interleaved_gemm,
     )
+}
+
+/// The fastest twin of the tiled K-quant order of `ty` (batches of 8+ rows).
+pub fn tiled_vec_dot(ty: DType) -> Option<VecDot> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        match ty {
+            DType::Q4_K => return Some(avx2::q4_k_tiled),
+            DType::Q6_K => return Some(avx2::q6_k_tiled),
+            _ => {}
+        }
+    }
+    crate::quants::kquants::tiled_vec_dot(ty)
 }

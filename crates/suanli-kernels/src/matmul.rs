@@ -113,13 +113,12 @@ impl QMatrix {
     /// rows, a GEMV for the rest), the tiled K-quant GEMM from 8 rows up,
     /// per-row dot products otherwise — so both engines round alike.
     pub fn vec_dot(&self, n: usize, t: usize) -> Option<crate::dtype::VecDot> {
-        use crate::quants::kquants;
         if self.interleaved && self.dtype == DType::Q4_K {
             let (gemv, gemm) = crate::dispatch::q4_k_interleaved();
             return Some(if n > 3 && t < n - n % 4 { gemm } else { gemv });
         }
         if n >= TILED_MIN_ROWS {
-            if let Some(f) = kquants::tiled_vec_dot(self.dtype) {
+            if let Some(f) = crate::dispatch::tiled_vec_dot(self.dtype) {
                 return Some(f);
             }
         }

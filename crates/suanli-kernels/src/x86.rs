@@ -169,6 +169,29 @@ fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
 /// FMA per 64 elements (GEMM) instead of one per block (GEMV).
 #[inline(always)]
 unsafe fn q4k_interleaved(n: usize, w: &[u8], x: &[u8], per_chunk: bool) -> f32 {
+    q4k_blocks(
+        n,
+        w,
+        x,
+        if per_chunk {
+            Q4kOrder::Gemm
+        } else {
+            Q4kOrder::Gemv
+        },
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Q4kOrder {
+    Gemv,
+    Gemm,
+    Tiled,
+}
+
+#[inline(always)]
+unsafe fn q4k_blocks(n: usize, w: &[u8], x: &[u8], order: Q4kOrder) -> f32 {
+    let per_chunk = order == Q4kOrder::Gemm;
+    let mut out = 0f32;
     const XB: usize = 4 + 256 + 32;
     let nb = n / 256;
     assert!(w.len() >= nb * 144 && x.len() >= nb * XB);
@@ -207,12 +230,29 @@ unsafe fn q4k_interleaved(n: usize, w: &[u8], x: &[u8], per_chunk: bool) -> f32 
                 msum += mj;
             }
         }
-        if !per_chunk {
-            acc = (isum as f32).mul_add(d * yd, acc);
-            acc_m = (msum as f32).mul_add(dmin * yd, acc_m);
+        match order {
+            Q4kOrder::Gemv => {
+                acc = (isum as f32).mul_add(d * yd, acc);
+                acc_m = (msum as f32).mul_add(dmin * yd, acc_m);
+            }
+            Q4kOrder::Tiled => {
+                let r = (-dmin).mul_add(msum as f32, isum as f32 * d);
+                out = r.mul_add(yd, out);
+            }
+            Q4kOrder::Gemm => {}
         }
     }
+    if order == Q4kOrder::Tiled {
+        return out;
+    }
     acc - acc_m
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_k_q8_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q4k_blocks(n, w, x, Q4kOrder::Tiled)
 }
 
 /// # Safety
@@ -237,7 +277,22 @@ pub unsafe fn vec_dot_q4_k_q8_k_interleaved_gemm(n: usize, w: &[u8], x: &[u8]) -
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q6k::<false>(n, w, x)
+}
+
+/// Q6_K in the tiled GEMM order (`kquants::vec_dot_q6_k_q8_k_tiled`).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q6k::<true>(n, w, x)
+}
+
+#[inline(always)]
+unsafe fn q6k<const TILED: bool>(n: usize, w: &[u8], x: &[u8]) -> f32 {
     const XB: usize = 4 + 256 + 32;
+    let mut out = 0f32;
     let nb = n / 256;
     assert!(w.len() >= nb * 210 && x.len() >= nb * XB);
     let m4 = _mm256_set1_epi8(0x0F);
@@ -283,7 +338,17 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
         let scales = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
         let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
         sumi = _mm256_sub_epi32(sumi, corr);
+        if TILED {
+            // Tiled order: the block's exact integer, scaled by the weight's d
+            // then by the activation's, accumulated with an FMA.
+            let r = hsum_i32(sumi) as f32 * f16_at(wk, 208);
+            out = r.mul_add(f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]), out);
+            continue;
+        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    if TILED {
+        return out;
     }
     finish(acc)
 }
