@@ -13,8 +13,10 @@
 #include "llama.h"
 #include "ggml.h"
 
-// With LLAMA_TRACE set, print name, shape and the first values of every
-// graph node of layer 0 (and the output), to diff against suanli's trace.
+// With LLAMA_TRACE set, print name, shape, sum and first values of the graph
+// nodes of layer LLAMA_TRACE_LAYER (default 0; with LLAMA_TRACE_ALL, every
+// layer's l_out) for token row LLAMA_TRACE_ROW, to diff against suanli's
+// examples/logits_dump (same variables with the SUANLI_ prefix).
 static bool trace_cb(struct ggml_tensor *t, bool ask, void *ud) {
     (void)ud;
     if (ask) return true;
@@ -24,11 +26,14 @@ static bool trace_cb(struct ggml_tensor *t, bool ask, void *ud) {
     if (!strstr(nm, lay) && !strstr(nm, "result") && !(getenv("LLAMA_TRACE_ALL") && strstr(nm, "l_out"))) return true;
     const float *d = (const float *)t->data;
     int64_t ne = ggml_nelements(t);
+    // LLAMA_DUMP=NAME:FILE writes each evaluation of node NAME to FILE.0, FILE.1, ...
     const char *dn = getenv("LLAMA_DUMP");
-    if (dn && !strcmp(dn, nm)) {
-        static int count = 0; char fn[256];
-        snprintf(fn, sizeof fn, "/tmp/llama_dump_%d.bin", count++);
-        FILE *f = fopen(fn, "wb"); fwrite(d, sizeof(float), ne, f); fclose(f);
+    const char *colon = dn ? strchr(dn, ':') : NULL;
+    if (colon && strlen(nm) == (size_t)(colon - dn) && !strncmp(dn, nm, colon - dn)) {
+        static int count = 0; char fn[512];
+        snprintf(fn, sizeof fn, "%s.%d", colon + 1, count++);
+        FILE *f = fopen(fn, "wb");
+        if (f) { fwrite(d, sizeof(float), ne, f); fclose(f); }
     }
     const char *rs = getenv("LLAMA_TRACE_ROW");
     if (rs) { int64_t row = atoll(rs), w = t->ne[0] * (t->ne[2] > 1 && t->ne[1] > 1 ? t->ne[1] : 1);
