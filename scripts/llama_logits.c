@@ -35,10 +35,18 @@ static bool trace_cb(struct ggml_tensor *t, bool ask, void *ud) {
         FILE *f = fopen(fn, "wb");
         if (f) { fwrite(d, sizeof(float), ne, f); fclose(f); }
     }
+    // Row R of the batch: for [d, tokens] that is d values; for
+    // [d, heads, tokens], d * heads values.
     const char *rs = getenv("LLAMA_TRACE_ROW");
-    if (rs) { int64_t row = atoll(rs), w = t->ne[0] * (t->ne[2] > 1 && t->ne[1] > 1 ? t->ne[1] : 1);
-        if (t->ne[2] > 1 && t->ne[1] > 1) w = t->ne[0]*t->ne[1]; else w = t->ne[0];
-        if ((row + 1) * w > ne) return true; d += row * w; ne = w; }
+    if (rs) {
+        int64_t row = atoll(rs);
+        int64_t w = (t->ne[2] > 1 && t->ne[1] > 1) ? t->ne[0] * t->ne[1] : t->ne[0];
+        if ((row + 1) * w > ne) {
+            return true;
+        }
+        d += row * w;
+        ne = w;
+    }
     double sum = 0;
     for (int64_t i = 0; i < ne; i++) sum += d[i];
     fprintf(stderr, "TRACE %-24s [%lld,%lld,%lld] sum=%.6f first=%.6f %.6f %.6f %.6f\n", nm,
