@@ -63,14 +63,7 @@ pub fn generate(
     }
     sampler.accept(prompt);
     let t0 = Instant::now();
-    let mut logits = model.forward(
-        prompt,
-        &mut ForwardCtx {
-            kv,
-            logits: Logits::Last,
-            trace: None,
-        },
-    )?;
+    let mut logits = model.forward(prompt, &mut ForwardCtx::new(kv, Logits::Last))?;
     let prompt_time = t0.elapsed();
     let t1 = Instant::now();
     let mut n = 0;
@@ -93,14 +86,7 @@ pub fn generate(
         if kv.len() >= kv.capacity {
             break StopReason::Context;
         }
-        logits = model.forward(
-            &[tok],
-            &mut ForwardCtx {
-                kv,
-                logits: Logits::Last,
-                trace: None,
-            },
-        )?;
+        logits = model.forward(&[tok], &mut ForwardCtx::new(kv, Logits::Last))?;
     };
     Ok(GenStats {
         prompt_tokens: prompt.len(),

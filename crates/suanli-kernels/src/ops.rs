@@ -159,21 +159,3 @@ pub enum RopeStyle {
     /// Halves (i, i + d/2): GPT-NeoX, Qwen, Gemma, and Hugging Face checkpoints.
     Neox,
 }
-
-/// Rotate one head `x` (`head_dim` values, first `rot_dim` rotated) in place,
-/// given per-pair inverse frequencies `inv_freq` (`rot_dim / 2` values).
-pub fn rope(x: &mut [f32], pos: f32, inv_freq: &[f32], style: RopeStyle, attn_factor: f32) {
-    let half = inv_freq.len();
-    for (i, &f) in inv_freq.iter().enumerate() {
-        let theta = pos * f;
-        let (s, c) = theta.sin_cos();
-        let (s, c) = (s * attn_factor, c * attn_factor);
-        let (a, b) = match style {
-            RopeStyle::Normal => (2 * i, 2 * i + 1),
-            RopeStyle::Neox => (i, i + half),
-        };
-        let (x0, x1) = (x[a], x[b]);
-        x[a] = x0 * c - x1 * s;
-        x[b] = x0 * s + x1 * c;
-    }
-}

@@ -78,7 +78,16 @@ pub struct ForwardCtx<'a> {
     pub trace: Option<TraceFn<'a>>,
 }
 
-impl ForwardCtx<'_> {
+impl<'a> ForwardCtx<'a> {
+    /// A pass that appends to `kv` and returns the `logits` asked for, untraced.
+    pub fn new(kv: &'a mut KvCache, logits: Logits) -> Self {
+        ForwardCtx {
+            kv,
+            logits,
+            trace: None,
+        }
+    }
+
     pub fn trace(&mut self, name: &str, layer: usize, x: &[f32]) {
         if let Some(t) = self.trace.as_mut() {
             t(name, layer, x);

@@ -225,13 +225,12 @@ pub fn attend(
             x
         };
         match (keys, values) {
-            (Rows::F16(ks), Rows::F16(vs)) if per_row_f16 => {
+            (Rows::F16(_), Rows::F16(vs)) if per_row_f16 => {
                 let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
                 online_softmax_f16(
                     o,
                     (start..=p).map(|j| (score(&qh, j), &vs[j * vw + kvh * hdv..][..hdv])),
                 );
-                let _ = ks;
             }
             (Rows::F16(ks), Rows::F16(vs)) => {
                 let key = |j: usize| &ks[j * kw + kvh * hd..][..hd];

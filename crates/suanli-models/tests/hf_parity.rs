@@ -36,14 +36,7 @@ fn check(arch: &str) {
     // Whole sequence at once.
     let mut kv = model.new_cache(ids.len(), KvDtype::F32);
     let all = model
-        .forward(
-            &ids,
-            &mut ForwardCtx {
-                kv: &mut kv,
-                logits: Logits::All,
-                trace: None,
-            },
-        )
+        .forward(&ids, &mut ForwardCtx::new(&mut kv, Logits::All))
         .expect("forward");
     let mut worst = 0f32;
     for (p, (got, row)) in all.chunks_exact(nv).zip(&want).enumerate() {
@@ -54,26 +47,12 @@ fn check(arch: &str) {
     // Prefill 5 tokens, then decode the rest one at a time through the KV cache.
     let mut kv = model.new_cache(ids.len(), KvDtype::F32);
     let first = model
-        .forward(
-            &ids[..5],
-            &mut ForwardCtx {
-                kv: &mut kv,
-                logits: Logits::Last,
-                trace: None,
-            },
-        )
+        .forward(&ids[..5], &mut ForwardCtx::new(&mut kv, Logits::Last))
         .expect("prefill");
     assert!(max_diff(&first, &want[4]) <= TOL, "{arch}: prefill logits");
     for p in 5..ids.len() {
         let got = model
-            .forward(
-                &ids[p..p + 1],
-                &mut ForwardCtx {
-                    kv: &mut kv,
-                    logits: Logits::Last,
-                    trace: None,
-                },
-            )
+            .forward(&ids[p..p + 1], &mut ForwardCtx::new(&mut kv, Logits::Last))
             .expect("decode");
         let d = max_diff(&got, &want[p]);
         worst = worst.max(d);
@@ -166,14 +145,7 @@ fn sharded_and_half_precision_checkpoints() {
         let model = suanli_models::load(&dir).expect("load shards");
         let mut kv = model.new_cache(ids.len(), KvDtype::F32);
         let all = model
-            .forward(
-                &ids,
-                &mut ForwardCtx {
-                    kv: &mut kv,
-                    logits: Logits::All,
-                    trace: None,
-                },
-            )
+            .forward(&ids, &mut ForwardCtx::new(&mut kv, Logits::All))
             .expect("forward");
         let d = all
             .iter()

@@ -20,14 +20,7 @@ fn every_architecture_prefills_and_decodes_consistently() {
         for dtype in [KvDtype::F16, KvDtype::F32] {
             let mut kv = model.new_cache(32, dtype);
             let all = model
-                .forward(
-                    &tokens,
-                    &mut ForwardCtx {
-                        kv: &mut kv,
-                        logits: Logits::All,
-                        trace: None,
-                    },
-                )
+                .forward(&tokens, &mut ForwardCtx::new(&mut kv, Logits::All))
                 .expect("forward");
             assert_eq!(all.len(), tokens.len() * nv);
             assert!(
@@ -37,14 +30,7 @@ fn every_architecture_prefills_and_decodes_consistently() {
             );
             let mut kv = model.new_cache(32, dtype);
             let mut last = model
-                .forward(
-                    &tokens[..4],
-                    &mut ForwardCtx {
-                        kv: &mut kv,
-                        logits: Logits::Last,
-                        trace: None,
-                    },
-                )
+                .forward(&tokens[..4], &mut ForwardCtx::new(&mut kv, Logits::Last))
                 .expect("prefill");
             for p in 4..tokens.len() {
                 let want = &all[(p - 1) * nv..p * nv];
@@ -62,24 +48,13 @@ fn every_architecture_prefills_and_decodes_consistently() {
                 last = model
                     .forward(
                         &tokens[p..p + 1],
-                        &mut ForwardCtx {
-                            kv: &mut kv,
-                            logits: Logits::Last,
-                            trace: None,
-                        },
+                        &mut ForwardCtx::new(&mut kv, Logits::Last),
                     )
                     .expect("decode");
             }
             // The context limit is enforced, not overrun.
             let mut small = model.new_cache(4, dtype);
-            let err = model.forward(
-                &tokens,
-                &mut ForwardCtx {
-                    kv: &mut small,
-                    logits: Logits::Last,
-                    trace: None,
-                },
-            );
+            let err = model.forward(&tokens, &mut ForwardCtx::new(&mut small, Logits::Last));
             assert!(
                 matches!(err, Err(suanli_models::ModelError::ContextFull { .. })),
                 "{}: context overflow not reported",

@@ -63,14 +63,7 @@ fn check_model(name: &str) {
         };
         let mut kv = model.new_cache(tokens.len() + want_gen.len() + 1, KvDtype::F16);
         let all = model
-            .forward(
-                &tokens,
-                &mut ForwardCtx {
-                    kv: &mut kv,
-                    logits: Logits::All,
-                    trace: None,
-                },
-            )
+            .forward(&tokens, &mut ForwardCtx::new(&mut kv, Logits::All))
             .expect("prefill");
         for (p, row) in all.chunks_exact(n_vocab).enumerate() {
             check(p, row);
@@ -85,14 +78,7 @@ fn check_model(name: &str) {
                 "{name}/{cname}: greedy token {step} differs (so far {got:?})"
             );
             last = model
-                .forward(
-                    &[t],
-                    &mut ForwardCtx {
-                        kv: &mut kv,
-                        logits: Logits::Last,
-                        trace: None,
-                    },
-                )
+                .forward(&[t], &mut ForwardCtx::new(&mut kv, Logits::Last))
                 .expect("decode");
             // Row n + step: the logits after decoding generated token `step`.
             check(tokens.len() + step, &last);

@@ -17,6 +17,24 @@ fn log(m: &str) {
     eprintln!("{m}");
 }
 
+/// The DeepSeek-V3 vocabulary as a vocab-only GGUF with pre-tokenizer `pre`.
+fn vocab_tokenizer(pre: &str) -> suanli_tokenizer::Result<Tokenizer> {
+    let dir =
+        suanli::hub::resolve_tokenizer("deepseek_v3", &mut log).expect("fetching the tokenizer");
+    let kv =
+        suanli_tokenizer::convert::gguf_vocab_from_tokenizer_json(&dir.join("tokenizer.json"), pre)
+            .expect("convert");
+    let mut w = suanli_formats::GgufWriter::new();
+    for (k, v) in kv {
+        w.add(k, v);
+    }
+    let path = std::env::temp_dir().join(format!("suanli-pre-{pre}-{}.gguf", std::process::id()));
+    w.write(&path).expect("write vocab");
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open"));
+    let _ = std::fs::remove_file(&path);
+    tok
+}
+
 fn open(source: &Value) -> Tokenizer {
     let name = source["name"].as_str().expect("name");
     match source["kind"].as_str() {
@@ -29,25 +47,11 @@ fn open(source: &Value) -> Tokenizer {
         )
         .expect("tokenizer"),
         Some("vocab") => {
-            let dir =
-                suanli::hub::resolve_tokenizer(name, &mut log).expect("fetching the tokenizer");
-            let pre = source["pre"].as_str().expect("pre");
-            let kv = suanli_tokenizer::convert::gguf_vocab_from_tokenizer_json(
-                &dir.join("tokenizer.json"),
-                pre,
-            )
-            .expect("convert");
-            let mut w = suanli_formats::GgufWriter::new();
-            for (k, v) in kv {
-                w.add(k, v);
-            }
-            let path =
-                std::env::temp_dir().join(format!("suanli-pre-{pre}-{}.gguf", std::process::id()));
-            w.write(&path).expect("write vocab");
-            let tok =
-                Tokenizer::from_gguf(&GgufFile::open(&path).expect("open")).expect("tokenizer");
-            let _ = std::fs::remove_file(&path);
-            tok
+            assert_eq!(
+                name, "deepseek_v3",
+                "vocab goldens are made from the DeepSeek-V3 tokenizer.json"
+            );
+            vocab_tokenizer(source["pre"].as_str().expect("pre")).expect("tokenizer")
         }
         other => panic!("unknown source kind {other:?}"),
     }
@@ -172,24 +176,10 @@ fn every_pre_tokenizer_matches_llama_tokenize() {
 
 #[test]
 fn unknown_pre_tokenizer_is_an_error() {
-    let dir =
-        suanli::hub::resolve_tokenizer("deepseek_v3", &mut log).expect("fetching the tokenizer");
-    let kv = suanli_tokenizer::convert::gguf_vocab_from_tokenizer_json(
-        &dir.join("tokenizer.json"),
-        "no-such-pre",
-    )
-    .expect("convert");
-    let mut w = suanli_formats::GgufWriter::new();
-    for (k, v) in kv {
-        w.add(k, v);
-    }
-    let path = std::env::temp_dir().join(format!("suanli-pre-unknown-{}.gguf", std::process::id()));
-    w.write(&path).expect("write vocab");
-    let err = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open"))
+    let err = vocab_tokenizer("no-such-pre")
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    let _ = std::fs::remove_file(&path);
     assert!(err.contains("unknown pre-tokenizer 'no-such-pre'"), "{err}");
 }
 

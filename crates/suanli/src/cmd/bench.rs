@@ -73,38 +73,29 @@ fn stats(x: &[f64]) -> (f64, f64) {
 /// Deterministic token ids spread over the vocabulary, as llama-bench feeds random ones.
 fn tokens(n: usize, n_vocab: usize, seed: usize) -> Vec<u32> {
     (0..n)
-        .map(|i| ((i * 7919 + seed * 104_729 + 13) % n_vocab) as u32)
+        .map(|i| {
+            (i.wrapping_mul(7919)
+                .wrapping_add(seed.wrapping_mul(104_729))
+                .wrapping_add(13)
+                % n_vocab) as u32
+        })
         .collect()
 }
 
-fn pp(model: &dyn Model, n: usize, rep: usize, kv_dtype: KvDtype) -> Result<f64> {
-    let mut kv = model.new_cache(n, kv_dtype);
-    let toks = tokens(n, model.config().n_vocab, rep);
-    let t = Instant::now();
-    model.forward(
-        &toks,
-        &mut ForwardCtx {
-            kv: &mut kv,
-            logits: Logits::Last,
-            trace: None,
-        },
-    )?;
-    Ok(n as f64 / t.elapsed().as_secs_f64())
-}
-
-fn tg(model: &dyn Model, n: usize, rep: usize, kv_dtype: KvDtype) -> Result<f64> {
+/// Tokens/s of one test: `n` tokens as one batch (pp) or one at a time (tg).
+fn run_test(
+    model: &dyn Model,
+    n: usize,
+    batch: bool,
+    rep: usize,
+    kv_dtype: KvDtype,
+) -> Result<f64> {
     let mut kv = model.new_cache(n + 1, kv_dtype);
     let toks = tokens(n, model.config().n_vocab, rep);
+    let step = if batch { n } else { 1 };
     let t = Instant::now();
-    for &tok in &toks {
-        model.forward(
-            &[tok],
-            &mut ForwardCtx {
-                kv: &mut kv,
-                logits: Logits::Last,
-                trace: None,
-            },
-        )?;
+    for chunk in toks.chunks(step) {
+        model.forward(chunk, &mut ForwardCtx::new(&mut kv, Logits::Last))?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
@@ -125,13 +116,7 @@ pub fn main(a: Args) -> Result<()> {
             continue;
         }
         // One untimed warm-up run, as llama-bench does.
-        let run = |r| {
-            if kind == "pp" {
-                pp(model, n, r, l.kv_dtype)
-            } else {
-                tg(model, n, r, l.kv_dtype)
-            }
-        };
+        let run = |r| run_test(model, n, kind == "pp", r, l.kv_dtype);
         run(usize::MAX).with_context(|| format!("{kind}{n}"))?;
         let samples: Vec<f64> = (0..a.reps.max(1)).map(run).collect::<Result<_>>()?;
         let (mean, sd) = stats(&samples);
