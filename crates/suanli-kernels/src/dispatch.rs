@@ -4,28 +4,59 @@
 use crate::dtype::VecDot;
 use crate::DType;
 
-/// The instruction-set path in use, for `inspect` and `bench`.
-pub fn isa() -> &'static str {
-    if has_avx2_fma() {
-        "x86-64 AVX2+FMA+F16C (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q6_K and interleaved Q4_K dot products), reference elsewhere"
-    } else {
-        "reference (portable)"
-    }
+/// The SIMD level kernels run at, chosen once at start from the CPU's
+/// features (`SUANLI_ISA=generic|avx2|avx512` lowers it, for comparisons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// The portable reference code.
+    Generic,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL/VNNI on top of AVX2.
+    Avx512,
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
+/// The best level this CPU supports (capped by `SUANLI_ISA`).
+pub fn level() -> Level {
+    static L: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *L.get_or_init(|| {
+        let cap = match std::env::var("SUANLI_ISA").as_deref() {
+            Ok("generic") => Level::Generic,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detect().min(cap)
     })
 }
 
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Level {
+    use std::arch::is_x86_feature_detected as has;
+    if !(has!("avx2") && has!("fma") && has!("f16c")) {
+        Level::Generic
+    } else if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+        Level::Avx512
+    } else {
+        Level::Avx2
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Level {
+    Level::Generic
+}
+
+/// The instruction-set path in use, for `inspect` and `bench`.
+pub fn isa() -> &'static str {
+    match level() {
+        Level::Avx512 => "x86-64 AVX-512 (F/BW/VL/VNNI) + AVX2/FMA/F16C",
+        Level::Avx2 => "x86-64 AVX2 + FMA + F16C",
+        Level::Generic => "reference (portable)",
+    }
+}
+
 fn has_avx2_fma() -> bool {
-    false
+    level() >= Level::Avx2
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -15,6 +15,9 @@
 //!   run time by CPU features and bit-identical to them.
 //! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
 //!   softmax, activations).
+//! - [`attention`]: causal GQA attention over the KV cache in llama.cpp's
+//!   flash-attention orders, reference and SIMD twin.
+//! - [`pool`]: the persistent thread pool every parallel kernel runs on.
 //!
 //! This crate knows nothing of tensors' meaning or of models.
 
@@ -22,11 +25,14 @@
 // that form so they can be read against the spec.
 #![allow(clippy::needless_range_loop)]
 
+pub mod attention;
 pub mod dispatch;
 pub mod dtype;
 pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod quants;
+mod simd_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

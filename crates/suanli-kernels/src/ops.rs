@@ -44,7 +44,7 @@ pub fn softmax(x: &mut [f32]) {
 /// `exp(x)` by the polynomial of Arm's optimized-routines `expf` (max error
 /// about 1.5 ulp), evaluated with FMAs exactly as ggml's AVX-512 `ggml_v_expf`
 /// evaluates it, so vector ops that use it agree with llama.cpp bit for bit.
-#[inline]
+#[inline(always)]
 pub fn expf_poly(x: f32) -> f32 {
     let c = f32::from_bits;
     let r = c(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
@@ -56,12 +56,21 @@ pub fn expf_poly(x: f32) -> f32 {
         .mul_add(b, c(0x3d2b_9f17))
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    // j · 2ⁿ without intermediate overflow or underflow (as `vscalefps`):
+    // two exact powers of two, |h|, |n − h| ≤ 96, built from their bits.
+    let h = (n * 0.5).trunc();
+    let pow2 = |k: f32| f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let y = j * pow2(h.clamp(-96.0, 96.0)) * pow2((n - h).clamp(-96.0, 96.0));
+    // Branch-free, so loops over it vectorize.
     if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+        if n <= 0.0 {
+            0.0
+        } else {
+            f32::INFINITY
+        }
+    } else {
+        y
     }
-    // j · 2ⁿ without intermediate overflow or underflow (as `vscalefps`).
-    let h = (n / 2.0).trunc();
-    j * 2f32.powi(h as i32) * 2f32.powi((n - h) as i32)
 }
 
 /// Lanes per vector of the ggml build we compare against (AVX-512: 16).

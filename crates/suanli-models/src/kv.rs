@@ -54,11 +54,7 @@ pub struct KvCache {
 }
 
 /// A read-only view of one layer's K or V rows.
-#[derive(Clone, Copy)]
-pub enum Rows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
+pub use suanli_kernels::attention::Kv as Rows;
 
 impl KvCache {
     pub fn new(

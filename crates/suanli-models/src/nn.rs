@@ -1,12 +1,10 @@
 //! Building blocks shared by the architectures.
 
-use half::f16;
-use rayon::prelude::*;
+use suanli_kernels::attention::{attention, AttnShape};
 use suanli_kernels::ops::{self, RopeStyle};
 use suanli_kernels::QMatrix;
 
 use crate::config::ModelConfig;
-use crate::kv::Rows;
 use crate::loader::Loader;
 use crate::{ForwardCtx, Logits, Model, ModelError, Result};
 
@@ -127,69 +125,12 @@ pub fn rope_rows(
     }
 }
 
-#[inline]
-fn dot_rows(q: &[f32], k: Rows, off: usize) -> f32 {
-    match k {
-        Rows::F32(k) => q
-            .iter()
-            .zip(&k[off..off + q.len()])
-            .map(|(a, b)| a * b)
-            .sum(),
-        Rows::F16(k) => dot_f16(q, &k[off..off + q.len()]),
-    }
-}
-
-/// `q · k` for f16 keys in the order of ggml's `ggml_vec_dot_f16` on AVX-512
-/// without FP16 arithmetic: 64-element steps into 4 × 16 f32 FMA lanes, the
-/// four folded pairwise, the 16 lanes reduced as GCC's `_mm512_reduce_add_ps`
-/// does, the tail added in f64.
-fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
-    let n = q.len();
-    let np = n & !63;
-    let mut sum = [[0f32; 16]; 4];
-    for i in (0..np).step_by(64) {
-        for (j, acc) in sum.iter_mut().enumerate() {
-            for (l, a) in acc.iter_mut().enumerate() {
-                let e = i + 16 * j + l;
-                *a = k[e].to_f32().mul_add(q[e], *a);
-            }
-        }
-    }
-    let v: [f32; 16] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
-    let mut s = reduce16(&v) as f64;
-    for e in np..n {
-        s += (k[e].to_f32() * q[e]) as f64;
-    }
-    s as f32
-}
-
-#[inline]
-fn axpy_rows(out: &mut [f32], a: f32, v: Rows, off: usize) {
-    let len = out.len();
-    match v {
-        Rows::F32(v) => out
-            .iter_mut()
-            .zip(&v[off..off + len])
-            .for_each(|(o, x)| *o += a * x),
-        Rows::F16(v) => out
-            .iter_mut()
-            .zip(&v[off..off + len])
-            .for_each(|(o, x)| *o += a * x.to_f32()),
-    }
-}
-
-/// Below this many query rows llama.cpp's CPU flash attention runs its
-/// per-row kernel (Q in f16, f16 accumulator); from it on, the tiled f32 one
-/// (`GGML_FA_TILE_Q`).
-const FA_TILE_Q: usize = 64;
-
 /// Multi-head attention with grouped K/V heads (GQA), causal and optionally
 /// windowed: `q` is `n × n_head·hd` (already rotated), K/V of positions
 /// `..pos0+n` are in the cache. Returns `n × n_head·hdv`.
 ///
-/// With an f16 cache this reproduces llama.cpp's CPU flash attention
-/// numerics, so greedy outputs agree token for token; with an f32 cache it is
-/// a plain f32 softmax attention.
+/// The kernel follows llama.cpp's CPU flash attention (see
+/// [`suanli_kernels::attention`]), so greedy outputs agree token for token.
 pub fn attend(
     q: &[f32],
     n: usize,
@@ -198,163 +139,33 @@ pub fn attend(
     il: usize,
     ctx: &ForwardCtx,
 ) -> Vec<f32> {
-    let (nh, hd, hdv) = (c.n_head, c.head_dim, c.head_dim_v);
-    let group = nh / c.n_head_kv;
     let window = if c.swa_layers.get(il).copied().unwrap_or(false) {
         c.sliding_window
     } else {
         None
     };
-    let keys = ctx.kv.keys(il);
-    let values = ctx.kv.values(il);
-    let (kw, vw) = (ctx.kv.k_width, ctx.kv.v_width);
-    let per_row_f16 = matches!(keys, Rows::F16(_)) && n < FA_TILE_Q;
-    let kq_scale = if c.scale_q { 1.0 } else { c.attn_scale };
-    let mut out = vec![0f32; n * nh * hdv];
-    out.par_chunks_mut(hdv).enumerate().for_each(|(idx, o)| {
-        let (t, h) = (idx / nh, idx % nh);
-        let p = pos0 + t;
-        let kvh = h / group;
-        let qh = &q[t * nh * hd + h * hd..][..hd];
-        let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let score = |qh: &[f32], j: usize| {
-            let mut x = dot_rows(qh, keys, j * kw + kvh * hd) * kq_scale;
-            if let Some(cap) = c.attn_softcap {
-                x = cap * (x / cap).tanh();
-            }
-            x
-        };
-        match (keys, values) {
-            (Rows::F16(_), Rows::F16(vs)) if per_row_f16 => {
-                let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
-                online_softmax_f16(
-                    o,
-                    (start..=p).map(|j| (score(&qh, j), &vs[j * vw + kvh * hdv..][..hdv])),
-                );
-            }
-            (Rows::F16(ks), Rows::F16(vs)) => {
-                let key = |j: usize| &ks[j * kw + kvh * hd..][..hd];
-                let val = |j: usize| &vs[j * vw + kvh * hdv..][..hdv];
-                tiled_attention_row(o, qh, start, p, kq_scale, c.attn_softcap, key, val);
-            }
-            _ => {
-                let mut s: Vec<f32> = (start..=p).map(|j| score(qh, j)).collect();
-                ops::softmax(&mut s);
-                for (j, &a) in (start..=p).zip(&s) {
-                    axpy_rows(o, a, values, j * vw + kvh * hdv);
-                }
-            }
-        }
-    });
+    let shape = AttnShape {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        head_dim_v: c.head_dim_v,
+        k_stride: ctx.kv.k_width,
+        v_stride: ctx.kv.v_width,
+        scale: if c.scale_q { 1.0 } else { c.attn_scale },
+        softcap: c.attn_softcap,
+        window,
+    };
+    let mut out = vec![0f32; n * c.n_head * c.head_dim_v];
+    attention(
+        &shape,
+        q,
+        n,
+        pos0,
+        ctx.kv.keys(il),
+        ctx.kv.values(il),
+        &mut out,
+    );
     out
-}
-
-/// Keys per tile of llama.cpp's tiled CPU flash attention (`GGML_FA_TILE_KV`).
-const FA_TILE_KV: usize = 64;
-
-/// One query row of attention over keys `start..=p` in the order of
-/// llama.cpp's tiled flash attention (the kernel its CPU backend runs for
-/// batches of 64 rows or more): 64-key tiles aligned at 0; per tile, Q·K by
-/// sequential FMAs in f32, the tile maximum, a rescale of the running sums,
-/// exponentials by the vector `expf` with a float sum per 16 lanes added in
-/// f64, V accumulated by sequential FMAs; `1/S` applied at the end.
-#[allow(clippy::too_many_arguments)]
-fn tiled_attention_row<'k>(
-    o: &mut [f32],
-    q: &[f32],
-    start: usize,
-    p: usize,
-    scale: f32,
-    softcap: Option<f32>,
-    key: impl Fn(usize) -> &'k [f16],
-    val: impl Fn(usize) -> &'k [f16],
-) {
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-    let mut kq = [0f32; FA_TILE_KV];
-    for t0 in (start / FA_TILE_KV * FA_TILE_KV..=p).step_by(FA_TILE_KV) {
-        for (i, s) in kq.iter_mut().enumerate() {
-            let j = t0 + i;
-            *s = if j < start || j > p {
-                f32::NEG_INFINITY
-            } else {
-                let mut d = 0f32;
-                for (&a, b) in q.iter().zip(key(j)) {
-                    d = a.mul_add(b.to_f32(), d);
-                }
-                let mut d = d * scale;
-                if let Some(cap) = softcap {
-                    d = cap * (d / cap).tanh();
-                }
-                d
-            };
-        }
-        let tile_max = kq.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        if tile_max == f32::NEG_INFINITY {
-            continue;
-        }
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            o.iter_mut().for_each(|v| *v *= ms);
-            sum *= ms;
-        }
-        m = m_new;
-        let mut tile_sum = 0f64;
-        for lanes in kq.chunks_exact_mut(16) {
-            lanes
-                .iter_mut()
-                .for_each(|v| *v = ops::expf_poly(*v - m_new));
-            tile_sum += reduce16(lanes) as f64;
-        }
-        sum = (sum as f64 + tile_sum) as f32;
-        for (i, &e) in kq.iter().enumerate() {
-            let j = t0 + i;
-            if j < start || j > p {
-                continue; // e = 0 and the padded V row is zero: fma leaves o as is
-            }
-            for (a, v) in o.iter_mut().zip(val(j)) {
-                *a = e.mul_add(v.to_f32(), *a);
-            }
-        }
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    o.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// Sum of 16 lanes as GCC's `_mm512_reduce_add_ps` adds them.
-fn reduce16(v: &[f32]) -> f32 {
-    let t3: [f32; 8] = std::array::from_fn(|i| v[8 + i] + v[i]);
-    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
-    (t6[0] + t6[2]) + (t6[1] + t6[3])
-}
-
-/// Online softmax over (score, V row) pairs with the running output kept in
-/// f16, each update rounded as ggml's `ggml_vec_mad_f16` / `ggml_vec_scale_f16`
-/// round it (Milakov & Gimelshein 2018; Rabe & Staats 2021).
-fn online_softmax_f16<'v>(o: &mut [f32], items: impl Iterator<Item = (f32, &'v [f16])>) {
-    let mut acc = vec![f16::ZERO; o.len()];
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-    for (s, v) in items {
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
-            let old = m;
-            m = s;
-            ms = (old - m).exp();
-            acc.iter_mut()
-                .for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
-        } else {
-            vs = (s - m).exp();
-        }
-        for (a, x) in acc.iter_mut().zip(v) {
-            *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
-        }
-        // Contracted to an FMA by GCC in ggml, as are the rope products.
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, a) in o.iter_mut().zip(&acc) {
-        *o = a.to_f32() * inv;
-    }
 }
 
 /// The attention block: projections, optional biases and Q/K norms, RoPE,

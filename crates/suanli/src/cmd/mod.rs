@@ -48,7 +48,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<usize> {
         .num_threads(n)
         .build_global()
         .context("starting the thread pool")?;
-    Ok(n)
+    Ok(suanli_kernels::pool::set_threads(n))
 }
 
 pub struct Loaded {

@@ -1,0 +1,432 @@
+//! Causal multi-head attention over a KV cache, with grouped K/V heads
+//! (GQA) and an optional sliding window, in the orders of llama.cpp's CPU
+//! flash attention:
+//!
+//! - f16 cache, fewer than [`FA_TILE_Q`] query rows (decoding): the per-row
+//!   kernel — Q rounded to f16, one dot product per key in ggml's
+//!   `ggml_vec_dot_f16` order, online softmax with the output accumulated in
+//!   f16 and rounded at every update (Milakov & Gimelshein 2018).
+//! - otherwise (prefill, and any f32 cache): the tiled kernel — 64-key tiles
+//!   aligned at position 0, Q·K by FMAs in f32 over the head dimension, the
+//!   tile maximum, a rescale of the running sums, exponentials by
+//!   [`ops::expf_poly`] with a sum per 16 lanes added in f64, V accumulated by
+//!   FMAs, `1/S` at the end.
+//!
+//! [`attention_reference`] is the plain statement of both; [`attention`] is
+//! the fast twin (SIMD, K/V tiles widened and transposed once per block of
+//! query rows that share them, rows across the thread pool) and returns the
+//! same bits, which `tests/attention.rs` checks.
+
+use half::f16;
+
+use crate::dispatch::{self, Level};
+use crate::ops::expf_poly;
+
+/// One layer's cached K or V rows: position `j`'s row starts at `j * stride`.
+#[derive(Clone, Copy)]
+pub enum Kv<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+/// The geometry and scaling of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Elements per position in the K and V caches.
+    pub k_stride: usize,
+    pub v_stride: usize,
+    /// Applied to Q·K before the soft cap and softmax.
+    pub scale: f32,
+    /// `cap · tanh(x / cap)` on the scaled scores (Gemma 2).
+    pub softcap: Option<f32>,
+    /// Keys older than this many positions are masked (sliding window).
+    pub window: Option<usize>,
+}
+
+/// From this many query rows on, llama.cpp runs the tiled kernel
+/// (`GGML_FA_TILE_Q`); below, the per-row f16 one.
+pub const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled kernel (`GGML_FA_TILE_KV`).
+pub const FA_TILE_KV: usize = 64;
+
+impl AttnShape {
+    fn first_key(&self, p: usize) -> usize {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
+
+    fn score(&self, dot: f32) -> f32 {
+        let x = dot * self.scale;
+        match self.softcap {
+            Some(cap) => cap * (x / cap).tanh(),
+            None => x,
+        }
+    }
+
+    fn check(&self, q: &[f32], n: usize, pos0: usize, keys: Kv, values: Kv, out: &[f32]) {
+        let len = |kv: Kv| match kv {
+            Kv::F32(v) => v.len(),
+            Kv::F16(v) => v.len(),
+        };
+        let (nh, nkv) = (self.n_head, self.n_head_kv);
+        assert!(
+            nkv > 0 && nh.is_multiple_of(nkv),
+            "{nh} heads over {nkv} KV heads"
+        );
+        assert!(q.len() >= n * nh * self.head_dim && out.len() >= n * nh * self.head_dim_v);
+        assert!(self.k_stride >= nkv * self.head_dim && self.v_stride >= nkv * self.head_dim_v);
+        assert!(len(keys) >= (pos0 + n) * self.k_stride);
+        assert!(len(values) >= (pos0 + n) * self.v_stride);
+    }
+}
+
+fn per_row_f16(keys: Kv, values: Kv, n: usize) -> bool {
+    matches!((keys, values), (Kv::F16(_), Kv::F16(_))) && n < FA_TILE_Q
+}
+
+/// `out` (`n × n_head·head_dim_v`) = attention of `q` (`n × n_head·head_dim`,
+/// rows at positions `pos0..pos0+n`) over cached keys and values `..=pos`.
+/// The plain, single-threaded statement of the numerics.
+pub fn attention_reference(
+    s: &AttnShape,
+    q: &[f32],
+    n: usize,
+    pos0: usize,
+    keys: Kv,
+    values: Kv,
+    out: &mut [f32],
+) {
+    s.check(q, n, pos0, keys, values, out);
+    let (nh, hd, hdv) = (s.n_head, s.head_dim, s.head_dim_v);
+    let group = nh / s.n_head_kv;
+    for (idx, o) in out[..n * nh * hdv].chunks_exact_mut(hdv).enumerate() {
+        let (t, h) = (idx / nh, idx % nh);
+        let p = pos0 + t;
+        let kvh = h / group;
+        let qh = &q[t * nh * hd + h * hd..][..hd];
+        let start = s.first_key(p);
+        match (keys, values) {
+            (Kv::F16(ks), Kv::F16(vs)) if per_row_f16(keys, values, n) => {
+                per_row_reference(s, qh, p, kvh, ks, vs, o)
+            }
+            _ => {
+                let widen = |kv: Kv, off: usize, len: usize| -> Vec<f32> {
+                    match kv {
+                        Kv::F32(v) => v[off..off + len].to_vec(),
+                        Kv::F16(v) => v[off..off + len].iter().map(|x| x.to_f32()).collect(),
+                    }
+                };
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                o.fill(0.0);
+                let mut kq = [0f32; FA_TILE_KV];
+                for t0 in (start / FA_TILE_KV * FA_TILE_KV..=p).step_by(FA_TILE_KV) {
+                    for (i, x) in kq.iter_mut().enumerate() {
+                        let j = t0 + i;
+                        *x = if j < start || j > p {
+                            f32::NEG_INFINITY
+                        } else {
+                            let k = widen(keys, j * s.k_stride + kvh * hd, hd);
+                            let d = qh.iter().zip(&k).fold(0f32, |d, (a, b)| a.mul_add(*b, d));
+                            s.score(d)
+                        };
+                    }
+                    let Some((m2, tile_sum)) = tile_softmax(&mut kq, m) else {
+                        continue;
+                    };
+                    if m2 > m {
+                        let ms = (m - m2).exp();
+                        o.iter_mut().for_each(|v| *v *= ms);
+                        sum *= ms;
+                    }
+                    m = m2;
+                    sum = (sum as f64 + tile_sum) as f32;
+                    for (i, &e) in kq.iter().enumerate() {
+                        let j = t0 + i;
+                        if j < start || j > p {
+                            continue; // e = 0: the FMA would leave o as is
+                        }
+                        let v = widen(values, j * s.v_stride + kvh * hdv, hdv);
+                        for (a, v) in o.iter_mut().zip(&v) {
+                            *a = e.mul_add(*v, *a);
+                        }
+                    }
+                }
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                o.iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    }
+}
+
+/// Exponentials of one tile of scores against the new running maximum, in
+/// place: returns `(max, Σ)`, or `None` when every score is masked.
+#[inline(always)]
+fn tile_softmax(kq: &mut [f32; FA_TILE_KV], m: f32) -> Option<(f32, f64)> {
+    let tile_max = kq.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if tile_max == f32::NEG_INFINITY {
+        return None;
+    }
+    let m2 = m.max(tile_max);
+    let mut tile_sum = 0f64;
+    for lanes in kq.chunks_exact_mut(16) {
+        lanes.iter_mut().for_each(|v| *v = expf_poly(*v - m2));
+        tile_sum += reduce16(lanes) as f64;
+    }
+    Some((m2, tile_sum))
+}
+
+/// `q · k` for f16 keys in the order of ggml's `ggml_vec_dot_f16` on AVX-512
+/// without FP16 arithmetic: 64-element steps into 4 × 16 f32 FMA lanes, the
+/// four folded pairwise, the 16 lanes reduced as GCC's `_mm512_reduce_add_ps`
+/// does, the tail added in f64.
+pub fn dot_f16_reference(q: &[f32], k: &[f16]) -> f32 {
+    let n = q.len();
+    let np = n & !63;
+    let mut sum = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, acc) in sum.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *a = k[e].to_f32().mul_add(q[e], *a);
+            }
+        }
+    }
+    let v: [f32; 16] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
+    let mut s = reduce16(&v) as f64;
+    for e in np..n {
+        s += (k[e].to_f32() * q[e]) as f64;
+    }
+    s as f32
+}
+
+/// Sum of 16 lanes as GCC's `_mm512_reduce_add_ps` adds them.
+#[inline(always)]
+pub fn reduce16(v: &[f32]) -> f32 {
+    let t3: [f32; 8] = std::array::from_fn(|i| v[8 + i] + v[i]);
+    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+    (t6[0] + t6[2]) + (t6[1] + t6[3])
+}
+
+/// Query rows per work item of the tiled kernel: the rows of one KV head
+/// over this many consecutive positions share each widened K/V tile.
+const ROWS_PER_ITEM: usize = 16;
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: work items write disjoint rows of `out`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}
+
+/// The fast twin of [`attention_reference`]: same arguments, same bits.
+pub fn attention(
+    s: &AttnShape,
+    q: &[f32],
+    n: usize,
+    pos0: usize,
+    keys: Kv,
+    values: Kv,
+    out: &mut [f32],
+) {
+    s.check(q, n, pos0, keys, values, out);
+    let (nh, hdv) = (s.n_head, s.head_dim_v);
+    let level = dispatch::level();
+    let outp = OutPtr(out.as_mut_ptr());
+    if let (Kv::F16(ks), Kv::F16(vs), true) = (keys, values, per_row_f16(keys, values, n)) {
+        crate::pool::for_each(n * nh, |idx| {
+            // SAFETY: row `idx` of `out` is written by this item only.
+            let o = unsafe { std::slice::from_raw_parts_mut(outp.at(idx * hdv), hdv) };
+            let (t, h) = (idx / nh, idx % nh);
+            let qh = &q[(t * nh + h) * s.head_dim..][..s.head_dim];
+            let kvh = h / (nh / s.n_head_kv);
+            crate::simd_attn::per_row(level, s, qh, pos0 + t, kvh, ks, vs, o);
+        });
+        return;
+    }
+    let blocks = n.div_ceil(ROWS_PER_ITEM);
+    crate::pool::for_each(s.n_head_kv * blocks, |item| {
+        let (kvh, b) = (item / blocks, item % blocks);
+        let rows = b * ROWS_PER_ITEM..((b + 1) * ROWS_PER_ITEM).min(n);
+        tiled_item(level, s, q, pos0, keys, values, kvh, rows, outp);
+    });
+}
+
+/// Widens `src` into `dst` (f16 by F16C where present).
+fn widen_into(kv: Kv, off: usize, dst: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    match kv {
+        Kv::F32(v) => dst.copy_from_slice(&v[off..off + dst.len()]),
+        Kv::F16(v) => v[off..off + dst.len()].convert_to_f32_slice(dst),
+    }
+}
+
+/// The tiled kernel for the query rows of KV head `kvh` at positions
+/// `pos0 + rows`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_item(
+    level: Level,
+    s: &AttnShape,
+    q: &[f32],
+    pos0: usize,
+    keys: Kv,
+    values: Kv,
+    kvh: usize,
+    rows: std::ops::Range<usize>,
+    out: OutPtr,
+) {
+    let (nh, hd, hdv) = (s.n_head, s.head_dim, s.head_dim_v);
+    let group = nh / s.n_head_kv;
+    let p_last = pos0 + rows.end - 1;
+    let first = s.first_key(pos0 + rows.start);
+    let nr = rows.len() * group;
+    let mut kt = vec![0f32; hd * FA_TILE_KV]; // K tile, transposed: kt[d][key]
+    let mut vt = vec![0f32; FA_TILE_KV * hdv]; // V tile: vt[key][d]
+    let mut krow = vec![0f32; hd];
+    let mut m = vec![f32::NEG_INFINITY; nr];
+    let mut sum = vec![0f32; nr];
+    // SAFETY: the (row, head) pairs of this item are written by it only.
+    let orow = |r: usize| {
+        let (t, h) = (rows.start + r / group, kvh * group + r % group);
+        unsafe { std::slice::from_raw_parts_mut(out.at((t * nh + h) * hdv), hdv) }
+    };
+    for r in 0..nr {
+        orow(r).fill(0.0);
+    }
+    for t0 in (first / FA_TILE_KV * FA_TILE_KV..=p_last).step_by(FA_TILE_KV) {
+        let nk = FA_TILE_KV.min(p_last + 1 - t0);
+        for i in 0..nk {
+            widen_into(keys, (t0 + i) * s.k_stride + kvh * hd, &mut krow);
+            for (d, &k) in krow.iter().enumerate() {
+                kt[d * FA_TILE_KV + i] = k;
+            }
+            widen_into(
+                values,
+                (t0 + i) * s.v_stride + kvh * hdv,
+                &mut vt[i * hdv..][..hdv],
+            );
+        }
+        for r in 0..nr {
+            let (t, h) = (rows.start + r / group, kvh * group + r % group);
+            let p = pos0 + t;
+            let start = s.first_key(p);
+            if t0 > p || t0 + FA_TILE_KV <= start {
+                continue;
+            }
+            let qh = &q[(t * nh + h) * hd..][..hd];
+            let tile = TileRow {
+                s,
+                t0,
+                start,
+                p,
+                q: qh,
+                kt: &kt,
+                vt: &vt,
+            };
+            crate::simd_attn::tile_row(level, &tile, &mut m[r], &mut sum[r], orow(r));
+        }
+    }
+    for r in 0..nr {
+        let inv = if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] };
+        orow(r).iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// One query row against one widened K/V tile.
+pub(crate) struct TileRow<'a> {
+    pub s: &'a AttnShape,
+    pub t0: usize,
+    pub start: usize,
+    pub p: usize,
+    pub q: &'a [f32],
+    pub kt: &'a [f32],
+    pub vt: &'a [f32],
+}
+
+/// The tiled kernel's step for one row and tile; compiled once per SIMD
+/// level (it is inlined into `#[target_feature]` wrappers).
+#[inline(always)]
+pub(crate) fn tile_row_body(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+    let hdv = o.len();
+    let mut kq = [0f32; FA_TILE_KV];
+    for (d, &qd) in t.q.iter().enumerate() {
+        let k = &t.kt[d * FA_TILE_KV..][..FA_TILE_KV];
+        for l in 0..FA_TILE_KV {
+            kq[l] = qd.mul_add(k[l], kq[l]);
+        }
+    }
+    let lo = t.start.max(t.t0) - t.t0;
+    let hi = (t.p + 1 - t.t0).min(FA_TILE_KV);
+    for (l, x) in kq.iter_mut().enumerate() {
+        *x = if l < lo || l >= hi {
+            f32::NEG_INFINITY
+        } else {
+            t.s.score(*x)
+        };
+    }
+    let Some((m2, tile_sum)) = tile_softmax(&mut kq, *m) else {
+        return;
+    };
+    if m2 > *m {
+        let ms = (*m - m2).exp();
+        o.iter_mut().for_each(|v| *v *= ms);
+        *sum *= ms;
+    }
+    *m = m2;
+    *sum = (*sum as f64 + tile_sum) as f32;
+    for l in lo..hi {
+        let e = kq[l];
+        let v = &t.vt[l * hdv..][..hdv];
+        for (a, &v) in o.iter_mut().zip(v) {
+            *a = e.mul_add(v, *a);
+        }
+    }
+}
+
+/// The per-row f16 kernel for query row `qh` at position `p` of KV head
+/// `kvh`, as ggml's `ggml_compute_forward_flash_attn_ext_f16_one_chunk`.
+pub(crate) fn per_row_reference(
+    s: &AttnShape,
+    qh: &[f32],
+    p: usize,
+    kvh: usize,
+    ks: &[f16],
+    vs: &[f16],
+    o: &mut [f32],
+) {
+    let (hd, hdv) = (s.head_dim, s.head_dim_v);
+    let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
+    let mut acc = vec![f16::ZERO; hdv];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for j in s.first_key(p)..=p {
+        let x = s.score(dot_f16_reference(
+            &qh,
+            &ks[j * s.k_stride + kvh * hd..][..hd],
+        ));
+        let (mut ms, mut vs_) = (1f32, 1f32);
+        if x > m {
+            ms = (m - x).exp();
+            m = x;
+            acc.iter_mut()
+                .for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+        } else {
+            vs_ = (x - m).exp();
+        }
+        let v = &vs[j * s.v_stride + kvh * hdv..][..hdv];
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a = f16::from_f32(x.to_f32().mul_add(vs_, a.to_f32()));
+        }
+        // Contracted to an FMA by GCC in ggml.
+        sum = sum.mul_add(ms, vs_);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in o.iter_mut().zip(&acc) {
+        *o = a.to_f32() * inv;
+    }
+}

@@ -1,0 +1,276 @@
+//! SIMD instances of the attention kernels in [`crate::attention`], one per
+//! [`Level`]; each returns the bits of the reference.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use half::f16;
+
+use crate::attention::{per_row_reference, tile_row_body, AttnShape, TileRow};
+use crate::dispatch::Level;
+
+/// The tiled kernel's step for one row and one tile.
+pub(crate) fn tile_row(level: Level, t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+    match level {
+        // SAFETY: `level` is only above Generic where the CPU has the features.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::tile_row_avx512(t, m, sum, o) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::tile_row_avx2(t, m, sum, o) },
+        _ => tile_row_body(t, m, sum, o),
+    }
+}
+
+/// The per-row f16 kernel for one query row (`qh`, position `p`, KV head
+/// `kvh`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn per_row(
+    level: Level,
+    s: &AttnShape,
+    qh: &[f32],
+    p: usize,
+    kvh: usize,
+    ks: &[f16],
+    vs: &[f16],
+    o: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if s.head_dim <= x86::MAX_DIM && s.head_dim_v <= x86::MAX_DIM {
+        match level {
+            // SAFETY: as above.
+            Level::Avx512 => return unsafe { x86::per_row_avx512(s, qh, p, kvh, ks, vs, o) },
+            Level::Avx2 => return unsafe { x86::per_row_avx2(s, qh, p, kvh, ks, vs, o) },
+            Level::Generic => {}
+        }
+    }
+    let _ = level;
+    per_row_reference(s, qh, p, kvh, ks, vs, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::*;
+    use crate::attention::reduce16;
+
+    /// Head dimensions the stack buffers of the per-row kernel hold.
+    pub const MAX_DIM: usize = 512;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn tile_row_avx512(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+        tile_row_body(t, m, sum, o)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_row_avx2(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+        tile_row_body(t, m, sum, o)
+    }
+
+    /// The online softmax of the per-row kernel, generic over the three
+    /// vector helpers of a level.
+    macro_rules! per_row_body {
+        ($s:expr, $qh:expr, $p:expr, $kvh:expr, $ks:expr, $vs:expr, $o:expr, $dot:ident, $scale:ident, $mad:ident) => {{
+            let (s, p, kvh, ks, vs, o) = ($s, $p, $kvh, $ks, $vs, $o);
+            let (hd, hdv) = (s.head_dim, s.head_dim_v);
+            let mut q = [0f32; MAX_DIM];
+            for (d, &x) in q.iter_mut().zip($qh) {
+                *d = f16::from_f32(x).to_f32();
+            }
+            let mut acc = [f16::ZERO; MAX_DIM];
+            let acc = &mut acc[..hdv];
+            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
+            for j in first..=p {
+                let x = $dot(&q[..hd], &ks[j * s.k_stride + kvh * hd..][..hd]);
+                let x = {
+                    let x = x * s.scale;
+                    match s.softcap {
+                        Some(cap) => cap * (x / cap).tanh(),
+                        None => x,
+                    }
+                };
+                let (mut ms, mut vs_) = (1f32, 1f32);
+                if x > m {
+                    ms = (m - x).exp();
+                    m = x;
+                    $scale(acc, ms);
+                } else {
+                    vs_ = (x - m).exp();
+                }
+                $mad(acc, &vs[j * s.v_stride + kvh * hdv..][..hdv], vs_);
+                sum = sum.mul_add(ms, vs_);
+            }
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            for (o, a) in o.iter_mut().zip(acc.iter()) {
+                *o = a.to_f32() * inv;
+            }
+        }};
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn per_row_avx512(
+        s: &AttnShape,
+        qh: &[f32],
+        p: usize,
+        kvh: usize,
+        ks: &[f16],
+        vs: &[f16],
+        o: &mut [f32],
+    ) {
+        per_row_body!(s, qh, p, kvh, ks, vs, o, dot512, scale512, mad512)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn per_row_avx2(
+        s: &AttnShape,
+        qh: &[f32],
+        p: usize,
+        kvh: usize,
+        ks: &[f16],
+        vs: &[f16],
+        o: &mut [f32],
+    ) {
+        per_row_body!(s, qh, p, kvh, ks, vs, o, dot256, scale256, mad256)
+    }
+
+    #[inline(always)]
+    unsafe fn ld16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    #[inline(always)]
+    unsafe fn ld8(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    #[inline(always)]
+    unsafe fn st16(p: *mut f16, v: __m512) {
+        _mm256_storeu_si256(
+            p as *mut __m256i,
+            _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn st8(p: *mut f16, v: __m256) {
+        _mm_storeu_si128(
+            p as *mut __m128i,
+            _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
+        )
+    }
+
+    /// [`crate::attention::dot_f16_reference`] with 4 × 16 lanes in zmm.
+    #[inline(always)]
+    unsafe fn dot512(q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len();
+        let np = n & !63;
+        let mut a = [_mm512_setzero_ps(); 4];
+        for i in (0..np).step_by(64) {
+            for (j, a) in a.iter_mut().enumerate() {
+                let e = i + 16 * j;
+                *a = _mm512_fmadd_ps(
+                    ld16(k.as_ptr().add(e)),
+                    _mm512_loadu_ps(q.as_ptr().add(e)),
+                    *a,
+                );
+            }
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+        let mut l = [0f32; 16];
+        _mm512_storeu_ps(l.as_mut_ptr(), v);
+        tail(reduce16(&l), q, k, np)
+    }
+
+    /// The same lanes as [`dot512`], each 16-lane register as two ymm.
+    #[inline(always)]
+    unsafe fn dot256(q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len();
+        let np = n & !63;
+        let mut a = [_mm256_setzero_ps(); 8];
+        for i in (0..np).step_by(64) {
+            for (j, a) in a.iter_mut().enumerate() {
+                let e = i + 8 * j;
+                *a = _mm256_fmadd_ps(
+                    ld8(k.as_ptr().add(e)),
+                    _mm256_loadu_ps(q.as_ptr().add(e)),
+                    *a,
+                );
+            }
+        }
+        let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+        let mut l = [0f32; 16];
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(l.as_mut_ptr().add(8), hi);
+        tail(reduce16(&l), q, k, np)
+    }
+
+    #[inline(always)]
+    fn tail(body: f32, q: &[f32], k: &[f16], np: usize) -> f32 {
+        let mut s = body as f64;
+        for e in np..q.len() {
+            s += (k[e].to_f32() * q[e]) as f64;
+        }
+        s as f32
+    }
+
+    /// `acc = f16(acc · ms)`.
+    #[inline(always)]
+    unsafe fn scale512(acc: &mut [f16], ms: f32) {
+        let n = acc.len() & !15;
+        let p = acc.as_mut_ptr();
+        for i in (0..n).step_by(16) {
+            st16(p.add(i), _mm512_mul_ps(ld16(p.add(i)), _mm512_set1_ps(ms)));
+        }
+        acc[n..]
+            .iter_mut()
+            .for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+    }
+
+    #[inline(always)]
+    unsafe fn scale256(acc: &mut [f16], ms: f32) {
+        let n = acc.len() & !7;
+        let p = acc.as_mut_ptr();
+        for i in (0..n).step_by(8) {
+            st8(p.add(i), _mm256_mul_ps(ld8(p.add(i)), _mm256_set1_ps(ms)));
+        }
+        acc[n..]
+            .iter_mut()
+            .for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+    }
+
+    /// `acc = f16(fma(v, vs, acc))`.
+    #[inline(always)]
+    unsafe fn mad512(acc: &mut [f16], v: &[f16], vs: f32) {
+        let n = acc.len() & !15;
+        let (p, vp) = (acc.as_mut_ptr(), v.as_ptr());
+        for i in (0..n).step_by(16) {
+            st16(
+                p.add(i),
+                _mm512_fmadd_ps(ld16(vp.add(i)), _mm512_set1_ps(vs), ld16(p.add(i))),
+            );
+        }
+        for (a, x) in acc[n..].iter_mut().zip(&v[n..]) {
+            *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn mad256(acc: &mut [f16], v: &[f16], vs: f32) {
+        let n = acc.len() & !7;
+        let (p, vp) = (acc.as_mut_ptr(), v.as_ptr());
+        for i in (0..n).step_by(8) {
+            st8(
+                p.add(i),
+                _mm256_fmadd_ps(ld8(vp.add(i)), _mm256_set1_ps(vs), ld8(p.add(i))),
+            );
+        }
+        for (a, x) in acc[n..].iter_mut().zip(&v[n..]) {
+            *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The fast attention returns the reference's bits at every SIMD level this
+//! CPU has, and both agree with a plain f64 softmax attention.
+
+use half::f16;
+use rand::{Rng, SeedableRng};
+use suanli_kernels::attention::{attention, attention_reference, AttnShape, Kv};
+use suanli_kernels::dispatch;
+
+struct Case {
+    shape: AttnShape,
+    n: usize,
+    pos0: usize,
+}
+
+fn shape(
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    window: Option<usize>,
+    softcap: Option<f32>,
+) -> AttnShape {
+    AttnShape {
+        n_head: nh,
+        n_head_kv: nkv,
+        head_dim: hd,
+        head_dim_v: hd,
+        k_stride: nkv * hd,
+        v_stride: nkv * hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+        softcap,
+        window,
+    }
+}
+
+/// Attention in f64 with an exact softmax, from the same (rounded) inputs.
+fn naive(c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    let s = &c.shape;
+    let (nh, hd, hdv) = (s.n_head, s.head_dim, s.head_dim_v);
+    let group = nh / s.n_head_kv;
+    let mut out = vec![0f32; c.n * nh * hdv];
+    for t in 0..c.n {
+        let p = c.pos0 + t;
+        for h in 0..nh {
+            let kvh = h / group;
+            let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let qh = &q[(t * nh + h) * hd..][..hd];
+            let sc: Vec<f64> = (first..=p)
+                .map(|j| {
+                    let kj = &k[j * s.k_stride + kvh * hd..][..hd];
+                    let d: f64 = qh.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let x = d * s.scale as f64;
+                    s.softcap.map_or(x, |c| c as f64 * (x / c as f64).tanh())
+                })
+                .collect();
+            let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            let o = &mut out[(t * nh + h) * hdv..][..hdv];
+            for (j, w) in (first..=p).zip(&e) {
+                let vj = &v[j * s.v_stride + kvh * hdv..][..hdv];
+                for (o, x) in o.iter_mut().zip(vj) {
+                    *o += (w / z * *x as f64) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fast_attention_equals_the_reference_and_f64() {
+    eprintln!("kernels: {}", dispatch::isa());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut cases = Vec::new();
+    for (nh, nkv, hd, window, cap) in [
+        (9, 3, 64, None, None),       // SmolLM2
+        (14, 2, 64, None, None),      // Qwen2.5 0.5B
+        (4, 1, 256, Some(40), None),  // Gemma 3 local layer
+        (4, 2, 80, None, Some(50.0)), // tail lanes, soft cap
+        (2, 2, 72, Some(100), None),
+    ] {
+        for (n, pos0) in [
+            (1, 0),
+            (1, 130),
+            (5, 37),
+            (63, 2),
+            (64, 0),
+            (100, 37),
+            (70, 129),
+        ] {
+            cases.push(Case {
+                shape: shape(nh, nkv, hd, window, cap),
+                n,
+                pos0,
+            });
+        }
+    }
+    let mut max_err = 0f32;
+    for c in &cases {
+        let s = &c.shape;
+        let len = c.pos0 + c.n;
+        let q: Vec<f32> = (0..c.n * s.n_head * s.head_dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let k: Vec<f32> = (0..len * s.k_stride)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let v: Vec<f32> = (0..len * s.v_stride)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let widened = |x: &[f16]| x.iter().map(|h| h.to_f32()).collect::<Vec<_>>();
+        for (name, keys, values, kf, vf) in [
+            (
+                "f16",
+                Kv::F16(&kh),
+                Kv::F16(&vh),
+                widened(&kh),
+                widened(&vh),
+            ),
+            ("f32", Kv::F32(&k), Kv::F32(&v), k.clone(), v.clone()),
+        ] {
+            let width = c.n * s.n_head * s.head_dim_v;
+            let mut want = vec![f32::NAN; width];
+            let mut got = vec![f32::NAN; width];
+            attention_reference(s, &q, c.n, c.pos0, keys, values, &mut want);
+            attention(s, &q, c.n, c.pos0, keys, values, &mut got);
+            let what = format!("{name} cache, {s:?}, n {} at {}", c.n, c.pos0);
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
+            }
+            // The per-row f16 kernel rounds Q and its accumulator to f16.
+            let tol = if name == "f16" && c.n < 64 {
+                4e-3
+            } else {
+                1e-5
+            };
+            for (a, b) in naive(c, &q, &kf, &vf).iter().zip(&want) {
+                let e = (a - b).abs();
+                assert!(e <= tol, "{what}: {a} vs f64 {b}");
+                max_err = max_err.max(e);
+            }
+        }
+    }
+    eprintln!("{} cases, max |Δ| against f64: {max_err:e}", cases.len());
+}
