@@ -25,9 +25,55 @@ pub fn level() -> Level {
             Ok("avx2") => Level::Avx2,
             _ => Level::Avx512,
         };
-        detect().min(cap)
+        detected().min(cap)
     })
 }
+
+/// The best level this CPU supports, whatever `SUANLI_ISA` says.
+pub fn detected() -> Level {
+    static L: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *L.get_or_init(detect)
+}
+
+/// Defines `fn NAME(args)` running `body` compiled for the best
+/// [`Level`] in use, and `fn NAME_AT(level, args)` for a chosen level
+/// (capped by the CPU; tests hold the levels together). The body is the
+/// reference: the same source, so the same operations in the same order,
+/// with FMA and rounding as single instructions instead of libm calls.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident / $at:ident ($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            $at($crate::dispatch::level(), $($a),*)
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] at a chosen SIMD level.")]
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $at(level: $crate::dispatch::Level, $($a: $t),*) $(-> $r)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($a: $t),*) $(-> $r)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v512($($a: $t),*) $(-> $r)? { body($($a),*) }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v256($($a: $t),*) $(-> $r)? { body($($a),*) }
+                // SAFETY: the CPU has the features of the level run.
+                match level.min($crate::dispatch::detected()) {
+                    $crate::dispatch::Level::Avx512 => return unsafe { v512($($a),*) },
+                    $crate::dispatch::Level::Avx2 => return unsafe { v256($($a),*) },
+                    $crate::dispatch::Level::Generic => {}
+                }
+            }
+            let _ = level;
+            body($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Level {
@@ -140,4 +186,30 @@ pub fn tiled_vec_dot(ty: DType) -> Option<VecDot> {
         }
     }
     crate::quants::kquants::tiled_vec_dot(ty)
+}
+
+multiversion! {
+    fn q8_0 / q8_0_at(x: &[f32], out: &mut [u8]) {
+        crate::quants::legacy::quantize_q8_0(x, out)
+    }
+}
+multiversion! {
+    fn q8_1 / q8_1_at(x: &[f32], out: &mut [u8]) {
+        crate::quants::legacy::quantize_q8_1(x, out)
+    }
+}
+multiversion! {
+    fn q8_k / q8_k_at(x: &[f32], out: &mut [u8]) {
+        crate::quants::kquants::quantize_q8_k(x, out)
+    }
+}
+
+/// The fastest twin of `ty`'s `from_float` (activation quantization).
+pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
+    match ty {
+        DType::Q8_0 => Some(q8_0),
+        DType::Q8_1 => Some(q8_1),
+        DType::Q8_K => Some(q8_k),
+        _ => ty.traits().from_float,
+    }
 }

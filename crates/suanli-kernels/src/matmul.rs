@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::{DType, KernelError};
 
 /// Bytes that may live in a memory-mapped file or in an owned buffer.
@@ -145,14 +143,14 @@ impl QMatrix {
     /// `x` (`n × cols`), `out` being `n × rows`.
     ///
     /// Activations are quantized once to the format's `vec_dot_type`, as ggml
-    /// does, then rows are split across the rayon pool; each worker walks its
+    /// does, then rows are split across the thread pool; each worker walks its
     /// rows for every token so a block of weights is read once per matmul.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         debug_assert!(x.len() >= n * cols && out.len() >= n * rows);
         let t = self.dtype.traits();
         let vt = t.vec_dot_type;
-        let Some(quant) = vt.traits().from_float else {
+        let Some(quant) = crate::dispatch::from_float(vt) else {
             unreachable!("every vec_dot_type has from_float")
         };
         let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
@@ -161,14 +159,19 @@ impl QMatrix {
         }
         let xrb = vt.row_bytes(cols).unwrap_or(0);
         let mut xq = vec![0u8; xrb * n];
-        for (xr, q) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(xrb)).take(n) {
-            quant(xr, q);
-        }
+        let xq_ptr = SendPtr(xq.as_mut_ptr() as *mut f32);
+        crate::pool::for_each(n, |t| {
+            // SAFETY: each item writes its own row of `xq`.
+            let q = unsafe {
+                std::slice::from_raw_parts_mut((xq_ptr.get() as *mut u8).add(t * xrb), xrb)
+            };
+            quant(&x[t * cols..(t + 1) * cols], q);
+        });
         let wrb = self.row_bytes();
         let w = self.data.bytes();
         const CHUNK: usize = 16;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+        crate::pool::for_each(rows.div_ceil(CHUNK), |c| {
             let r0 = c * CHUNK;
             let r1 = (r0 + CHUNK).min(rows);
             for (ti, xr) in xq.chunks_exact(xrb).enumerate() {

@@ -1,29 +1,37 @@
 //! Row operations of the transformer forward pass, in f32.
 
+use crate::dispatch::multiversion;
+
 /// Mean of squares, summed in f64 as ggml does.
+#[inline(always)]
 fn mean_square(x: &[f32]) -> f32 {
     (x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32
 }
 
-/// `out = x / sqrt(mean(x²) + eps) * w` (RMSNorm, Zhang & Sennrich 2019).
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let scale = 1.0 / (mean_square(x) + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * g;
+multiversion! {
+    /// `out = x / sqrt(mean(x²) + eps) * w` (RMSNorm, Zhang & Sennrich 2019).
+    pub fn rms_norm / rms_norm_at(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let scale = 1.0 / (mean_square(x) + eps).sqrt();
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+            *o = v * scale * g;
+        }
     }
 }
 
-/// In-place RMSNorm.
-pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
-    let scale = 1.0 / (mean_square(x) + eps).sqrt();
-    for (v, &g) in x.iter_mut().zip(w) {
-        *v = *v * scale * g;
+multiversion! {
+    /// In-place RMSNorm.
+    pub fn rms_norm_inplace / rms_norm_inplace_at(x: &mut [f32], w: &[f32], eps: f32) {
+        let scale = 1.0 / (mean_square(x) + eps).sqrt();
+        for (v, &g) in x.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
     }
 }
 
+multiversion! {
 /// Numerically stable in-place softmax (vector `expf` on whole lanes, libm
 /// on the tail, sum in f64, as ggml's `ggml_vec_soft_max_f32`).
-pub fn softmax(x: &mut [f32]) {
+pub fn softmax / softmax_at(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let body = x.len() - x.len() % EXP_LANES;
     let mut sum = 0f64;
@@ -39,6 +47,7 @@ pub fn softmax(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
 }
 
 /// `exp(x)` by the polynomial of Arm's optimized-routines `expf` (max error
@@ -83,16 +92,22 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-#[inline]
+#[inline(always)]
 fn silu_poly(x: f32) -> f32 {
     x / (1.0 + expf_poly(-x))
 }
 
-/// SwiGLU over a row: `gate = silu(gate) * up`, ggml's numerics.
-pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
-    let body = gate.len() - gate.len() % EXP_LANES;
-    for (i, (g, &u)) in gate.iter_mut().zip(up).enumerate() {
-        *g = if i < body { silu_poly(*g) } else { silu(*g) } * u;
+multiversion! {
+    /// SwiGLU over a row: `gate = silu(gate) * up`, ggml's numerics.
+    pub fn swiglu_row / swiglu_row_at(gate: &mut [f32], up: &[f32]) {
+        let body = gate.len() - gate.len() % EXP_LANES;
+        let (g, tail) = gate.split_at_mut(body);
+        for (g, &u) in g.iter_mut().zip(up) {
+            *g = silu_poly(*g) * u;
+        }
+        for (g, &u) in tail.iter_mut().zip(&up[body..]) {
+            *g = silu(*g) * u;
+        }
     }
 }
 
@@ -167,4 +182,34 @@ pub enum RopeStyle {
     Normal,
     /// Halves (i, i + d/2): GPT-NeoX, Qwen, Gemma, and Hugging Face checkpoints.
     Neox,
+}
+
+multiversion! {
+    /// Rotates every `head_dim`-wide head of `x` (one position) by the
+    /// angles whose sines and cosines are `sin`, `cos` (one per pair; pairs
+    /// beyond them are left alone). One product rounded, the other fused
+    /// into it, as GCC contracts ggml's `rotate_pairs` (scalar and
+    /// `vfmaddsub` alike).
+    pub fn rope / rope_at(x: &mut [f32], head_dim: usize, style: RopeStyle, sin: &[f32], cos: &[f32]) {
+        let half = sin.len();
+        for head in x.chunks_exact_mut(head_dim) {
+            match style {
+                RopeStyle::Normal => {
+                    for (pair, (&s, &c)) in head.chunks_exact_mut(2).zip(sin.iter().zip(cos)) {
+                        let (x0, x1) = (pair[0], pair[1]);
+                        pair[0] = x0.mul_add(c, -(x1 * s));
+                        pair[1] = x0.mul_add(s, x1 * c);
+                    }
+                }
+                RopeStyle::Neox => {
+                    let (a, b) = head.split_at_mut(half);
+                    for (((x0, x1), &s), &c) in a.iter_mut().zip(b.iter_mut()).zip(sin).zip(cos) {
+                        let (v0, v1) = (*x0, *x1);
+                        *x0 = v0.mul_add(c, -(v1 * s));
+                        *x1 = v0.mul_add(s, v1 * c);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -116,3 +116,52 @@ fn fast_dot_products_equal_the_reference() {
         }
     }
 }
+
+/// Row ops and activation quantization compiled for the SIMD level in use
+/// return the bits of the same code at the generic level.
+#[test]
+fn fast_row_ops_equal_the_reference() {
+    use suanli_kernels::dispatch::Level;
+    use suanli_kernels::ops::{self, RopeStyle};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let g = Level::Generic;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for len in [256usize, 576, 896, 1000] {
+        // Wide range, so expf under- and overflows are exercised too.
+        let x: Vec<f32> = (0..len).map(|_| rng.random_range(-120.0..120.0)).collect();
+        let w: Vec<f32> = (0..len).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let (mut a, mut b) = (vec![0f32; len], vec![0f32; len]);
+        ops::rms_norm(&x, &w, 1e-6, &mut a);
+        ops::rms_norm_at(g, &x, &w, 1e-6, &mut b);
+        assert_eq!(bits(&a), bits(&b), "rms_norm {len}");
+        let (mut a, mut b) = (x.clone(), x.clone());
+        ops::softmax(&mut a);
+        ops::softmax_at(g, &mut b);
+        assert_eq!(bits(&a), bits(&b), "softmax {len}");
+        let (mut a, mut b) = (x.clone(), x.clone());
+        ops::swiglu_row(&mut a, &w);
+        ops::swiglu_row_at(g, &mut b, &w);
+        assert_eq!(bits(&a), bits(&b), "swiglu {len}");
+        let hd = 64;
+        let sin: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let cos: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let n = len / hd * hd;
+            let (mut a, mut b) = (x[..n].to_vec(), x[..n].to_vec());
+            ops::rope(&mut a, hd, style, &sin, &cos);
+            ops::rope_at(g, &mut b, hd, style, &sin, &cos);
+            assert_eq!(bits(&a), bits(&b), "rope {style:?} {len}");
+        }
+        for ty in [DType::Q8_0, DType::Q8_1, DType::Q8_K] {
+            let n = len / ty.block_size() * ty.block_size();
+            if n == 0 {
+                continue;
+            }
+            let rb = ty.row_bytes(n).expect("row");
+            let (mut a, mut b) = (vec![0u8; rb], vec![0u8; rb]);
+            dispatch::from_float(ty).expect("fast")(&x[..n], &mut a);
+            ty.traits().from_float.expect("reference")(&x[..n], &mut b);
+            assert_eq!(a, b, "{ty:?} quantization of {n}");
+        }
+    }
+}

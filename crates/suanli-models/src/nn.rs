@@ -1,7 +1,7 @@
 //! Building blocks shared by the architectures.
 
 use suanli_kernels::attention::{attention, AttnShape};
-use suanli_kernels::ops::{self, RopeStyle};
+use suanli_kernels::ops;
 use suanli_kernels::QMatrix;
 
 use crate::config::ModelConfig;
@@ -93,35 +93,21 @@ pub fn rope_rows(
     freq_scale: f32,
     use_factors: bool,
 ) {
-    let hd = c.head_dim;
     let half = c.rope_dim / 2;
     let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
-    let mut angles = vec![0f32; half];
-    for (t, row) in x.chunks_exact_mut(n_heads * hd).enumerate() {
+    let (mut sin, mut cos) = (vec![0f32; half], vec![0f32; half]);
+    for (t, row) in x.chunks_exact_mut(n_heads * c.head_dim).enumerate() {
         let mut theta = (pos0 + t) as f32;
-        for (i, a) in angles.iter_mut().enumerate() {
+        for (i, (s, co)) in sin.iter_mut().zip(&mut cos).enumerate() {
             let ff = if use_factors {
                 c.rope_freq_factors.get(i).copied().unwrap_or(1.0)
             } else {
                 1.0
             };
-            *a = freq_scale * (theta / ff);
+            (*s, *co) = (freq_scale * (theta / ff)).sin_cos();
             theta *= theta_scale;
         }
-        for head in row.chunks_exact_mut(hd) {
-            for (i, &a) in angles.iter().enumerate() {
-                let (s, co) = a.sin_cos();
-                let (ia, ib) = match c.rope_style {
-                    RopeStyle::Normal => (2 * i, 2 * i + 1),
-                    RopeStyle::Neox => (i, i + half),
-                };
-                let (x0, x1) = (head[ia], head[ib]);
-                // One product rounded, the other fused into it, as GCC
-                // contracts ggml's `rotate_pairs` (scalar and `vfmaddsub` alike).
-                head[ia] = x0.mul_add(co, -(x1 * s));
-                head[ib] = x0.mul_add(s, x1 * co);
-            }
-        }
+        ops::rope(row, c.head_dim, c.rope_style, &sin, &cos);
     }
 }
 

@@ -450,6 +450,7 @@ pub fn dequantize_q8_k(src: &[u8], out: &mut [f32]) {
 
 /// `quantize_row_q8_K_ref`: scale by -127/max where max is the signed value
 /// of largest magnitude, round half to even, clamp to 127.
+#[inline(always)]
 pub fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
     for (xb, b) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
         let (mut max, mut amax) = (0f32, 0f32);

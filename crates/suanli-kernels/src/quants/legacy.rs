@@ -104,6 +104,7 @@ fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
     (d, q)
 }
 
+#[inline(always)]
 pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     for (xb, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(34)) {
         let (d, q) = q8_block(xb);
@@ -114,6 +115,7 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 pub fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
     for (xb, b) in x.chunks_exact(QK).zip(out.chunks_exact_mut(36)) {
         let (d, q) = q8_block(xb);
