@@ -213,3 +213,10 @@ pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
         _ => ty.traits().from_float,
     }
 }
+
+/// A register-tiled kernel for `ty` (`TR` weight rows × `TC` tokens per
+/// call, each output bit-identical to `vec_dot`), where the level has one.
+#[cfg(target_arch = "x86_64")]
+pub fn tile_dot(ty: DType) -> Option<crate::x86_tile::TileDot> {
+    crate::x86_tile::tile_dot(ty, level())
+}

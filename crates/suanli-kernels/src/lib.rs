@@ -35,6 +35,8 @@ pub mod quants;
 mod simd_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_tile;
 
 pub use dtype::{DType, TypeTraits};
 pub use matmul::{Blob, QMatrix};

@@ -169,17 +169,61 @@ impl QMatrix {
         });
         let wrb = self.row_bytes();
         let w = self.data.bytes();
-        const CHUNK: usize = 16;
         let out_ptr = SendPtr(out.as_mut_ptr());
-        crate::pool::for_each(rows.div_ceil(CHUNK), |c| {
-            let r0 = c * CHUNK;
-            let r1 = (r0 + CHUNK).min(rows);
+        // SAFETY (both writers): every (token, row) pair is written by one
+        // item only and is in bounds (checked above).
+        let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
+        #[cfg(target_arch = "x86_64")]
+        if n > 1 {
+            if let Some(tile) = crate::dispatch::tile_dot(self.dtype) {
+                use crate::x86_tile::{TC, TR};
+                // Blocks of rows × tokens: the weights of a block stay in
+                // L1/L2 while the tokens' activations stream past.
+                const RB: usize = 64;
+                const TB: usize = 64;
+                let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
+                crate::pool::for_each(nrb * ntb, |item| {
+                    let (r0, t0) = (item / ntb * RB, item % ntb * TB);
+                    let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
+                    let mut o = [[0f32; TC]; TR];
+                    for t in (t0..t1).step_by(TC) {
+                        for r in (r0..r1).step_by(TR) {
+                            if t + TC <= t1 && r + TR <= r1 {
+                                tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, &mut o);
+                                for (i, row) in o.iter().enumerate() {
+                                    for (j, &v) in row.iter().enumerate() {
+                                        put(t + j, r + i, v);
+                                    }
+                                }
+                            } else {
+                                for tt in t..(t + TC).min(t1) {
+                                    for rr in r..(r + TR).min(r1) {
+                                        let x = &xq[tt * xrb..(tt + 1) * xrb];
+                                        put(
+                                            tt,
+                                            rr,
+                                            dots[tt](cols, &w[rr * wrb..(rr + 1) * wrb], x),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+                return;
+            }
+        }
+        // Contiguous runs of rows per item: few enough items that the
+        // prefetchers see long streams, enough to balance the threads.
+        let items = (crate::pool::threads() * 4).max(1);
+        let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
+        crate::pool::for_each(rows.div_ceil(chunk), |c| {
+            let r0 = c * chunk;
+            let r1 = (r0 + chunk).min(rows);
             for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                 let vec_dot = dots[ti];
                 for r in r0..r1 {
-                    let v = vec_dot(cols, &w[r * wrb..(r + 1) * wrb], xr);
-                    // SAFETY: (ti, r) pairs are disjoint across workers and in bounds (checked above).
-                    unsafe { *out_ptr.get().add(ti * rows + r) = v };
+                    put(ti, r, vec_dot(cols, &w[r * wrb..(r + 1) * wrb], xr));
                 }
             }
         });

@@ -165,3 +165,61 @@ fn fast_row_ops_equal_the_reference() {
         }
     }
 }
+
+/// The register-tiled prefill kernels give every output the bits of the
+/// reference dot product, at every SIMD level this CPU has.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn tile_kernels_equal_the_reference() {
+    use suanli_kernels::dispatch::Level;
+    use suanli_kernels::x86_tile::{tile_dot, TC, TR};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let n = 256;
+    let mut checked = 0;
+    for level in [Level::Avx2, Level::Avx512] {
+        if level > dispatch::detected() {
+            continue;
+        }
+        for ty in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q5_0,
+            DType::Q4_1,
+            DType::Q5_1,
+        ] {
+            let tile = tile_dot(ty, level).expect("tile kernel");
+            let vt = ty.traits().vec_dot_type;
+            let (wrb, xrb) = (ty.row_bytes(n).expect("row"), vt.row_bytes(n).expect("row"));
+            let mut w: Vec<u8> = (0..TR * wrb).map(|_| rng.random()).collect();
+            for r in 0..TR {
+                for b in 0..wrb / ty.block_bytes() {
+                    for &o in scales(ty) {
+                        let at = r * wrb + b * ty.block_bytes() + o;
+                        let v = f16::from_f32(rng.random_range(-0.1..0.1)).to_le_bytes();
+                        w[at..at + 2].copy_from_slice(&v);
+                    }
+                }
+            }
+            let mut x = vec![0u8; TC * xrb];
+            for c in 0..TC {
+                let xf: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0..3.0)).collect();
+                vt.traits().from_float.expect("quantize")(&xf, &mut x[c * xrb..(c + 1) * xrb]);
+            }
+            let mut out = [[0f32; TC]; TR];
+            tile(n, &w, wrb, &x, xrb, &mut out);
+            let dot = ty.traits().vec_dot.expect("reference");
+            for r in 0..TR {
+                for c in 0..TC {
+                    let want = dot(n, &w[r * wrb..(r + 1) * wrb], &x[c * xrb..(c + 1) * xrb]);
+                    assert_eq!(
+                        out[r][c].to_bits(),
+                        want.to_bits(),
+                        "{ty:?} at {level:?}, ({r}, {c})"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
+}

@@ -1,0 +1,275 @@
+//! Register-tiled matmul kernels for the 32-element block formats: one call
+//! computes [`TR`] weight rows × [`TC`] activation rows, unpacking each
+//! weight block once for all tokens and each activation block once for all
+//! rows (prefill). Every output keeps its own 8-lane accumulator and sees
+//! exactly the operations of the one-row kernel in `x86.rs`, so tiles return
+//! the reference's bits. With AVX-512 VNNI the integer lanes come from one
+//! `vpdpbusd` instead of `maddubs` + `madd` (the same exact sums).
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+use crate::quants::hsum8;
+
+/// Weight rows per tile.
+pub const TR: usize = 2;
+/// Activation rows (tokens) per tile.
+pub const TC: usize = 4;
+
+/// `out[r][c] = w_r · x_c` for the `TR` weight rows at `w + r·wrb` and the
+/// `TC` activation rows at `x + c·xrb`, `n` elements each.
+pub type TileDot =
+    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, out: &mut [[f32; TC]; TR]);
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// The f16 at `p + c·stride` for the TC activation rows, widened.
+#[inline(always)]
+unsafe fn f16x4(p: *const u8, stride: usize) -> __m128 {
+    let h = |c: usize| i16::from_le_bytes([*p.add(c * stride), *p.add(c * stride + 1)]);
+    _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)))
+}
+
+/// `[a0·x, a1·x]` for TR = 2 row scalars and TC = 4 column values, as
+/// `lane r·4 + c`.
+#[inline(always)]
+unsafe fn outer(a0: f32, a1: f32, x: __m128) -> __m256 {
+    _mm256_mul_ps(
+        _mm256_set_m128(_mm_set1_ps(a1), _mm_set1_ps(a0)),
+        _mm256_set_m128(x, x),
+    )
+}
+
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(qs as *const __m128i);
+    let lo = _mm_and_si128(t, _mm_set1_epi8(0x0F));
+    let hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0x0F));
+    _mm256_set_m128i(hi, lo)
+}
+
+#[inline(always)]
+unsafe fn high_bits(qh: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+    let bit = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit), _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+#[inline(always)]
+unsafe fn u8i8_madd(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+#[inline(always)]
+unsafe fn u8i8_vnni(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+}
+
+#[inline(always)]
+unsafe fn finish(acc: __m256) -> f32 {
+    let mut a = [0f32; 8];
+    _mm256_storeu_ps(a.as_mut_ptr(), acc);
+    hsum8(&a)
+}
+
+/// The weight values of a block as bytes: `(values, signed)`; signed ones
+/// go through the `sign` trick (|w| as u8, the sign moved onto x).
+macro_rules! tile_kernel {
+    ($name:ident, $feat:literal, $u8i8:ident, $wb:expr, $xb:expr, $xq:expr, $min:expr, $signed:expr, $vals:expr) => {
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(
+            n: usize,
+            w: &[u8],
+            wrb: usize,
+            x: &[u8],
+            xrb: usize,
+            out: &mut [[f32; TC]; TR],
+        ) {
+            let nb = n / 32;
+            assert!(w.len() >= (TR - 1) * wrb + nb * $wb && x.len() >= (TC - 1) * xrb + nb * $xb);
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); TC]; TR];
+            let mut summs = _mm256_setzero_ps();
+            let mut d = [0f32; TR * TC];
+            for i in 0..nb {
+                let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
+                let dd = outer(f16_at(wk), f16_at(wk.add(wrb)), f16x4(xk, xrb));
+                _mm256_storeu_ps(d.as_mut_ptr(), dd);
+                if $min {
+                    let ms = outer(
+                        f16_at(wk.add(2)),
+                        f16_at(wk.add(wrb + 2)),
+                        f16x4(xk.add(2), xrb),
+                    );
+                    summs = _mm256_add_ps(summs, ms);
+                }
+                let y: [__m256i; TC] = std::array::from_fn(|c| {
+                    _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
+                });
+                for r in 0..TR {
+                    let q: __m256i = $vals(wk.add(r * wrb));
+                    let uq = if $signed { _mm256_sign_epi8(q, q) } else { q };
+                    for c in 0..TC {
+                        let yc = if $signed {
+                            _mm256_sign_epi8(y[c], q)
+                        } else {
+                            y[c]
+                        };
+                        let lanes = _mm256_cvtepi32_ps($u8i8(uq, yc));
+                        acc[r][c] =
+                            _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r * TC + c]), lanes, acc[r][c]);
+                    }
+                }
+            }
+            let mut s = [0f32; TR * TC];
+            _mm256_storeu_ps(s.as_mut_ptr(), summs);
+            for r in 0..TR {
+                for c in 0..TC {
+                    out[r][c] = if $min {
+                        finish(acc[r][c]) + s[r * TC + c]
+                    } else {
+                        finish(acc[r][c])
+                    };
+                }
+            }
+        }
+    };
+}
+
+macro_rules! formats {
+    ($feat:literal, $u8i8:ident, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
+        tile_kernel!(
+            $q8_0,
+            $feat,
+            $u8i8,
+            34,
+            34,
+            2,
+            false,
+            true,
+            |wk: *const u8| { _mm256_loadu_si256(wk.add(2) as *const __m256i) }
+        );
+        tile_kernel!(
+            $q4_0,
+            $feat,
+            $u8i8,
+            18,
+            34,
+            2,
+            false,
+            true,
+            |wk: *const u8| { _mm256_sub_epi8(nibbles(wk.add(2)), _mm256_set1_epi8(8)) }
+        );
+        tile_kernel!(
+            $q5_0,
+            $feat,
+            $u8i8,
+            22,
+            34,
+            2,
+            false,
+            true,
+            |wk: *const u8| {
+                let qh = u32::from_le_bytes([*wk.add(2), *wk.add(3), *wk.add(4), *wk.add(5)]);
+                _mm256_sub_epi8(
+                    _mm256_or_si256(nibbles(wk.add(6)), high_bits(qh)),
+                    _mm256_set1_epi8(16),
+                )
+            }
+        );
+        tile_kernel!(
+            $q4_1,
+            $feat,
+            $u8i8,
+            20,
+            36,
+            4,
+            true,
+            false,
+            |wk: *const u8| { nibbles(wk.add(4)) }
+        );
+        tile_kernel!(
+            $q5_1,
+            $feat,
+            $u8i8,
+            24,
+            36,
+            4,
+            true,
+            false,
+            |wk: *const u8| {
+                let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
+                _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
+            }
+        );
+    };
+}
+
+formats!(
+    "avx2,fma,f16c",
+    u8i8_madd,
+    q8_0_avx2,
+    q4_0_avx2,
+    q5_0_avx2,
+    q4_1_avx2,
+    q5_1_avx2
+);
+formats!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    u8i8_vnni,
+    q8_0_vnni,
+    q4_0_vnni,
+    q5_0_vnni,
+    q4_1_vnni,
+    q5_1_vnni
+);
+
+macro_rules! safe {
+    ($($safe:ident => $f:ident),* $(,)?) => {
+        $(
+            // SAFETY: handed out by `tile_dot` only where the CPU has the features.
+            fn $safe(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, out: &mut [[f32; TC]; TR]) {
+                unsafe { $f(n, w, wrb, x, xrb, out) }
+            }
+        )*
+    };
+}
+
+safe!(
+    s_q8_0_avx2 => q8_0_avx2, s_q4_0_avx2 => q4_0_avx2, s_q5_0_avx2 => q5_0_avx2,
+    s_q4_1_avx2 => q4_1_avx2, s_q5_1_avx2 => q5_1_avx2,
+    s_q8_0_vnni => q8_0_vnni, s_q4_0_vnni => q4_0_vnni, s_q5_0_vnni => q5_0_vnni,
+    s_q4_1_vnni => q4_1_vnni, s_q5_1_vnni => q5_1_vnni,
+);
+
+/// The tile kernel of `ty` at `level`, where there is one.
+pub fn tile_dot(ty: crate::DType, level: crate::dispatch::Level) -> Option<TileDot> {
+    use crate::dispatch::Level;
+    use crate::DType::*;
+    let f: TileDot = match (level, ty) {
+        (Level::Avx512, Q8_0) => s_q8_0_vnni,
+        (Level::Avx512, Q4_0) => s_q4_0_vnni,
+        (Level::Avx512, Q5_0) => s_q5_0_vnni,
+        (Level::Avx512, Q4_1) => s_q4_1_vnni,
+        (Level::Avx512, Q5_1) => s_q5_1_vnni,
+        (Level::Avx2, Q8_0) => s_q8_0_avx2,
+        (Level::Avx2, Q4_0) => s_q4_0_avx2,
+        (Level::Avx2, Q5_0) => s_q5_0_avx2,
+        (Level::Avx2, Q4_1) => s_q4_1_avx2,
+        (Level::Avx2, Q5_1) => s_q5_1_avx2,
+        _ => return None,
+    };
+    Some(f)
+}
