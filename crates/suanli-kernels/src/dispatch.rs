@@ -220,3 +220,36 @@ pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
 pub fn tile_dot(ty: DType) -> Option<crate::x86_tile::TileDot> {
     crate::x86_tile::tile_dot(ty, level())
 }
+
+/// One K-quant weight row against four activation rows.
+pub type KQuantX4 = fn(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4];
+
+#[cfg(target_arch = "x86_64")]
+mod kx4 {
+    use crate::x86;
+    // SAFETY (all): handed out by `k_quant_x4` only after AVX2, FMA and F16C were detected.
+    pub fn q4_k_gemm(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+        unsafe { x86::q4_k_x4(n, w, x, true) }
+    }
+    pub fn q4_k_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+        unsafe { x86::q4_k_x4(n, w, x, false) }
+    }
+    pub fn q6_k_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+        unsafe { x86::q6_k_x4_tiled(n, w, x) }
+    }
+}
+
+/// The four-token twin of the K-quant prefill orders: the interleaved
+/// Q4_K GEMM order (`interleaved`) or the tiled order (batches of 8+).
+#[cfg(target_arch = "x86_64")]
+pub fn k_quant_x4(ty: DType, interleaved: bool) -> Option<KQuantX4> {
+    if !has_avx2_fma() {
+        return None;
+    }
+    match (ty, interleaved) {
+        (DType::Q4_K, true) => Some(kx4::q4_k_gemm),
+        (DType::Q4_K, false) => Some(kx4::q4_k_tiled),
+        (DType::Q6_K, false) => Some(kx4::q6_k_tiled),
+        _ => None,
+    }
+}

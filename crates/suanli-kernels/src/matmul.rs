@@ -123,6 +123,18 @@ impl QMatrix {
         crate::dispatch::vec_dot(self.dtype)
     }
 
+    /// A four-token kernel for K-quant prefill in this matrix's order for a
+    /// batch of `n`, and the tokens it covers (`..limit`).
+    #[cfg(target_arch = "x86_64")]
+    fn k_quant_x4(&self, n: usize) -> Option<(crate::dispatch::KQuantX4, usize)> {
+        use crate::dispatch::k_quant_x4;
+        if self.interleaved && self.dtype == DType::Q4_K {
+            return Some((k_quant_x4(DType::Q4_K, true)?, n - n % 4));
+        }
+        (n >= TILED_MIN_ROWS).then_some(())?;
+        Some((k_quant_x4(self.dtype, false)?, n))
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.data.len() / self.rows.max(1)
     }
@@ -176,39 +188,41 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if n > 1 {
             if let Some(tile) = crate::dispatch::tile_dot(self.dtype) {
-                use crate::x86_tile::{TC, TR};
-                // Blocks of rows × tokens: the weights of a block stay in
-                // L1/L2 while the tokens' activations stream past.
-                const RB: usize = 64;
-                const TB: usize = 64;
-                let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
-                crate::pool::for_each(nrb * ntb, |item| {
-                    let (r0, t0) = (item / ntb * RB, item % ntb * TB);
-                    let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
-                    let mut o = [[0f32; TC]; TR];
-                    for t in (t0..t1).step_by(TC) {
-                        for r in (r0..r1).step_by(TR) {
-                            if t + TC <= t1 && r + TR <= r1 {
-                                tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, &mut o);
-                                for (i, row) in o.iter().enumerate() {
-                                    for (j, &v) in row.iter().enumerate() {
-                                        put(t + j, r + i, v);
-                                    }
-                                }
-                            } else {
-                                for tt in t..(t + TC).min(t1) {
-                                    for rr in r..(r + TR).min(r1) {
-                                        let x = &xq[tt * xrb..(tt + 1) * xrb];
-                                        put(
-                                            tt,
-                                            rr,
-                                            dots[tt](cols, &w[rr * wrb..(rr + 1) * wrb], x),
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
+                use crate::x86_tile::{widen_scales, TC, TR};
+                // Activation scales in f32, once per group of TC tokens.
+                let (nb, xb) = (cols / vt.block_size(), vt.block_bytes());
+                let sums = vt == DType::Q8_1;
+                let per = nb * TC * (1 + sums as usize);
+                let mut xs = Vec::with_capacity(n / TC * per);
+                let mut tmp = Vec::with_capacity(per);
+                for g in 0..n / TC {
+                    widen_scales(&xq[g * TC * xrb..], xrb, nb, xb, sums, &mut tmp);
+                    xs.extend_from_slice(&tmp);
+                }
+                let single = |t: usize, r: usize| {
+                    dots[t](
+                        cols,
+                        &w[r * wrb..(r + 1) * wrb],
+                        &xq[t * xrb..(t + 1) * xrb],
+                    )
+                };
+                blocked::<TR>(rows, n, n, &put, &single, |r, t, o| {
+                    let g = &xs[t / TC * per..][..per];
+                    tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, g, o);
+                });
+                return;
+            }
+            if let Some((x4, limit)) = self.k_quant_x4(n) {
+                let single = |t: usize, r: usize| {
+                    dots[t](
+                        cols,
+                        &w[r * wrb..(r + 1) * wrb],
+                        &xq[t * xrb..(t + 1) * xrb],
+                    )
+                };
+                blocked::<1>(rows, n, limit, &put, &single, |r, t, o| {
+                    let x = std::array::from_fn(|c| &xq[(t + c) * xrb..(t + c + 1) * xrb]);
+                    o[0] = x4(cols, &w[r * wrb..(r + 1) * wrb], x);
                 });
                 return;
             }
@@ -228,6 +242,49 @@ impl QMatrix {
             }
         });
     }
+}
+
+/// Tokens per multi-token kernel call (`x86_tile::TC`).
+const TC: usize = 4;
+
+/// Walks `rows × n` outputs in blocks of rows × tokens (the weights of a
+/// block stay in L1/L2 while its tokens' activations stream past), spread
+/// over the pool: `tile(r, t, out)` fills `R` rows × `TC` tokens where a
+/// whole tile fits below `limit` tokens, `single(t, r)` the rest.
+fn blocked<const R: usize>(
+    rows: usize,
+    n: usize,
+    limit: usize,
+    put: &(impl Fn(usize, usize, f32) + Sync),
+    single: &(impl Fn(usize, usize) -> f32 + Sync),
+    tile: impl Fn(usize, usize, &mut [[f32; TC]; R]) + Sync,
+) {
+    const RB: usize = 32;
+    const TB: usize = 32;
+    let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
+    crate::pool::for_each(nrb * ntb, |item| {
+        let (r0, t0) = (item / ntb * RB, item % ntb * TB);
+        let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
+        let mut o = [[0f32; TC]; R];
+        for t in (t0..t1).step_by(TC) {
+            for r in (r0..r1).step_by(R) {
+                if t + TC <= t1.min(limit) && r + R <= r1 {
+                    tile(r, t, &mut o);
+                    for (i, row) in o.iter().enumerate() {
+                        for (j, &v) in row.iter().enumerate() {
+                            put(t + j, r + i, v);
+                        }
+                    }
+                } else {
+                    for tt in t..(t + TC).min(t1) {
+                        for rr in r..(r + R).min(r1) {
+                            put(tt, rr, single(tt, rr));
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Batches from this many activation rows on use the tiled K-quant order.

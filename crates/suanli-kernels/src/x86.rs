@@ -190,62 +190,110 @@ enum Q4kOrder {
 
 #[inline(always)]
 unsafe fn q4k_blocks(n: usize, w: &[u8], x: &[u8], order: Q4kOrder) -> f32 {
+    q4k_multi::<1>(n, w, [x], order)[0]
+}
+
+/// [`q4k_blocks`] for `C` activation rows at once: each weight block is
+/// unpacked once; every output keeps its own accumulators and operations.
+#[inline(always)]
+unsafe fn q4k_multi<const C: usize>(
+    n: usize,
+    w: &[u8],
+    x: [&[u8]; C],
+    order: Q4kOrder,
+) -> [f32; C] {
     let per_chunk = order == Q4kOrder::Gemm;
-    let mut out = 0f32;
+    let mut out = [0f32; C];
     const XB: usize = 4 + 256 + 32;
     let nb = n / 256;
-    assert!(w.len() >= nb * 144 && x.len() >= nb * XB);
-    let (mut acc, mut acc_m) = (0f32, 0f32);
+    assert!(w.len() >= nb * 144 && x.iter().all(|x| x.len() >= nb * XB));
+    let (mut acc, mut acc_m) = ([0f32; C], [0f32; C]);
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         let wk = &w[i * 144..(i + 1) * 144];
-        let xk = &x[i * XB..(i + 1) * XB];
-        let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
         let (d, dmin) = (f16_at(wk, 0), f16_at(wk, 2));
         let (sc, mn) = q4k_scales(&wk[4..16]);
-        let bs = |j: usize| i16::from_le_bytes([xk[260 + 2 * j], xk[261 + 2 * j]]) as i32;
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        for j in 0..4 {
+        let q: [(__m256i, __m256i); 4] = std::array::from_fn(|j| {
             let q = _mm256_loadu_si256(wk.as_ptr().add(16 + 32 * j) as *const __m256i);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
-            let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
-            let plo =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
-            let phi = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, yhi),
-                _mm256_set1_epi16(sc[2 * j + 1]),
-            );
-            let ij = hsum_i32(_mm256_add_epi32(plo, phi));
-            let mj: i32 = (2 * j..2 * j + 2)
-                .map(|g| mn[g] * (bs(2 * g) + bs(2 * g + 1)))
-                .sum();
-            if per_chunk {
-                acc = (ij as f32).mul_add(d * yd, acc);
-                acc_m = (mj as f32).mul_add(dmin * yd, acc_m);
-            } else {
-                isum += ij;
-                msum += mj;
+            (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            )
+        });
+        for c in 0..C {
+            let xk = &x[c][i * XB..(i + 1) * XB];
+            let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
+            let bs = |j: usize| i16::from_le_bytes([xk[260 + 2 * j], xk[261 + 2 * j]]) as i32;
+            let mut isum = 0i32;
+            let mut msum = 0i32;
+            for (j, &(lo, hi)) in q.iter().enumerate() {
+                let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
+                let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
+                let plo =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
+                let phi = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, yhi),
+                    _mm256_set1_epi16(sc[2 * j + 1]),
+                );
+                let ij = hsum_i32(_mm256_add_epi32(plo, phi));
+                let mj: i32 = (2 * j..2 * j + 2)
+                    .map(|g| mn[g] * (bs(2 * g) + bs(2 * g + 1)))
+                    .sum();
+                if per_chunk {
+                    acc[c] = (ij as f32).mul_add(d * yd, acc[c]);
+                    acc_m[c] = (mj as f32).mul_add(dmin * yd, acc_m[c]);
+                } else {
+                    isum += ij;
+                    msum += mj;
+                }
+            }
+            match order {
+                Q4kOrder::Gemv => {
+                    acc[c] = (isum as f32).mul_add(d * yd, acc[c]);
+                    acc_m[c] = (msum as f32).mul_add(dmin * yd, acc_m[c]);
+                }
+                Q4kOrder::Tiled => {
+                    let r = (-dmin).mul_add(msum as f32, isum as f32 * d);
+                    out[c] = r.mul_add(yd, out[c]);
+                }
+                Q4kOrder::Gemm => {}
             }
         }
-        match order {
-            Q4kOrder::Gemv => {
-                acc = (isum as f32).mul_add(d * yd, acc);
-                acc_m = (msum as f32).mul_add(dmin * yd, acc_m);
-            }
-            Q4kOrder::Tiled => {
-                let r = (-dmin).mul_add(msum as f32, isum as f32 * d);
-                out = r.mul_add(yd, out);
-            }
-            Q4kOrder::Gemm => {}
+    }
+    if order != Q4kOrder::Tiled {
+        for c in 0..C {
+            out[c] = acc[c] - acc_m[c];
         }
     }
-    if order == Q4kOrder::Tiled {
-        return out;
-    }
-    acc - acc_m
+    out
+}
+
+/// Q4_K against four activation rows in the interleaved GEMM order
+/// (`gemm`) or the tiled order.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_k_x4(n: usize, w: &[u8], x: [&[u8]; 4], gemm: bool) -> [f32; 4] {
+    q4k_multi::<4>(
+        n,
+        w,
+        x,
+        if gemm {
+            Q4kOrder::Gemm
+        } else {
+            Q4kOrder::Tiled
+        },
+    )
+}
+
+/// Q6_K against four activation rows in the tiled order.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6_k_x4_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
+    q6k_multi::<true, 4>(n, w, x)
 }
 
 /// # Safety
@@ -291,64 +339,79 @@ pub unsafe fn vec_dot_q6_k_q8_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
 
 #[inline(always)]
 unsafe fn q6k<const TILED: bool>(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q6k_multi::<TILED, 1>(n, w, [x])[0]
+}
+
+#[inline(always)]
+unsafe fn q6k_multi<const TILED: bool, const C: usize>(
+    n: usize,
+    w: &[u8],
+    x: [&[u8]; C],
+) -> [f32; C] {
     const XB: usize = 4 + 256 + 32;
-    let mut out = 0f32;
+    let mut out = [0f32; C];
     let nb = n / 256;
-    assert!(w.len() >= nb * 210 && x.len() >= nb * XB);
+    assert!(w.len() >= nb * 210 && x.iter().all(|x| x.len() >= nb * XB));
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(0x03);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); C];
     for i in 0..nb {
         let wk = &w[i * 210..(i + 1) * 210];
-        let xk = &x[i * XB..(i + 1) * XB];
-        let d = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]) * f16_at(wk, 208);
+        let wd = f16_at(wk, 208);
         let sc: [i16; 16] = std::array::from_fn(|g| wk[192 + g] as i8 as i16);
-        let mut sumi = _mm256_setzero_si256();
+        let mut q = [_mm256_setzero_si256(); 8];
         for half in 0..2 {
             let ql0 = _mm256_loadu_si256(wk.as_ptr().add(64 * half) as *const __m256i);
             let ql1 = _mm256_loadu_si256(wk.as_ptr().add(64 * half + 32) as *const __m256i);
             let qh = _mm256_loadu_si256(wk.as_ptr().add(128 + 32 * half) as *const __m256i);
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
-                ),
-            ];
-            for (c, qc) in q.iter().enumerate() {
-                let e0 = 128 * half + 32 * c;
-                let y = _mm256_loadu_si256(xk.as_ptr().add(4 + e0) as *const __m256i);
-                let g = e0 / 16;
-                let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(*qc, y), s));
+            q[4 * half] = _mm256_or_si256(
+                _mm256_and_si256(ql0, m4),
+                _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+            );
+            q[4 * half + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+            );
+            q[4 * half + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
+            );
+            q[4 * half + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
+            );
+        }
+        let s: [__m256i; 8] = std::array::from_fn(|k| {
+            let g = 2 * k;
+            _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))
+        });
+        let scales = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+        for c in 0..C {
+            let xk = &x[c][i * XB..(i + 1) * XB];
+            let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..8 {
+                let y = _mm256_loadu_si256(xk.as_ptr().add(4 + 32 * k) as *const __m256i);
+                sumi =
+                    _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], y), s[k]));
+            }
+            let bsums = _mm256_loadu_si256(xk.as_ptr().add(260) as *const __m256i);
+            let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
+            sumi = _mm256_sub_epi32(sumi, corr);
+            if TILED {
+                // Tiled order: the block's exact integer, scaled by the
+                // weight's d then by the activation's, accumulated with an FMA.
+                let r = hsum_i32(sumi) as f32 * wd;
+                out[c] = r.mul_add(yd, out[c]);
+            } else {
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(yd * wd), _mm256_cvtepi32_ps(sumi), acc[c]);
             }
         }
-        let bsums = _mm256_loadu_si256(xk.as_ptr().add(260) as *const __m256i);
-        let scales = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
-        let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
-        sumi = _mm256_sub_epi32(sumi, corr);
-        if TILED {
-            // Tiled order: the block's exact integer, scaled by the weight's d
-            // then by the activation's, accumulated with an FMA.
-            let r = hsum_i32(sumi) as f32 * f16_at(wk, 208);
-            out = r.mul_add(f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]), out);
-            continue;
+    }
+    if !TILED {
+        for c in 0..C {
+            out[c] = finish(acc[c]);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    if TILED {
-        return out;
-    }
-    finish(acc)
+    out
 }

@@ -18,21 +18,39 @@ pub const TR: usize = 2;
 pub const TC: usize = 4;
 
 /// `out[r][c] = w_r · x_c` for the `TR` weight rows at `w + r·wrb` and the
-/// `TC` activation rows at `x + c·xrb`, `n` elements each.
+/// `TC` activation rows at `x + c·xrb`, `n` elements each; `xs` holds the
+/// activation blocks' scales widened to f32 by [`widen_scales`].
 pub type TileDot =
-    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, out: &mut [[f32; TC]; TR]);
+    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; TC]; TR]);
+
+/// The f16 scales (`d`, and `s` for Q8_1) of the `TC` activation rows at
+/// `x + c·xrb`, `nb` blocks of `xb` bytes each, widened into `xs` as
+/// `[d: nb × TC][s: nb × TC]`.
+pub fn widen_scales(
+    x: &[u8],
+    xrb: usize,
+    nb: usize,
+    xb: usize,
+    with_sums: bool,
+    xs: &mut Vec<f32>,
+) {
+    xs.clear();
+    let at = |c: usize, i: usize, o: usize| {
+        let p = c * xrb + i * xb + o;
+        half::f16::from_le_bytes([x[p], x[p + 1]]).to_f32()
+    };
+    let offsets: &[usize] = if with_sums { &[0, 2] } else { &[0] };
+    for &o in offsets {
+        for i in 0..nb {
+            xs.extend((0..TC).map(|c| at(c, i, o)));
+        }
+    }
+}
 
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
     let h = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-}
-
-/// The f16 at `p + c·stride` for the TC activation rows, widened.
-#[inline(always)]
-unsafe fn f16x4(p: *const u8, stride: usize) -> __m128 {
-    let h = |c: usize| i16::from_le_bytes([*p.add(c * stride), *p.add(c * stride + 1)]);
-    _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)))
 }
 
 /// `[a0·x, a1·x]` for TR = 2 row scalars and TC = 4 column values, as
@@ -68,26 +86,19 @@ unsafe fn high_bits(qh: u32) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn u8i8_madd(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
-}
-
-#[inline(always)]
-unsafe fn u8i8_vnni(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
-}
-
-#[inline(always)]
 unsafe fn finish(acc: __m256) -> f32 {
     let mut a = [0f32; 8];
     _mm256_storeu_ps(a.as_mut_ptr(), acc);
     hsum8(&a)
 }
 
-/// The weight values of a block as bytes: `(values, signed)`; signed ones
-/// go through the `sign` trick (|w| as u8, the sign moved onto x).
+/// Integer lanes of one weight block against the TC activation blocks.
+/// Signed weights: with VNNI, `w + off` as u8 against `x`, the excess
+/// `off·Σx` taken out by starting the accumulator at `−off·Σx` (exact
+/// integers, so the same sums); without, the `sign` trick (|w| as u8, the
+/// sign moved onto x).
 macro_rules! tile_kernel {
-    ($name:ident, $feat:literal, $u8i8:ident, $wb:expr, $xb:expr, $xq:expr, $min:expr, $signed:expr, $vals:expr) => {
+    ($name:ident, $feat:literal, $vnni:expr, $wb:expr, $xb:expr, $xq:expr, $min:expr, $off:expr, $vals:expr) => {
         #[target_feature(enable = $feat)]
         unsafe fn $name(
             n: usize,
@@ -95,39 +106,67 @@ macro_rules! tile_kernel {
             wrb: usize,
             x: &[u8],
             xrb: usize,
+            xs: &[f32],
             out: &mut [[f32; TC]; TR],
         ) {
             let nb = n / 32;
             assert!(w.len() >= (TR - 1) * wrb + nb * $wb && x.len() >= (TC - 1) * xrb + nb * $xb);
+            assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
             let (wp, xp) = (w.as_ptr(), x.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
             let mut summs = _mm256_setzero_ps();
             let mut d = [0f32; TR * TC];
+            let signed = $off != 0;
             for i in 0..nb {
                 let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
-                let dd = outer(f16_at(wk), f16_at(wk.add(wrb)), f16x4(xk, xrb));
+                let dx = _mm_loadu_ps(xs.as_ptr().add(i * TC));
+                let dd = outer(f16_at(wk), f16_at(wk.add(wrb)), dx);
                 _mm256_storeu_ps(d.as_mut_ptr(), dd);
                 if $min {
-                    let ms = outer(
-                        f16_at(wk.add(2)),
-                        f16_at(wk.add(wrb + 2)),
-                        f16x4(xk.add(2), xrb),
-                    );
+                    let sx = _mm_loadu_ps(xs.as_ptr().add((nb + i) * TC));
+                    let ms = outer(f16_at(wk.add(2)), f16_at(wk.add(wrb + 2)), sx);
                     summs = _mm256_add_ps(summs, ms);
                 }
                 let y: [__m256i; TC] = std::array::from_fn(|c| {
                     _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
                 });
+                let init: [__m256i; TC] = std::array::from_fn(|c| {
+                    if $vnni && signed {
+                        let s = _mm256_dpbusd_epi32(
+                            _mm256_setzero_si256(),
+                            _mm256_set1_epi8($off as u8 as i8),
+                            y[c],
+                        );
+                        _mm256_sub_epi32(_mm256_setzero_si256(), s)
+                    } else {
+                        _mm256_setzero_si256()
+                    }
+                });
                 for r in 0..TR {
+                    // Raw unsigned values; `off` is the format's zero point.
                     let q: __m256i = $vals(wk.add(r * wrb));
-                    let uq = if $signed { _mm256_sign_epi8(q, q) } else { q };
+                    let qs = if signed && !$vnni {
+                        _mm256_sub_epi8(q, _mm256_set1_epi8($off as u8 as i8))
+                    } else {
+                        q
+                    };
+                    let uq = if signed && !$vnni {
+                        _mm256_sign_epi8(qs, qs)
+                    } else {
+                        q
+                    };
                     for c in 0..TC {
-                        let yc = if $signed {
-                            _mm256_sign_epi8(y[c], q)
+                        let ints = if $vnni {
+                            _mm256_dpbusd_epi32(init[c], uq, y[c])
                         } else {
-                            y[c]
+                            let yc = if signed {
+                                _mm256_sign_epi8(y[c], qs)
+                            } else {
+                                y[c]
+                            };
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(uq, yc), _mm256_set1_epi16(1))
                         };
-                        let lanes = _mm256_cvtepi32_ps($u8i8(uq, yc));
+                        let lanes = _mm256_cvtepi32_ps(ints);
                         acc[r][c] =
                             _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r * TC + c]), lanes, acc[r][c]);
                     }
@@ -149,77 +188,52 @@ macro_rules! tile_kernel {
 }
 
 macro_rules! formats {
-    ($feat:literal, $u8i8:ident, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
+    ($feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
+        // Q8_0 as unsigned: the byte + 128.
         tile_kernel!(
             $q8_0,
             $feat,
-            $u8i8,
+            $vnni,
             34,
             34,
             2,
             false,
-            true,
-            |wk: *const u8| { _mm256_loadu_si256(wk.add(2) as *const __m256i) }
+            128,
+            |wk: *const u8| {
+                let q = _mm256_loadu_si256(wk.add(2) as *const __m256i);
+                _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+            }
         );
-        tile_kernel!(
-            $q4_0,
-            $feat,
-            $u8i8,
-            18,
-            34,
-            2,
-            false,
-            true,
-            |wk: *const u8| { _mm256_sub_epi8(nibbles(wk.add(2)), _mm256_set1_epi8(8)) }
-        );
+        tile_kernel!($q4_0, $feat, $vnni, 18, 34, 2, false, 8, |wk: *const u8| {
+            nibbles(wk.add(2))
+        });
         tile_kernel!(
             $q5_0,
             $feat,
-            $u8i8,
+            $vnni,
             22,
             34,
             2,
             false,
-            true,
+            16,
             |wk: *const u8| {
                 let qh = u32::from_le_bytes([*wk.add(2), *wk.add(3), *wk.add(4), *wk.add(5)]);
-                _mm256_sub_epi8(
-                    _mm256_or_si256(nibbles(wk.add(6)), high_bits(qh)),
-                    _mm256_set1_epi8(16),
-                )
+                _mm256_or_si256(nibbles(wk.add(6)), high_bits(qh))
             }
         );
-        tile_kernel!(
-            $q4_1,
-            $feat,
-            $u8i8,
-            20,
-            36,
-            4,
-            true,
-            false,
-            |wk: *const u8| { nibbles(wk.add(4)) }
-        );
-        tile_kernel!(
-            $q5_1,
-            $feat,
-            $u8i8,
-            24,
-            36,
-            4,
-            true,
-            false,
-            |wk: *const u8| {
-                let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
-                _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
-            }
-        );
+        tile_kernel!($q4_1, $feat, $vnni, 20, 36, 4, true, 0, |wk: *const u8| {
+            nibbles(wk.add(4))
+        });
+        tile_kernel!($q5_1, $feat, $vnni, 24, 36, 4, true, 0, |wk: *const u8| {
+            let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
+            _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
+        });
     };
 }
 
 formats!(
     "avx2,fma,f16c",
-    u8i8_madd,
+    false,
     q8_0_avx2,
     q4_0_avx2,
     q5_0_avx2,
@@ -228,7 +242,7 @@ formats!(
 );
 formats!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    u8i8_vnni,
+    true,
     q8_0_vnni,
     q4_0_vnni,
     q5_0_vnni,
@@ -240,8 +254,8 @@ macro_rules! safe {
     ($($safe:ident => $f:ident),* $(,)?) => {
         $(
             // SAFETY: handed out by `tile_dot` only where the CPU has the features.
-            fn $safe(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, out: &mut [[f32; TC]; TR]) {
-                unsafe { $f(n, w, wrb, x, xrb, out) }
+            fn $safe(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; TC]; TR]) {
+                unsafe { $f(n, w, wrb, x, xrb, xs, out) }
             }
         )*
     };

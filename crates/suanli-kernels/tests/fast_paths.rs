@@ -172,7 +172,7 @@ fn fast_row_ops_equal_the_reference() {
 #[test]
 fn tile_kernels_equal_the_reference() {
     use suanli_kernels::dispatch::Level;
-    use suanli_kernels::x86_tile::{tile_dot, TC, TR};
+    use suanli_kernels::x86_tile::{tile_dot, widen_scales, TC, TR};
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let n = 256;
     let mut checked = 0;
@@ -206,7 +206,10 @@ fn tile_kernels_equal_the_reference() {
                 vt.traits().from_float.expect("quantize")(&xf, &mut x[c * xrb..(c + 1) * xrb]);
             }
             let mut out = [[0f32; TC]; TR];
-            tile(n, &w, wrb, &x, xrb, &mut out);
+            let mut xs = Vec::new();
+            let (nb, xb) = (n / vt.block_size(), vt.block_bytes());
+            widen_scales(&x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
+            tile(n, &w, wrb, &x, xrb, &xs, &mut out);
             let dot = ty.traits().vec_dot.expect("reference");
             for r in 0..TR {
                 for c in 0..TC {
@@ -222,4 +225,59 @@ fn tile_kernels_equal_the_reference() {
         }
     }
     assert!(checked > 0);
+}
+
+/// The four-token K-quant prefill kernels give each token the bits of the
+/// one-token reference in the same order.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn k_quant_x4_kernels_equal_the_reference() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let cases: [(DType, bool, VecDot); 3] = [
+        (
+            DType::Q4_K,
+            true,
+            kquants::vec_dot_q4_k_q8_k_interleaved_gemm,
+        ),
+        (DType::Q4_K, false, kquants::vec_dot_q4_k_q8_k_tiled),
+        (DType::Q6_K, false, kquants::vec_dot_q6_k_q8_k_tiled),
+    ];
+    for (t, interleaved, reference) in cases {
+        let Some(x4) = dispatch::k_quant_x4(t, interleaved) else {
+            assert!(
+                dispatch::detected() == dispatch::Level::Generic,
+                "{t:?} has no x4 kernel"
+            );
+            continue;
+        };
+        let vt = t.traits().vec_dot_type;
+        for n in [256usize, 1536] {
+            let mut w: Vec<u8> = (0..t.row_bytes(n).expect("row"))
+                .map(|_| rng.random())
+                .collect();
+            for blk in w.chunks_exact_mut(t.block_bytes()) {
+                for &o in scales(t) {
+                    let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+                    blk[o..o + 2].copy_from_slice(&v);
+                }
+            }
+            let xq: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                    let mut q = vec![0u8; vt.row_bytes(n).expect("row")];
+                    (vt.traits().from_float.expect("quantize"))(&x, &mut q);
+                    q
+                })
+                .collect();
+            let got = x4(n, &w, std::array::from_fn(|c| &xq[c][..]));
+            for c in 0..4 {
+                let want = reference(n, &w, &xq[c]);
+                assert_eq!(
+                    got[c].to_bits(),
+                    want.to_bits(),
+                    "{t:?} interleaved={interleaved} n={n} token {c}"
+                );
+            }
+        }
+    }
 }
