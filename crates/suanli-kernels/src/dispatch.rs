@@ -214,6 +214,13 @@ pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
     }
 }
 
+/// A multi-row decode kernel for `ty` (`GR` weight rows × one token per
+/// call, each output bit-identical to `vec_dot`), where the level has one.
+#[cfg(target_arch = "x86_64")]
+pub fn gemv_dot(ty: DType) -> Option<crate::x86_tile::GemvDot> {
+    crate::x86_tile::gemv_dot(ty, level())
+}
+
 /// A register-tiled kernel for `ty` (`TR` weight rows × `TC` tokens per
 /// call, each output bit-identical to `vec_dot`), where the level has one.
 #[cfg(target_arch = "x86_64")]

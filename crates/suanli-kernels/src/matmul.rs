@@ -231,6 +231,39 @@ impl QMatrix {
         // prefetchers see long streams, enough to balance the threads.
         let items = (crate::pool::threads() * 4).max(1);
         let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
+            use crate::x86_tile::{widen_scales_of, GR};
+            let (nb, xb) = (cols / vt.block_size(), vt.block_bytes());
+            let xs: Vec<Vec<f32>> = xq
+                .chunks_exact(xrb)
+                .map(|xr| {
+                    let mut v = Vec::new();
+                    widen_scales_of(1, xr, xrb, nb, xb, vt == DType::Q8_1, &mut v);
+                    v
+                })
+                .collect();
+            crate::pool::for_each(rows.div_ceil(chunk), |c| {
+                let r0 = c * chunk;
+                let r1 = (r0 + chunk).min(rows);
+                let mut o = [[0f32; 1]; GR];
+                for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
+                    for r in (r0..r1).step_by(GR) {
+                        if r + GR <= r1 {
+                            gemv(cols, &w[r * wrb..], wrb, xr, xrb, &xs[ti], &mut o);
+                            for (i, v) in o.iter().enumerate() {
+                                put(ti, r + i, v[0]);
+                            }
+                        } else {
+                            for rr in r..r1 {
+                                put(ti, rr, dots[ti](cols, &w[rr * wrb..(rr + 1) * wrb], xr));
+                            }
+                        }
+                    }
+                }
+            });
+            return;
+        }
         crate::pool::for_each(rows.div_ceil(chunk), |c| {
             let r0 = c * chunk;
             let r1 = (r0 + chunk).min(rows);

@@ -34,6 +34,19 @@ pub fn widen_scales(
     with_sums: bool,
     xs: &mut Vec<f32>,
 ) {
+    widen_scales_of(TC, x, xrb, nb, xb, with_sums, xs)
+}
+
+/// [`widen_scales`] for `rows` activation rows.
+pub fn widen_scales_of(
+    rows: usize,
+    x: &[u8],
+    xrb: usize,
+    nb: usize,
+    xb: usize,
+    with_sums: bool,
+    xs: &mut Vec<f32>,
+) {
     xs.clear();
     let at = |c: usize, i: usize, o: usize| {
         let p = c * xrb + i * xb + o;
@@ -42,7 +55,7 @@ pub fn widen_scales(
     let offsets: &[usize] = if with_sums { &[0, 2] } else { &[0] };
     for &o in offsets {
         for i in 0..nb {
-            xs.extend((0..TC).map(|c| at(c, i, o)));
+            xs.extend((0..rows).map(|c| at(c, i, o)));
         }
     }
 }
@@ -53,14 +66,26 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// `[a0·x, a1·x]` for TR = 2 row scalars and TC = 4 column values, as
-/// `lane r·4 + c`.
+/// `w_r · x_c` in lane `r·C + c`, for the f16 at `w + r·wrb` of `R` weight
+/// rows and the f32 `x[c]` of `C` activation rows (shapes 2×4 and 4×1).
 #[inline(always)]
-unsafe fn outer(a0: f32, a1: f32, x: __m128) -> __m256 {
-    _mm256_mul_ps(
-        _mm256_set_m128(_mm_set1_ps(a1), _mm_set1_ps(a0)),
-        _mm256_set_m128(x, x),
-    )
+unsafe fn products<const R: usize, const C: usize>(
+    w: *const u8,
+    wrb: usize,
+    x: *const f32,
+) -> __m256 {
+    if R == 2 && C == 4 {
+        let x = _mm_loadu_ps(x);
+        _mm256_mul_ps(
+            _mm256_set_m128(_mm_set1_ps(f16_at(w.add(wrb))), _mm_set1_ps(f16_at(w))),
+            _mm256_set_m128(x, x),
+        )
+    } else {
+        const { assert!((R == 4 && C == 1) || (R == 2 && C == 4)) };
+        let h = |r: usize| i16::from_le_bytes([*w.add(r * wrb), *w.add(r * wrb + 1)]);
+        let dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)));
+        _mm256_zextps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*x)))
+    }
 }
 
 #[inline(always)]
@@ -98,7 +123,7 @@ unsafe fn finish(acc: __m256) -> f32 {
 /// integers, so the same sums); without, the `sign` trick (|w| as u8, the
 /// sign moved onto x).
 macro_rules! tile_kernel {
-    ($name:ident, $feat:literal, $vnni:expr, $wb:expr, $xb:expr, $xq:expr, $min:expr, $off:expr, $vals:expr) => {
+    ($name:ident, $TR:expr, $TC:expr, $feat:literal, $vnni:expr, $wb:expr, $xb:expr, $xq:expr, $min:expr, $off:expr, $vals:expr) => {
         #[target_feature(enable = $feat)]
         unsafe fn $name(
             n: usize,
@@ -107,24 +132,24 @@ macro_rules! tile_kernel {
             x: &[u8],
             xrb: usize,
             xs: &[f32],
-            out: &mut [[f32; TC]; TR],
+            out: &mut [[f32; $TC]; $TR],
         ) {
+            const TR: usize = $TR;
+            const TC: usize = $TC;
             let nb = n / 32;
             assert!(w.len() >= (TR - 1) * wrb + nb * $wb && x.len() >= (TC - 1) * xrb + nb * $xb);
             assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
             let (wp, xp) = (w.as_ptr(), x.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
             let mut summs = _mm256_setzero_ps();
-            let mut d = [0f32; TR * TC];
+            let mut d = [0f32; 8];
             let signed = $off != 0;
             for i in 0..nb {
                 let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
-                let dx = _mm_loadu_ps(xs.as_ptr().add(i * TC));
-                let dd = outer(f16_at(wk), f16_at(wk.add(wrb)), dx);
+                let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
                 _mm256_storeu_ps(d.as_mut_ptr(), dd);
                 if $min {
-                    let sx = _mm_loadu_ps(xs.as_ptr().add((nb + i) * TC));
-                    let ms = outer(f16_at(wk.add(2)), f16_at(wk.add(wrb + 2)), sx);
+                    let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
                     summs = _mm256_add_ps(summs, ms);
                 }
                 let y: [__m256i; TC] = std::array::from_fn(|c| {
@@ -144,6 +169,14 @@ macro_rules! tile_kernel {
                 });
                 for r in 0..TR {
                     // Raw unsigned values; `off` is the format's zero point.
+                    if TC == 1 {
+                        // Decode streams the weights once: fetch the rows
+                        // three calls ahead (the prefetchers lose track of
+                        // four interleaved rows).
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            wk.wrapping_add((r + 3 * TR) * wrb) as *const i8
+                        );
+                    }
                     let q: __m256i = $vals(wk.add(r * wrb));
                     let qs = if signed && !$vnni {
                         _mm256_sub_epi8(q, _mm256_set1_epi8($off as u8 as i8))
@@ -172,7 +205,7 @@ macro_rules! tile_kernel {
                     }
                 }
             }
-            let mut s = [0f32; TR * TC];
+            let mut s = [0f32; 8];
             _mm256_storeu_ps(s.as_mut_ptr(), summs);
             for r in 0..TR {
                 for c in 0..TC {
@@ -188,10 +221,12 @@ macro_rules! tile_kernel {
 }
 
 macro_rules! formats {
-    ($feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
+    ($R:expr, $C:expr, $feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
         // Q8_0 as unsigned: the byte + 128.
         tile_kernel!(
             $q8_0,
+            $R,
+            $C,
             $feat,
             $vnni,
             34,
@@ -204,11 +239,23 @@ macro_rules! formats {
                 _mm256_xor_si256(q, _mm256_set1_epi8(-128))
             }
         );
-        tile_kernel!($q4_0, $feat, $vnni, 18, 34, 2, false, 8, |wk: *const u8| {
-            nibbles(wk.add(2))
-        });
+        tile_kernel!(
+            $q4_0,
+            $R,
+            $C,
+            $feat,
+            $vnni,
+            18,
+            34,
+            2,
+            false,
+            8,
+            |wk: *const u8| { nibbles(wk.add(2)) }
+        );
         tile_kernel!(
             $q5_0,
+            $R,
+            $C,
             $feat,
             $vnni,
             22,
@@ -221,17 +268,41 @@ macro_rules! formats {
                 _mm256_or_si256(nibbles(wk.add(6)), high_bits(qh))
             }
         );
-        tile_kernel!($q4_1, $feat, $vnni, 20, 36, 4, true, 0, |wk: *const u8| {
-            nibbles(wk.add(4))
-        });
-        tile_kernel!($q5_1, $feat, $vnni, 24, 36, 4, true, 0, |wk: *const u8| {
-            let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
-            _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
-        });
+        tile_kernel!(
+            $q4_1,
+            $R,
+            $C,
+            $feat,
+            $vnni,
+            20,
+            36,
+            4,
+            true,
+            0,
+            |wk: *const u8| { nibbles(wk.add(4)) }
+        );
+        tile_kernel!(
+            $q5_1,
+            $R,
+            $C,
+            $feat,
+            $vnni,
+            24,
+            36,
+            4,
+            true,
+            0,
+            |wk: *const u8| {
+                let qh = u32::from_le_bytes([*wk.add(4), *wk.add(5), *wk.add(6), *wk.add(7)]);
+                _mm256_or_si256(nibbles(wk.add(8)), high_bits(qh))
+            }
+        );
     };
 }
 
 formats!(
+    2,
+    4,
     "avx2,fma,f16c",
     false,
     q8_0_avx2,
@@ -241,6 +312,8 @@ formats!(
     q5_1_avx2
 );
 formats!(
+    2,
+    4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     true,
     q8_0_vnni,
@@ -249,24 +322,88 @@ formats!(
     q4_1_vnni,
     q5_1_vnni
 );
+formats!(
+    4,
+    1,
+    "avx2,fma,f16c",
+    false,
+    g8_0_avx2,
+    g4_0_avx2,
+    g5_0_avx2,
+    g4_1_avx2,
+    g5_1_avx2
+);
+formats!(
+    4,
+    1,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    true,
+    g8_0_vnni,
+    g4_0_vnni,
+    g5_0_vnni,
+    g4_1_vnni,
+    g5_1_vnni
+);
+
+/// Rows per call of the decode (one-token) kernels.
+pub const GR: usize = 4;
+
+/// `out[r][0] = w_r · x` for the `GR` weight rows at `w + r·wrb` and one
+/// activation row; `xs` as [`widen_scales`] with one row.
+pub type GemvDot =
+    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; 1]; GR]);
 
 macro_rules! safe {
-    ($($safe:ident => $f:ident),* $(,)?) => {
+    ($C:expr, $R:expr; $($safe:ident => $f:ident),* $(,)?) => {
         $(
-            // SAFETY: handed out by `tile_dot` only where the CPU has the features.
-            fn $safe(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; TC]; TR]) {
+            // SAFETY: handed out by `tile_dot`/`gemv_dot` only where the CPU has the features.
+            fn $safe(
+                n: usize,
+                w: &[u8],
+                wrb: usize,
+                x: &[u8],
+                xrb: usize,
+                xs: &[f32],
+                out: &mut [[f32; $C]; $R],
+            ) {
                 unsafe { $f(n, w, wrb, x, xrb, xs, out) }
             }
         )*
     };
 }
 
-safe!(
+safe!(TC, TR;
     s_q8_0_avx2 => q8_0_avx2, s_q4_0_avx2 => q4_0_avx2, s_q5_0_avx2 => q5_0_avx2,
     s_q4_1_avx2 => q4_1_avx2, s_q5_1_avx2 => q5_1_avx2,
     s_q8_0_vnni => q8_0_vnni, s_q4_0_vnni => q4_0_vnni, s_q5_0_vnni => q5_0_vnni,
     s_q4_1_vnni => q4_1_vnni, s_q5_1_vnni => q5_1_vnni,
 );
+safe!(1, GR;
+    s_g8_0_avx2 => g8_0_avx2, s_g4_0_avx2 => g4_0_avx2, s_g5_0_avx2 => g5_0_avx2,
+    s_g4_1_avx2 => g4_1_avx2, s_g5_1_avx2 => g5_1_avx2,
+    s_g8_0_vnni => g8_0_vnni, s_g4_0_vnni => g4_0_vnni, s_g5_0_vnni => g5_0_vnni,
+    s_g4_1_vnni => g4_1_vnni, s_g5_1_vnni => g5_1_vnni,
+);
+
+/// The decode kernel of `ty` at `level`, where there is one.
+pub fn gemv_dot(ty: crate::DType, level: crate::dispatch::Level) -> Option<GemvDot> {
+    use crate::dispatch::Level;
+    use crate::DType::*;
+    let f: GemvDot = match (level, ty) {
+        (Level::Avx512, Q8_0) => s_g8_0_vnni,
+        (Level::Avx512, Q4_0) => s_g4_0_vnni,
+        (Level::Avx512, Q5_0) => s_g5_0_vnni,
+        (Level::Avx512, Q4_1) => s_g4_1_vnni,
+        (Level::Avx512, Q5_1) => s_g5_1_vnni,
+        (Level::Avx2, Q8_0) => s_g8_0_avx2,
+        (Level::Avx2, Q4_0) => s_g4_0_avx2,
+        (Level::Avx2, Q5_0) => s_g5_0_avx2,
+        (Level::Avx2, Q4_1) => s_g4_1_avx2,
+        (Level::Avx2, Q5_1) => s_g5_1_avx2,
+        _ => return None,
+    };
+    Some(f)
+}
 
 /// The tile kernel of `ty` at `level`, where there is one.
 pub fn tile_dot(ty: crate::DType, level: crate::dispatch::Level) -> Option<TileDot> {

@@ -172,7 +172,7 @@ fn fast_row_ops_equal_the_reference() {
 #[test]
 fn tile_kernels_equal_the_reference() {
     use suanli_kernels::dispatch::Level;
-    use suanli_kernels::x86_tile::{tile_dot, widen_scales, TC, TR};
+    use suanli_kernels::x86_tile::{gemv_dot, tile_dot, widen_scales, widen_scales_of, GR, TC, TR};
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let n = 256;
     let mut checked = 0;
@@ -211,6 +211,21 @@ fn tile_kernels_equal_the_reference() {
             widen_scales(&x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
             tile(n, &w, wrb, &x, xrb, &xs, &mut out);
             let dot = ty.traits().vec_dot.expect("reference");
+            // The decode kernel: GR rows (the TR rows twice) against token 0.
+            let gemv = gemv_dot(ty, level).expect("gemv kernel");
+            let w4: Vec<u8> = w.iter().chain(&w).copied().collect();
+            assert_eq!(GR, 2 * TR);
+            let mut g = [[0f32; 1]; GR];
+            widen_scales_of(1, &x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
+            gemv(n, &w4, wrb, &x[..xrb], xrb, &xs, &mut g);
+            for r in 0..GR {
+                let want = dot(n, &w4[r * wrb..(r + 1) * wrb], &x[..xrb]);
+                assert_eq!(
+                    g[r][0].to_bits(),
+                    want.to_bits(),
+                    "{ty:?} decode at {level:?}, row {r}"
+                );
+            }
             for r in 0..TR {
                 for c in 0..TC {
                     let want = dot(n, &w[r * wrb..(r + 1) * wrb], &x[c * xrb..(c + 1) * xrb]);
