@@ -228,35 +228,70 @@ pub fn tile_dot(ty: DType) -> Option<crate::x86_tile::TileDot> {
     crate::x86_tile::tile_dot(ty, level())
 }
 
-/// One K-quant weight row against four activation rows.
-pub type KQuantX4 = fn(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4];
+/// One K-quant weight row against `KC` Q8_K activation rows (`x + c·xrb`)
+/// over a range of blocks, continuing a [`crate::x86_kquant::KState`].
+#[cfg(target_arch = "x86_64")]
+pub type KQuantX8 = fn(
+    blocks: std::ops::Range<usize>,
+    w: &[u8],
+    x: &[u8],
+    xrb: usize,
+    acts: &crate::x86_kquant::KActs,
+    state: &mut crate::x86_kquant::KState,
+);
 
 #[cfg(target_arch = "x86_64")]
-mod kx4 {
-    use crate::x86;
-    // SAFETY (all): handed out by `k_quant_x4` only after AVX2, FMA and F16C were detected.
-    pub fn q4_k_gemm(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
-        unsafe { x86::q4_k_x4(n, w, x, true) }
+mod kx8 {
+    use std::ops::Range;
+
+    use crate::x86_kquant::{self as k, KActs, KState};
+    // SAFETY (both): handed out by `k_quant_x8` only after AVX2, FMA and F16C were detected.
+    pub fn q4_k_gemm(b: Range<usize>, w: &[u8], x: &[u8], xrb: usize, a: &KActs, s: &mut KState) {
+        unsafe { k::q4_k_gemm_x8(b, w, x, xrb, a, s) }
     }
-    pub fn q4_k_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
-        unsafe { x86::q4_k_x4(n, w, x, false) }
+    pub fn q6_k_tiled(b: Range<usize>, w: &[u8], x: &[u8], xrb: usize, a: &KActs, s: &mut KState) {
+        unsafe { k::q6_k_tiled_x8(b, w, x, xrb, a, s) }
     }
-    pub fn q6_k_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
-        unsafe { x86::q6_k_x4_tiled(n, w, x) }
+    // SAFETY (both): handed out only at Level::Avx512 (VNNI detected).
+    pub fn q4_k_gemm_vnni(
+        b: Range<usize>,
+        w: &[u8],
+        x: &[u8],
+        xrb: usize,
+        a: &KActs,
+        s: &mut KState,
+    ) {
+        unsafe { k::q4_k_gemm_x8_vnni(b, w, x, xrb, a, s) }
+    }
+    pub fn q6_k_tiled_vnni(
+        b: Range<usize>,
+        w: &[u8],
+        x: &[u8],
+        xrb: usize,
+        a: &KActs,
+        s: &mut KState,
+    ) {
+        unsafe { k::q6_k_tiled_x8_vnni(b, w, x, xrb, a, s) }
     }
 }
 
-/// The four-token twin of the K-quant prefill orders: the interleaved
-/// Q4_K GEMM order (`interleaved`) or the tiled order (batches of 8+).
+/// The eight-token twin of a K-quant prefill order: the interleaved Q4_K
+/// GEMM order (`interleaved`) or the tiled Q6_K order (batches of 8+).
 #[cfg(target_arch = "x86_64")]
-pub fn k_quant_x4(ty: DType, interleaved: bool) -> Option<KQuantX4> {
-    if !has_avx2_fma() {
-        return None;
-    }
-    match (ty, interleaved) {
-        (DType::Q4_K, true) => Some(kx4::q4_k_gemm),
-        (DType::Q4_K, false) => Some(kx4::q4_k_tiled),
-        (DType::Q6_K, false) => Some(kx4::q6_k_tiled),
-        _ => None,
-    }
+pub fn k_quant_x8(ty: DType, interleaved: bool) -> Option<KQuantX8> {
+    k_quant_x8_at(level(), ty, interleaved)
+}
+
+/// [`k_quant_x8`] at a chosen level (capped by the CPU).
+#[cfg(target_arch = "x86_64")]
+pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuantX8> {
+    let f: KQuantX8 = match (level.min(detected()), ty, interleaved) {
+        (Level::Generic, _, _) => return None,
+        (Level::Avx512, DType::Q4_K, true) => kx8::q4_k_gemm_vnni,
+        (Level::Avx512, DType::Q6_K, false) => kx8::q6_k_tiled_vnni,
+        (_, DType::Q4_K, true) => kx8::q4_k_gemm,
+        (_, DType::Q6_K, false) => kx8::q6_k_tiled,
+        _ => return None,
+    };
+    Some(f)
 }

@@ -36,6 +36,8 @@ mod simd_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_kquant;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_tile;
 
 pub use dtype::{DType, TypeTraits};

@@ -123,16 +123,16 @@ impl QMatrix {
         crate::dispatch::vec_dot(self.dtype)
     }
 
-    /// A four-token kernel for K-quant prefill in this matrix's order for a
-    /// batch of `n`, and the tokens it covers (`..limit`).
+    /// An eight-token kernel for K-quant prefill in this matrix's order for
+    /// a batch of `n`, and the tokens it covers (`..limit`).
     #[cfg(target_arch = "x86_64")]
-    fn k_quant_x4(&self, n: usize) -> Option<(crate::dispatch::KQuantX4, usize)> {
-        use crate::dispatch::k_quant_x4;
+    fn k_quant_x8(&self, n: usize) -> Option<(crate::dispatch::KQuantX8, usize)> {
+        use crate::dispatch::k_quant_x8;
         if self.interleaved && self.dtype == DType::Q4_K {
-            return Some((k_quant_x4(DType::Q4_K, true)?, n - n % 4));
+            return Some((k_quant_x8(DType::Q4_K, true)?, n - n % 4));
         }
         (n >= TILED_MIN_ROWS).then_some(())?;
-        Some((k_quant_x4(self.dtype, false)?, n))
+        Some((k_quant_x8(self.dtype, false)?, n))
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -206,23 +206,19 @@ impl QMatrix {
                         &xq[t * xrb..(t + 1) * xrb],
                     )
                 };
-                blocked::<TR>(rows, n, n, &put, &single, |r, t, o| {
+                blocked::<TR, TC>(rows, n, n, &put, &single, |r, t, o| {
                     let g = &xs[t / TC * per..][..per];
                     tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, g, o);
                 });
                 return;
             }
-            if let Some((x4, limit)) = self.k_quant_x4(n) {
-                let single = |t: usize, r: usize| {
+            if let Some((x8, limit)) = self.k_quant_x8(n) {
+                self.k_quant_blocked(x8, limit, &xq, xrb, &put, &|t, r| {
                     dots[t](
                         cols,
                         &w[r * wrb..(r + 1) * wrb],
                         &xq[t * xrb..(t + 1) * xrb],
                     )
-                };
-                blocked::<1>(rows, n, limit, &put, &single, |r, t, o| {
-                    let x = std::array::from_fn(|c| &xq[(t + c) * xrb..(t + c + 1) * xrb]);
-                    o[0] = x4(cols, &w[r * wrb..(r + 1) * wrb], x);
                 });
                 return;
             }
@@ -277,20 +273,17 @@ impl QMatrix {
     }
 }
 
-/// Tokens per multi-token kernel call (`x86_tile::TC`).
-const TC: usize = 4;
-
 /// Walks `rows × n` outputs in blocks of rows × tokens (the weights of a
 /// block stay in L1/L2 while its tokens' activations stream past), spread
-/// over the pool: `tile(r, t, out)` fills `R` rows × `TC` tokens where a
+/// over the pool: `tile(r, t, out)` fills `R` rows × `C` tokens where a
 /// whole tile fits below `limit` tokens, `single(t, r)` the rest.
-fn blocked<const R: usize>(
+fn blocked<const R: usize, const C: usize>(
     rows: usize,
     n: usize,
     limit: usize,
     put: &(impl Fn(usize, usize, f32) + Sync),
     single: &(impl Fn(usize, usize) -> f32 + Sync),
-    tile: impl Fn(usize, usize, &mut [[f32; TC]; R]) + Sync,
+    tile: impl Fn(usize, usize, &mut [[f32; C]; R]) + Sync,
 ) {
     const RB: usize = 32;
     const TB: usize = 32;
@@ -298,10 +291,10 @@ fn blocked<const R: usize>(
     crate::pool::for_each(nrb * ntb, |item| {
         let (r0, t0) = (item / ntb * RB, item % ntb * TB);
         let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
-        let mut o = [[0f32; TC]; R];
-        for t in (t0..t1).step_by(TC) {
+        let mut o = [[0f32; C]; R];
+        for t in (t0..t1).step_by(C) {
             for r in (r0..r1).step_by(R) {
-                if t + TC <= t1.min(limit) && r + R <= r1 {
+                if t + C <= t1.min(limit) && r + R <= r1 {
                     tile(r, t, &mut o);
                     for (i, row) in o.iter().enumerate() {
                         for (j, &v) in row.iter().enumerate() {
@@ -309,7 +302,7 @@ fn blocked<const R: usize>(
                         }
                     }
                 } else {
-                    for tt in t..(t + TC).min(t1) {
+                    for tt in t..(t + C).min(t1) {
                         for rr in r..(r + R).min(r1) {
                             put(tt, rr, single(tt, rr));
                         }
@@ -318,6 +311,68 @@ fn blocked<const R: usize>(
             }
         }
     });
+}
+
+#[cfg(target_arch = "x86_64")]
+impl QMatrix {
+    /// K-quant prefill: groups of `KC` tokens below `limit` through `x8`,
+    /// their rows split into pieces of `KB` blocks that stay in L1 while a
+    /// block of rows streams past (the running sums carried between
+    /// pieces); the rest one output at a time through `single`.
+    fn k_quant_blocked(
+        &self,
+        x8: crate::dispatch::KQuantX8,
+        limit: usize,
+        xq: &[u8],
+        xrb: usize,
+        put: &(impl Fn(usize, usize, f32) + Sync),
+        single: &(impl Fn(usize, usize) -> f32 + Sync),
+    ) {
+        use crate::x86_kquant::{finish, KActs, KState, KC};
+        const RB: usize = 32;
+        const KB: usize = 8;
+        let (rows, nb, wrb) = (self.rows, self.cols / 256, self.row_bytes());
+        let w = self.data.bytes();
+        let n = xq.len() / xrb;
+        let groups = limit / KC;
+        let acts: Vec<KActs> = (0..groups)
+            .map(|g| KActs::new(&xq[g * KC * xrb..], xrb, nb))
+            .collect();
+        let nrb = rows.div_ceil(RB);
+        let tail = n - groups * KC;
+        crate::pool::for_each(nrb * (groups + tail.min(1)), |item| {
+            let (r0, g) = (item % nrb * RB, item / nrb);
+            let r1 = (r0 + RB).min(rows);
+            if g == groups {
+                for t in groups * KC..n {
+                    for r in r0..r1 {
+                        put(t, r, single(t, r));
+                    }
+                }
+                return;
+            }
+            let mut st = [[[0f32; KC]; 2]; RB];
+            let x = &xq[g * KC * xrb..];
+            for k0 in (0..nb).step_by(KB) {
+                for (r, s) in (r0..r1).zip(st.iter_mut()) {
+                    x8(
+                        k0..(k0 + KB).min(nb),
+                        &w[r * wrb..(r + 1) * wrb],
+                        x,
+                        xrb,
+                        &acts[g],
+                        s,
+                    );
+                }
+            }
+            for (r, s) in (r0..r1).zip(&st) {
+                let s: &KState = s;
+                for (c, v) in finish(self.dtype, s).into_iter().enumerate() {
+                    put(g * KC + c, r, v);
+                }
+            }
+        });
+    }
 }
 
 /// Batches from this many activation rows on use the tiled K-quant order.

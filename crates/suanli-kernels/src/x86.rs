@@ -144,24 +144,29 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     a.iter().sum()
 }
 
-/// The 6-bit scales and mins of a Q4_K block (as `scale_min_k4`).
+/// The 6-bit scales and mins of a Q4_K block (as `scale_min_k4`), unpacked
+/// with word-wide masks: bytes 0–3 hold the low scales and mins whole;
+/// bytes 8–11 the low nibbles of the high ones, whose top bits ride in
+/// bits 6–7 of bytes 0–7.
 #[inline(always)]
-fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
-    let mut sc = [0i16; 8];
-    let mut mn = [0i32; 8];
-    for j in 0..8 {
-        let (s, m) = if j < 4 {
-            (q[j] & 63, q[j + 4] & 63)
-        } else {
-            (
-                (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-            )
-        };
-        sc[j] = s as i16;
-        mn[j] = m as i32;
-    }
-    (sc, mn)
+pub(crate) fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc_lo = u0 & M6;
+    let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
+    let mn_lo = u1 & M6;
+    let mn_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
+    let (s, m) = (
+        [sc_lo.to_le_bytes(), sc_hi.to_le_bytes()],
+        [mn_lo.to_le_bytes(), mn_hi.to_le_bytes()],
+    );
+    (
+        std::array::from_fn(|j| s[j / 4][j % 4] as i16),
+        std::array::from_fn(|j| m[j / 4][j % 4] as i32),
+    )
 }
 
 /// Q4_K in the interleaved orders (see
@@ -266,34 +271,6 @@ unsafe fn q4k_multi<const C: usize>(
         }
     }
     out
-}
-
-/// Q4_K against four activation rows in the interleaved GEMM order
-/// (`gemm`) or the tiled order.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_k_x4(n: usize, w: &[u8], x: [&[u8]; 4], gemm: bool) -> [f32; 4] {
-    q4k_multi::<4>(
-        n,
-        w,
-        x,
-        if gemm {
-            Q4kOrder::Gemm
-        } else {
-            Q4kOrder::Tiled
-        },
-    )
-}
-
-/// Q6_K against four activation rows in the tiled order.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q6_k_x4_tiled(n: usize, w: &[u8], x: [&[u8]; 4]) -> [f32; 4] {
-    q6k_multi::<true, 4>(n, w, x)
 }
 
 /// # Safety

@@ -242,56 +242,61 @@ fn tile_kernels_equal_the_reference() {
     assert!(checked > 0);
 }
 
-/// The four-token K-quant prefill kernels give each token the bits of the
+/// The eight-token K-quant prefill kernels give each token the bits of the
 /// one-token reference in the same order.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn k_quant_x4_kernels_equal_the_reference() {
+fn k_quant_x8_kernels_equal_the_reference() {
+    use suanli_kernels::x86_kquant::{finish, KActs, KC};
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-    let cases: [(DType, bool, VecDot); 3] = [
+    let cases: [(DType, bool, VecDot); 2] = [
         (
             DType::Q4_K,
             true,
             kquants::vec_dot_q4_k_q8_k_interleaved_gemm,
         ),
-        (DType::Q4_K, false, kquants::vec_dot_q4_k_q8_k_tiled),
         (DType::Q6_K, false, kquants::vec_dot_q6_k_q8_k_tiled),
     ];
+    use dispatch::Level;
     for (t, interleaved, reference) in cases {
-        let Some(x4) = dispatch::k_quant_x4(t, interleaved) else {
-            assert!(
-                dispatch::detected() == dispatch::Level::Generic,
-                "{t:?} has no x4 kernel"
-            );
-            continue;
-        };
-        let vt = t.traits().vec_dot_type;
-        for n in [256usize, 1536] {
-            let mut w: Vec<u8> = (0..t.row_bytes(n).expect("row"))
-                .map(|_| rng.random())
-                .collect();
-            for blk in w.chunks_exact_mut(t.block_bytes()) {
-                for &o in scales(t) {
-                    let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
-                    blk[o..o + 2].copy_from_slice(&v);
-                }
+        for level in [Level::Avx2, Level::Avx512] {
+            if level > dispatch::detected() {
+                continue;
             }
-            let xq: Vec<Vec<u8>> = (0..4)
-                .map(|_| {
+            let Some(x8) = dispatch::k_quant_x8_at(level, t, interleaved) else {
+                panic!("{t:?} has no x8 kernel at {level:?}");
+            };
+            let vt = t.traits().vec_dot_type;
+            for n in [256usize, 1536] {
+                let mut w: Vec<u8> = (0..t.row_bytes(n).expect("row"))
+                    .map(|_| rng.random())
+                    .collect();
+                for blk in w.chunks_exact_mut(t.block_bytes()) {
+                    for &o in scales(t) {
+                        let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+                        blk[o..o + 2].copy_from_slice(&v);
+                    }
+                }
+                let xrb = vt.row_bytes(n).expect("row");
+                let mut xq = vec![0u8; KC * xrb];
+                for q in xq.chunks_exact_mut(xrb) {
                     let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
-                    let mut q = vec![0u8; vt.row_bytes(n).expect("row")];
-                    (vt.traits().from_float.expect("quantize"))(&x, &mut q);
-                    q
-                })
-                .collect();
-            let got = x4(n, &w, std::array::from_fn(|c| &xq[c][..]));
-            for c in 0..4 {
-                let want = reference(n, &w, &xq[c]);
-                assert_eq!(
-                    got[c].to_bits(),
-                    want.to_bits(),
-                    "{t:?} interleaved={interleaved} n={n} token {c}"
-                );
+                    (vt.traits().from_float.expect("quantize"))(&x, q);
+                }
+                // In two pieces, carrying the state, as the matmul splits rows.
+                let (nb, acts) = (n / 256, KActs::new(&xq, xrb, n / 256));
+                let mut st = [[0f32; KC]; 2];
+                x8(0..nb / 2, &w, &xq, xrb, &acts, &mut st);
+                x8(nb / 2..nb, &w, &xq, xrb, &acts, &mut st);
+                let got = finish(t, &st);
+                for (c, g) in got.iter().enumerate() {
+                    let want = reference(n, &w, &xq[c * xrb..(c + 1) * xrb]);
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{t:?} at {level:?} n={n} token {c}"
+                    );
+                }
             }
         }
     }

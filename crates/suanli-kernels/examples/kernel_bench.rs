@@ -1,0 +1,69 @@
+//! Throughput of the prefill kernels on cache-resident data (ns per
+//! 256-element block and token), to tell kernel cost from memory cost.
+//!
+//!     cargo run --release -p suanli-kernels --example kernel_bench
+
+use std::time::Instant;
+
+use suanli_kernels::{dispatch, DType};
+
+fn main() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use suanli_kernels::x86_kquant::{KActs, KC};
+        let n = 1536;
+        let nb = n / 256;
+        use dispatch::Level;
+        for (ty, inter, level) in [
+            (DType::Q4_K, true, Level::Avx2),
+            (DType::Q4_K, true, Level::Avx512),
+            (DType::Q6_K, false, Level::Avx2),
+            (DType::Q6_K, false, Level::Avx512),
+        ] {
+            let Some(x8) = dispatch::k_quant_x8_at(level, ty, inter) else {
+                continue;
+            };
+            let w: Vec<u8> = (0..ty.row_bytes(n).unwrap_or(0))
+                .map(|i| (i * 7 % 251) as u8 & 0x3f)
+                .collect();
+            let xrb = DType::Q8_K.row_bytes(n).unwrap_or(0);
+            let xq: Vec<u8> = (0..KC * xrb).map(|i| (i * 13 % 97) as u8).collect();
+            let acts = KActs::new(&xq, xrb, nb);
+            let reps = 20_000;
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let mut st = [[0f32; KC]; 2];
+                for _ in 0..reps {
+                    x8(0..nb, &w, &xq, xrb, &acts, &mut st);
+                }
+                std::hint::black_box(&st);
+                best = best.min(t.elapsed().as_nanos() as f64 / (reps * nb * KC) as f64);
+            }
+            println!("{ty:?} x8 at {level:?}: {best:.2} ns per block-token (best of 20)");
+        }
+        let vt = DType::Q8_0;
+        if let Some(tile) = dispatch::tile_dot(DType::Q5_0) {
+            use suanli_kernels::x86_tile::{widen_scales, TC, TR};
+            let n = 896;
+            let wrb = DType::Q5_0.row_bytes(n).unwrap_or(0);
+            let xrb = vt.row_bytes(n).unwrap_or(0);
+            let w: Vec<u8> = (0..TR * wrb).map(|i| (i * 7 % 251) as u8 & 0x3f).collect();
+            let x: Vec<u8> = (0..TC * xrb).map(|i| (i * 13 % 97) as u8 & 0x3f).collect();
+            let mut xs = Vec::new();
+            widen_scales(&x, xrb, n / 32, 34, false, &mut xs);
+            let mut o = [[0f32; TC]; TR];
+            let reps = 200_000;
+            let t = Instant::now();
+            for _ in 0..reps {
+                tile(n, &w, wrb, &x, xrb, &xs, &mut o);
+                std::hint::black_box(&o);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (reps * (n / 32) * TR * TC) as f64;
+            println!(
+                "Q5_0 tile: {ns:.3} ns per 32-block-output ({:.2} per 256 elements)",
+                ns * 8.0
+            );
+        }
+    }
+}
