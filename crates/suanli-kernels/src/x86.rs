@@ -193,84 +193,68 @@ enum Q4kOrder {
     Tiled,
 }
 
+/// One Q4_K row · one Q8_K row in `order`. The integer sums are exact, so
+/// the per-block orders add all four chunks' lanes first and reduce once.
 #[inline(always)]
 unsafe fn q4k_blocks(n: usize, w: &[u8], x: &[u8], order: Q4kOrder) -> f32 {
-    q4k_multi::<1>(n, w, [x], order)[0]
-}
-
-/// [`q4k_blocks`] for `C` activation rows at once: each weight block is
-/// unpacked once; every output keeps its own accumulators and operations.
-#[inline(always)]
-unsafe fn q4k_multi<const C: usize>(
-    n: usize,
-    w: &[u8],
-    x: [&[u8]; C],
-    order: Q4kOrder,
-) -> [f32; C] {
-    let per_chunk = order == Q4kOrder::Gemm;
-    let mut out = [0f32; C];
     const XB: usize = 4 + 256 + 32;
     let nb = n / 256;
-    assert!(w.len() >= nb * 144 && x.iter().all(|x| x.len() >= nb * XB));
-    let (mut acc, mut acc_m) = ([0f32; C], [0f32; C]);
+    assert!(w.len() >= nb * 144 && x.len() >= nb * XB);
+    let (mut acc, mut acc_m, mut out) = (0f32, 0f32, 0f32);
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         let wk = &w[i * 144..(i + 1) * 144];
+        let xk = &x[i * XB..(i + 1) * XB];
         let (d, dmin) = (f16_at(wk, 0), f16_at(wk, 2));
         let (sc, mn) = q4k_scales(&wk[4..16]);
-        let q: [(__m256i, __m256i); 4] = std::array::from_fn(|j| {
+        let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
+        // Σ_g mn[g]·(bsums[2g] + bsums[2g+1]) in lanes g.
+        let bsums = _mm256_loadu_si256(xk.as_ptr().add(260) as *const __m256i);
+        let mins = _mm256_set_epi16(
+            mn[7] as i16, mn[7] as i16, mn[6] as i16, mn[6] as i16,
+            mn[5] as i16, mn[5] as i16, mn[4] as i16, mn[4] as i16,
+            mn[3] as i16, mn[3] as i16, mn[2] as i16, mn[2] as i16,
+            mn[1] as i16, mn[1] as i16, mn[0] as i16, mn[0] as i16,
+        );
+        let mlanes = _mm256_madd_epi16(bsums, mins);
+        let mut vsum = _mm256_setzero_si256();
+        for j in 0..4 {
             let q = _mm256_loadu_si256(wk.as_ptr().add(16 + 32 * j) as *const __m256i);
-            (
-                _mm256_and_si256(q, m4),
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-            )
-        });
-        for c in 0..C {
-            let xk = &x[c][i * XB..(i + 1) * XB];
-            let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
-            let bs = |j: usize| i16::from_le_bytes([xk[260 + 2 * j], xk[261 + 2 * j]]) as i32;
-            let mut isum = 0i32;
-            let mut msum = 0i32;
-            for (j, &(lo, hi)) in q.iter().enumerate() {
-                let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
-                let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
-                let plo =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
-                let phi = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(hi, yhi),
-                    _mm256_set1_epi16(sc[2 * j + 1]),
-                );
-                let ij = hsum_i32(_mm256_add_epi32(plo, phi));
-                let mj: i32 = (2 * j..2 * j + 2)
-                    .map(|g| mn[g] * (bs(2 * g) + bs(2 * g + 1)))
-                    .sum();
-                if per_chunk {
-                    acc[c] = (ij as f32).mul_add(d * yd, acc[c]);
-                    acc_m[c] = (mj as f32).mul_add(dmin * yd, acc_m[c]);
-                } else {
-                    isum += ij;
-                    msum += mj;
-                }
-            }
-            match order {
-                Q4kOrder::Gemv => {
-                    acc[c] = (isum as f32).mul_add(d * yd, acc[c]);
-                    acc_m[c] = (msum as f32).mul_add(dmin * yd, acc_m[c]);
-                }
-                Q4kOrder::Tiled => {
-                    let r = (-dmin).mul_add(msum as f32, isum as f32 * d);
-                    out[c] = r.mul_add(yd, out[c]);
-                }
-                Q4kOrder::Gemm => {}
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
+            let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
+            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
+            let phi =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), _mm256_set1_epi16(sc[2 * j + 1]));
+            let v = _mm256_add_epi32(plo, phi);
+            if order == Q4kOrder::Gemm {
+                let mut ml = [0i32; 8];
+                _mm256_storeu_si256(ml.as_mut_ptr() as *mut __m256i, mlanes);
+                let (ij, mj) = (hsum_i32(v), ml[2 * j] + ml[2 * j + 1]);
+                acc = (ij as f32).mul_add(d * yd, acc);
+                acc_m = (mj as f32).mul_add(dmin * yd, acc_m);
+            } else {
+                vsum = _mm256_add_epi32(vsum, v);
             }
         }
-    }
-    if order != Q4kOrder::Tiled {
-        for c in 0..C {
-            out[c] = acc[c] - acc_m[c];
+        let (isum, msum) = (hsum_i32(vsum), hsum_i32(mlanes));
+        match order {
+            Q4kOrder::Gemv => {
+                acc = (isum as f32).mul_add(d * yd, acc);
+                acc_m = (msum as f32).mul_add(dmin * yd, acc_m);
+            }
+            Q4kOrder::Tiled => {
+                let r = (-dmin).mul_add(msum as f32, isum as f32 * d);
+                out = r.mul_add(yd, out);
+            }
+            Q4kOrder::Gemm => {}
         }
     }
-    out
+    match order {
+        Q4kOrder::Tiled => out,
+        _ => acc - acc_m,
+    }
 }
 
 /// # Safety
