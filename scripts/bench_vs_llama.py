@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """suanli bench vs llama-bench, interleaved (A B A B) on the same files and
-threads; prints tokens/s of both, the ratios, and tg's fraction of the
-memory-bandwidth roofline. With --check, exits non-zero if a target of the
+threads; prints tokens/s of both, the ratios, tg's fraction of the
+memory-bandwidth roofline and both processes' peak resident memory. With --check, exits non-zero if a target of the
 fast-kernels issue is missed (speed targets live here, not in unit tests).
 
     python3 scripts/bench_vs_llama.py [-t 2] [-p 512] [-n 128] [--rounds 2] [--reps 3] [--check] [MODEL ...]
@@ -33,16 +33,29 @@ def path_of(m):
     return pathlib.Path(out.stdout.strip())
 
 
+def run(cmd):
+    """stdout and peak resident memory (MiB) of one command."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with status {p.returncode}")
+    return out, usage.ru_maxrss / 1024
+
+
 def run_suanli(model, a):
-    out = subprocess.run([str(ROOT / "target/release/suanli"), "bench", "-m", str(model), "-p", str(a.p), "-n", str(a.n),
-                          "-t", str(a.t), "-r", str(a.reps), "--json"], check=True, capture_output=True, text=True).stdout
-    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}
+    # Bandwidth measured once, in its own process, so its buffer stays out
+    # of the peak-memory comparison.
+    out, rss = run([str(ROOT / "target/release/suanli"), "bench", "-m", str(model), "-p", str(a.p), "-n", str(a.n),
+                    "-t", str(a.t), "-r", str(a.reps), "--json", "--membw", str(a.membw)])
+    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}, rss
 
 
 def run_llama(model, a):
-    out = subprocess.run([str(LLAMA / "build/bin/llama-bench"), "-m", str(model), "-p", str(a.p), "-n", str(a.n),
-                          "-t", str(a.t), "-r", str(a.reps), "-o", "json"], check=True, capture_output=True, text=True).stdout
-    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}
+    out, rss = run([str(LLAMA / "build/bin/llama-bench"), "-m", str(model), "-p", str(a.p), "-n", str(a.n),
+                    "-t", str(a.t), "-r", str(a.reps), "-o", "json"])
+    return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}, rss
 
 
 def main():
@@ -56,15 +69,19 @@ def main():
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli"], check=True, cwd=ROOT)
+    a.membw = float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
+    print(f"memory bandwidth: {a.membw:.1f} GB/s")
     ok = True
     for m in a.models:
         model = path_of(m)
         s = {"pp": [], "tg": []}
         l = {"pp": [], "tg": []}
-        roof = []
+        roof, rss_s, rss_l = [], [], []
         for _ in range(a.rounds):  # A B A B
-            rs = run_suanli(model, a)
-            rl = run_llama(model, a)
+            rs, m_s = run_suanli(model, a)
+            rl, m_l = run_llama(model, a)
+            rss_s.append(m_s)
+            rss_l.append(m_l)
             for k in ("pp", "tg"):
                 s[k].append(rs[k]["avg_ts"])
                 l[k].append(rl[k]["avg_ts"])
@@ -77,10 +94,14 @@ def main():
             ratios[k] = ms / ml
             print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
         print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of measured memory bandwidth")
+        rss = (max(rss_s), max(rss_l))
+        print(f"  peak RSS: suanli {rss[0]:.0f} MiB   llama.cpp {rss[1]:.0f} MiB (whole bench process)")
         t = TARGETS.get(name)
         if t:
             miss = ratios["tg"] < t[0] or ratios["pp"] < t[1] or (t[2] is not None and statistics.mean(roof) < t[2])
-            print(f"  targets tg >= {t[0]}x, pp >= {t[1]}x{', roofline >= %d%%' % (100 * t[2]) if t[2] else ''}: "
+            miss |= rss[0] > rss[1]
+            print(f"  targets tg >= {t[0]}x, pp >= {t[1]}x{', roofline >= %d%%' % (100 * t[2]) if t[2] else ''}, "
+                  f"RSS <= llama.cpp's: "
                   f"{'MISSED' if miss else 'met'}")
             ok &= not miss
     if a.check and not ok:

@@ -211,10 +211,22 @@ unsafe fn q4k_blocks(n: usize, w: &[u8], x: &[u8], order: Q4kOrder) -> f32 {
         // Σ_g mn[g]·(bsums[2g] + bsums[2g+1]) in lanes g.
         let bsums = _mm256_loadu_si256(xk.as_ptr().add(260) as *const __m256i);
         let mins = _mm256_set_epi16(
-            mn[7] as i16, mn[7] as i16, mn[6] as i16, mn[6] as i16,
-            mn[5] as i16, mn[5] as i16, mn[4] as i16, mn[4] as i16,
-            mn[3] as i16, mn[3] as i16, mn[2] as i16, mn[2] as i16,
-            mn[1] as i16, mn[1] as i16, mn[0] as i16, mn[0] as i16,
+            mn[7] as i16,
+            mn[7] as i16,
+            mn[6] as i16,
+            mn[6] as i16,
+            mn[5] as i16,
+            mn[5] as i16,
+            mn[4] as i16,
+            mn[4] as i16,
+            mn[3] as i16,
+            mn[3] as i16,
+            mn[2] as i16,
+            mn[2] as i16,
+            mn[1] as i16,
+            mn[1] as i16,
+            mn[0] as i16,
+            mn[0] as i16,
         );
         let mlanes = _mm256_madd_epi16(bsums, mins);
         let mut vsum = _mm256_setzero_si256();
@@ -224,9 +236,12 @@ unsafe fn q4k_blocks(n: usize, w: &[u8], x: &[u8], order: Q4kOrder) -> f32 {
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
             let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
-            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
-            let phi =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), _mm256_set1_epi16(sc[2 * j + 1]));
+            let plo =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
+            let phi = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, yhi),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
             let v = _mm256_add_epi32(plo, phi);
             if order == Q4kOrder::Gemm {
                 let mut ml = [0i32; 8];
