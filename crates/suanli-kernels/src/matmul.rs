@@ -228,6 +228,32 @@ impl QMatrix {
         let items = (crate::pool::threads() * 4).max(1);
         let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
         #[cfg(target_arch = "x86_64")]
+        if let (true, Some(gemv)) = (
+            self.interleaved && self.dtype == DType::Q4_K && n < 4,
+            crate::dispatch::q4_k_gemv_x4(),
+        ) {
+            // Below four tokens every token takes the interleaved GEMV order.
+            use crate::x86_kquant::KR;
+            crate::pool::for_each(rows.div_ceil(chunk), |c| {
+                let r0 = c * chunk;
+                let r1 = (r0 + chunk).min(rows);
+                for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
+                    for r in (r0..r1).step_by(KR) {
+                        if r + KR <= r1 {
+                            for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate() {
+                                put(ti, r + i, v);
+                            }
+                        } else {
+                            for rr in r..r1 {
+                                put(ti, rr, dots[ti](cols, &w[rr * wrb..(rr + 1) * wrb], xr));
+                            }
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
             use crate::x86_tile::{widen_scales_of, GR};
             let (nb, xb) = (cols / vt.block_size(), vt.block_bytes());

@@ -150,6 +150,17 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 /// bits 6–7 of bytes 0–7.
 #[inline(always)]
 pub(crate) fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
+    let (s, m) = q4k_scale_bytes(q);
+    let (s, m) = (s.to_le_bytes(), m.to_le_bytes());
+    (
+        std::array::from_fn(|j| s[j] as i16),
+        std::array::from_fn(|j| m[j] as i32),
+    )
+}
+
+/// [`q4k_scales`] as two words of eight bytes: (scales, mins).
+#[inline(always)]
+pub(crate) fn q4k_scale_bytes(q: &[u8]) -> (u64, u64) {
     const M6: u32 = 0x3f3f_3f3f;
     const M4: u32 = 0x0f0f_0f0f;
     const M2: u32 = 0x0303_0303;
@@ -159,13 +170,9 @@ pub(crate) fn q4k_scales(q: &[u8]) -> ([i16; 8], [i32; 8]) {
     let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
     let mn_lo = u1 & M6;
     let mn_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
-    let (s, m) = (
-        [sc_lo.to_le_bytes(), sc_hi.to_le_bytes()],
-        [mn_lo.to_le_bytes(), mn_hi.to_le_bytes()],
-    );
     (
-        std::array::from_fn(|j| s[j / 4][j % 4] as i16),
-        std::array::from_fn(|j| m[j / 4][j % 4] as i32),
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        mn_lo as u64 | (mn_hi as u64) << 32,
     )
 }
 

@@ -384,3 +384,82 @@ pub unsafe fn q6_k_tiled_x8_vnni(
     }
     _mm256_storeu_ps(st[0].as_mut_ptr(), out);
 }
+
+/// Rows per call of the Q4_K decode kernel.
+pub const KR: usize = 4;
+
+/// Lane `r` = the sum of the 8 lanes of `v[r]` (exact integers).
+#[inline(always)]
+unsafe fn transpose_sum4(v: &[__m256i; KR]) -> __m128i {
+    let c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
+}
+
+/// `KR` Q4_K rows (`w + r·wrb`) · one Q8_K row in the interleaved GEMV
+/// order (`kquants::vec_dot_q4_k_q8_k_interleaved`): the activation block is
+/// loaded once for all rows, each row's exact block sums land in one lane,
+/// and the per-block FMAs run on the rows' lanes together.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_k_gemv_x4(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; KR] {
+    let nb = n / 256;
+    assert!(w.len() >= (KR - 1) * wrb + nb * 144 && x.len() >= nb * XB);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (mut acc, mut acc_m) = (_mm_setzero_ps(), _mm_setzero_ps());
+    for i in 0..nb {
+        let xk = x.as_ptr().add(i * XB);
+        let yd = _mm_set1_ps(f32::from_le_bytes([*xk, *xk.add(1), *xk.add(2), *xk.add(3)]));
+        let bsums = _mm256_loadu_si256(xk.add(260) as *const __m256i);
+        let y: [__m256i; 8] = std::array::from_fn(|k| _mm256_loadu_si256(xk.add(4 + 32 * k) as *const __m256i));
+        let mut d = [0f32; KR];
+        let mut dm = [0f32; KR];
+        let mut vs = [_mm256_setzero_si256(); KR];
+        let mut ms = [_mm256_setzero_si256(); KR];
+        for r in 0..KR {
+            let wk = w.as_ptr().add(r * wrb + i * 144);
+            // The same block of the rows two calls ahead.
+            _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(2 * KR * wrb) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(2 * KR * wrb + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(2 * KR * wrb + 128) as *const i8);
+            d[r] = f16_at(wk);
+            dm[r] = f16_at(wk.add(2));
+            let (sc, mn) = crate::x86::q4k_scale_bytes(std::slice::from_raw_parts(wk.add(4), 12));
+            // Each min twice as i16 (one per 16-element sum of its group).
+            let m32 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn as i64));
+            let mins = _mm256_or_si256(m32, _mm256_slli_epi32::<16>(m32));
+            ms[r] = _mm256_madd_epi16(bsums, mins);
+            // Scale g in both i16 halves of lane g.
+            let s32 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc as i64));
+            let sv = _mm256_or_si256(s32, _mm256_slli_epi32::<16>(s32));
+            let sc_at = |g: usize| match g {
+                0 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(0)),
+                1 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(1)),
+                2 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(2)),
+                3 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(3)),
+                4 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(4)),
+                5 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(5)),
+                6 => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(6)),
+                _ => _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(7)),
+            };
+            let mut v = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(wk.add(16 + 32 * j) as *const __m256i);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y[2 * j]), sc_at(2 * j));
+                let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y[2 * j + 1]), sc_at(2 * j + 1));
+                v = _mm256_add_epi32(v, _mm256_add_epi32(plo, phi));
+            }
+            vs[r] = v;
+        }
+        let isum = _mm_cvtepi32_ps(transpose_sum4(&vs));
+        let msum = _mm_cvtepi32_ps(transpose_sum4(&ms));
+        acc = _mm_fmadd_ps(isum, _mm_mul_ps(_mm_loadu_ps(d.as_ptr()), yd), acc);
+        acc_m = _mm_fmadd_ps(msum, _mm_mul_ps(_mm_loadu_ps(dm.as_ptr()), yd), acc_m);
+    }
+    let mut out = [0f32; KR];
+    _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_m));
+    out
+}

@@ -301,3 +301,35 @@ fn k_quant_x8_kernels_equal_the_reference() {
         }
     }
 }
+
+/// The four-row Q4_K decode kernel gives each row the bits of the one-row
+/// interleaved GEMV reference.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_k_decode_kernel_equals_the_reference() {
+    use suanli_kernels::x86_kquant::KR;
+    let Some(gemv) = dispatch::q4_k_gemv_x4() else {
+        assert!(dispatch::detected() == dispatch::Level::Generic);
+        return;
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let t = DType::Q4_K;
+    for n in [256usize, 1536, 8960] {
+        let wrb = t.row_bytes(n).expect("row");
+        let mut w: Vec<u8> = (0..KR * wrb).map(|_| rng.random()).collect();
+        for blk in w.chunks_exact_mut(t.block_bytes()) {
+            for &o in scales(t) {
+                let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+                blk[o..o + 2].copy_from_slice(&v);
+            }
+        }
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let mut xq = vec![0u8; DType::Q8_K.row_bytes(n).expect("row")];
+        (DType::Q8_K.traits().from_float.expect("quantize"))(&x, &mut xq);
+        let got = gemv(n, &w, wrb, &xq);
+        for (r, g) in got.iter().enumerate() {
+            let want = kquants::vec_dot_q4_k_q8_k_interleaved(n, &w[r * wrb..(r + 1) * wrb], &xq);
+            assert_eq!(g.to_bits(), want.to_bits(), "n={n} row {r}");
+        }
+    }
+}
