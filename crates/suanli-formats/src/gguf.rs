@@ -65,7 +65,7 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
     pub data_offset: u64,
-    map: Arc<memmap2::Mmap>,
+    map: Arc<crate::Mapped>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -199,10 +199,10 @@ impl GgufFile {
         // SAFETY: the mapping is read-only; a file changed under us by another
         // process is outside what we can defend against, as for every mmap reader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path, Arc::new(map))
+        Self::parse(path, Arc::new(crate::Mapped(map)))
     }
 
-    fn parse(path: &Path, map: Arc<memmap2::Mmap>) -> Result<Self> {
+    fn parse(path: &Path, map: Arc<crate::Mapped>) -> Result<Self> {
         let b: &[u8] = &map;
         let mut c = Cursor { b, pos: 0, path };
         let magic: [u8; 4] = c.arr(&|| "magic".into())?;
@@ -355,7 +355,7 @@ impl GgufFile {
             name: t.name.clone(),
             why: format!("tensor type {} is not supported", t.type_name()),
         })?;
-        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = self.map.clone();
+        let owner: Arc<dyn suanli_kernels::matmul::Storage> = self.map.clone();
         Blob::new(owner, t.offset as usize, size as usize).ok_or_else(|| FormatError::Tensor {
             path: self.path.clone(),
             name: t.name.clone(),

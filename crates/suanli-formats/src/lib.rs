@@ -63,3 +63,44 @@ pub enum FormatError {
 }
 
 pub type Result<T> = std::result::Result<T, FormatError>;
+
+/// A read-only file mapping as [`suanli_kernels::matmul::Storage`] for
+/// zero-copy tensors.
+pub struct Mapped(pub memmap2::Mmap);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl suanli_kernels::matmul::Storage for Mapped {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Drops the whole pages inside the range from memory (they would be
+    /// read from the file again if touched).
+    fn release(&self, off: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let base = self.0.as_ptr() as usize;
+            let start = (base + off).next_multiple_of(PAGE) - base;
+            let end = (base + off + len) / PAGE * PAGE - base;
+            if end > start {
+                // SAFETY: a read-only file mapping: dropped pages are read
+                // back from the file unchanged on the next access, so no
+                // reference into the mapping sees different bytes.
+                let _ = unsafe {
+                    self.0.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+}

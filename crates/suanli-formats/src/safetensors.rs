@@ -97,7 +97,9 @@ fn open_file(path: &Path, out: &mut BTreeMap<String, StTensor>) -> Result<()> {
     };
     let file = File::open(path).map_err(io)?;
     // SAFETY: read-only mapping; see GgufFile::open.
-    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
+    let map = Arc::new(crate::Mapped(
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io)?,
+    ));
     let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| FormatError::Other {
         path: path.to_path_buf(),
         why: format!("invalid safetensors file: {e}"),
@@ -117,7 +119,7 @@ fn open_file(path: &Path, out: &mut BTreeMap<String, StTensor>) -> Result<()> {
             }
         };
         let off = view.data().as_ptr() as usize - base;
-        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = map.clone();
+        let owner: Arc<dyn suanli_kernels::matmul::Storage> = map.clone();
         let data = Blob::new(owner, off, view.data().len()).ok_or_else(|| FormatError::Tensor {
             path: path.to_path_buf(),
             name: name.clone(),

@@ -296,13 +296,17 @@ pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuan
     Some(f)
 }
 
-/// The Q4_K decode kernel (`x86_kquant::KR` rows × one token in the
+/// `x86_kquant::KR` Q4_K rows (`w + r·wrb`) · one Q8_K row.
+#[cfg(target_arch = "x86_64")]
+pub type Q4kGemv = fn(usize, &[u8], usize, &[u8]) -> [f32; crate::x86_kquant::KR];
+
+/// The Q4_K decode kernel (rows of the original layout × one token in the
 /// interleaved GEMV order), where the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
-pub fn q4_k_gemv_x4() -> Option<fn(usize, &[u8], usize, &[u8]) -> [f32; crate::x86_kquant::KR]> {
+pub fn q4_k_gemv_x4() -> Option<Q4kGemv> {
     fn f(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; crate::x86_kquant::KR] {
         // SAFETY: handed out only after AVX2, FMA and F16C were detected.
         unsafe { crate::x86_kquant::q4_k_gemv_x4(n, w, wrb, x) }
     }
-    has_avx2_fma().then_some(f as fn(usize, &[u8], usize, &[u8]) -> [f32; crate::x86_kquant::KR])
+    has_avx2_fma().then_some(f as Q4kGemv)
 }

@@ -38,6 +38,8 @@ pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_q4k_r8;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_tile;
 
 pub use dtype::{DType, TypeTraits};

@@ -4,21 +4,40 @@ use std::sync::Arc;
 
 use crate::{DType, KernelError};
 
+/// Memory a [`Blob`] views: an owned buffer or a file mapping.
+pub trait Storage: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    /// Bytes `off..off + len` will not be read again (their weights were
+    /// repacked into new memory): a file mapping may drop those pages.
+    fn release(&self, _off: usize, _len: usize) {}
+}
+
+impl Storage for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
 /// Bytes that may live in a memory-mapped file or in an owned buffer.
 ///
 /// Cloning is cheap (an `Arc`); the bytes are never copied.
 #[derive(Clone)]
 pub struct Blob {
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    owner: Arc<dyn Storage>,
     off: usize,
     len: usize,
 }
 
 impl Blob {
     /// A view of `len` bytes at `off` in `owner`, or `None` when out of range.
-    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, off: usize, len: usize) -> Option<Self> {
+    pub fn new(owner: Arc<dyn Storage>, off: usize, len: usize) -> Option<Self> {
         let end = off.checked_add(len)?;
-        ((*owner).as_ref().len() >= end).then_some(Blob { owner, off, len })
+        (owner.bytes().len() >= end).then_some(Blob { owner, off, len })
+    }
+
+    /// Tells the storage these bytes will not be read again.
+    pub fn release(&self) {
+        self.owner.release(self.off, self.len);
     }
 
     pub fn from_vec(v: Vec<u8>) -> Self {
@@ -31,7 +50,7 @@ impl Blob {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &(*self.owner).as_ref()[self.off..self.off + self.len]
+        &self.owner.bytes()[self.off..self.off + self.len]
     }
 
     pub fn len(&self) -> usize {
@@ -61,6 +80,9 @@ pub struct QMatrix {
     /// Rows are processed 8 at a time by interleaved kernels (see
     /// [`QMatrix::interleave`]); this fixes the dot products' summation order.
     pub interleaved: bool,
+    /// The data is in the 8-row repacked layout of [`crate::x86_q4k_r8`]
+    /// (interleaved Q4_K on AVX-512 VNNI): rows cannot be sliced out.
+    pub repacked: bool,
 }
 
 impl QMatrix {
@@ -86,6 +108,7 @@ impl QMatrix {
             cols,
             data,
             interleaved: false,
+            repacked: false,
         })
     }
 
@@ -96,9 +119,18 @@ impl QMatrix {
         dtype == DType::Q4_K && rows.is_multiple_of(8)
     }
 
-    /// Use the interleaved kernels where [`Self::interleavable`] allows.
+    /// Use the interleaved kernels where [`Self::interleavable`] allows;
+    /// with AVX-512 VNNI the weights are repacked for them (the original
+    /// bytes are let go).
     pub fn interleave(mut self) -> Self {
         self.interleaved = Self::interleavable(self.dtype, self.rows);
+        #[cfg(target_arch = "x86_64")]
+        if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
+            let packed = crate::x86_q4k_r8::repack(self.data.bytes(), self.rows, self.cols / 256);
+            let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
+            original.release();
+            self.repacked = true;
+        }
         self
     }
 
@@ -139,13 +171,20 @@ impl QMatrix {
         self.data.len() / self.rows.max(1)
     }
 
+    /// Row `r`'s bytes (not for a repacked matrix).
     pub fn row(&self, r: usize) -> &[u8] {
+        debug_assert!(!self.repacked, "rows of a repacked matrix are interleaved");
         let rb = self.row_bytes();
         &self.data.bytes()[r * rb..(r + 1) * rb]
     }
 
-    /// Dequantize row `r` into `out` (`cols` elements).
+    /// Dequantize row `r` into `out` (`cols` elements; zeros for a
+    /// repacked matrix, which only matmuls read).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        if self.repacked {
+            out[..self.cols].fill(0.0);
+            return;
+        }
         if let Some(f) = self.dtype.traits().to_float {
             f(self.row(r), &mut out[..self.cols]);
         }
@@ -182,6 +221,12 @@ impl QMatrix {
         let wrb = self.row_bytes();
         let w = self.data.bytes();
         let out_ptr = SendPtr(out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if self.repacked {
+            // SAFETY: every (token, row) pair is written by one item only.
+            let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
+            return self.matmul_r8(&xq, xrb, n, &put);
+        }
         // SAFETY (both writers): every (token, row) pair is written by one
         // item only and is in bounds (checked above).
         let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
@@ -240,7 +285,8 @@ impl QMatrix {
                 for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                     for r in (r0..r1).step_by(KR) {
                         if r + KR <= r1 {
-                            for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate() {
+                            for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate()
+                            {
                                 put(ti, r + i, v);
                             }
                         } else {
@@ -341,6 +387,61 @@ fn blocked<const R: usize, const C: usize>(
 
 #[cfg(target_arch = "x86_64")]
 impl QMatrix {
+    /// The product for repacked Q4_K: groups of 8 rows × tiles of 4 tokens
+    /// in the interleaved GEMM order below `n − n mod 4` tokens (from 4
+    /// tokens on), single tokens in the GEMV order otherwise — the orders
+    /// of [`QMatrix::vec_dot`].
+    fn matmul_r8(
+        &self,
+        xq: &[u8],
+        xrb: usize,
+        n: usize,
+        put: &(impl Fn(usize, usize, f32) + Sync),
+    ) {
+        use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
+        const GB: usize = 4;
+        const TB: usize = 32;
+        let nb = self.cols / 256;
+        let gbytes = nb * R8_BYTES;
+        let groups = self.rows / 8;
+        let w = self.data.bytes();
+        let limit = if n > 3 { n - n % 4 } else { 0 };
+        let (ngb, ntb) = (groups.div_ceil(GB), n.div_ceil(TB));
+        crate::pool::for_each(ngb * ntb, |item| {
+            let (g0, t0) = (item / ntb * GB, item % ntb * TB);
+            let (g1, t1) = ((g0 + GB).min(groups), (t0 + TB).min(n));
+            for g in g0..g1 {
+                let wg = &w[g * gbytes..(g + 1) * gbytes];
+                let mut t = t0;
+                while t < t1 {
+                    let x = &xq[t * xrb..];
+                    // SAFETY: `repacked` is only set at Level::Avx512.
+                    if t + 4 <= t1.min(limit) {
+                        let mut o = [[0f32; 8]; 4];
+                        unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
+                        for (c, row) in o.iter().enumerate() {
+                            for (r, &v) in row.iter().enumerate() {
+                                put(t + c, 8 * g + r, v);
+                            }
+                        }
+                        t += 4;
+                        continue;
+                    }
+                    let mut o = [[0f32; 8]; 1];
+                    if t < limit {
+                        unsafe { q4_k_r8::<1, true>(nb, wg, x, xrb, &mut o) };
+                    } else {
+                        unsafe { q4_k_r8::<1, false>(nb, wg, x, xrb, &mut o) };
+                    }
+                    for (r, &v) in o[0].iter().enumerate() {
+                        put(t, 8 * g + r, v);
+                    }
+                    t += 1;
+                }
+            }
+        });
+    }
+
     /// K-quant prefill: groups of `KC` tokens below `limit` through `x8`,
     /// their rows split into pieces of `KB` blocks that stay in L1 while a
     /// block of rows streams past (the running sums carried between

@@ -410,9 +410,15 @@ pub unsafe fn q4_k_gemv_x4(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; KR
     let (mut acc, mut acc_m) = (_mm_setzero_ps(), _mm_setzero_ps());
     for i in 0..nb {
         let xk = x.as_ptr().add(i * XB);
-        let yd = _mm_set1_ps(f32::from_le_bytes([*xk, *xk.add(1), *xk.add(2), *xk.add(3)]));
+        let yd = _mm_set1_ps(f32::from_le_bytes([
+            *xk,
+            *xk.add(1),
+            *xk.add(2),
+            *xk.add(3),
+        ]));
         let bsums = _mm256_loadu_si256(xk.add(260) as *const __m256i);
-        let y: [__m256i; 8] = std::array::from_fn(|k| _mm256_loadu_si256(xk.add(4 + 32 * k) as *const __m256i));
+        let y: [__m256i; 8] =
+            std::array::from_fn(|k| _mm256_loadu_si256(xk.add(4 + 32 * k) as *const __m256i));
         let mut d = [0f32; KR];
         let mut dm = [0f32; KR];
         let mut vs = [_mm256_setzero_si256(); KR];
@@ -449,7 +455,8 @@ pub unsafe fn q4_k_gemv_x4(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; KR
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
                 let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y[2 * j]), sc_at(2 * j));
-                let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y[2 * j + 1]), sc_at(2 * j + 1));
+                let phi =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y[2 * j + 1]), sc_at(2 * j + 1));
                 v = _mm256_add_epi32(v, _mm256_add_epi32(plo, phi));
             }
             vs[r] = v;

@@ -77,6 +77,11 @@ impl<'a> Loader<'a> {
 
     /// A weight matrix `(rows, cols)`, checked against the expected shape.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        Ok(self.plain_matrix(name, rows, cols)?.interleave())
+    }
+
+    /// [`Self::matrix`] in the file's own row layout (never interleaved).
+    fn plain_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
         let w = self.src.get(name).ok_or_else(|| self.missing(name))?;
         if w.shape.len() != 2 || w.shape[0] != cols || w.shape[1] != rows {
             return Err(self.bad(
@@ -84,17 +89,13 @@ impl<'a> Loader<'a> {
                 format!("shape {:?}, expected [{cols}, {rows}]", w.shape),
             ));
         }
-        QMatrix::new(w.dtype, rows, cols, w.data)
-            .map(QMatrix::interleave)
-            .map_err(|e| self.bad(name, e.to_string()))
+        QMatrix::new(w.dtype, rows, cols, w.data).map_err(|e| self.bad(name, e.to_string()))
     }
 
     /// The token embedding table: looked up by row, and multiplied plainly
     /// when tied to the output (never interleaved).
     pub fn embeddings(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-        let mut m = self.matrix(name, rows, cols)?;
-        m.interleaved = false;
-        Ok(m)
+        self.plain_matrix(name, rows, cols)
     }
 
     pub fn matrix_opt(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {

@@ -1,0 +1,151 @@
+//! Q4_K repacked at load into groups of eight rows whose lanes are rows:
+//! with AVX-512 VNNI one `vpdpbusd` multiplies four quants of each of the
+//! eight rows by the same four activation bytes (broadcast), so block sums
+//! need no horizontal reductions and one weight load serves every token of
+//! a tile. The float steps are those of llama.cpp's interleaved Q4_K orders
+//! (`kquants::vec_dot_q4_k_q8_k_interleaved{,_gemm}`), lane by lane, so
+//! results are the reference's bits.
+//!
+//! Layout of one group's block (`R8_BYTES`): `d[8]`, `dmin[8]` (f16), the
+//! unpacked 6-bit scales `sc[sub][row]` and mins `mn[sub][row]`, then the
+//! quants: for chunk `j` (64 elements) and dword `k`, the four bytes
+//! `qs[32j + 4k ..][..4]` of rows 0–7 — low nibbles are elements
+//! `64j + 4k ..`, high nibbles `64j + 32 + 4k ..`.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+/// Bytes of one 8-row block group.
+pub const R8_BYTES: usize = 16 + 16 + 64 + 64 + 1024;
+const QS: usize = 160;
+const XB: usize = 4 + 256 + 32;
+
+/// Repacks a Q4_K matrix of `rows` (a multiple of 8) × `nb` blocks.
+pub fn repack(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; rows / 8 * nb * R8_BYTES];
+    for (g, og) in out.chunks_exact_mut(nb * R8_BYTES).enumerate() {
+        for (i, o) in og.chunks_exact_mut(R8_BYTES).enumerate() {
+            for r in 0..8 {
+                let b = &src[((8 * g + r) * nb + i) * 144..][..144];
+                o[2 * r..2 * r + 2].copy_from_slice(&b[0..2]);
+                o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&b[2..4]);
+                let (sc, mn) = crate::x86::q4k_scale_bytes(&b[4..16]);
+                for (s, (c, m)) in sc
+                    .to_le_bytes()
+                    .into_iter()
+                    .zip(mn.to_le_bytes())
+                    .enumerate()
+                {
+                    o[32 + 8 * s + r] = c;
+                    o[96 + 8 * s + r] = m;
+                }
+                for j in 0..4 {
+                    for k in 0..8 {
+                        let at = QS + (8 * j + k) * 32 + 4 * r;
+                        o[at..at + 4].copy_from_slice(&b[16 + 32 * j + 4 * k..][..4]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn bcast(p: *const u8) -> __m256i {
+    _mm256_set1_epi32((p as *const i32).read_unaligned())
+}
+
+#[inline(always)]
+unsafe fn bytes8(p: *const u8) -> __m256i {
+    _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+}
+
+/// Eight rows (one group, `nb` blocks at `w`) against `T` Q8_K activation
+/// rows at `x + t·xrb`: `out[t][row]`. `GEMM`: one FMA per 64 elements
+/// (interleaved GEMM order), else one per block (GEMV order).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q4_k_r8<const T: usize, const GEMM: bool>(
+    nb: usize,
+    w: &[u8],
+    x: &[u8],
+    xrb: usize,
+    out: &mut [[f32; 8]; T],
+) {
+    assert!(w.len() >= nb * R8_BYTES && x.len() >= (T - 1) * xrb + nb * XB);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let b = w.as_ptr().add(i * R8_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16) as *const __m128i));
+        let xk: [*const u8; T] = std::array::from_fn(|t| x.as_ptr().add(t * xrb + i * XB));
+        let yd: [__m256; T] =
+            std::array::from_fn(|t| _mm256_set1_ps((xk[t] as *const f32).read_unaligned()));
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut msum = [_mm256_setzero_si256(); T];
+        for j in 0..4 {
+            let mut slo = [_mm256_setzero_si256(); T];
+            let mut shi = [_mm256_setzero_si256(); T];
+            for k in 0..8 {
+                let v = _mm256_loadu_si256(b.add(QS + (8 * j + k) * 32) as *const __m256i);
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                for t in 0..T {
+                    let y = xk[t].add(4 + 64 * j + 4 * k);
+                    slo[t] = _mm256_dpbusd_epi32(slo[t], lo, bcast(y));
+                    shi[t] = _mm256_dpbusd_epi32(shi[t], hi, bcast(y.add(32)));
+                }
+            }
+            let (sc0, sc1) = (bytes8(b.add(32 + 16 * j)), bytes8(b.add(40 + 16 * j)));
+            let (mn0, mn1) = (bytes8(b.add(96 + 16 * j)), bytes8(b.add(104 + 16 * j)));
+            for t in 0..T {
+                let ij = _mm256_add_epi32(
+                    _mm256_mullo_epi32(slo[t], sc0),
+                    _mm256_mullo_epi32(shi[t], sc1),
+                );
+                // Sums of the two 32-element groups of this chunk.
+                let bs = |g: usize| {
+                    let p = xk[t].add(260 + 4 * g);
+                    i16::from_le_bytes([*p, *p.add(1)]) as i32
+                        + i16::from_le_bytes([*p.add(2), *p.add(3)]) as i32
+                };
+                let mj = _mm256_add_epi32(
+                    _mm256_mullo_epi32(mn0, _mm256_set1_epi32(bs(2 * j))),
+                    _mm256_mullo_epi32(mn1, _mm256_set1_epi32(bs(2 * j + 1))),
+                );
+                if GEMM {
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(ij), _mm256_mul_ps(d, yd[t]), acc[t]);
+                    acc_m[t] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(mj),
+                        _mm256_mul_ps(dmin, yd[t]),
+                        acc_m[t],
+                    );
+                } else {
+                    isum[t] = _mm256_add_epi32(isum[t], ij);
+                    msum[t] = _mm256_add_epi32(msum[t], mj);
+                }
+            }
+        }
+        if !GEMM {
+            for t in 0..T {
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, yd[t]), acc[t]);
+                acc_m[t] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(msum[t]),
+                    _mm256_mul_ps(dmin, yd[t]),
+                    acc_m[t],
+                );
+            }
+        }
+    }
+    for t in 0..T {
+        _mm256_storeu_ps(out[t].as_mut_ptr(), _mm256_sub_ps(acc[t], acc_m[t]));
+    }
+}
