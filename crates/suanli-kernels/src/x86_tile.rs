@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use crate::quants::hsum8;
 
 /// Weight rows per tile.
-pub const TR: usize = 2;
+pub const TR: usize = 4;
 /// Activation rows (tokens) per tile.
 pub const TC: usize = 4;
 
@@ -60,32 +60,38 @@ pub fn widen_scales_of(
     }
 }
 
-#[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    let h = u16::from_le_bytes([*p, *p.add(1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-}
-
-/// `w_r · x_c` in lane `r·C + c`, for the f16 at `w + r·wrb` of `R` weight
-/// rows and the f32 `x[c]` of `C` activation rows (shapes 2×4 and 4×1).
+/// `w_r · x_c` in lane `r·C + c` (of two vectors), for the f16 at
+/// `w + r·wrb` of `R` weight rows and the f32 `x[c]` of `C` activation rows
+/// (shapes 4×4 and 4×1).
 #[inline(always)]
 unsafe fn products<const R: usize, const C: usize>(
     w: *const u8,
     wrb: usize,
     x: *const f32,
-) -> __m256 {
-    if R == 2 && C == 4 {
-        let x = _mm_loadu_ps(x);
-        _mm256_mul_ps(
-            _mm256_set_m128(_mm_set1_ps(f16_at(w.add(wrb))), _mm_set1_ps(f16_at(w))),
-            _mm256_set_m128(x, x),
-        )
-    } else {
-        const { assert!((R == 4 && C == 1) || (R == 2 && C == 4)) };
-        let h = |r: usize| i16::from_le_bytes([*w.add(r * wrb), *w.add(r * wrb + 1)]);
-        let dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)));
-        _mm256_zextps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*x)))
+) -> [__m256; 2] {
+    const { assert!(R == 4 && (C == 4 || C == 1)) };
+    let h = |r: usize| i16::from_le_bytes([*w.add(r * wrb), *w.add(r * wrb + 1)]);
+    let dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)));
+    if C == 1 {
+        return [
+            _mm256_zextps128_ps256(_mm_mul_ps(dw, _mm_set1_ps(*x))),
+            _mm256_setzero_ps(),
+        ];
     }
+    let x = _mm_loadu_ps(x);
+    let row = |r: usize| {
+        let b = match r {
+            0 => _mm_shuffle_ps::<0x00>(dw, dw),
+            1 => _mm_shuffle_ps::<0x55>(dw, dw),
+            2 => _mm_shuffle_ps::<0xAA>(dw, dw),
+            _ => _mm_shuffle_ps::<0xFF>(dw, dw),
+        };
+        _mm_mul_ps(b, x)
+    };
+    [
+        _mm256_set_m128(row(1), row(0)),
+        _mm256_set_m128(row(3), row(2)),
+    ]
 }
 
 #[inline(always)]
@@ -141,16 +147,20 @@ macro_rules! tile_kernel {
             assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
             let (wp, xp) = (w.as_ptr(), x.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
-            let mut summs = _mm256_setzero_ps();
-            let mut d = [0f32; 8];
+            let mut summs = [_mm256_setzero_ps(); 2];
+            let mut d = [0f32; 16];
             let signed = $off != 0;
             for i in 0..nb {
                 let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
                 let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
-                _mm256_storeu_ps(d.as_mut_ptr(), dd);
+                _mm256_storeu_ps(d.as_mut_ptr(), dd[0]);
+                _mm256_storeu_ps(d.as_mut_ptr().add(8), dd[1]);
                 if $min {
                     let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
-                    summs = _mm256_add_ps(summs, ms);
+                    summs = [
+                        _mm256_add_ps(summs[0], ms[0]),
+                        _mm256_add_ps(summs[1], ms[1]),
+                    ];
                 }
                 let y: [__m256i; TC] = std::array::from_fn(|c| {
                     _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
@@ -205,8 +215,9 @@ macro_rules! tile_kernel {
                     }
                 }
             }
-            let mut s = [0f32; 8];
-            _mm256_storeu_ps(s.as_mut_ptr(), summs);
+            let mut s = [0f32; 16];
+            _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
+            _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
             for r in 0..TR {
                 for c in 0..TC {
                     out[r][c] = if $min {
@@ -301,7 +312,7 @@ macro_rules! formats {
 }
 
 formats!(
-    2,
+    4,
     4,
     "avx2,fma,f16c",
     false,
@@ -312,7 +323,7 @@ formats!(
     q5_1_avx2
 );
 formats!(
-    2,
+    4,
     4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     true,
