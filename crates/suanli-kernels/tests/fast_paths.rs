@@ -214,7 +214,7 @@ fn tile_kernels_equal_the_reference() {
             // The decode kernel: GR rows (the TR rows twice) against token 0.
             let gemv = gemv_dot(ty, level).expect("gemv kernel");
             let w4: Vec<u8> = w[..GR * wrb].to_vec();
-            assert!(GR <= TR);
+            const { assert!(GR <= TR) };
             let mut g = [[0f32; 1]; GR];
             widen_scales_of(1, &x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
             gemv(n, &w4, wrb, &x[..xrb], xrb, &xs, &mut g);
