@@ -270,7 +270,7 @@ impl QMatrix {
         }
         // Contiguous runs of rows per item: few enough items that the
         // prefetchers see long streams, enough to balance the threads.
-        let items = (crate::pool::threads() * 4).max(1);
+        let items = (crate::pool::threads() * DECODE_ITEMS).max(1);
         let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
         #[cfg(target_arch = "x86_64")]
         if let (true, Some(gemv)) = (
@@ -399,17 +399,25 @@ impl QMatrix {
         put: &(impl Fn(usize, usize, f32) + Sync),
     ) {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
-        const GB: usize = 4;
         const TB: usize = 32;
         let nb = self.cols / 256;
         let gbytes = nb * R8_BYTES;
         let groups = self.rows / 8;
+        // Decode streams the weights once: long contiguous runs per item so
+        // the prefetchers keep up; prefill reuses a few groups across tokens.
+        let gb = if n < 4 {
+            groups
+                .div_ceil(crate::pool::threads() * DECODE_ITEMS)
+                .max(1)
+        } else {
+            4
+        };
         let w = self.data.bytes();
         let limit = if n > 3 { n - n % 4 } else { 0 };
-        let (ngb, ntb) = (groups.div_ceil(GB), n.div_ceil(TB));
+        let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
         crate::pool::for_each(ngb * ntb, |item| {
-            let (g0, t0) = (item / ntb * GB, item % ntb * TB);
-            let (g1, t1) = ((g0 + GB).min(groups), (t0 + TB).min(n));
+            let (g0, t0) = (item / ntb * gb, item % ntb * TB);
+            let (g1, t1) = ((g0 + gb).min(groups), (t0 + TB).min(n));
             for g in g0..g1 {
                 let wg = &w[g * gbytes..(g + 1) * gbytes];
                 let mut t = t0;
@@ -501,6 +509,11 @@ impl QMatrix {
         });
     }
 }
+
+/// Decode matmuls split each matrix into this many contiguous runs of rows
+/// per thread: one long stream each keeps the prefetchers ahead (measured
+/// on 2 threads: Qwen2.5 1.5B tg 21 t/s with 4 runs per thread, 33 with 1).
+const DECODE_ITEMS: usize = 1;
 
 /// Batches from this many activation rows on use the tiled K-quant order.
 pub const TILED_MIN_ROWS: usize = 8;
