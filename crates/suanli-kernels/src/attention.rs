@@ -312,24 +312,32 @@ fn tiled_item(
                 &mut vt[i * hdv..][..hdv],
             );
         }
-        for r in 0..nr {
-            let (t, h) = (rows.start + r / group, kvh * group + r % group);
-            let p = pos0 + t;
-            let start = s.first_key(p);
-            if t0 > p || t0 + FA_TILE_KV <= start {
-                continue;
-            }
-            let qh = &q[(t * nh + h) * hd..][..hd];
-            let tile = TileRow {
-                s,
-                t0,
-                start,
-                p,
-                q: qh,
-                kt: &kt,
-                vt: &vt,
+        // Rows that see this tile, QR at a time through Q·K (they share
+        // the K tile; each keeps its own FMA chain per key).
+        let live: Vec<usize> = (0..nr)
+            .filter(|&r| {
+                let p = pos0 + rows.start + r / group;
+                t0 <= p && t0 + FA_TILE_KV > s.first_key(p)
+            })
+            .collect();
+        for chunk in live.chunks(QR) {
+            let qrow = |r: usize| {
+                let (t, h) = (rows.start + r / group, kvh * group + r % group);
+                &q[(t * nh + h) * hd..][..hd]
             };
-            crate::simd_attn::tile_row(level, &tile, &mut m[r], &mut sum[r], orow(r));
+            let qs: [&[f32]; QR] = std::array::from_fn(|i| qrow(chunk[i.min(chunk.len() - 1)]));
+            let kq = crate::simd_attn::qk(level, qs, &kt);
+            for (&r, kq) in chunk.iter().zip(kq) {
+                let p = pos0 + rows.start + r / group;
+                let tile = TileRow {
+                    s,
+                    t0,
+                    start: s.first_key(p),
+                    p,
+                    vt: &vt,
+                };
+                crate::simd_attn::tile_row(level, &tile, kq, &mut m[r], &mut sum[r], orow(r));
+            }
         }
     }
     for r in 0..nr {
@@ -338,29 +346,46 @@ fn tiled_item(
     }
 }
 
-/// One query row against one widened K/V tile.
+/// One query row against one widened V tile (its Q·K already done).
 pub(crate) struct TileRow<'a> {
     pub s: &'a AttnShape,
     pub t0: usize,
     pub start: usize,
     pub p: usize,
-    pub q: &'a [f32],
-    pub kt: &'a [f32],
     pub vt: &'a [f32],
+}
+
+/// Query rows per Q·K pass over a transposed K tile.
+pub(crate) const QR: usize = 4;
+
+/// `kq[r][key] = Σ_d q_r[d]·k[d][key]` by FMAs in `d` order, for `QR` rows
+/// at once (independent chains); compiled per SIMD level.
+#[inline(always)]
+pub(crate) fn qk_body(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
+    let mut kq = [[0f32; FA_TILE_KV]; QR];
+    for d in 0..q[0].len() {
+        let k: &[f32; FA_TILE_KV] = kt[d * FA_TILE_KV..][..FA_TILE_KV].try_into().expect("tile");
+        for (acc, qr) in kq.iter_mut().zip(&q) {
+            let qd = qr[d];
+            for l in 0..FA_TILE_KV {
+                acc[l] = qd.mul_add(k[l], acc[l]);
+            }
+        }
+    }
+    kq
 }
 
 /// The tiled kernel's step for one row and tile; compiled once per SIMD
 /// level (it is inlined into `#[target_feature]` wrappers).
 #[inline(always)]
-pub(crate) fn tile_row_body(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+pub(crate) fn tile_row_body(
+    t: &TileRow,
+    mut kq: [f32; FA_TILE_KV],
+    m: &mut f32,
+    sum: &mut f32,
+    o: &mut [f32],
+) {
     let hdv = o.len();
-    let mut kq = [0f32; FA_TILE_KV];
-    for (d, &qd) in t.q.iter().enumerate() {
-        let k = &t.kt[d * FA_TILE_KV..][..FA_TILE_KV];
-        for l in 0..FA_TILE_KV {
-            kq[l] = qd.mul_add(k[l], kq[l]);
-        }
-    }
     let lo = t.start.max(t.t0) - t.t0;
     let hi = (t.p + 1 - t.t0).min(FA_TILE_KV);
     for (l, x) in kq.iter_mut().enumerate() {
@@ -380,11 +405,25 @@ pub(crate) fn tile_row_body(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f3
     }
     *m = m2;
     *sum = (*sum as f64 + tile_sum) as f32;
-    for l in lo..hi {
-        let e = kq[l];
-        let v = &t.vt[l * hdv..][..hdv];
-        for (a, &v) in o.iter_mut().zip(v) {
-            *a = e.mul_add(v, *a);
+    // V by FMAs in key order, 64 output dimensions held in registers.
+    for c in (0..hdv).step_by(64) {
+        if c + 64 <= hdv {
+            let mut acc: [f32; 64] = o[c..c + 64].try_into().expect("64");
+            for l in lo..hi {
+                let e = kq[l];
+                let v: &[f32; 64] = t.vt[l * hdv + c..][..64].try_into().expect("64");
+                for i in 0..64 {
+                    acc[i] = e.mul_add(v[i], acc[i]);
+                }
+            }
+            o[c..c + 64].copy_from_slice(&acc);
+        } else {
+            for l in lo..hi {
+                let e = kq[l];
+                for (a, &v) in o[c..].iter_mut().zip(&t.vt[l * hdv + c..(l + 1) * hdv]) {
+                    *a = e.mul_add(v, *a);
+                }
+            }
         }
     }
 }

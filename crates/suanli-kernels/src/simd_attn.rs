@@ -5,18 +5,39 @@
 
 use half::f16;
 
-use crate::attention::{per_row_reference, tile_row_body, AttnShape, TileRow};
+use crate::attention::{
+    per_row_reference, qk_body, tile_row_body, AttnShape, TileRow, FA_TILE_KV, QR,
+};
 use crate::dispatch::Level;
 
-/// The tiled kernel's step for one row and one tile.
-pub(crate) fn tile_row(level: Level, t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+/// Q·K of `QR` query rows against one transposed K tile.
+pub(crate) fn qk(level: Level, q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
     match level {
         // SAFETY: `level` is only above Generic where the CPU has the features.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { x86::tile_row_avx512(t, m, sum, o) },
+        Level::Avx512 => unsafe { x86::qk_avx512(q, kt) },
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { x86::tile_row_avx2(t, m, sum, o) },
-        _ => tile_row_body(t, m, sum, o),
+        Level::Avx2 => unsafe { x86::qk_avx2(q, kt) },
+        _ => qk_body(q, kt),
+    }
+}
+
+/// The tiled kernel's step for one row and one tile, from its Q·K.
+pub(crate) fn tile_row(
+    level: Level,
+    t: &TileRow,
+    kq: [f32; FA_TILE_KV],
+    m: &mut f32,
+    sum: &mut f32,
+    o: &mut [f32],
+) {
+    match level {
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::tile_row_avx512(t, kq, m, sum, o) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::tile_row_avx2(t, kq, m, sum, o) },
+        _ => tile_row_body(t, kq, m, sum, o),
     }
 }
 
@@ -59,13 +80,35 @@ mod x86 {
     pub const MAX_DIM: usize = 512;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    pub unsafe fn tile_row_avx512(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
-        tile_row_body(t, m, sum, o)
+    pub unsafe fn qk_avx512(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
+        qk_body(q, kt)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile_row_avx2(t: &TileRow, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
-        tile_row_body(t, m, sum, o)
+    pub unsafe fn qk_avx2(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
+        qk_body(q, kt)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn tile_row_avx512(
+        t: &TileRow,
+        kq: [f32; FA_TILE_KV],
+        m: &mut f32,
+        sum: &mut f32,
+        o: &mut [f32],
+    ) {
+        tile_row_body(t, kq, m, sum, o)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_row_avx2(
+        t: &TileRow,
+        kq: [f32; FA_TILE_KV],
+        m: &mut f32,
+        sum: &mut f32,
+        o: &mut [f32],
+    ) {
+        tile_row_body(t, kq, m, sum, o)
     }
 
     /// The online softmax of the per-row kernel, generic over the three

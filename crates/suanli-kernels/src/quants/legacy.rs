@@ -94,7 +94,15 @@ pub fn dequantize_q8_1(src: &[u8], out: &mut [f32]) {
 /// Scale `x` so that its largest magnitude maps to 127; returns (d, quants).
 #[inline(always)]
 fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // Max |x| over 8 lanes, then across them: the same value in any order
+    // (f32::max skips NaN either way), and it vectorizes.
+    let mut lanes = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, v| m.max(*v));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut q = [0i8; 32];
