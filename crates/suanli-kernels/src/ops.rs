@@ -157,7 +157,8 @@ pub enum Glu {
 
 /// `gate = act(gate) * up` row by row (`width` values per row).
 pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
-    for (g, u) in gate.chunks_exact_mut(width).zip(up.chunks_exact(width)) {
+    crate::pool::for_each_row(gate, width, |i, g| {
+        let u = &up[i * width..(i + 1) * width];
         match act {
             Glu::SwiGlu => swiglu_row(g, u),
             Glu::GeGlu => geglu_row(g, u),
@@ -166,7 +167,7 @@ pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
                 .zip(u)
                 .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
         }
-    }
+    });
 }
 
 pub fn add_inplace(x: &mut [f32], y: &[f32]) {

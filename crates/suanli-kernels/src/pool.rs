@@ -186,3 +186,29 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
         panic!("a parallel op panicked on a worker thread");
     }
 }
+
+/// Runs `f(i, row_i)` over the `width`-wide rows of `data` across the pool
+/// (serially for a single row).
+pub fn for_each_row(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if width == 0 {
+        return;
+    }
+    let rows = data.len() / width;
+    let base = RowsPtr(data.as_mut_ptr());
+    for_each(rows, |i| {
+        // SAFETY: rows are disjoint, in bounds, and each index runs once.
+        let row = unsafe { std::slice::from_raw_parts_mut(base.at(i * width), width) };
+        f(i, row)
+    });
+}
+
+#[derive(Clone, Copy)]
+struct RowsPtr(*mut f32);
+// SAFETY: only used to hand out disjoint rows inside one `for_each`.
+unsafe impl Send for RowsPtr {}
+unsafe impl Sync for RowsPtr {}
+impl RowsPtr {
+    fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}

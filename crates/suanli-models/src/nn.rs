@@ -1,8 +1,8 @@
 //! Building blocks shared by the architectures.
 
 use suanli_kernels::attention::{attention, AttnShape};
-use suanli_kernels::ops;
 use suanli_kernels::QMatrix;
+use suanli_kernels::{ops, pool};
 
 use crate::config::ModelConfig;
 use crate::loader::Loader;
@@ -23,9 +23,10 @@ pub fn linear(w: &QMatrix, b: Option<&[f32]>, x: &[f32], n: usize) -> Vec<f32> {
 /// RMSNorm of each `w.len()`-wide row of `x`.
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    for (xr, yr) in x.chunks_exact(w.len()).zip(y.chunks_exact_mut(w.len())) {
-        ops::rms_norm(xr, w, eps, yr);
-    }
+    let d = w.len();
+    pool::for_each_row(&mut y, d, |i, yr| {
+        ops::rms_norm(&x[i * d..(i + 1) * d], w, eps, yr)
+    });
     y
 }
 
@@ -95,8 +96,8 @@ pub fn rope_rows(
 ) {
     let half = c.rope_dim / 2;
     let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
-    let (mut sin, mut cos) = (vec![0f32; half], vec![0f32; half]);
-    for (t, row) in x.chunks_exact_mut(n_heads * c.head_dim).enumerate() {
+    pool::for_each_row(x, n_heads * c.head_dim, |t, row| {
+        let (mut sin, mut cos) = (vec![0f32; half], vec![0f32; half]);
         let mut theta = (pos0 + t) as f32;
         for (i, (s, co)) in sin.iter_mut().zip(&mut cos).enumerate() {
             let ff = if use_factors {
@@ -108,7 +109,7 @@ pub fn rope_rows(
             theta *= theta_scale;
         }
         ops::rope(row, c.head_dim, c.rope_style, &sin, &cos);
-    }
+    });
 }
 
 /// Multi-head attention with grouped K/V heads (GQA), causal and optionally
