@@ -95,8 +95,8 @@ fn detect() -> Level {
 /// The instruction-set path in use, for `inspect` and `bench`.
 pub fn isa() -> &'static str {
     match level() {
-        Level::Avx512 => "x86-64 AVX-512 (F/BW/VL/VNNI) + AVX2/FMA/F16C",
-        Level::Avx2 => "x86-64 AVX2 + FMA + F16C",
+        Level::Avx512 => "x86-64 AVX-512 F/BW/VL/VNNI (VNNI tiles, repacked Q4_K) + AVX2/FMA/F16C",
+        Level::Avx2 => "x86-64 AVX2 + FMA + F16C (maddubs tiles)",
         Level::Generic => "reference (portable)",
     }
 }
