@@ -22,11 +22,29 @@ use half::f16;
 use crate::dispatch::{self, Level};
 use crate::ops::expf_poly;
 
-/// One layer's cached K or V rows: position `j`'s row starts at `j * stride`.
+/// One layer's cached K or V rows: position `j`'s row starts at element
+/// `j * stride`. Q8_0 rows are blocks of 32 (34 bytes each), so strides and
+/// head dimensions must be multiples of 32.
 #[derive(Clone, Copy)]
 pub enum Kv<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
+    Q8_0(&'a [u8]),
+}
+
+impl Kv<'_> {
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            Kv::F32(v) => v.len(),
+            Kv::F16(v) => v.len(),
+            Kv::Q8_0(v) => v.len() / 34 * 32,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The geometry and scaling of one attention call.
@@ -67,10 +85,14 @@ impl AttnShape {
     }
 
     fn check(&self, q: &[f32], n: usize, pos0: usize, keys: Kv, values: Kv, out: &[f32]) {
-        let len = |kv: Kv| match kv {
-            Kv::F32(v) => v.len(),
-            Kv::F16(v) => v.len(),
-        };
+        let len = |kv: Kv| kv.len();
+        if matches!(keys, Kv::Q8_0(_)) || matches!(values, Kv::Q8_0(_)) {
+            assert!(
+                self.head_dim.is_multiple_of(32) && self.head_dim_v.is_multiple_of(32),
+                "a Q8_0 cache needs head dimensions in multiples of 32"
+            );
+            assert!(self.k_stride.is_multiple_of(32) && self.v_stride.is_multiple_of(32));
+        }
         let (nh, nkv) = (self.n_head, self.n_head_kv);
         assert!(
             nkv > 0 && nh.is_multiple_of(nkv),
@@ -114,10 +136,9 @@ pub fn attention_reference(
             }
             _ => {
                 let widen = |kv: Kv, off: usize, len: usize| -> Vec<f32> {
-                    match kv {
-                        Kv::F32(v) => v[off..off + len].to_vec(),
-                        Kv::F16(v) => v[off..off + len].iter().map(|x| x.to_f32()).collect(),
-                    }
+                    let mut out = vec![0f32; len];
+                    widen_into(kv, off, &mut out);
+                    out
                 };
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 o.fill(0.0);
@@ -258,12 +279,17 @@ pub fn attention(
     });
 }
 
-/// Widens `src` into `dst` (f16 by F16C where present).
+/// Widens elements `off..` of `kv` into `dst` (f16 by F16C where present,
+/// Q8_0 dequantized block by block).
 fn widen_into(kv: Kv, off: usize, dst: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
     match kv {
         Kv::F32(v) => dst.copy_from_slice(&v[off..off + dst.len()]),
         Kv::F16(v) => v[off..off + dst.len()].convert_to_f32_slice(dst),
+        Kv::Q8_0(v) => {
+            let (b0, nb) = (off / 32, dst.len() / 32);
+            crate::quants::legacy::dequantize_q8_0(&v[b0 * 34..(b0 + nb) * 34], dst);
+        }
     }
 }
 

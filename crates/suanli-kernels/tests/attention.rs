@@ -111,7 +111,26 @@ fn fast_attention_equals_the_reference_and_f64() {
         let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
         let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
         let widened = |x: &[f16]| x.iter().map(|h| h.to_f32()).collect::<Vec<_>>();
-        for (name, keys, values, kf, vf) in [
+        // Q8_0 rows where the widths allow (multiples of 32).
+        let q8 = |x: &[f32]| {
+            let mut b = vec![0u8; x.len() / 32 * 34];
+            suanli_kernels::quants::legacy::quantize_q8_0(x, &mut b);
+            let mut back = vec![0f32; x.len()];
+            suanli_kernels::quants::legacy::dequantize_q8_0(&b, &mut back);
+            (b, back)
+        };
+        let q8_ok = s.head_dim % 32 == 0 && s.k_stride % 32 == 0;
+        let (kq8, kq8f) = if q8_ok {
+            q8(&k)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let (vq8, vq8f) = if q8_ok {
+            q8(&v)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut caches = vec![
             (
                 "f16",
                 Kv::F16(&kh),
@@ -120,7 +139,17 @@ fn fast_attention_equals_the_reference_and_f64() {
                 widened(&vh),
             ),
             ("f32", Kv::F32(&k), Kv::F32(&v), k.clone(), v.clone()),
-        ] {
+        ];
+        if q8_ok {
+            caches.push((
+                "q8_0",
+                Kv::Q8_0(&kq8),
+                Kv::Q8_0(&vq8),
+                kq8f.clone(),
+                vq8f.clone(),
+            ));
+        }
+        for (name, keys, values, kf, vf) in caches {
             let width = c.n * s.n_head * s.head_dim_v;
             let mut want = vec![f32::NAN; width];
             let mut got = vec![f32::NAN; width];

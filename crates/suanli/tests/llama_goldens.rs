@@ -102,3 +102,64 @@ fn qwen2_5_coder_matches_llama_cpp() {
 fn gemma3_matches_llama_cpp() {
     check_model("gemma3-270m-q4_k_m");
 }
+
+/// The q8_0 KV cache (an option, about half the memory of f16): teacher-
+/// forced over llama.cpp's prompts and greedy continuations, the logits stay
+/// within `Q8_TOL` of llama.cpp's f16-cache logits at the reference's top-8
+/// ids and the top-1 id agrees at 92% of positions or more (measured:
+/// SmolLM2 1.83 / 96.9%, Gemma 3 1.94 / 94.5%). Qwen2.5, whose K rows carry
+/// large biased outliers, drifts further (13.6 / 92.5%) and is left out
+/// until that is understood (see issue #4's note).
+fn check_q8_kv(name: &str) {
+    const Q8_TOL: f32 = 2.5;
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../tests/goldens/llama/{name}.json"));
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file"))
+            .expect("golden JSON");
+    let path = suanli::hub::resolve(name, &mut |m| eprintln!("{m}")).expect("fetching the model");
+    let file = GgufFile::open(&path).expect("open model");
+    let model = suanli_models::load_source(&GgufSource::new(file).expect("source")).expect("model");
+    let n_vocab = model.config().n_vocab;
+    let (mut worst, mut agree, mut total) = (0f32, 0usize, 0usize);
+    for case in golden["cases"].as_array().expect("cases") {
+        let tokens: Vec<u32> =
+            serde_json::from_value(case["prompt_tokens"].clone()).expect("tokens");
+        let gen: Vec<u32> = serde_json::from_value(case["generated"].clone()).expect("generated");
+        let top: Vec<Vec<(u32, f32)>> =
+            serde_json::from_value(case["top_logits"].clone()).expect("top logits");
+        let mut kv = model.new_cache(tokens.len() + gen.len() + 1, KvDtype::Q8_0);
+        let mut rows = model
+            .forward(&tokens, &mut ForwardCtx::new(&mut kv, Logits::All))
+            .expect("prefill");
+        for &t in &gen {
+            let last = model
+                .forward(&[t], &mut ForwardCtx::new(&mut kv, Logits::Last))
+                .expect("decode");
+            rows.extend_from_slice(&last);
+        }
+        for (pos, row) in rows.chunks_exact(n_vocab).enumerate().take(top.len()) {
+            total += 1;
+            agree += (suanli_engine::sampler::argmax(row) == top[pos][0].0) as usize;
+            for &(id, want) in &top[pos] {
+                worst = worst.max((row[id as usize] - want).abs());
+            }
+        }
+    }
+    eprintln!("{name}, q8_0 KV: max |Δ logit| vs llama.cpp f16 KV = {worst:.4}, top-1 agrees at {agree}/{total}");
+    assert!(
+        worst <= Q8_TOL,
+        "{name}: q8_0 KV moved a top logit by {worst}"
+    );
+    assert!(
+        agree * 100 >= total * 94,
+        "{name}: top-1 agrees at only {agree}/{total} positions"
+    );
+}
+
+#[test]
+fn q8_0_kv_cache_stays_close() {
+    for name in ["smollm2-135m-instruct-q4_1", "gemma3-270m-q4_k_m"] {
+        check_q8_kv(name);
+    }
+}

@@ -23,6 +23,10 @@ pub struct Args {
     n_gen: usize,
     #[arg(short, long)]
     threads: Option<usize>,
+    /// KV cache precision: f16 (default for GGUF), q8_0 (half the memory),
+    /// f32 (default for f32 checkpoints).
+    #[arg(long = "kv-type")]
+    kv_type: Option<suanli_models::KvDtype>,
     /// Repetitions of each test.
     #[arg(short, long = "repetitions", default_value_t = 5)]
     reps: usize,
@@ -110,7 +114,8 @@ pub fn main(a: Args) -> Result<()> {
         println!("{:.2}", measure_membw());
         return Ok(());
     }
-    let l = super::load(&a.model)?;
+    let mut l = super::load(&a.model)?;
+    l.set_kv_type(a.kv_type)?;
     let model = l.model.as_ref();
     let bytes = model.bytes_per_token();
     let membw = match a.membw {

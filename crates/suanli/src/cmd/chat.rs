@@ -21,13 +21,18 @@ pub struct Args {
     seed: u64,
     #[arg(short, long)]
     threads: Option<usize>,
+    /// KV cache precision: f16 (default for GGUF), q8_0 (half the memory),
+    /// f32 (default for f32 checkpoints).
+    #[arg(long = "kv-type")]
+    kv_type: Option<suanli_models::KvDtype>,
     #[arg(short = 'c', long = "ctx-size")]
     ctx: Option<usize>,
 }
 
 pub fn main(a: Args) -> Result<()> {
     super::set_threads(a.threads)?;
-    let l = super::load(&a.model)?;
+    let mut l = super::load(&a.model)?;
+    l.set_kv_type(a.kv_type)?;
     let tmpl = super::chat_template(&l)?;
     let n_ctx = a.ctx.unwrap_or(l.model.config().n_ctx_train.min(4096));
     let mut kv = l.model.new_cache(n_ctx, l.kv_dtype);

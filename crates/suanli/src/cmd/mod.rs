@@ -140,6 +140,26 @@ pub fn load(spec: &str) -> Result<Loaded> {
     })
 }
 
+impl Loaded {
+    /// Use `kv` for the KV cache (when given), if the model's heads allow it.
+    pub fn set_kv_type(&mut self, kv: Option<KvDtype>) -> Result<()> {
+        let Some(kv) = kv else { return Ok(()) };
+        let c = self.model.config();
+        if kv == KvDtype::Q8_0
+            && (!c.head_dim.is_multiple_of(32) || !c.head_dim_v.is_multiple_of(32))
+        {
+            bail!(
+                "a q8_0 KV cache needs head dimensions in multiples of 32; {} has {} and {}",
+                self.path.display(),
+                c.head_dim,
+                c.head_dim_v
+            );
+        }
+        self.kv_dtype = kv;
+        Ok(())
+    }
+}
+
 fn src_is_f32(src: &HfSource) -> bool {
     use suanli_models::WeightSource;
     src.get("token_embd.weight")

@@ -38,6 +38,10 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
+    /// KV cache precision: f16 (default for GGUF), q8_0 (half the memory),
+    /// f32 (default for f32 checkpoints).
+    #[arg(long = "kv-type")]
+    pub kv_type: Option<suanli_models::KvDtype>,
     /// Context size in tokens (default: the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx: Option<usize>,
@@ -65,7 +69,8 @@ impl Args {
 
 pub fn main(a: Args) -> Result<()> {
     super::set_threads(a.threads)?;
-    let l = super::load(&a.model)?;
+    let mut l = super::load(&a.model)?;
+    l.set_kv_type(a.kv_type)?;
     let tokens = if a.raw {
         l.tokenizer.encode(&a.prompt, true, true)?
     } else {
