@@ -78,11 +78,20 @@ fn pool() -> &'static Pool {
             wake: Condvar::new(),
         });
         let mut workers = 0;
+        let cpus = allowed_cpus();
         for i in 1..n {
             let sh = shared.clone();
+            // Worker i on the i-th CPU this process may use, when there are
+            // enough for every thread (the caller itself is left free).
+            let cpu = (cpus.len() >= n).then(|| cpus[i]);
             let spawned = std::thread::Builder::new()
                 .name(format!("suanli-{i}"))
-                .spawn(move || worker(&sh));
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        pin_to(c);
+                    }
+                    worker(&sh)
+                });
             workers += spawned.is_ok() as usize;
         }
         Pool {
@@ -212,3 +221,38 @@ impl RowsPtr {
         self.0.wrapping_add(off)
     }
 }
+
+/// The CPUs this process may run on, in order (empty where unknown).
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity writes at most
+    // its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Pins the calling thread to `cpu` (best effort: a refusal leaves it free).
+#[cfg(target_os = "linux")]
+fn pin_to(cpu: usize) {
+    // SAFETY: as above; the set names one CPU the process may use.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_cpu: usize) {}
