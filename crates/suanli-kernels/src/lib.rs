@@ -12,7 +12,10 @@
 //! - [`matmul`]: [`matmul::QMatrix`], a weight matrix in any format, and the
 //!   matrix × activations product built on the table above.
 //! - [`dispatch`] and [`x86`]: SIMD twins of the reference kernels, chosen at
-//!   run time by CPU features and bit-identical to them.
+//!   run time by CPU features and bit-identical to them; [`x86_tile`]
+//!   (register-tiled prefill and multi-row decode kernels of the 32-element
+//!   formats), [`x86_kquant`] (K-quant kernels over eight tokens) and
+//!   [`x86_q4k_r8`] (Q4_K repacked into 8-row groups for AVX-512 VNNI).
 //! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
 //!   softmax, activations).
 //! - [`attention`]: causal GQA attention over the KV cache in llama.cpp's
