@@ -9,7 +9,7 @@
 //! - otherwise (prefill, and any f32 cache): the tiled kernel — 64-key tiles
 //!   aligned at position 0, Q·K by FMAs in f32 over the head dimension, the
 //!   tile maximum, a rescale of the running sums, exponentials by
-//!   [`ops::expf_poly`] with a sum per 16 lanes added in f64, V accumulated by
+//!   [`crate::ops::expf_poly`] with a sum per 16 lanes added in f64, V accumulated by
 //!   FMAs, `1/S` at the end.
 //!
 //! [`attention_reference`] is the plain statement of both; [`attention`] is

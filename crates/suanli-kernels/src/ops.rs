@@ -84,7 +84,7 @@ pub fn expf_poly(x: f32) -> f32 {
 
 /// Lanes per vector of the ggml build we compare against (AVX-512: 16).
 /// ggml applies its vector `expf` to whole vectors and libm `expf` to the
-/// tail of a row; [`silu_row`] and [`softmax`] do the same.
+/// tail of a row; [`swiglu_row`] and [`softmax`] do the same.
 pub const EXP_LANES: usize = 16;
 
 #[inline]

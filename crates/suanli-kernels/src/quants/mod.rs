@@ -10,7 +10,7 @@
 //! llama.cpp runs on the machines we compare against): per block, exact
 //! integer sums in 8 lanes — lane `l` holding elements `4l..4l+4` of each
 //! 32-element chunk — then `acc[l] = fma(d, lane, acc[l])`, and at the end the
-//! fixed horizontal sum [`hsum8`]. Summation order is the only freedom a dot
+//! fixed horizontal sum `hsum8`. Summation order is the only freedom a dot
 //! product has; fixing it to llama.cpp's makes greedy decoding agree token for
 //! token even where a model amplifies rounding (massive activations).
 //!
