@@ -8,7 +8,7 @@
 //! Q8_0 (34 B): d:f16, qs:i8[32]         x = d * q
 //! Q8_1 (36 B): d:f16, s:f16, qs:i8[32]  s = d * sum(q)
 //! ```
-//! In the 4/5-bit formats element j < 16 is in the low nibble of qs[j] and
+//! In the 4/5-bit formats element j < 16 is in the low nibble of `qs[j]` and
 //! element j + 16 in its high nibble.
 
 use super::{as_i8, f16_at, hsum8, lanes32, put_f16};
