@@ -34,7 +34,7 @@ unsafe fn lanes_i8_i8(x: __m256i, y: __m256i) -> __m256i {
 
 /// 32 nibbles of 16 bytes, low nibbles first (elements 0..16, then 16..32).
 #[inline(always)]
-unsafe fn nibbles(qs: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles(qs: *const u8) -> __m256i {
     let t = _mm_loadu_si128(qs as *const __m128i);
     let lo = _mm_and_si128(t, _mm_set1_epi8(0x0F));
     let hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0x0F));
@@ -43,7 +43,7 @@ unsafe fn nibbles(qs: *const u8) -> __m256i {
 
 /// The 5th bits of Q5 blocks, as 0x10 in each byte where set.
 #[inline(always)]
-unsafe fn high_bits(qh: u32) -> __m256i {
+pub(crate) unsafe fn high_bits(qh: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
         0x0202_0202_0202_0202,
@@ -57,7 +57,7 @@ unsafe fn high_bits(qh: u32) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn finish(acc: __m256) -> f32 {
+pub(crate) unsafe fn finish(acc: __m256) -> f32 {
     let mut a = [0f32; 8];
     _mm256_storeu_ps(a.as_mut_ptr(), acc);
     hsum8(&a)

@@ -85,6 +85,33 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
+/// The 256 unsigned 6-bit values of a Q6_K block (`wk`), in element order,
+/// 32 per vector.
+#[inline(always)]
+unsafe fn q6k_values(wk: *const u8) -> [__m256i; 8] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for half in 0..2 {
+        let ql0 = _mm256_loadu_si256(wk.add(64 * half) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(wk.add(64 * half + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(wk.add(128 + 32 * half) as *const __m256i);
+        let hb = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
+        q[4 * half] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(qh));
+        q[4 * half + 1] =
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(_mm256_srli_epi16::<2>(qh)));
+        q[4 * half + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            hb(_mm256_srli_epi16::<4>(qh)),
+        );
+        q[4 * half + 3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            hb(_mm256_srli_epi16::<6>(qh)),
+        );
+    }
+    q
+}
+
 /// The running sums of one weight row against `KC` tokens, carried from one
 /// range of blocks to the next (so long rows can be split into cache-sized
 /// pieces without changing any output's order): Q4_K keeps `[acc, acc_m]`,
@@ -177,36 +204,12 @@ pub unsafe fn q6_k_tiled_x8(
     let nb = blocks.end;
     assert!(w.len() >= nb * 210 && x.len() >= (KC - 1) * xrb + nb * XB);
     assert!(a.d.len() >= nb * KC);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(0x03);
     let mut out = _mm256_loadu_ps(st[0].as_ptr());
     for i in blocks {
         let wk = w.as_ptr().add(i * 210);
         let wd = f16_at(wk.add(208));
         let sc: [i16; 16] = std::array::from_fn(|g| *wk.add(192 + g) as i8 as i16);
-        let mut q = [_mm256_setzero_si256(); 8];
-        for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(wk.add(64 * half) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(wk.add(64 * half + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(wk.add(128 + 32 * half) as *const __m256i);
-            let hb = |s: i32| match s {
-                0 => _mm256_and_si256(qh, m3),
-                2 => _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
-                4 => _mm256_and_si256(_mm256_srli_epi16::<4>(qh), m3),
-                _ => _mm256_and_si256(_mm256_srli_epi16::<6>(qh), m3),
-            };
-            let hi4 = |v: __m256i| _mm256_slli_epi16::<4>(v);
-            q[4 * half] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hi4(hb(0)));
-            q[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), hi4(hb(2)));
-            q[4 * half + 2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                hi4(hb(4)),
-            );
-            q[4 * half + 3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                hi4(hb(6)),
-            );
-        }
+        let q = q6k_values(wk);
         let s: [__m256i; 8] = std::array::from_fn(|k| {
             _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]))
         });
@@ -336,38 +339,13 @@ pub unsafe fn q6_k_tiled_x8_vnni(
     let nb = blocks.end;
     assert!(w.len() >= nb * 210);
     assert!(a.d.len() >= nb * KC && a.bsum.len() >= nb * 16 * KC && a.xi.len() >= nb * 256 * KC);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(0x03);
     let mut out = _mm256_loadu_ps(st[0].as_ptr());
     let mut q = Quants([0; 256]);
     for i in blocks {
         let wk = w.as_ptr().add(i * 210);
         let wd = f16_at(wk.add(208));
-        for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(wk.add(64 * half) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(wk.add(64 * half + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(wk.add(128 + 32 * half) as *const __m256i);
-            let hb = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
-            let qp = q.0.as_mut_ptr().add(128 * half) as *mut __m256i;
-            _mm256_store_si256(qp, _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(qh)));
-            _mm256_store_si256(
-                qp.add(1),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(_mm256_srli_epi16::<2>(qh))),
-            );
-            _mm256_store_si256(
-                qp.add(2),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    hb(_mm256_srli_epi16::<4>(qh)),
-                ),
-            );
-            _mm256_store_si256(
-                qp.add(3),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    hb(_mm256_srli_epi16::<6>(qh)),
-                ),
-            );
+        for (k, v) in q6k_values(wk).into_iter().enumerate() {
+            _mm256_store_si256(q.0.as_mut_ptr().add(32 * k) as *mut __m256i, v);
         }
         let xi = a.xi.as_ptr().add(i * 256 * KC);
         let bs = a.bsum.as_ptr().add(i * 16 * KC);

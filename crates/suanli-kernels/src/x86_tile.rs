@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quants::hsum8;
+use crate::x86::{finish, high_bits, nibbles};
 
 /// Weight rows per tile.
 pub const TR: usize = 4;
@@ -103,35 +103,6 @@ unsafe fn with_high_bits<const BW: bool>(nib: __m256i, qh: u32) -> __m256i {
     } else {
         _mm256_or_si256(nib, high_bits(qh))
     }
-}
-
-#[inline(always)]
-unsafe fn nibbles(qs: *const u8) -> __m256i {
-    let t = _mm_loadu_si128(qs as *const __m128i);
-    let lo = _mm_and_si128(t, _mm_set1_epi8(0x0F));
-    let hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0x0F));
-    _mm256_set_m128i(hi, lo)
-}
-
-#[inline(always)]
-unsafe fn high_bits(qh: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(
-        0x0303_0303_0303_0303,
-        0x0202_0202_0202_0202,
-        0x0101_0101_0101_0101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
-    let bit = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit), _mm256_set1_epi64x(-1));
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
-}
-
-#[inline(always)]
-unsafe fn finish(acc: __m256) -> f32 {
-    let mut a = [0f32; 8];
-    _mm256_storeu_ps(a.as_mut_ptr(), acc);
-    hsum8(&a)
 }
 
 /// Integer lanes of one weight block against the TC activation blocks.

@@ -18,7 +18,8 @@ use suanli_tokenizer::Tokenizer;
 /// Largest |Δ logit| accepted at the reference's top-8 ids.
 const TOL: f32 = 1e-3;
 
-fn check_model(name: &str) {
+/// The golden file of `name`, its tokenizer and model (fetched through the hub).
+fn golden_and_model(name: &str) -> (Value, Tokenizer, Box<dyn suanli_models::Model>) {
     let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("../../tests/goldens/llama/{name}.json"));
     let golden: Value =
@@ -28,6 +29,11 @@ fn check_model(name: &str) {
     let file = GgufFile::open(&path).expect("open model");
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
     let model = suanli_models::load_source(&GgufSource::new(file).expect("source")).expect("model");
+    (golden, tok, model)
+}
+
+fn check_model(name: &str) {
+    let (golden, tok, model) = golden_and_model(name);
     let n_vocab = model.config().n_vocab;
     let mut worst = 0f32;
     for case in golden["cases"].as_array().expect("cases") {
@@ -112,14 +118,7 @@ fn gemma3_matches_llama_cpp() {
 /// until that is understood (see issue #4's note).
 fn check_q8_kv(name: &str) {
     const Q8_TOL: f32 = 2.5;
-    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../tests/goldens/llama/{name}.json"));
-    let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file"))
-            .expect("golden JSON");
-    let path = suanli::hub::resolve(name, &mut |m| eprintln!("{m}")).expect("fetching the model");
-    let file = GgufFile::open(&path).expect("open model");
-    let model = suanli_models::load_source(&GgufSource::new(file).expect("source")).expect("model");
+    let (golden, _, model) = golden_and_model(name);
     let n_vocab = model.config().n_vocab;
     let (mut worst, mut agree, mut total) = (0f32, 0usize, 0usize);
     for case in golden["cases"].as_array().expect("cases") {
