@@ -101,6 +101,7 @@ pub fn isa() -> &'static str {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     level() >= Level::Avx2
 }

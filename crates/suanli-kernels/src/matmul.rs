@@ -349,6 +349,7 @@ impl QMatrix {
 /// block stay in L1/L2 while its tokens' activations stream past), spread
 /// over the pool: `tile(r, t, out)` fills `R` rows × `C` tokens where a
 /// whole tile fits below `limit` tokens, `single(t, r)` the rest.
+#[cfg(target_arch = "x86_64")]
 fn blocked<const R: usize, const C: usize>(
     rows: usize,
     n: usize,
