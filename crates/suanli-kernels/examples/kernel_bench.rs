@@ -3,12 +3,11 @@
 //!
 //!     cargo run --release -p suanli-kernels --example kernel_bench
 
-use std::time::Instant;
-
-use suanli_kernels::{dispatch, DType};
-
+#[cfg(target_arch = "x86_64")]
 fn main() {
-    #[cfg(target_arch = "x86_64")]
+    use std::time::Instant;
+
+    use suanli_kernels::{dispatch, DType};
     {
         use suanli_kernels::x86_kquant::{KActs, KC};
         let n = 1536;
@@ -66,4 +65,9 @@ fn main() {
             );
         }
     }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn main() {
+    eprintln!("kernel_bench measures the x86-64 SIMD kernels; this is not an x86-64 build");
 }
