@@ -253,17 +253,7 @@ mod kx8 {
     pub fn q6_k_tiled(b: Range<usize>, w: &[u8], x: &[u8], xrb: usize, a: &KActs, s: &mut KState) {
         unsafe { k::q6_k_tiled_x8(b, w, x, xrb, a, s) }
     }
-    // SAFETY (both): handed out only at Level::Avx512 (VNNI detected).
-    pub fn q4_k_gemm_vnni(
-        b: Range<usize>,
-        w: &[u8],
-        x: &[u8],
-        xrb: usize,
-        a: &KActs,
-        s: &mut KState,
-    ) {
-        unsafe { k::q4_k_gemm_x8_vnni(b, w, x, xrb, a, s) }
-    }
+    // SAFETY: handed out only at Level::Avx512 (VNNI detected).
     pub fn q6_k_tiled_vnni(
         b: Range<usize>,
         w: &[u8],
@@ -283,12 +273,13 @@ pub fn k_quant_x8(ty: DType, interleaved: bool) -> Option<KQuantX8> {
     k_quant_x8_at(level(), ty, interleaved)
 }
 
-/// [`k_quant_x8`] at a chosen level (capped by the CPU).
+/// [`k_quant_x8`] at a chosen level (capped by the CPU). Interleaved Q4_K
+/// has no VNNI variant here: at that level it is repacked at load and runs
+/// `x86_q4k_r8` instead.
 #[cfg(target_arch = "x86_64")]
 pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuantX8> {
     let f: KQuantX8 = match (level.min(detected()), ty, interleaved) {
         (Level::Generic, _, _) => return None,
-        (Level::Avx512, DType::Q4_K, true) => kx8::q4_k_gemm_vnni,
         (Level::Avx512, DType::Q6_K, false) => kx8::q6_k_tiled_vnni,
         (_, DType::Q4_K, true) => kx8::q4_k_gemm,
         (_, DType::Q6_K, false) => kx8::q6_k_tiled,

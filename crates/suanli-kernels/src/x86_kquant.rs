@@ -266,63 +266,6 @@ unsafe fn lane_sums(q: &Quants, xi: *const u8, e0: usize, groups: usize) -> __m2
     _mm256_add_epi32(a, b)
 }
 
-/// [`q4_k_gemm_x8`] with VNNI on token-interleaved activations: no
-/// horizontal sums (the same exact integers, the same float steps).
-///
-/// # Safety
-/// The CPU must support AVX-512 F/VL/VNNI, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q4_k_gemm_x8_vnni(
-    blocks: std::ops::Range<usize>,
-    w: &[u8],
-    _x: &[u8],
-    _xrb: usize,
-    a: &KActs,
-    st: &mut KState,
-) {
-    let nb = blocks.end;
-    assert!(w.len() >= nb * 144);
-    assert!(a.d.len() >= nb * KC && a.pair.len() >= nb * 8 * KC && a.xi.len() >= nb * 256 * KC);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_loadu_ps(st[0].as_ptr());
-    let mut acc_m = _mm256_loadu_ps(st[1].as_ptr());
-    let mut q = Quants([0; 256]);
-    for i in blocks {
-        let wk = w.as_ptr().add(i * 144);
-        let (d, dmin) = (f16_at(wk), f16_at(wk.add(2)));
-        let (sc, mn) = crate::x86::q4k_scales(std::slice::from_raw_parts(wk.add(4), 12));
-        for j in 0..4 {
-            let v = _mm256_loadu_si256(wk.add(16 + 32 * j) as *const __m256i);
-            let qp = q.0.as_mut_ptr().add(64 * j) as *mut __m256i;
-            _mm256_store_si256(qp, _mm256_and_si256(v, m4));
-            _mm256_store_si256(qp.add(1), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
-        }
-        let yd = _mm256_loadu_ps(a.d.as_ptr().add(i * KC));
-        let dv = _mm256_mul_ps(_mm256_set1_ps(d), yd);
-        let dmv = _mm256_mul_ps(_mm256_set1_ps(dmin), yd);
-        let pair = a.pair.as_ptr().add(i * 8 * KC);
-        let xi = a.xi.as_ptr().add(i * 256 * KC);
-        for j in 0..4 {
-            let slo = lane_sums(&q, xi, 64 * j, 8);
-            let shi = lane_sums(&q, xi, 64 * j + 32, 8);
-            let ij = _mm256_add_epi32(
-                _mm256_mullo_epi32(slo, _mm256_set1_epi32(sc[2 * j] as i32)),
-                _mm256_mullo_epi32(shi, _mm256_set1_epi32(sc[2 * j + 1] as i32)),
-            );
-            let p0 = _mm256_loadu_si256(pair.add(2 * j * KC) as *const __m256i);
-            let p1 = _mm256_loadu_si256(pair.add((2 * j + 1) * KC) as *const __m256i);
-            let mj = _mm256_add_epi32(
-                _mm256_mullo_epi32(p0, _mm256_set1_epi32(mn[2 * j])),
-                _mm256_mullo_epi32(p1, _mm256_set1_epi32(mn[2 * j + 1])),
-            );
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ij), dv, acc);
-            acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mj), dmv, acc_m);
-        }
-    }
-    _mm256_storeu_ps(st[0].as_mut_ptr(), acc);
-    _mm256_storeu_ps(st[1].as_mut_ptr(), acc_m);
-}
-
 /// [`q6_k_tiled_x8`] with VNNI on token-interleaved activations.
 ///
 /// # Safety
