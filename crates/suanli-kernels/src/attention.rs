@@ -47,9 +47,65 @@ impl Kv<'_> {
     }
 }
 
+/// Where position `j`'s K/V row sits in a paged cache: blocks of
+/// `1 << shift` positions, block `j >> shift` of the sequence stored at
+/// block `table[j >> shift]` of the cache. An empty table is the identity
+/// (a contiguous cache).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pages<'a> {
+    pub table: &'a [u32],
+    pub shift: u32,
+}
+
+impl<'a> Pages<'a> {
+    /// A contiguous cache: position `j` is row `j`.
+    pub const CONTIGUOUS: Pages<'static> = Pages {
+        table: &[],
+        shift: 0,
+    };
+
+    /// A block table over blocks of `block` positions (a power of two).
+    pub fn new(table: &'a [u32], block: usize) -> Self {
+        assert!(
+            block.is_power_of_two(),
+            "KV block size {block} is not a power of two"
+        );
+        Pages {
+            table,
+            shift: block.trailing_zeros(),
+        }
+    }
+
+    /// The cache row of position `j`.
+    #[inline(always)]
+    pub fn row(&self, j: usize) -> usize {
+        if self.table.is_empty() {
+            j
+        } else {
+            let mask = (1usize << self.shift) - 1;
+            ((self.table[j >> self.shift] as usize) << self.shift) | (j & mask)
+        }
+    }
+
+    /// Rows needed to hold positions `..n` (the largest row + 1).
+    fn rows_needed(&self, n: usize) -> usize {
+        if self.table.is_empty() || n == 0 {
+            return n;
+        }
+        let blocks = n.div_ceil(1 << self.shift);
+        assert!(
+            self.table.len() >= blocks,
+            "block table of {} blocks for {n} positions",
+            self.table.len()
+        );
+        let top = self.table[..blocks].iter().max().copied().unwrap_or(0) as usize;
+        (top + 1) << self.shift
+    }
+}
+
 /// The geometry and scaling of one attention call.
 #[derive(Clone, Copy, Debug)]
-pub struct AttnShape {
+pub struct AttnShape<'a> {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim: usize,
@@ -63,6 +119,8 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
     /// Keys older than this many positions are masked (sliding window).
     pub window: Option<usize>,
+    /// The cache's block table ([`Pages::CONTIGUOUS`] for a flat cache).
+    pub pages: Pages<'a>,
 }
 
 /// From this many query rows on, llama.cpp runs the tiled kernel
@@ -71,7 +129,7 @@ pub const FA_TILE_Q: usize = 64;
 /// Keys per tile of the tiled kernel (`GGML_FA_TILE_KV`).
 pub const FA_TILE_KV: usize = 64;
 
-impl AttnShape {
+impl AttnShape<'_> {
     fn first_key(&self, p: usize) -> usize {
         self.window.map_or(0, |w| (p + 1).saturating_sub(w))
     }
@@ -100,13 +158,16 @@ impl AttnShape {
         );
         assert!(q.len() >= n * nh * self.head_dim && out.len() >= n * nh * self.head_dim_v);
         assert!(self.k_stride >= nkv * self.head_dim && self.v_stride >= nkv * self.head_dim_v);
-        assert!(len(keys) >= (pos0 + n) * self.k_stride);
-        assert!(len(values) >= (pos0 + n) * self.v_stride);
+        let rows = self.pages.rows_needed(pos0 + n);
+        assert!(len(keys) >= rows * self.k_stride, "K cache too short");
+        assert!(len(values) >= rows * self.v_stride, "V cache too short");
     }
 }
 
 fn per_row_f16(keys: Kv, values: Kv, n: usize) -> bool {
-    matches!((keys, values), (Kv::F16(_), Kv::F16(_))) && n < FA_TILE_Q
+    matches!((keys, values), (Kv::F16(_), Kv::F16(_)))
+        && n < FA_TILE_Q
+        && !crate::dispatch::batch_invariant()
 }
 
 /// `out` (`n × n_head·head_dim_v`) = attention of `q` (`n × n_head·head_dim`,
@@ -149,7 +210,7 @@ pub fn attention_reference(
                         *x = if j < start || j > p {
                             f32::NEG_INFINITY
                         } else {
-                            let k = widen(keys, j * s.k_stride + kvh * hd, hd);
+                            let k = widen(keys, s.pages.row(j) * s.k_stride + kvh * hd, hd);
                             let d = qh.iter().zip(&k).fold(0f32, |d, (a, b)| a.mul_add(*b, d));
                             s.score(d)
                         };
@@ -169,7 +230,7 @@ pub fn attention_reference(
                         if j < start || j > p {
                             continue; // e = 0: the FMA would leave o as is
                         }
-                        let v = widen(values, j * s.v_stride + kvh * hdv, hdv);
+                        let v = widen(values, s.pages.row(j) * s.v_stride + kvh * hdv, hdv);
                         for (a, v) in o.iter_mut().zip(&v) {
                             *a = e.mul_add(*v, *a);
                         }
@@ -328,13 +389,13 @@ fn tiled_item(
     for t0 in (first / FA_TILE_KV * FA_TILE_KV..=p_last).step_by(FA_TILE_KV) {
         let nk = FA_TILE_KV.min(p_last + 1 - t0);
         for i in 0..nk {
-            widen_into(keys, (t0 + i) * s.k_stride + kvh * hd, &mut krow);
+            widen_into(keys, s.pages.row(t0 + i) * s.k_stride + kvh * hd, &mut krow);
             for (d, &k) in krow.iter().enumerate() {
                 kt[d * FA_TILE_KV + i] = k;
             }
             widen_into(
                 values,
-                (t0 + i) * s.v_stride + kvh * hdv,
+                s.pages.row(t0 + i) * s.v_stride + kvh * hdv,
                 &mut vt[i * hdv..][..hdv],
             );
         }
@@ -374,7 +435,7 @@ fn tiled_item(
 
 /// One query row against one widened V tile (its Q·K already done).
 pub(crate) struct TileRow<'a> {
-    pub s: &'a AttnShape,
+    pub s: &'a AttnShape<'a>,
     pub t0: usize,
     pub start: usize,
     pub p: usize,
@@ -472,7 +533,7 @@ pub(crate) fn per_row_reference(
     for j in s.first_key(p)..=p {
         let x = s.score(dot_f16_reference(
             &qh,
-            &ks[j * s.k_stride + kvh * hd..][..hd],
+            &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd],
         ));
         let (mut ms, mut vs_) = (1f32, 1f32);
         if x > m {
@@ -483,7 +544,7 @@ pub(crate) fn per_row_reference(
         } else {
             vs_ = (x - m).exp();
         }
-        let v = &vs[j * s.v_stride + kvh * hdv..][..hdv];
+        let v = &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv];
         for (a, x) in acc.iter_mut().zip(v) {
             *a = f16::from_f32(x.to_f32().mul_add(vs_, a.to_f32()));
         }

@@ -29,6 +29,27 @@ pub fn level() -> Level {
     })
 }
 
+static BATCH_INVARIANT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Batch-invariant numerics (for a server batching many sequences): every
+/// matmul sums each (row, token) dot product in one order whatever the
+/// batch size or the token's place in it, and attention takes the tiled
+/// kernel for any number of query rows — so a sequence's logits do not
+/// depend on what it was batched with or how its prompt was chunked.
+///
+/// Off (the default), kernels follow llama.cpp's per-case choices, so that
+/// single-sequence runs agree with it bit for bit. Process-wide: set it
+/// once at start, before the first forward pass.
+pub fn set_batch_invariant(on: bool) {
+    BATCH_INVARIANT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_batch_invariant`] is on.
+#[inline]
+pub fn batch_invariant() -> bool {
+    BATCH_INVARIANT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The best level this CPU supports, whatever `SUANLI_ISA` says.
 pub fn detected() -> Level {
     static L: std::sync::OnceLock<Level> = std::sync::OnceLock::new();

@@ -142,12 +142,21 @@ impl QMatrix {
     /// interleaved 8-row kernels (a 4-column GEMM over the first `n − n mod 4`
     /// rows, a GEMV for the rest), the tiled K-quant GEMM from 8 rows up,
     /// per-row dot products otherwise — so both engines round alike.
+    ///
+    /// With [`crate::dispatch::batch_invariant`] on, one order per matrix
+    /// whatever `n` and `t`: the GEMV order for interleaved Q4_K, the tiled
+    /// order for the other K-quants.
     pub fn vec_dot(&self, n: usize, t: usize) -> Option<crate::dtype::VecDot> {
+        let fixed = crate::dispatch::batch_invariant();
         if self.interleaved && self.dtype == DType::Q4_K {
             let (gemv, gemm) = crate::dispatch::q4_k_interleaved();
-            return Some(if n > 3 && t < n - n % 4 { gemm } else { gemv });
+            return Some(if !fixed && n > 3 && t < n - n % 4 {
+                gemm
+            } else {
+                gemv
+            });
         }
-        if n >= TILED_MIN_ROWS {
+        if fixed || n >= TILED_MIN_ROWS {
             if let Some(f) = crate::dispatch::tiled_vec_dot(self.dtype) {
                 return Some(f);
             }
@@ -159,11 +168,12 @@ impl QMatrix {
     /// a batch of `n`, and the tokens it covers (`..limit`).
     #[cfg(target_arch = "x86_64")]
     fn k_quant_x8(&self, n: usize) -> Option<(crate::dispatch::KQuantX8, usize)> {
-        use crate::dispatch::k_quant_x8;
+        use crate::dispatch::{batch_invariant, k_quant_x8};
         if self.interleaved && self.dtype == DType::Q4_K {
+            (!batch_invariant()).then_some(())?;
             return Some((k_quant_x8(DType::Q4_K, true)?, n - n % 4));
         }
-        (n >= TILED_MIN_ROWS).then_some(())?;
+        (n >= TILED_MIN_ROWS || batch_invariant()).then_some(())?;
         Some((k_quant_x8(self.dtype, false)?, n))
     }
 
@@ -274,7 +284,9 @@ impl QMatrix {
         let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
         #[cfg(target_arch = "x86_64")]
         if let (true, Some(gemv)) = (
-            self.interleaved && self.dtype == DType::Q4_K && n < 4,
+            self.interleaved
+                && self.dtype == DType::Q4_K
+                && (n < 4 || crate::dispatch::batch_invariant()),
             crate::dispatch::q4_k_gemv_x4(),
         ) {
             // Below four tokens every token takes the interleaved GEMV order.
@@ -414,7 +426,10 @@ impl QMatrix {
             4
         };
         let w = self.data.bytes();
-        let limit = if n > 3 { n - n % 4 } else { 0 };
+        // Tiles of four tokens: in the GEMM order up to `limit`, in the GEMV
+        // order when batch-invariant.
+        let fixed = crate::dispatch::batch_invariant();
+        let limit = if n > 3 && !fixed { n - n % 4 } else { 0 };
         let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
         crate::pool::for_each(ngb * ntb, |item| {
             let (g0, t0) = (item / ntb * gb, item % ntb * TB);
@@ -425,9 +440,13 @@ impl QMatrix {
                 while t < t1 {
                     let x = &xq[t * xrb..];
                     // SAFETY: `repacked` is only set at Level::Avx512.
-                    if t + 4 <= t1.min(limit) {
+                    if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
                         let mut o = [[0f32; 8]; 4];
-                        unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
+                        if fixed {
+                            unsafe { q4_k_r8::<4, false>(nb, wg, x, xrb, &mut o) };
+                        } else {
+                            unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
+                        }
                         for (c, row) in o.iter().enumerate() {
                             for (r, &v) in row.iter().enumerate() {
                                 put(t + c, 8 * g + r, v);

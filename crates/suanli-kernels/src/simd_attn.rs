@@ -126,7 +126,10 @@ mod x86 {
             let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
             let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
             for j in first..=p {
-                let x = $dot(&q[..hd], &ks[j * s.k_stride + kvh * hd..][..hd]);
+                let x = $dot(
+                    &q[..hd],
+                    &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd],
+                );
                 let x = {
                     let x = x * s.scale;
                     match s.softcap {
@@ -142,7 +145,11 @@ mod x86 {
                 } else {
                     vs_ = (x - m).exp();
                 }
-                $mad(acc, &vs[j * s.v_stride + kvh * hdv..][..hdv], vs_);
+                $mad(
+                    acc,
+                    &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv],
+                    vs_,
+                );
                 sum = sum.mul_add(ms, vs_);
             }
             let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };

@@ -3,11 +3,11 @@
 
 use half::f16;
 use rand::{Rng, SeedableRng};
-use suanli_kernels::attention::{attention, attention_reference, AttnShape, Kv};
+use suanli_kernels::attention::{attention, attention_reference, AttnShape, Kv, Pages};
 use suanli_kernels::dispatch;
 
 struct Case {
-    shape: AttnShape,
+    shape: AttnShape<'static>,
     n: usize,
     pos0: usize,
 }
@@ -18,7 +18,7 @@ fn shape(
     hd: usize,
     window: Option<usize>,
     softcap: Option<f32>,
-) -> AttnShape {
+) -> AttnShape<'static> {
     AttnShape {
         n_head: nh,
         n_head_kv: nkv,
@@ -29,6 +29,7 @@ fn shape(
         scale: 1.0 / (hd as f32).sqrt(),
         softcap,
         window,
+        pages: Pages::CONTIGUOUS,
     }
 }
 
@@ -173,4 +174,86 @@ fn fast_attention_equals_the_reference_and_f64() {
         }
     }
     eprintln!("{} cases, max |Δ| against f64: {max_err:e}", cases.len());
+}
+
+/// A paged cache (blocks of 16 positions in shuffled order, among unused
+/// blocks) gives the bits of the same rows stored contiguously, for both
+/// kernels and every cache type.
+#[test]
+fn paged_attention_equals_contiguous() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    const B: usize = 16;
+    for (nh, nkv, hd, window) in [(14, 2, 64, None), (4, 1, 256, Some(40))] {
+        for (n, pos0) in [(1usize, 0usize), (1, 77), (3, 30), (64, 0), (70, 45)] {
+            let base = shape(nh, nkv, hd, window, None);
+            let len = pos0 + n;
+            let nblk = len.div_ceil(B);
+            let pool_blocks = nblk * 2 + 3;
+            // A random injective block table.
+            let mut free: Vec<u32> = (0..pool_blocks as u32).collect();
+            let table: Vec<u32> = (0..nblk)
+                .map(|_| free.swap_remove(rng.random_range(0..free.len())))
+                .collect();
+            let w = base.k_stride;
+            let k: Vec<f32> = (0..len * w).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let v: Vec<f32> = (0..len * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let q: Vec<f32> = (0..n * nh * hd)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let mut kp = vec![f32::NAN; pool_blocks * B * w];
+            let mut vp = vec![f32::NAN; pool_blocks * B * w];
+            let pages = Pages::new(&table, B);
+            for j in 0..len {
+                let r = pages.row(j);
+                kp[r * w..(r + 1) * w].copy_from_slice(&k[j * w..(j + 1) * w]);
+                vp[r * w..(r + 1) * w].copy_from_slice(&v[j * w..(j + 1) * w]);
+            }
+            let paged = AttnShape { pages, ..base };
+            let h = |x: &[f32]| x.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+            let (kh, vh, kph, vph) = (h(&k), h(&v), h(&kp), h(&vp));
+            let q8 = |x: &[f32]| {
+                let mut b = vec![0u8; x.len() / 32 * 34];
+                // NaN rows of unused blocks quantize to garbage; never read.
+                let x: Vec<f32> = x
+                    .iter()
+                    .map(|v| if v.is_nan() { 0.0 } else { *v })
+                    .collect();
+                suanli_kernels::quants::legacy::quantize_q8_0(&x, &mut b);
+                b
+            };
+            let (kq, vq, kpq, vpq) = (q8(&k), q8(&v), q8(&kp), q8(&vp));
+            let cases = [
+                ("f32", Kv::F32(&k), Kv::F32(&v), Kv::F32(&kp), Kv::F32(&vp)),
+                (
+                    "f16",
+                    Kv::F16(&kh),
+                    Kv::F16(&vh),
+                    Kv::F16(&kph),
+                    Kv::F16(&vph),
+                ),
+                (
+                    "q8_0",
+                    Kv::Q8_0(&kq),
+                    Kv::Q8_0(&vq),
+                    Kv::Q8_0(&kpq),
+                    Kv::Q8_0(&vpq),
+                ),
+            ];
+            for (name, kc, vc, kpc, vpc) in cases {
+                let width = n * nh * hd;
+                let mut want = vec![0f32; width];
+                let mut got = vec![0f32; width];
+                let mut got_ref = vec![0f32; width];
+                attention(&base, &q, n, pos0, kc, vc, &mut want);
+                attention(&paged, &q, n, pos0, kpc, vpc, &mut got);
+                attention_reference(&paged, &q, n, pos0, kpc, vpc, &mut got_ref);
+                for (i, ((a, b), c)) in want.iter().zip(&got).zip(&got_ref).enumerate() {
+                    assert!(
+                        a.to_bits() == b.to_bits() && a.to_bits() == c.to_bits(),
+                        "{name} n {n} at {pos0}, element {i}: {a} contiguous, {b} paged, {c} paged reference"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -69,12 +69,14 @@ pub struct LayerKv {
     v: Store,
 }
 
-pub struct KvCache {
+/// K/V storage for many sequences: per layer, `n_blocks` blocks of
+/// `block_size` rows. A sequence's position `p` lives at row
+/// `table[p / block_size] * block_size + p % block_size` of its block table
+/// (see [`Pages`]); which blocks a sequence owns is the engine's business.
+pub struct KvPool {
     pub layers: Vec<LayerKv>,
-    /// Positions the cache can hold.
-    pub capacity: usize,
-    /// Positions filled.
-    len: usize,
+    pub block_size: usize,
+    pub n_blocks: usize,
     pub k_width: usize,
     pub v_width: usize,
     pub dtype: KvDtype,
@@ -82,53 +84,61 @@ pub struct KvCache {
 
 /// A read-only view of one layer's K or V rows.
 pub use suanli_kernels::attention::Kv as Rows;
+pub use suanli_kernels::attention::Pages;
 
-impl KvCache {
+impl KvPool {
     pub fn new(
         n_layer: usize,
-        capacity: usize,
+        n_blocks: usize,
+        block_size: usize,
         k_width: usize,
         v_width: usize,
         dtype: KvDtype,
     ) -> Self {
-        KvCache {
+        let rows = n_blocks * block_size;
+        KvPool {
             layers: (0..n_layer)
                 .map(|_| LayerKv {
-                    k: Store::new(dtype, capacity * k_width),
-                    v: Store::new(dtype, capacity * v_width),
+                    k: Store::new(dtype, rows * k_width),
+                    v: Store::new(dtype, rows * v_width),
                 })
                 .collect(),
-            capacity,
-            len: 0,
+            block_size,
+            n_blocks,
             k_width,
             v_width,
             dtype,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
+    /// Rows (positions) the pool holds.
+    pub fn rows(&self) -> usize {
+        self.n_blocks * self.block_size
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forget positions from `n` on (e.g. to reuse a common prefix).
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
-    }
-
-    /// Mark `n` more positions as filled (after every layer wrote them).
-    pub fn advance(&mut self, n: usize) {
-        self.len = (self.len + n).min(self.capacity);
-    }
-
-    /// Write K and V rows of `layer` for positions `pos..pos + n`.
-    pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+    /// Write K and V of `layer` for one token at cache row `row`.
+    pub fn write(&mut self, layer: usize, row: usize, k: &[f32], v: &[f32]) {
         let l = &mut self.layers[layer];
-        l.k.write(pos * self.k_width, k);
-        l.v.write(pos * self.v_width, v);
+        l.k.write(row * self.k_width, k);
+        l.v.write(row * self.v_width, v);
+    }
+
+    /// Write K and V rows of `layer` for tokens placed at `rows` (`k` is
+    /// `rows.len() × k_width`, `v` likewise), coalescing runs of
+    /// consecutive rows.
+    pub fn write_rows(&mut self, layer: usize, rows: &[usize], k: &[f32], v: &[f32]) {
+        let (kw, vw) = (self.k_width, self.v_width);
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i + 1;
+            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+                j += 1;
+            }
+            let l = &mut self.layers[layer];
+            l.k.write(rows[i] * kw, &k[i * kw..j * kw]);
+            l.v.write(rows[i] * vw, &v[i * vw..j * vw]);
+            i = j;
+        }
     }
 
     pub fn keys(&self, layer: usize) -> Rows<'_> {
@@ -147,14 +157,72 @@ impl KvCache {
         }
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        let n = self.capacity * (self.k_width + self.v_width);
+    /// Bytes one block takes over all layers.
+    pub fn bytes_per_block(&self) -> usize {
+        let n = self.block_size * (self.k_width + self.v_width);
         self.layers.len()
             * match self.dtype {
                 KvDtype::F32 => n * 4,
                 KvDtype::F16 => n * 2,
                 KvDtype::Q8_0 => n.div_ceil(32) * 34,
             }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.n_blocks * self.bytes_per_block()
+    }
+}
+
+/// The K/V of one sequence in a contiguous cache (`run`, `chat`, `bench`,
+/// tests): a pool of one block of `capacity` rows, position = row.
+pub struct KvCache {
+    pub pool: KvPool,
+    /// Positions the cache can hold.
+    pub capacity: usize,
+    /// Positions filled.
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(
+        n_layer: usize,
+        capacity: usize,
+        k_width: usize,
+        v_width: usize,
+        dtype: KvDtype,
+    ) -> Self {
+        KvCache {
+            pool: KvPool::new(n_layer, 1, capacity, k_width, v_width, dtype),
+            capacity,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        self.pool.dtype
+    }
+
+    /// Forget positions from `n` on (e.g. to reuse a common prefix).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// Mark `n` more positions as filled (after every layer wrote them).
+    pub fn advance(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.capacity);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.pool.bytes()
     }
 }

@@ -21,7 +21,7 @@ pub mod tiny;
 use std::path::PathBuf;
 
 pub use config::ModelConfig;
-pub use kv::{KvCache, KvDtype};
+pub use kv::{KvCache, KvDtype, KvPool, Pages};
 pub use loader::WeightSource;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub enum ModelError {
     ContextFull { needed: usize, capacity: usize },
     #[error("token id {id} is out of the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("bad batch: {0}")]
+    BadBatch(String),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
@@ -63,6 +65,19 @@ pub enum Logits {
     Last,
     /// Every token (perplexity, prompt logprobs, tests).
     All,
+    /// None (a prompt chunk that is not the last).
+    None,
+}
+
+impl Logits {
+    /// Rows of logits for a span of `n` tokens.
+    pub fn rows(self, n: usize) -> usize {
+        match self {
+            Logits::Last => n.min(1),
+            Logits::All => n,
+            Logits::None => 0,
+        }
+    }
 }
 
 /// A trace hook: (step name, layer, values).
@@ -95,13 +110,129 @@ impl<'a> ForwardCtx<'a> {
     }
 }
 
+/// One sequence's share of a batched forward pass: `n` consecutive tokens
+/// of the batch at positions `pos0..pos0 + n`, earlier positions already
+/// in the pool under the same block table.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqSpan<'a> {
+    pub n: usize,
+    pub pos0: usize,
+    pub pages: Pages<'a>,
+    pub logits: Logits,
+}
+
+/// A forward pass over several sequences at once (continuous batching):
+/// matmuls see every token of every sequence, attention runs per sequence
+/// over its own blocks of the shared [`KvPool`].
+pub struct Batch<'a> {
+    pub kv: &'a mut KvPool,
+    pub seqs: &'a [SeqSpan<'a>],
+    /// Position of each token of the batch.
+    pub pos: Vec<usize>,
+    /// Cache row each token's K/V goes to.
+    pub rows: Vec<usize>,
+    pub trace: Option<TraceFn<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// Checks the spans against the pool and lays out positions and rows.
+    pub fn new(
+        kv: &'a mut KvPool,
+        seqs: &'a [SeqSpan<'a>],
+        trace: Option<TraceFn<'a>>,
+    ) -> Result<Self> {
+        let n: usize = seqs.iter().map(|s| s.n).sum();
+        let (mut pos, mut rows) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (i, s) in seqs.iter().enumerate() {
+            if s.n == 0 {
+                return Err(ModelError::BadBatch(format!("sequence {i} has no tokens")));
+            }
+            let end = s.pos0 + s.n;
+            let limit = if s.pages.table.is_empty() {
+                kv.rows()
+            } else {
+                s.pages.table.len() << s.pages.shift
+            };
+            if end > limit {
+                return Err(ModelError::ContextFull {
+                    needed: end,
+                    capacity: limit,
+                });
+            }
+            if !s.pages.table.is_empty()
+                && (1usize << s.pages.shift != kv.block_size
+                    || s.pages.table.iter().any(|&b| b as usize >= kv.n_blocks))
+            {
+                return Err(ModelError::BadBatch(format!(
+                    "sequence {i}: block table does not fit the pool of {} blocks of {}",
+                    kv.n_blocks, kv.block_size
+                )));
+            }
+            for p in s.pos0..end {
+                pos.push(p);
+                rows.push(s.pages.row(p));
+            }
+        }
+        Ok(Batch {
+            kv,
+            seqs,
+            pos,
+            rows,
+            trace,
+        })
+    }
+
+    /// Tokens in the batch.
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+
+    pub fn trace(&mut self, name: &str, layer: usize, x: &[f32]) {
+        if let Some(t) = self.trace.as_mut() {
+            t(name, layer, x);
+        }
+    }
+}
+
 /// A loaded model: run a batch of tokens, get logits.
 pub trait Model: Send + Sync {
     fn config(&self) -> &ModelConfig;
 
     /// Process `tokens` at positions `kv.len()..`, append their K/V to the
     /// cache and return logits (`n_vocab` per requested position, row-major).
-    fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx) -> Result<Vec<f32>>;
+    fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx) -> Result<Vec<f32>> {
+        let kv = &mut *ctx.kv;
+        let pos0 = kv.len();
+        if pos0 + tokens.len() > kv.capacity {
+            return Err(ModelError::ContextFull {
+                needed: pos0 + tokens.len(),
+                capacity: kv.capacity,
+            });
+        }
+        let seqs = [SeqSpan {
+            n: tokens.len(),
+            pos0,
+            pages: Pages::CONTIGUOUS,
+            logits: ctx.logits,
+        }];
+        let trace: Option<TraceFn> = match ctx.trace.as_mut() {
+            Some(t) => Some(&mut **t),
+            None => None,
+        };
+        let mut batch = Batch::new(&mut kv.pool, &seqs, trace)?;
+        let logits = self.forward_batch(tokens, &mut batch)?;
+        kv.advance(tokens.len());
+        Ok(logits)
+    }
+
+    /// Process the tokens of several sequences (`tokens` holds each span's
+    /// tokens in turn), writing their K/V into the pool; returns the logits
+    /// each span asked for, in span order.
+    fn forward_batch(&self, tokens: &[u32], batch: &mut Batch) -> Result<Vec<f32>>;
 
     /// A KV cache sized for `n_ctx` positions.
     fn new_cache(&self, n_ctx: usize, dtype: KvDtype) -> KvCache {
@@ -109,6 +240,19 @@ pub trait Model: Send + Sync {
         KvCache::new(
             c.n_layer,
             n_ctx,
+            c.n_head_kv * c.head_dim,
+            c.n_head_kv * c.head_dim_v,
+            dtype,
+        )
+    }
+
+    /// A paged pool of `n_blocks` blocks of `block_size` positions.
+    fn new_pool(&self, n_blocks: usize, block_size: usize, dtype: KvDtype) -> KvPool {
+        let c = self.config();
+        KvPool::new(
+            c.n_layer,
+            n_blocks,
+            block_size,
             c.n_head_kv * c.head_dim,
             c.n_head_kv * c.head_dim_v,
             dtype,

@@ -6,7 +6,7 @@ use suanli_kernels::{ops, pool};
 
 use crate::config::ModelConfig;
 use crate::loader::Loader;
-use crate::{ForwardCtx, Logits, Model, ModelError, Result};
+use crate::{Batch, Model, ModelError, Result};
 
 /// `y = x Wᵀ (+ b)` for `n` rows of `x`.
 pub fn linear(w: &QMatrix, b: Option<&[f32]>, x: &[f32], n: usize) -> Vec<f32> {
@@ -82,14 +82,14 @@ impl Layer {
     }
 }
 
-/// Rotate every head of `x` (`n` rows of `n_heads · head_dim`) for positions
-/// `pos0..pos0+n`, computing angles as ggml does (`theta *= base^(-2/d)`,
+/// Rotate every head of `x` (rows of `n_heads · head_dim`, row `t` at
+/// position `pos[t]`), computing angles as ggml does (`theta *= base^(-2/d)`,
 /// then divided by the frequency factor and scaled).
 pub fn rope_rows(
     x: &mut [f32],
     n_heads: usize,
     c: &ModelConfig,
-    pos0: usize,
+    pos: &[usize],
     base: f32,
     freq_scale: f32,
     use_factors: bool,
@@ -98,7 +98,7 @@ pub fn rope_rows(
     let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
     pool::for_each_row(x, n_heads * c.head_dim, |t, row| {
         let (mut sin, mut cos) = (vec![0f32; half], vec![0f32; half]);
-        let mut theta = (pos0 + t) as f32;
+        let mut theta = pos[t] as f32;
         for (i, (s, co)) in sin.iter_mut().zip(&mut cos).enumerate() {
             let ff = if use_factors {
                 c.rope_freq_factors.get(i).copied().unwrap_or(1.0)
@@ -113,45 +113,45 @@ pub fn rope_rows(
 }
 
 /// Multi-head attention with grouped K/V heads (GQA), causal and optionally
-/// windowed: `q` is `n × n_head·hd` (already rotated), K/V of positions
-/// `..pos0+n` are in the cache. Returns `n × n_head·hdv`.
+/// windowed, each sequence of the batch over its own cached K/V: `q` is
+/// `n × n_head·hd` (already rotated), the batch's K/V already written.
+/// Returns `n × n_head·hdv`.
 ///
 /// The kernel follows llama.cpp's CPU flash attention (see
 /// [`suanli_kernels::attention`]), so greedy outputs agree token for token.
-pub fn attend(
-    q: &[f32],
-    n: usize,
-    pos0: usize,
-    c: &ModelConfig,
-    il: usize,
-    ctx: &ForwardCtx,
-) -> Vec<f32> {
+pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> Vec<f32> {
     let window = if c.swa_layers.get(il).copied().unwrap_or(false) {
         c.sliding_window
     } else {
         None
     };
-    let shape = AttnShape {
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim: c.head_dim,
-        head_dim_v: c.head_dim_v,
-        k_stride: ctx.kv.k_width,
-        v_stride: ctx.kv.v_width,
-        scale: if c.scale_q { 1.0 } else { c.attn_scale },
-        softcap: c.attn_softcap,
-        window,
-    };
-    let mut out = vec![0f32; n * c.n_head * c.head_dim_v];
-    attention(
-        &shape,
-        q,
-        n,
-        pos0,
-        ctx.kv.keys(il),
-        ctx.kv.values(il),
-        &mut out,
-    );
+    let (qw, ow) = (c.n_head * c.head_dim, c.n_head * c.head_dim_v);
+    let mut out = vec![0f32; n * ow];
+    let mut t0 = 0;
+    for s in ctx.seqs {
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            k_stride: ctx.kv.k_width,
+            v_stride: ctx.kv.v_width,
+            scale: if c.scale_q { 1.0 } else { c.attn_scale },
+            softcap: c.attn_softcap,
+            window,
+            pages: s.pages,
+        };
+        attention(
+            &shape,
+            &q[t0 * qw..(t0 + s.n) * qw],
+            s.n,
+            s.pos0,
+            ctx.kv.keys(il),
+            ctx.kv.values(il),
+            &mut out[t0 * ow..(t0 + s.n) * ow],
+        );
+        t0 += s.n;
+    }
     out
 }
 
@@ -162,10 +162,9 @@ pub fn self_attention(
     il: usize,
     h: &[f32],
     n: usize,
-    ctx: &mut ForwardCtx,
+    ctx: &mut Batch,
 ) -> Vec<f32> {
     let (c, l) = (&m.cfg, &m.layers[il]);
-    let pos0 = ctx.kv.len();
     let mut q = linear(&l.wq, l.bq.as_deref(), h, n);
     let mut k = linear(&l.wk, l.bk.as_deref(), h, n);
     let v = linear(&l.wv, l.bv.as_deref(), h, n);
@@ -186,15 +185,15 @@ pub fn self_attention(
     } else {
         (c.rope_theta, c.rope_freq_scale, true)
     };
-    rope_rows(&mut q, c.n_head, c, pos0, base, scale, factors);
-    rope_rows(&mut k, c.n_head_kv, c, pos0, base, scale, factors);
+    rope_rows(&mut q, c.n_head, c, &ctx.pos, base, scale, factors);
+    rope_rows(&mut k, c.n_head_kv, c, &ctx.pos, base, scale, factors);
     if c.scale_q {
         q.iter_mut().for_each(|v| *v *= c.attn_scale);
     }
     ctx.trace("Qcur", il, &q);
     ctx.trace("Kcur", il, &k);
-    ctx.kv.write(il, pos0, &k, &v);
-    let a = attend(&q, n, pos0, c, il, ctx);
+    ctx.kv.write_rows(il, &ctx.rows, &k, &v);
+    let a = attend(&q, n, c, il, ctx);
     ctx.trace("kqv_out", il, &a);
     linear(&l.wo, None, &a, n)
 }
@@ -206,7 +205,7 @@ pub fn gated_ffn(
     h: &[f32],
     n: usize,
     act: ops::Glu,
-    ctx: &mut ForwardCtx,
+    ctx: &mut Batch,
 ) -> Vec<f32> {
     let mut g = linear(&l.gate, None, h, n);
     let u = linear(&l.up, None, h, n);
@@ -219,7 +218,7 @@ pub fn gated_ffn(
 }
 
 /// Runs one layer in place on the residual stream `x` (`n × n_embd`).
-pub type LayerFn = fn(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut ForwardCtx);
+pub type LayerFn = fn(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch);
 
 /// A decoder-only transformer; the architecture supplies `layer`.
 pub struct Transformer {
@@ -256,15 +255,14 @@ impl Model for Transformer {
         &self.cfg
     }
 
-    fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx) -> Result<Vec<f32>> {
+    fn forward_batch(&self, tokens: &[u32], ctx: &mut Batch) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let n = tokens.len();
-        let pos0 = ctx.kv.len();
-        if pos0 + n > ctx.kv.capacity {
-            return Err(ModelError::ContextFull {
-                needed: pos0 + n,
-                capacity: ctx.kv.capacity,
-            });
+        if n != ctx.len() || n == 0 {
+            return Err(ModelError::BadBatch(format!(
+                "{n} tokens for spans of {} positions",
+                ctx.len()
+            )));
         }
         let mut x = vec![0f32; n * c.n_embd];
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(c.n_embd)) {
@@ -284,13 +282,19 @@ impl Model for Transformer {
             (self.layer)(self, il, &mut x, n, ctx);
             ctx.trace("l_out", il, &x);
         }
-        ctx.kv.advance(n);
-        let rows: &[f32] = match ctx.logits {
-            Logits::Last => &x[(n - 1) * c.n_embd..],
-            Logits::All => &x,
-        };
-        let m = rows.len() / c.n_embd;
-        let h = rms_norm_rows(rows, &self.output_norm, c.rms_eps);
+        let d = c.n_embd;
+        let mut rows: Vec<f32> = Vec::new();
+        let mut t0 = 0;
+        for s in ctx.seqs {
+            let keep = s.logits.rows(s.n);
+            rows.extend_from_slice(&x[(t0 + s.n - keep) * d..(t0 + s.n) * d]);
+            t0 += s.n;
+        }
+        let m = rows.len() / d;
+        if m == 0 {
+            return Ok(Vec::new());
+        }
+        let h = rms_norm_rows(&rows, &self.output_norm, c.rms_eps);
         ctx.trace("result_norm", 0, &h);
         let mut logits = linear(&self.output, None, &h, m);
         if let Some(cap) = c.final_softcap {

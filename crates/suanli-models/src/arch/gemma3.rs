@@ -5,7 +5,7 @@
 use super::{base_config, ArchEntry};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Transformer};
-use crate::{ForwardCtx, Model, ModelError, Result};
+use crate::{Batch, Model, ModelError, Result};
 use suanli_kernels::ops;
 
 pub const ENTRY: ArchEntry = ArchEntry {
@@ -83,7 +83,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
 }
 
 /// x += Norm(Attn(Norm(x))); x += Norm(FFN(Norm(x))).
-fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut ForwardCtx) {
+fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     let (c, l) = (&m.cfg, &m.layers[il]);
     let eps = c.rms_eps;
     let h = rms_norm_rows(x, &l.attn_norm, eps);

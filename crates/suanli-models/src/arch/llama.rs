@@ -6,7 +6,7 @@ use suanli_kernels::ops::{self, RopeStyle};
 use super::{base_config, gguf_permuted, ArchEntry};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Transformer};
-use crate::{ForwardCtx, Model, Result};
+use crate::{Batch, Model, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "llama",
@@ -28,7 +28,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
 }
 
 /// x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)).
-pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut ForwardCtx) {
+pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     let (c, l) = (&m.cfg, &m.layers[il]);
     let h = rms_norm_rows(x, &l.attn_norm, c.rms_eps);
     ctx.trace("attn_norm", il, &h);
