@@ -4,10 +4,22 @@
 //!   presence / frequency penalties, seeded.
 //! - [`generate`]: the single-sequence loop (prefill the prompt, then decode
 //!   one token at a time) shared by `run`, `chat` and the tests.
+//! - [`blocks`]: the paged KV cache's block manager with prefix caching.
+//! - [`scheduler`]: continuous batching as a state machine (token budget,
+//!   chunked prefill, preemption), tested without a model.
+//! - [`engine`]: the serving loop on its own thread: requests in, batched
+//!   forward passes, token events out, cancellation on disconnect.
+//! - [`stop`], [`logprobs`]: stop strings over streamed text; logprobs.
 
+pub mod blocks;
+pub mod engine;
 pub mod generate;
+pub mod logprobs;
 pub mod sampler;
+pub mod scheduler;
+pub mod stop;
 
+pub use engine::{Engine, EngineConfig, EngineStats, Event, FinishReason, Request, Usage};
 pub use generate::{generate, GenStats, StopReason};
 pub use sampler::{Sampler, SamplingParams};
 

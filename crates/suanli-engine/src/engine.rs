@@ -1,0 +1,515 @@
+//! The serving engine: one thread that owns the model's KV pool and the
+//! [`Scheduler`], and runs a batched forward pass per step over every
+//! sequence in flight. Requests come in through [`Engine::submit`]; each
+//! gets a channel of [`Event`]s (tokens with their text, logprobs, the end
+//! and its usage). A dropped receiver (a client that went away) cancels the
+//! sequence and frees its KV blocks before the next step.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use suanli_models::{Batch, KvDtype, KvPool, Logits, Model, Pages, SeqSpan};
+use suanli_tokenizer::{StreamDecoder, Tokenizer};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::blocks::{BlockManager, BlockStats};
+use crate::logprobs::{token_logprob, TokenLogprob};
+use crate::sampler::{Sampler, SamplingParams};
+use crate::scheduler::{AddError, Plan, SchedConfig, Scheduler, SeqId};
+use crate::stop::StopScanner;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub sched: SchedConfig,
+    /// Positions per KV block (a power of two).
+    pub block_size: usize,
+    /// Blocks in the pool.
+    pub n_blocks: usize,
+    pub kv_dtype: KvDtype,
+    pub prefix_caching: bool,
+}
+
+/// One generation request, already tokenized.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Tokens to generate at most (the context bounds it too).
+    pub max_tokens: usize,
+    /// Generation stops before any of these strings; they are not returned.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+    /// Logprobs of each generated token with this many alternatives.
+    pub logprobs: Option<usize>,
+    /// Logprobs of each prompt token (after the first) with this many
+    /// alternatives; the prompt is then computed in full (no prefix reuse).
+    pub prompt_logprobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose K/V came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Logprobs of prompt tokens `1..` (the first token has none).
+    PromptLogprobs(Vec<TokenLogprob>),
+    /// A generated token; `text` is what became printable with it (stop
+    /// strings and incomplete characters are held back).
+    Token {
+        token: u32,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// Text released at the end (held-back characters).
+    Text(String),
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+    },
+    Error(String),
+}
+
+/// What the engine is doing, for metrics and health.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    pub waiting: usize,
+    pub running: usize,
+    pub blocks: BlockStats,
+    pub block_size: usize,
+    pub prefix_hit_tokens: u64,
+    pub preemptions: u64,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub steps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Rejected(#[from] AddError),
+    #[error("a token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+enum Msg {
+    Add(SeqId, Request, UnboundedSender<Event>),
+    Shutdown,
+}
+
+struct Shared {
+    stats: Mutex<EngineStats>,
+    /// Submitted requests not yet running (bounded by max_waiting).
+    queued: AtomicUsize,
+}
+
+pub struct Engine {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    /// Positions one sequence may fill.
+    pub max_seq_len: usize,
+    pub max_waiting: usize,
+    n_vocab: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn start(model: Arc<dyn Model>, tokenizer: Arc<Tokenizer>, cfg: EngineConfig) -> Engine {
+        let pool = model.new_pool(cfg.n_blocks, cfg.block_size, cfg.kv_dtype);
+        let blocks = BlockManager::new(cfg.n_blocks, cfg.block_size, cfg.prefix_caching);
+        let sched = Scheduler::new(
+            SchedConfig {
+                max_waiting: usize::MAX,
+                ..cfg.sched
+            },
+            blocks,
+        );
+        let max_seq_len = sched.cfg.max_seq_len.min(model.config().n_ctx_train.max(1));
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(EngineStats {
+                block_size: cfg.block_size,
+                blocks: sched.block_stats(),
+                ..Default::default()
+            }),
+            queued: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let n_vocab = model.config().n_vocab;
+        let mut worker = Worker {
+            model,
+            tok: tokenizer,
+            pool,
+            sched,
+            active: HashMap::new(),
+            shared: shared.clone(),
+            max_seq_len,
+            stats: EngineStats {
+                block_size: cfg.block_size,
+                ..Default::default()
+            },
+        };
+        let thread = std::thread::Builder::new()
+            .name("suanli-engine".into())
+            .spawn(move || worker.run(rx))
+            .ok();
+        Engine {
+            tx,
+            shared,
+            next_id: AtomicU64::new(1),
+            max_seq_len,
+            max_waiting: cfg.sched.max_waiting,
+            n_vocab,
+            thread,
+        }
+    }
+
+    /// Whether a prompt of `n` tokens fits the context.
+    pub fn check_prompt(&self, n: usize) -> Result<(), AddError> {
+        if n == 0 {
+            return Err(AddError::Empty);
+        }
+        if n >= self.max_seq_len {
+            return Err(AddError::TooLong {
+                prompt: n,
+                ctx: self.max_seq_len,
+                over: n + 1 - self.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queue a request; its events arrive on the returned channel. Drop
+    /// the receiver to cancel.
+    pub fn submit(&self, req: Request) -> Result<UnboundedReceiver<Event>, SubmitError> {
+        self.check_prompt(req.prompt.len())?;
+        if let Some(&id) = req.prompt.iter().find(|&&t| t as usize >= self.n_vocab) {
+            return Err(SubmitError::BadToken {
+                id,
+                n_vocab: self.n_vocab,
+            });
+        }
+        let q = self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        if q >= self.max_waiting {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(AddError::QueueFull(q).into());
+        }
+        let (etx, erx) = unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Msg::Add(id, req, etx)).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(erx)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut s = *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.waiting = s.waiting.max(self.shared.queued.load(Ordering::Relaxed));
+        s
+    }
+
+    /// Whether the engine thread is alive.
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Per-sequence state beside the scheduler's.
+struct Active {
+    tx: UnboundedSender<Event>,
+    sampler: Sampler,
+    req: Request,
+    dec: StreamDecoder,
+    stop: StopScanner,
+    n_gen: usize,
+    prompt_lp: Vec<TokenLogprob>,
+    admitted: bool,
+}
+
+struct Worker {
+    model: Arc<dyn Model>,
+    tok: Arc<Tokenizer>,
+    pool: KvPool,
+    sched: Scheduler,
+    active: HashMap<SeqId, Active>,
+    shared: Arc<Shared>,
+    max_seq_len: usize,
+    stats: EngineStats,
+}
+
+impl Worker {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            // Block while idle; otherwise take what arrived and go on.
+            let first = if self.sched.is_idle() {
+                match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            for m in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                match m {
+                    Msg::Add(id, req, tx) => self.add(id, req, tx),
+                    Msg::Shutdown => return,
+                }
+            }
+            // Cancel sequences whose client went away.
+            let gone: Vec<SeqId> = self
+                .active
+                .iter()
+                .filter(|(_, a)| a.tx.is_closed())
+                .map(|(&id, _)| id)
+                .collect();
+            for id in gone {
+                self.end(id);
+            }
+            if !self.sched.is_idle() {
+                let plan = self.sched.schedule();
+                if plan.work.is_empty() {
+                    std::thread::sleep(Duration::from_millis(2));
+                } else {
+                    self.step(&plan);
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn add(&mut self, id: SeqId, req: Request, tx: UnboundedSender<Event>) {
+        let prompt_logits = req.prompt_logprobs.is_some();
+        if let Err(e) = self.sched.add(id, req.prompt.clone(), prompt_logits) {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(Event::Error(e.to_string()));
+            return;
+        }
+        self.active.insert(
+            id,
+            Active {
+                tx,
+                sampler: Sampler::new(req.sampling.clone()),
+                stop: StopScanner::new(req.stop.clone()),
+                dec: StreamDecoder::new(),
+                n_gen: 0,
+                prompt_lp: Vec::new(),
+                admitted: false,
+                req,
+            },
+        );
+        if let Some(a) = self.active.get_mut(&id) {
+            a.sampler.accept(&a.req.prompt);
+        }
+    }
+
+    /// Remove a sequence (finished, failed or cancelled): blocks freed now.
+    fn end(&mut self, id: SeqId) {
+        if let Some(a) = self.active.remove(&id) {
+            if !a.admitted {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.sched.finish(id);
+    }
+
+    fn step(&mut self, plan: &Plan) {
+        let bs = self.sched.blocks.block_size;
+        let mut tokens = Vec::new();
+        let mut spans = Vec::with_capacity(plan.work.len());
+        for w in &plan.work {
+            let Some(s) = self.sched.seq(w.id) else {
+                continue;
+            };
+            tokens.extend_from_slice(&s.tokens[w.start..w.start + w.n]);
+            spans.push(SeqSpan {
+                n: w.n,
+                pos0: w.start,
+                pages: Pages::new(&s.blocks, bs),
+                logits: w.logits,
+            });
+            if let Some(a) = self.active.get_mut(&w.id) {
+                if !a.admitted {
+                    a.admitted = true;
+                    self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let model = self.model.clone();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut batch = Batch::new(&mut self.pool, &spans, None)?;
+            model.forward_batch(&tokens, &mut batch)
+        }));
+        drop(spans);
+        let logits = match result {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return self.fail(plan, &e.to_string()),
+            Err(p) => {
+                let why = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("panic");
+                return self.fail(plan, &format!("internal error in the forward pass: {why}"));
+            }
+        };
+        self.sched.complete(plan);
+        self.stats.steps += 1;
+        let nv = self.model.config().n_vocab;
+        let mut at = 0;
+        for w in &plan.work {
+            let rows = w.logits.rows(w.n);
+            let out = &logits[at * nv..(at + rows) * nv];
+            at += rows;
+            if w.start < self.sched.seq(w.id).map_or(0, |s| s.n_prompt) {
+                self.stats.prompt_tokens += w.n as u64;
+            }
+            self.on_logits(w.id, w.start, w.n, w.logits, out, nv);
+        }
+    }
+
+    fn fail(&mut self, plan: &Plan, why: &str) {
+        for w in &plan.work {
+            if let Some(a) = self.active.get(&w.id) {
+                let _ = a.tx.send(Event::Error(why.to_string()));
+            }
+            self.end(w.id);
+        }
+    }
+
+    /// Logits of sequence `id` for positions `start..start + n` (all of
+    /// them, the last, or none).
+    fn on_logits(
+        &mut self,
+        id: SeqId,
+        start: usize,
+        n: usize,
+        mode: Logits,
+        out: &[f32],
+        nv: usize,
+    ) {
+        let Some(seq) = self.sched.seq(id) else {
+            return;
+        };
+        let (n_prompt, len) = (seq.n_prompt, seq.tokens.len());
+        let Some(a) = self.active.get_mut(&id) else {
+            return;
+        };
+        if mode == Logits::All {
+            if let Some(top) = a.req.prompt_logprobs {
+                for (r, row) in out.chunks_exact(nv).enumerate() {
+                    let p = start + r;
+                    if p + 1 < n_prompt && a.prompt_lp.len() < n_prompt - 1 {
+                        a.prompt_lp.push(token_logprob(row, seq.tokens[p + 1], top));
+                    }
+                }
+                if start + n >= n_prompt && a.prompt_lp.len() == n_prompt - 1 {
+                    let lp = std::mem::take(&mut a.prompt_lp);
+                    let _ = a.tx.send(Event::PromptLogprobs(lp));
+                }
+            }
+        }
+        if start + n != len || out.is_empty() {
+            return;
+        }
+        let mut row = out[out.len() - nv..].to_vec();
+        let logprob = a.req.logprobs.map(|top| (top, row.clone()));
+        let tok = a.sampler.sample(&mut row);
+        if self.tok.is_eog(tok) && !a.req.ignore_eos {
+            return self.finish(id, FinishReason::Stop);
+        }
+        a.sampler.accept(&[tok]);
+        a.n_gen += 1;
+        self.stats.generated_tokens += 1;
+        let bytes = self.tok.token_bytes(tok, false).unwrap_or_default();
+        let piece = a.dec.push(&bytes);
+        let (text, stopped) = a.stop.push(&piece);
+        let logprob = logprob.map(|(top, raw)| token_logprob(&raw, tok, top));
+        let sent = a.tx.send(Event::Token {
+            token: tok,
+            text,
+            logprob,
+        });
+        if sent.is_err() {
+            return self.end(id);
+        }
+        if stopped {
+            return self.finish(id, FinishReason::Stop);
+        }
+        if a.n_gen >= a.req.max_tokens || len + 1 >= self.max_seq_len {
+            return self.finish(id, FinishReason::Length);
+        }
+        self.sched.append(id, tok);
+    }
+
+    fn finish(&mut self, id: SeqId, finish: FinishReason) {
+        if let (Some(a), Some(s)) = (self.active.get_mut(&id), self.sched.seq(id)) {
+            if finish != FinishReason::Stop || !a.stop.stopped() {
+                let rest = a.dec.finish();
+                let (mut text, _) = a.stop.push(&rest);
+                text.push_str(&a.stop.flush());
+                if !text.is_empty() {
+                    let _ = a.tx.send(Event::Text(text));
+                }
+            }
+            let usage = Usage {
+                prompt_tokens: s.n_prompt,
+                completion_tokens: a.n_gen,
+                cached_tokens: s.cached_tokens,
+            };
+            let _ = a.tx.send(Event::Done { finish, usage });
+        }
+        self.end(id);
+    }
+
+    fn publish(&mut self) {
+        let s = EngineStats {
+            waiting: self.shared.queued.load(Ordering::Relaxed),
+            running: self.sched.running(),
+            blocks: self.sched.block_stats(),
+            prefix_hit_tokens: self.sched.prefix_hit_tokens,
+            preemptions: self.sched.preemptions,
+            ..self.stats
+        };
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
