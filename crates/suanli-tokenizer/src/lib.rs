@@ -203,4 +203,24 @@ impl Tokenizer {
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
     }
+
+    /// Render `messages` through `tmpl` (with the generation prompt) and
+    /// tokenize the result as llama.cpp does: special tokens parsed, BOS
+    /// added per the model and not twice. Returns the text and its tokens.
+    pub fn apply_chat_template(
+        &self,
+        tmpl: &ChatTemplate,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(String, Vec<u32>)> {
+        let mut text = tmpl.render(messages, true, tools, extra)?;
+        if self.add_bos && !tmpl.bos_token.is_empty() {
+            if let Some(rest) = text.strip_prefix(tmpl.bos_token.as_str()) {
+                text = rest.to_string();
+            }
+        }
+        let ids = self.encode(&text, true, true)?;
+        Ok((text, ids))
+    }
 }

@@ -1,4 +1,4 @@
-//! `suanli`: run, chat with, inspect and tokenize open-weight LLMs.
+//! `suanli`: run, chat with, serve, inspect and tokenize open-weight LLMs.
 
 mod cmd;
 
@@ -29,6 +29,8 @@ enum Command {
     Pull(cmd::pull::Args),
     /// Prompt-processing and generation speed (llama-bench's definitions).
     Bench(cmd::bench::Args),
+    /// OpenAI-compatible HTTP server with continuous batching.
+    Serve(cmd::serve::Args),
 }
 
 fn main() {
@@ -40,6 +42,7 @@ fn main() {
         Command::Tokenize(a) => cmd::tokenize::main(a),
         Command::Pull(a) => cmd::pull::main(a),
         Command::Bench(a) => cmd::bench::main(a),
+        Command::Serve(a) => cmd::serve::main(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod inspect;
 pub mod pull;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};
@@ -183,11 +184,7 @@ pub fn chat_template(l: &Loaded) -> Result<ChatTemplate> {
 /// Render `messages` and tokenize the result as llama.cpp does: special
 /// tokens parsed, BOS added per the model, not twice.
 pub fn chat_tokens(l: &Loaded, tmpl: &ChatTemplate, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-    let mut text = tmpl.render(messages, true, None, None)?;
-    if l.tokenizer.add_bos && !tmpl.bos_token.is_empty() {
-        if let Some(rest) = text.strip_prefix(tmpl.bos_token.as_str()) {
-            text = rest.to_string();
-        }
-    }
-    Ok(l.tokenizer.encode(&text, true, true)?)
+    Ok(l.tokenizer
+        .apply_chat_template(tmpl, messages, None, None)?
+        .1)
 }

@@ -1,0 +1,247 @@
+//! `POST /v1/chat/completions`.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use suanli_engine::logprobs::TokenLogprob;
+use suanli_engine::{Event, Request};
+use suanli_tokenizer::reasoning::{Delta, ReasoningParser};
+use suanli_tokenizer::ChatMessage;
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::api::{max_tokens, ChatRequest};
+use crate::error::{parse_json, ApiError};
+use crate::gen::{collect, merge, new_id, submit_all, usage_json};
+use crate::{now, Shared};
+
+/// One entry of `logprobs.content`.
+fn logprob_json(s: &Shared, lp: &TokenLogprob) -> Value {
+    let entry = |id: u32, logprob: f32| {
+        let (text, bytes) = s.token_str(id);
+        json!({"token": text, "logprob": logprob, "bytes": bytes})
+    };
+    let mut e = entry(lp.token, lp.logprob);
+    e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
+    e
+}
+
+fn delta_json(d: &Delta) -> Value {
+    let mut v = json!({});
+    if !d.content.is_empty() {
+        v["content"] = json!(d.content);
+    }
+    if !d.reasoning.is_empty() {
+        v["reasoning_content"] = json!(d.reasoning);
+    }
+    v
+}
+
+pub async fn handle(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t0 = Instant::now();
+    let r: ChatRequest = parse_json(&body?)?;
+    s.check_model(r.common.model.as_deref())?;
+    if r.messages.is_empty() {
+        return Err(ApiError::bad_param(
+            "messages",
+            "at least one message is needed",
+        ));
+    }
+    let messages = r
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok(ChatMessage {
+                role: m.role.clone(),
+                content: m.text(i)?,
+                reasoning_content: m.reasoning_content.clone(),
+                tool_calls: m.tool_calls.clone(),
+                name: m.name.clone(),
+                tool_call_id: m.tool_call_id.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let (text, prompt) = s
+        .tok
+        .apply_chat_template(
+            &s.template,
+            &messages,
+            r.tools.as_ref(),
+            r.chat_template_kwargs.as_ref(),
+        )
+        .map_err(|e| ApiError::bad_param("messages", format!("chat template: {e}")))?;
+    let max = max_tokens(
+        "max_completion_tokens",
+        r.max_completion_tokens.or(r.common.max_tokens),
+        usize::MAX,
+    )?;
+    let top = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(ApiError::bad_param(
+                "top_logprobs",
+                "needs \"logprobs\": true",
+            ))
+        }
+        (true, k) => match k.unwrap_or(0) {
+            k @ 0..=20 => Some(k as usize),
+            _ => {
+                return Err(ApiError::bad_param(
+                    "top_logprobs",
+                    "must be between 0 and 20",
+                ))
+            }
+        },
+    };
+    let n = r.common.n()?;
+    let stop = r.common.stops()?;
+    s.engine
+        .check_prompt(prompt.len())
+        .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    let reqs = (0..n)
+        .map(|i| {
+            Ok(Request {
+                prompt: prompt.clone(),
+                sampling: r.common.sampling(i)?,
+                max_tokens: max,
+                stop: stop.clone(),
+                ignore_eos: r.common.ignore_eos,
+                logprobs: top,
+                prompt_logprobs: None,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let rxs = submit_all(&s, reqs)?;
+    let thinking = text.trim_end().ends_with("<think>");
+    let id = new_id("chatcmpl");
+    let created = now();
+    let model = s.opts.model_id.clone();
+    if !r.common.stream {
+        let out = collect(&s, rxs, t0).await?;
+        let mut choices = Vec::new();
+        let (mut completion, mut cached) = (0, 0);
+        for (i, c) in out.iter().enumerate() {
+            let d = ReasoningParser::split(&c.text, thinking);
+            let mut message = json!({"role": "assistant", "content": d.content});
+            if !d.reasoning.is_empty() {
+                message["reasoning_content"] = json!(d.reasoning);
+            }
+            let logprobs = top.map(|_| {
+                json!({"content": c.tokens.iter()
+                    .filter_map(|(_, lp)| lp.as_ref().map(|lp| logprob_json(&s, lp)))
+                    .collect::<Vec<_>>()})
+            });
+            choices.push(json!({
+                "index": i,
+                "message": message,
+                "logprobs": logprobs,
+                "finish_reason": c.finish.map(|f| f.as_str()),
+            }));
+            completion += c.usage.completion_tokens;
+            cached = cached.max(c.usage.cached_tokens);
+        }
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage_json(prompt.len(), completion, cached),
+        }))
+        .into_response());
+    }
+    let include_usage = r
+        .common
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    let (tx, rx) = unbounded_channel::<Result<SseEvent, Infallible>>();
+    let mut events = merge(&s, rxs, t0);
+    let n_prompt = prompt.len();
+    tokio::spawn(async move {
+        let chunk = |choices: Value| {
+            let v = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": choices,
+            });
+            Ok(SseEvent::default().data(v.to_string()))
+        };
+        let mut parsers: Vec<ReasoningParser> =
+            (0..n).map(|_| ReasoningParser::new(thinking)).collect();
+        for i in 0..n {
+            let first = json!([{"index": i, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null}]);
+            if tx.send(chunk(first)).is_err() {
+                return;
+            }
+        }
+        let (mut ended, mut completion, mut cached) = (0, 0, 0);
+        while ended < n {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tx.closed() => return,
+            };
+            let Some((i, ev)) = ev else { return };
+            let msg = match ev {
+                Event::Token { text, logprob, .. } => {
+                    let d = parsers[i].push(&text);
+                    let lp = logprob.map(|lp| json!({"content": [logprob_json(&s, &lp)]}));
+                    if d == Delta::default() && lp.is_none() {
+                        continue;
+                    }
+                    json!([{"index": i, "delta": delta_json(&d), "logprobs": lp,
+                        "finish_reason": null}])
+                }
+                Event::Text(text) => {
+                    let d = parsers[i].push(&text);
+                    if d == Delta::default() {
+                        continue;
+                    }
+                    json!([{"index": i, "delta": delta_json(&d), "logprobs": null,
+                        "finish_reason": null}])
+                }
+                Event::Done { finish, usage } => {
+                    ended += 1;
+                    completion += usage.completion_tokens;
+                    cached = usage.cached_tokens.max(cached);
+                    let d = parsers[i].finish();
+                    json!([{"index": i, "delta": delta_json(&d), "logprobs": null,
+                        "finish_reason": finish.as_str()}])
+                }
+                Event::Error(e) => {
+                    let err = ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e);
+                    let _ = tx.send(Ok(SseEvent::default().data(err.body().to_string())));
+                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
+                    return;
+                }
+                Event::PromptLogprobs(_) => continue,
+            };
+            if tx.send(chunk(msg)).is_err() {
+                return;
+            }
+        }
+        if include_usage {
+            let v = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [],
+                "usage": usage_json(n_prompt, completion, cached),
+            });
+            let _ = tx.send(Ok(SseEvent::default().data(v.to_string())));
+        }
+        let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
+    });
+    Ok(Sse::new(UnboundedReceiverStream::new(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

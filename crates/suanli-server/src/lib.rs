@@ -1,0 +1,262 @@
+//! suanli-server: the OpenAI-compatible HTTP API over the engine.
+//!
+//! - `POST /v1/chat/completions`, `POST /v1/completions` ([`chat`],
+//!   [`completions`]): streaming by server-sent events, logprobs, stop
+//!   strings, `n`, usage.
+//! - `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`,
+//!   `GET /metrics` (Prometheus).
+//!
+//! Errors are OpenAI's error JSON with the matching status ([`error`]); a
+//! failing request never takes the server down. The engine runs on its own
+//! thread ([`suanli_engine::Engine`]); handlers only tokenize, submit and
+//! relay events.
+
+pub mod api;
+pub mod chat;
+pub mod completions;
+pub mod error;
+pub mod gen;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use suanli_engine::Engine;
+use suanli_tokenizer::{ChatTemplate, Tokenizer};
+
+use crate::error::{parse_json, ApiError};
+use crate::metrics::Metrics;
+
+pub struct ServerOptions {
+    /// Every /v1 route then needs `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// The model id clients use (and `/v1/models` lists).
+    pub model_id: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub tok: Arc<Tokenizer>,
+    pub template: ChatTemplate,
+    pub opts: ServerOptions,
+    pub metrics: Metrics,
+    pub created: u64,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl AppState {
+    pub fn new(
+        engine: Engine,
+        tok: Arc<Tokenizer>,
+        template: ChatTemplate,
+        opts: ServerOptions,
+    ) -> Self {
+        AppState {
+            engine,
+            tok,
+            template,
+            opts,
+            metrics: Metrics::new(),
+            created: now(),
+        }
+    }
+
+    /// 404 unless `model` (when given) names the served model.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(m) if !m.is_empty() && m != self.opts.model_id => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the model '{m}' does not exist; this server serves '{}'",
+                    self.opts.model_id
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The text a token stands for, specials included (for logprobs).
+    pub fn token_str(&self, id: u32) -> (String, Vec<u8>) {
+        let b = self.tok.token_bytes(id, true).unwrap_or_default();
+        (String::from_utf8_lossy(&b).into_owned(), b)
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/completions", post(completions::handle))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(v1)
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(DefaultBodyLimit::max(state.opts.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serve until ctrl-c / SIGTERM.
+pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.opts.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid or missing API key (send Authorization: Bearer KEY)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Requests by route and status.
+async fn count(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    s.metrics
+        .requests
+        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn models(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": s.opts.model_id,
+            "object": "model",
+            "created": s.created,
+            "owned_by": "suanli",
+            "max_model_len": s.engine.max_seq_len,
+        }]
+    }))
+}
+
+async fn health(State(s): State<Shared>) -> Response {
+    if s.engine.is_alive() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let text = s.metrics.render(&s.engine.stats());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `/tokenize`: llama-server's `content` or vLLM's `prompt`.
+#[derive(Deserialize)]
+struct TokenizeReq {
+    content: Option<String>,
+    prompt: Option<String>,
+    #[serde(default = "yes")]
+    add_special: bool,
+    #[serde(default)]
+    with_pieces: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn tokenize(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r: TokenizeReq = parse_json(&body?)?;
+    let text = r
+        .content
+        .or(r.prompt)
+        .ok_or_else(|| ApiError::bad_param("content", "missing 'content' (or 'prompt')"))?;
+    let ids = s
+        .tok
+        .encode(&text, r.add_special, true)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tokens: Vec<serde_json::Value> = if r.with_pieces {
+        ids.iter()
+            .map(|&id| json!({"id": id, "piece": s.token_str(id).0}))
+            .collect()
+    } else {
+        ids.iter().map(|&id| json!(id)).collect()
+    };
+    Ok(Json(json!({
+        "tokens": tokens,
+        "count": ids.len(),
+        "max_model_len": s.engine.max_seq_len,
+    })))
+}
+
+#[derive(Deserialize)]
+struct DetokenizeReq {
+    tokens: Vec<u32>,
+}
+
+async fn detokenize(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r: DetokenizeReq = parse_json(&body?)?;
+    let n_vocab = s.tok.n_vocab() as u32;
+    if let Some(bad) = r.tokens.iter().find(|&&t| t >= n_vocab) {
+        return Err(ApiError::bad_param(
+            "tokens",
+            format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+        ));
+    }
+    let text = s
+        .tok
+        .decode(&r.tokens, false)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(json!({"content": text, "prompt": text})))
+}

@@ -1,0 +1,123 @@
+//! `suanli serve`: the OpenAI-compatible server.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use suanli_engine::scheduler::SchedConfig;
+use suanli_engine::{Engine, EngineConfig};
+use suanli_server::{AppState, ServerOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .gguf file, a directory with config.json + safetensors, or a model name.
+    #[arg(short, long, default_value = suanli::hub::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every /v1 route.
+    #[arg(long = "api-key", env = "SUANLI_API_KEY")]
+    api_key: Option<String>,
+    /// Sequences decoded together (slots).
+    #[arg(long, short = 'P', default_value_t = 8)]
+    parallel: usize,
+    /// KV cache positions shared by all sequences (one sequence may use up
+    /// to the model's training context of them).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 8192)]
+    ctx: usize,
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// The model id clients send and /v1/models lists (default: file name).
+    #[arg(long)]
+    alias: Option<String>,
+    /// Tokens per forward pass: decode tokens plus prefill chunks. Smaller
+    /// keeps streams flowing while long prompts come in.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 256)]
+    batch: usize,
+    /// Positions per KV block (a power of two); also the prefix-cache grain.
+    #[arg(long = "block-size", default_value_t = 16)]
+    block_size: usize,
+    /// Requests that may wait for a slot before new ones get 503.
+    #[arg(long = "max-queue", default_value_t = 256)]
+    max_queue: usize,
+    /// Turn off reuse of cached prompt prefixes across requests.
+    #[arg(long = "no-prefix-cache")]
+    no_prefix_cache: bool,
+    /// KV cache precision: f16 (default for GGUF), q8_0, f32.
+    #[arg(long = "kv-type")]
+    kv_type: Option<suanli_models::KvDtype>,
+    /// Largest request body, in bytes.
+    #[arg(long = "max-body", default_value_t = 8 << 20)]
+    max_body: usize,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let threads = super::set_threads(a.threads)?;
+    anyhow::ensure!(
+        a.block_size.is_power_of_two() && a.block_size >= 1,
+        "--block-size {} is not a power of two",
+        a.block_size
+    );
+    anyhow::ensure!(a.parallel >= 1, "--parallel must be at least 1");
+    // Each request's output must not depend on what it is batched with.
+    suanli_kernels::dispatch::set_batch_invariant(true);
+    let mut l = super::load(&a.model)?;
+    l.set_kv_type(a.kv_type)?;
+    let template = super::chat_template(&l)?;
+    let model_id = a.alias.clone().unwrap_or_else(|| {
+        l.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let n_blocks = a.ctx.div_ceil(a.block_size).max(1);
+    let cfg = EngineConfig {
+        sched: SchedConfig {
+            max_running: a.parallel,
+            token_budget: a.batch.max(a.parallel),
+            max_waiting: a.max_queue,
+            max_seq_len: a.ctx,
+        },
+        block_size: a.block_size,
+        n_blocks,
+        kv_dtype: l.kv_dtype,
+        prefix_caching: !a.no_prefix_cache,
+    };
+    let tok = Arc::new(l.tokenizer);
+    let engine = Engine::start(Arc::from(l.model), tok.clone(), cfg);
+    let max_len = engine.max_seq_len;
+    let state = Arc::new(AppState::new(
+        engine,
+        tok,
+        template,
+        ServerOptions {
+            api_key: a.api_key.clone(),
+            model_id: model_id.clone(),
+            max_body_bytes: a.max_body,
+        },
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr().context("listening address")?;
+        eprintln!(
+            "serving '{model_id}' on http://{local}/v1 — {} slots, {} KV positions \
+             ({} per sequence at most), {threads} threads, kernels: {}",
+            a.parallel,
+            n_blocks * a.block_size,
+            max_len,
+            suanli_kernels::dispatch::isa()
+        );
+        suanli_server::serve(listener, state)
+            .await
+            .context("serving HTTP")
+    })
+}
