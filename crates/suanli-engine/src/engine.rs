@@ -451,6 +451,10 @@ impl Worker {
         if start + n != len || out.is_empty() {
             return;
         }
+        if a.n_gen >= a.req.max_tokens {
+            // max_tokens = 0: the prompt was only scored.
+            return self.finish(id, FinishReason::Length);
+        }
         let mut row = out[out.len() - nv..].to_vec();
         let logprob = a.req.logprobs.map(|top| (top, row.clone()));
         let tok = a.sampler.sample(&mut row);

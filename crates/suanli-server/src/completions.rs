@@ -87,7 +87,7 @@ pub async fn handle(
     let r: CompletionRequest = parse_json(&body?)?;
     s.check_model(r.common.model.as_deref())?;
     if r.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
-        return Err(ApiError::bad_param("suffix", "suffix is not supported"));
+        return Err(ApiError::bad_param("suffix", "not supported"));
     }
     let n = r.common.n()?;
     if r.best_of.is_some_and(|b| b != n as i64) {

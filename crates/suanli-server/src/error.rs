@@ -31,7 +31,7 @@ impl ApiError {
     pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
         ApiError {
             param: Some(param.to_string()),
-            ..Self::bad_request(message)
+            ..Self::bad_request(format!("{param}: {}", message.into()))
         }
     }
 

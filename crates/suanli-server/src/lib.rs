@@ -218,7 +218,7 @@ async fn tokenize(
     let text = r
         .content
         .or(r.prompt)
-        .ok_or_else(|| ApiError::bad_param("content", "missing 'content' (or 'prompt')"))?;
+        .ok_or_else(|| ApiError::bad_param("content", "missing (or give 'prompt')"))?;
     let ids = s
         .tok
         .encode(&text, r.add_special, true)
