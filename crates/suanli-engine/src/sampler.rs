@@ -95,59 +95,75 @@ impl Sampler {
     }
 
     /// Pick the next token from `logits` (consumed as scratch).
+    ///
+    /// Candidates are ordered by logit (descending, then id) only as far as
+    /// a truncation needs: top-k selects its k, top-p sorts a growing head
+    /// of the list until it holds the mass; with no truncation at all the
+    /// draw walks the vocabulary in id order (the same distribution without
+    /// sorting 150k entries per token).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         self.apply_penalties(logits);
         let p = self.params.clone();
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        // Candidates sorted by logit, descending.
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        let k = if p.top_k == 0 {
-            cand.len()
-        } else {
-            p.top_k.min(cand.len())
-        };
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            cand.truncate(k);
+        // `sorted`: the first `sorted` candidates are in order and are the
+        // best ones.
+        let mut sorted = 0;
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.select_nth_unstable_by(p.top_k - 1, by_logit);
+            cand.truncate(p.top_k);
+            cand.sort_by(by_logit);
+            sorted = cand.len();
         }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let probs = |c: &[(u32, f32)]| -> Vec<f32> {
-            let m = c[0].1;
-            let e: Vec<f32> = c.iter().map(|x| (x.1 - m).exp()).collect();
-            let s: f32 = e.iter().sum();
-            e.into_iter().map(|v| v / s).collect()
-        };
+        let max = cand.iter().fold(f32::NEG_INFINITY, |a, c| a.max(c.1));
         if p.top_p < 1.0 {
-            let pr = probs(&cand);
-            let mut cum = 0.0;
-            let mut keep = cand.len();
-            for (i, q) in pr.iter().enumerate() {
-                cum += q;
-                if cum >= p.top_p {
-                    keep = i + 1;
-                    break;
+            let z: f64 = cand.iter().map(|c| ((c.1 - max) as f64).exp()).sum();
+            let mut head = 64.min(cand.len());
+            loop {
+                if sorted < head {
+                    if head < cand.len() {
+                        cand.select_nth_unstable_by(head - 1, by_logit);
+                    }
+                    cand[..head].sort_by(by_logit);
+                    sorted = head;
+                }
+                let mut cum = 0.0;
+                let keep = cand[..head].iter().position(|c| {
+                    cum += ((c.1 - max) as f64).exp() / z;
+                    cum >= p.top_p as f64
+                });
+                match keep {
+                    Some(k) => {
+                        cand.truncate(k + 1);
+                        break;
+                    }
+                    None if head == cand.len() => break,
+                    None => head = (head * 4).min(cand.len()),
                 }
             }
-            cand.truncate(keep.max(1));
         }
         if p.min_p > 0.0 {
-            let threshold = cand[0].1 + p.min_p.ln();
-            let keep = cand.iter().take_while(|c| c.1 >= threshold).count().max(1);
-            cand.truncate(keep);
+            let threshold = max + p.min_p.ln();
+            cand.retain(|c| c.1 >= threshold);
+            sorted = sorted.min(cand.len());
         }
-        for c in cand.iter_mut() {
-            c.1 /= p.temperature;
+        if sorted > 0 && sorted < cand.len() {
+            cand.sort_by(by_logit);
         }
-        let pr = probs(&cand);
-        let r: f32 = self.rng.random();
+        let inv_t = 1.0 / p.temperature;
+        let m = max * inv_t;
+        let e: Vec<f32> = cand.iter().map(|c| (c.1 * inv_t - m).exp()).collect();
+        let total: f32 = e.iter().sum();
+        let r: f32 = self.rng.random::<f32>() * total;
         let mut cum = 0.0;
-        for (c, q) in cand.iter().zip(&pr) {
+        for (c, q) in cand.iter().zip(&e) {
             cum += q;
             if r < cum {
                 return c.0;

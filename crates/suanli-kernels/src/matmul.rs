@@ -83,6 +83,9 @@ pub struct QMatrix {
     /// The data is in the 8-row repacked layout of [`crate::x86_q4k_r8`]
     /// (interleaved Q4_K on AVX-512 VNNI): rows cannot be sliced out.
     pub repacked: bool,
+    /// The data is in the 16-row layout of [`crate::x86_r16`] (32-element
+    /// formats, batch-invariant numerics on AVX-512 VNNI).
+    pub r16: bool,
 }
 
 impl QMatrix {
@@ -109,6 +112,7 @@ impl QMatrix {
             data,
             interleaved: false,
             repacked: false,
+            r16: false,
         })
     }
 
@@ -123,6 +127,10 @@ impl QMatrix {
     /// with AVX-512 VNNI the weights are repacked for them (the original
     /// bytes are let go).
     pub fn interleave(mut self) -> Self {
+        self = self.repack_rows16();
+        if self.r16 {
+            return self;
+        }
         self.interleaved = Self::interleavable(self.dtype, self.rows);
         #[cfg(target_arch = "x86_64")]
         if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
@@ -130,6 +138,29 @@ impl QMatrix {
             let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
             original.release();
             self.repacked = true;
+        }
+        self
+    }
+
+    /// With batch-invariant numerics on AVX-512 VNNI, a 32-element format
+    /// with a multiple of 16 rows moves into the 16-row layout of
+    /// [`crate::x86_r16`] (block-sum order; the original bytes are let go).
+    /// Rows can still be read ([`Self::dequantize_row`]), so embeddings
+    /// tied to the output take it too.
+    pub fn repack_rows16(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if crate::dispatch::batch_invariant()
+            && crate::dispatch::level() == crate::dispatch::Level::Avx512
+            && crate::x86_r16::supports(self.dtype)
+            && self.rows.is_multiple_of(crate::x86_r16::G)
+            && !self.repacked
+            && !self.r16
+        {
+            let nb = self.cols / 32;
+            let packed = crate::x86_r16::repack(self.dtype, self.data.bytes(), self.rows, nb);
+            let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
+            original.release();
+            self.r16 = true;
         }
         self
     }
@@ -147,6 +178,9 @@ impl QMatrix {
     /// whatever `n` and `t`: the GEMV order for interleaved Q4_K, the tiled
     /// order for the other K-quants.
     pub fn vec_dot(&self, n: usize, t: usize) -> Option<crate::dtype::VecDot> {
+        if self.r16 {
+            return crate::quants::legacy::blocksum_vec_dot(self.dtype);
+        }
         let fixed = crate::dispatch::batch_invariant();
         if self.interleaved && self.dtype == DType::Q4_K {
             let (gemv, gemm) = crate::dispatch::q4_k_interleaved();
@@ -183,7 +217,10 @@ impl QMatrix {
 
     /// Row `r`'s bytes (not for a repacked matrix).
     pub fn row(&self, r: usize) -> &[u8] {
-        debug_assert!(!self.repacked, "rows of a repacked matrix are interleaved");
+        debug_assert!(
+            !self.repacked && !self.r16,
+            "rows of a repacked matrix are interleaved"
+        );
         let rb = self.row_bytes();
         &self.data.bytes()[r * rb..(r + 1) * rb]
     }
@@ -191,6 +228,18 @@ impl QMatrix {
     /// Dequantize row `r` into `out` (`cols` elements; zeros for a
     /// repacked matrix, which only matmuls read).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.r16 {
+            let Some(f) = self.dtype.traits().to_float else {
+                return;
+            };
+            let nb = self.cols / 32;
+            for (i, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
+                let b = crate::x86_r16::original_block(self.dtype, self.data.bytes(), nb, r, i);
+                f(&b[..self.dtype.block_bytes()], o);
+            }
+            return;
+        }
         if self.repacked {
             out[..self.cols].fill(0.0);
             return;
@@ -231,6 +280,12 @@ impl QMatrix {
         let wrb = self.row_bytes();
         let w = self.data.bytes();
         let out_ptr = SendPtr(out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if self.r16 {
+            // SAFETY: every (token, row) pair is written by one item only.
+            let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
+            return self.matmul_r16(&xq, xrb, n, &put);
+        }
         #[cfg(target_arch = "x86_64")]
         if self.repacked {
             // SAFETY: every (token, row) pair is written by one item only.
@@ -465,6 +520,49 @@ impl QMatrix {
                         put(t, 8 * g + r, v);
                     }
                     t += 1;
+                }
+            }
+        });
+    }
+
+    /// The product for a 16-row repacked matrix ([`crate::x86_r16`]):
+    /// groups × tiles of up to four tokens, contiguous runs of groups per
+    /// thread when decoding.
+    fn matmul_r16(
+        &self,
+        xq: &[u8],
+        xrb: usize,
+        n: usize,
+        put: &(impl Fn(usize, usize, f32) + Sync),
+    ) {
+        use crate::x86_r16::{group_block_bytes, tokens, Acts, G};
+        const TB: usize = 32;
+        let nb = self.cols / 32;
+        let gbytes = nb * group_block_bytes(self.dtype);
+        let groups = self.rows / G;
+        let acts = Acts::new(self.dtype, xq, xrb, n, nb);
+        let gb = if n < 4 {
+            groups
+                .div_ceil(crate::pool::threads() * DECODE_ITEMS)
+                .max(1)
+        } else {
+            4
+        };
+        let w = self.data.bytes();
+        let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
+        crate::pool::for_each(ngb * ntb, |item| {
+            let (g0, t0) = (item / ntb * gb, item % ntb * TB);
+            let (g1, t1) = ((g0 + gb).min(groups), (t0 + TB).min(n));
+            for g in g0..g1 {
+                let wg = &w[g * gbytes..(g + 1) * gbytes];
+                let mut t = t0;
+                while t < t1 {
+                    let nt = (t1 - t).min(4);
+                    let p = |tt: usize, lane: usize, v: f32| put(tt, G * g + lane, v);
+                    // SAFETY: `r16` is only set at Level::Avx512 for
+                    // supported types.
+                    unsafe { tokens(self.dtype, wg, xq, xrb, &acts, t, nt, p) };
+                    t += nt;
                 }
             }
         });

@@ -92,10 +92,11 @@ impl<'a> Loader<'a> {
         QMatrix::new(w.dtype, rows, cols, w.data).map_err(|e| self.bad(name, e.to_string()))
     }
 
-    /// The token embedding table: looked up by row, and multiplied plainly
-    /// when tied to the output (never interleaved).
+    /// The token embedding table: looked up by row, and multiplied by the
+    /// output when tied (never in a layout that hides rows).
     pub fn embeddings(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-        self.plain_matrix(name, rows, cols)
+        // The 16-row layout keeps rows readable (batch-invariant servers).
+        Ok(self.plain_matrix(name, rows, cols)?.repack_rows16())
     }
 
     pub fn matrix_opt(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {

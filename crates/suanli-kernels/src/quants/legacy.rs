@@ -210,3 +210,79 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         v
     })
 }
+
+/// The block-sum order, for kernels whose vector lanes are weight rows
+/// ([`crate::x86_r16`]): per block the exact integer `Σ q·x`, then one FMA
+/// `acc = (d_w·d_x)·Σ + acc`; formats with a min add `m·s` into a second
+/// sum by FMAs, `acc + Σm·s` at the end. Not llama.cpp's order (it keeps
+/// eight float lanes per block); used where outputs need not match it
+/// bit for bit — the batch-invariant server.
+#[inline(always)]
+fn dot_blocksum(
+    nb: usize,
+    w: &[u8],
+    wb: usize,
+    x: &[u8],
+    min: bool,
+    vals: impl Fn(&[u8]) -> [i32; 32],
+) -> f32 {
+    let (xb, xq) = if min { (36, 4) } else { (34, 2) };
+    let mut acc = 0f32;
+    let mut summs = 0f32;
+    for (wk, xk) in w.chunks_exact(wb).zip(x.chunks_exact(xb)).take(nb) {
+        let d = f16_at(wk, 0) * f16_at(xk, 0);
+        let isum: i32 = vals(wk)
+            .iter()
+            .zip(as_i8(&xk[xq..xq + 32]))
+            .map(|(&q, &y)| q * y as i32)
+            .sum();
+        acc = d.mul_add(isum as f32, acc);
+        if min {
+            summs = f16_at(wk, 2).mul_add(f16_at(xk, 2), summs);
+        }
+    }
+    if min {
+        acc + summs
+    } else {
+        acc
+    }
+}
+
+pub fn vec_dot_q4_0_q8_0_blocksum(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocksum(n / QK, w, 18, x, false, |b| nibbles(&b[2..18], 8))
+}
+
+pub fn vec_dot_q4_1_q8_1_blocksum(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocksum(n / QK, w, 20, x, true, |b| nibbles(&b[4..20], 0))
+}
+
+pub fn vec_dot_q5_0_q8_0_blocksum(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocksum(n / QK, w, 22, x, false, |b| fives(&b[2..6], &b[6..22], 16))
+}
+
+pub fn vec_dot_q5_1_q8_1_blocksum(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocksum(n / QK, w, 24, x, true, |b| fives(&b[4..8], &b[8..24], 0))
+}
+
+pub fn vec_dot_q8_0_q8_0_blocksum(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocksum(n / QK, w, 34, x, false, |b| {
+        let mut v = [0i32; 32];
+        for (o, &q) in v.iter_mut().zip(as_i8(&b[2..34])) {
+            *o = q as i32;
+        }
+        v
+    })
+}
+
+/// The block-sum twin of a 32-element format's dot product.
+pub fn blocksum_vec_dot(ty: crate::DType) -> Option<crate::dtype::VecDot> {
+    use crate::DType::*;
+    Some(match ty {
+        Q4_0 => vec_dot_q4_0_q8_0_blocksum,
+        Q4_1 => vec_dot_q4_1_q8_1_blocksum,
+        Q5_0 => vec_dot_q5_0_q8_0_blocksum,
+        Q5_1 => vec_dot_q5_1_q8_1_blocksum,
+        Q8_0 => vec_dot_q8_0_q8_0_blocksum,
+        _ => return None,
+    })
+}
