@@ -44,10 +44,13 @@ pub fn set_batch_invariant(on: bool) {
     BATCH_INVARIANT.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether [`set_batch_invariant`] is on.
+/// Whether [`set_batch_invariant`] is on (or `SUANLI_BATCH_INVARIANT=1`
+/// was set at start).
 #[inline]
 pub fn batch_invariant() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     BATCH_INVARIANT.load(std::sync::atomic::Ordering::Relaxed)
+        || *ENV.get_or_init(|| std::env::var("SUANLI_BATCH_INVARIANT").is_ok_and(|v| v == "1"))
 }
 
 /// The best level this CPU supports, whatever `SUANLI_ISA` says.

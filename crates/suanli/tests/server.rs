@@ -1,7 +1,8 @@
 //! `suanli serve` over real sockets, driven by the official `openai` Python
 //! client (tests/server/openai_client.py): chat, streaming, completions
-//! with echo/logprobs, batch invariance under 16 concurrent requests, KV
-//! blocks freed on disconnect, and every error status.
+//! with echo/logprobs, batch invariance under 16 concurrent requests,
+//! preemption when the KV pool runs out, KV blocks freed on disconnect,
+//! and every error status.
 //!
 //! The model (Qwen2.5-Coder-0.5B: Q5_0/Q8_0/Q4_K/Q6_K weights) comes
 //! through the project's own fetch. Python needs `openai`; when the system
@@ -125,6 +126,12 @@ fn openai_client_chat_streaming_and_completions() {
 #[test]
 fn sixteen_concurrent_requests_match_their_single_runs() {
     Server::start(&["--parallel", "16"]).run("invariance");
+}
+
+#[test]
+fn preempted_sequences_are_recomputed_not_dropped() {
+    // 12 blocks of 16 positions for four sequences of ~75 positions each.
+    Server::start(&["-c", "192", "--parallel", "4"]).run("preempt");
 }
 
 #[test]
