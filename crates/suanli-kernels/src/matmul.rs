@@ -467,60 +467,45 @@ impl QMatrix {
         put: &(impl Fn(usize, usize, f32) + Sync),
     ) {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
-        const TB: usize = 32;
         let nb = self.cols / 256;
         let gbytes = nb * R8_BYTES;
         let groups = self.rows / 8;
-        // Decode streams the weights once: long contiguous runs per item so
-        // the prefetchers keep up; prefill reuses a few groups across tokens.
-        let gb = if n < 4 {
-            groups
-                .div_ceil(crate::pool::threads() * DECODE_ITEMS)
-                .max(1)
-        } else {
-            4
-        };
         let w = self.data.bytes();
         // Tiles of four tokens: in the GEMM order up to `limit`, in the GEMV
         // order when batch-invariant.
         let fixed = crate::dispatch::batch_invariant();
         let limit = if n > 3 && !fixed { n - n % 4 } else { 0 };
-        let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
-        crate::pool::for_each(ngb * ntb, |item| {
-            let (g0, t0) = (item / ntb * gb, item % ntb * TB);
-            let (g1, t1) = ((g0 + gb).min(groups), (t0 + TB).min(n));
-            for g in g0..g1 {
-                let wg = &w[g * gbytes..(g + 1) * gbytes];
-                let mut t = t0;
-                while t < t1 {
-                    let x = &xq[t * xrb..];
-                    // SAFETY: `repacked` is only set at Level::Avx512.
-                    if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
-                        let mut o = [[0f32; 8]; 4];
-                        if fixed {
-                            unsafe { q4_k_r8::<4, false>(nb, wg, x, xrb, &mut o) };
-                        } else {
-                            unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
-                        }
-                        for (c, row) in o.iter().enumerate() {
-                            for (r, &v) in row.iter().enumerate() {
-                                put(t + c, 8 * g + r, v);
-                            }
-                        }
-                        t += 4;
-                        continue;
-                    }
-                    let mut o = [[0f32; 8]; 1];
-                    if t < limit {
-                        unsafe { q4_k_r8::<1, true>(nb, wg, x, xrb, &mut o) };
+        group_tiles(groups, n, |g, t0, t1| {
+            let wg = &w[g * gbytes..(g + 1) * gbytes];
+            let mut t = t0;
+            while t < t1 {
+                let x = &xq[t * xrb..];
+                // SAFETY: `repacked` is only set at Level::Avx512.
+                if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
+                    let mut o = [[0f32; 8]; 4];
+                    if fixed {
+                        unsafe { q4_k_r8::<4, false>(nb, wg, x, xrb, &mut o) };
                     } else {
-                        unsafe { q4_k_r8::<1, false>(nb, wg, x, xrb, &mut o) };
+                        unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
                     }
-                    for (r, &v) in o[0].iter().enumerate() {
-                        put(t, 8 * g + r, v);
+                    for (c, row) in o.iter().enumerate() {
+                        for (r, &v) in row.iter().enumerate() {
+                            put(t + c, 8 * g + r, v);
+                        }
                     }
-                    t += 1;
+                    t += 4;
+                    continue;
                 }
+                let mut o = [[0f32; 8]; 1];
+                if t < limit {
+                    unsafe { q4_k_r8::<1, true>(nb, wg, x, xrb, &mut o) };
+                } else {
+                    unsafe { q4_k_r8::<1, false>(nb, wg, x, xrb, &mut o) };
+                }
+                for (r, &v) in o[0].iter().enumerate() {
+                    put(t, 8 * g + r, v);
+                }
+                t += 1;
             }
         });
     }
@@ -536,34 +521,21 @@ impl QMatrix {
         put: &(impl Fn(usize, usize, f32) + Sync),
     ) {
         use crate::x86_r16::{group_block_bytes, tokens, Acts, G};
-        const TB: usize = 32;
         let nb = self.cols / 32;
         let gbytes = nb * group_block_bytes(self.dtype);
         let groups = self.rows / G;
         let acts = Acts::new(self.dtype, xq, xrb, n, nb);
-        let gb = if n < 4 {
-            groups
-                .div_ceil(crate::pool::threads() * DECODE_ITEMS)
-                .max(1)
-        } else {
-            4
-        };
         let w = self.data.bytes();
-        let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
-        crate::pool::for_each(ngb * ntb, |item| {
-            let (g0, t0) = (item / ntb * gb, item % ntb * TB);
-            let (g1, t1) = ((g0 + gb).min(groups), (t0 + TB).min(n));
-            for g in g0..g1 {
-                let wg = &w[g * gbytes..(g + 1) * gbytes];
-                let mut t = t0;
-                while t < t1 {
-                    let nt = (t1 - t).min(4);
-                    let p = |tt: usize, lane: usize, v: f32| put(tt, G * g + lane, v);
-                    // SAFETY: `r16` is only set at Level::Avx512 for
-                    // supported types.
-                    unsafe { tokens(self.dtype, wg, xq, xrb, &acts, t, nt, p) };
-                    t += nt;
-                }
+        group_tiles(groups, n, |g, t0, t1| {
+            let wg = &w[g * gbytes..(g + 1) * gbytes];
+            let mut t = t0;
+            while t < t1 {
+                let nt = (t1 - t).min(4);
+                let p = |tt: usize, lane: usize, v: f32| put(tt, G * g + lane, v);
+                // SAFETY: `r16` is only set at Level::Avx512 for supported
+                // types.
+                unsafe { tokens(self.dtype, wg, xq, xrb, &acts, t, nt, p) };
+                t += nt;
             }
         });
     }
@@ -626,6 +598,31 @@ impl QMatrix {
             }
         });
     }
+}
+
+/// The work split of the repacked (row-group) layouts: `f(group, t0, t1)`
+/// for every group and run of at most 32 tokens, across the pool. Decode
+/// streams the weights once, so each item is one long contiguous run of
+/// groups (the prefetchers keep up); prefill reuses a few groups across
+/// the tokens of a run.
+#[cfg(target_arch = "x86_64")]
+fn group_tiles(groups: usize, n: usize, f: impl Fn(usize, usize, usize) + Sync) {
+    const TB: usize = 32;
+    let gb = if n < 4 {
+        groups
+            .div_ceil(crate::pool::threads() * DECODE_ITEMS)
+            .max(1)
+    } else {
+        4
+    };
+    let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
+    crate::pool::for_each(ngb * ntb, |item| {
+        let (g0, t0) = (item / ntb * gb, item % ntb * TB);
+        let (g1, t1) = ((g0 + gb).min(groups), (t0 + TB).min(n));
+        for g in g0..g1 {
+            f(g, t0, t1);
+        }
+    });
 }
 
 /// Decode matmuls split each matrix into this many contiguous runs of rows

@@ -1,12 +1,10 @@
 //! `POST /v1/chat/completions`.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -14,12 +12,10 @@ use suanli_engine::logprobs::TokenLogprob;
 use suanli_engine::{Event, Request};
 use suanli_tokenizer::reasoning::{Delta, ReasoningParser};
 use suanli_tokenizer::ChatMessage;
-use tokio::sync::mpsc::unbounded_channel;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{max_tokens, ChatRequest};
 use crate::error::{parse_json, ApiError};
-use crate::gen::{collect, merge, new_id, submit_all, usage_json};
+use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
 use crate::{now, Shared};
 
 /// One entry of `logprobs.content`.
@@ -149,7 +145,9 @@ pub async fn handle(
                 "finish_reason": c.finish.map(|f| f.as_str()),
             }));
             completion += c.usage.completion_tokens;
-            cached = cached.max(c.usage.cached_tokens);
+            if i == 0 {
+                cached = c.usage.cached_tokens;
+            }
         }
         return Ok(Json(json!({
             "id": id,
@@ -166,82 +164,40 @@ pub async fn handle(
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
-    let (tx, rx) = unbounded_channel::<Result<SseEvent, Infallible>>();
-    let mut events = merge(&s, rxs, t0);
-    let n_prompt = prompt.len();
-    tokio::spawn(async move {
-        let chunk = |choices: Value| {
-            let v = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": choices,
-            });
-            Ok(SseEvent::default().data(v.to_string()))
+    let events = merge(&s, rxs, t0);
+    let preamble = (0..n)
+        .map(|i| {
+            json!([{"index": i, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null}])
+        })
+        .collect();
+    let mut parsers: Vec<ReasoningParser> =
+        (0..n).map(|_| ReasoningParser::new(thinking)).collect();
+    let head = ChunkHead {
+        id,
+        object: "chat.completion.chunk",
+        created,
+        model,
+    };
+    let usage = StreamUsage {
+        include: include_usage,
+        prompt_tokens: prompt.len(),
+        per_prompt: n,
+    };
+    Ok(sse(head, events, n, usage, preamble, move |i, ev| {
+        let (d, lp, finish) = match ev {
+            Event::Token { text, logprob, .. } => {
+                let lp = logprob.map(|lp| json!({"content": [logprob_json(&s, &lp)]}));
+                (parsers[i].push(&text), lp, None)
+            }
+            Event::Text(text) => (parsers[i].push(&text), None, None),
+            Event::Done { finish, .. } => (parsers[i].finish(), None, Some(finish.as_str())),
+            Event::PromptLogprobs(_) | Event::Error(_) => return None,
         };
-        let mut parsers: Vec<ReasoningParser> =
-            (0..n).map(|_| ReasoningParser::new(thinking)).collect();
-        for i in 0..n {
-            let first = json!([{"index": i, "delta": {"role": "assistant", "content": ""},
-                "logprobs": null, "finish_reason": null}]);
-            if tx.send(chunk(first)).is_err() {
-                return;
-            }
+        if d == Delta::default() && lp.is_none() && finish.is_none() {
+            return None;
         }
-        let (mut ended, mut completion, mut cached) = (0, 0, 0);
-        while ended < n {
-            let ev = tokio::select! {
-                ev = events.recv() => ev,
-                _ = tx.closed() => return,
-            };
-            let Some((i, ev)) = ev else { return };
-            let msg = match ev {
-                Event::Token { text, logprob, .. } => {
-                    let d = parsers[i].push(&text);
-                    let lp = logprob.map(|lp| json!({"content": [logprob_json(&s, &lp)]}));
-                    if d == Delta::default() && lp.is_none() {
-                        continue;
-                    }
-                    json!([{"index": i, "delta": delta_json(&d), "logprobs": lp,
-                        "finish_reason": null}])
-                }
-                Event::Text(text) => {
-                    let d = parsers[i].push(&text);
-                    if d == Delta::default() {
-                        continue;
-                    }
-                    json!([{"index": i, "delta": delta_json(&d), "logprobs": null,
-                        "finish_reason": null}])
-                }
-                Event::Done { finish, usage } => {
-                    ended += 1;
-                    completion += usage.completion_tokens;
-                    cached = usage.cached_tokens.max(cached);
-                    let d = parsers[i].finish();
-                    json!([{"index": i, "delta": delta_json(&d), "logprobs": null,
-                        "finish_reason": finish.as_str()}])
-                }
-                Event::Error(e) => {
-                    let err = ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e);
-                    let _ = tx.send(Ok(SseEvent::default().data(err.body().to_string())));
-                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
-                    return;
-                }
-                Event::PromptLogprobs(_) => continue,
-            };
-            if tx.send(chunk(msg)).is_err() {
-                return;
-            }
-        }
-        if include_usage {
-            let v = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [],
-                "usage": usage_json(n_prompt, completion, cached),
-            });
-            let _ = tx.send(Ok(SseEvent::default().data(v.to_string())));
-        }
-        let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
-    });
-    Ok(Sse::new(UnboundedReceiverStream::new(rx))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+        Some(json!([{"index": i, "delta": delta_json(&d), "logprobs": lp,
+            "finish_reason": finish}]))
+    }))
 }

@@ -2,24 +2,20 @@
 //! prompt logprobs (what lm-evaluation-harness's `local-completions`
 //! reads), `n` choices per prompt, streaming.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use suanli_engine::logprobs::TokenLogprob;
 use suanli_engine::{Event, Request};
-use tokio::sync::mpsc::unbounded_channel;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{max_tokens, prompts, CompletionRequest, Prompt};
 use crate::error::{parse_json, ApiError};
-use crate::gen::{collect, merge, new_id, submit_all, usage_json};
+use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
 use crate::{now, Shared};
 
 /// The legacy logprobs object, built token by token.
@@ -175,7 +171,9 @@ pub async fn handle(
                 "finish_reason": c.finish.map(|f| f.as_str()),
             }));
             completion += c.usage.completion_tokens;
-            cached += c.usage.cached_tokens;
+            if i % n == 0 {
+                cached += c.usage.cached_tokens;
+            }
         }
         return Ok(Json(json!({
             "id": id,
@@ -193,83 +191,55 @@ pub async fn handle(
         .as_ref()
         .is_some_and(|o| o.include_usage);
     let total = toks.len() * n;
-    let (tx, rx) = unbounded_channel::<Result<SseEvent, Infallible>>();
-    let mut events = merge(&s, rxs, t0);
-    let echo = r.echo;
-    tokio::spawn(async move {
-        let chunk = |i: usize, text: &str, lp: Option<Value>, finish: Option<&str>| {
-            let v = json!({
-                "id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": i, "text": text, "logprobs": lp, "finish_reason": finish}],
-            });
-            Ok(SseEvent::default().data(v.to_string()))
-        };
-        let mut offsets = vec![0usize; total];
-        if echo {
-            for (i, off) in offsets.iter_mut().enumerate() {
-                let p = i / n;
-                *off = texts[p].chars().count();
-                if top.is_none() && tx.send(chunk(i, &texts[p], None, None)).is_err() {
-                    return;
-                }
+    let events = merge(&s, rxs, t0);
+    let choice = |i: usize, text: &str, lp: Option<Value>, finish: Option<&str>| json!([{"index": i, "text": text, "logprobs": lp, "finish_reason": finish}]);
+    // The echoed prompt opens each choice (with logprobs it waits for them).
+    let mut offsets = vec![0usize; total];
+    let mut preamble = Vec::new();
+    if r.echo {
+        for (i, off) in offsets.iter_mut().enumerate() {
+            *off = texts[i / n].chars().count();
+            if top.is_none() {
+                preamble.push(choice(i, &texts[i / n], None, None));
             }
         }
-        let (mut ended, mut completion, mut cached) = (0, 0, 0);
-        while ended < total {
-            let ev = tokio::select! {
-                ev = events.recv() => ev,
-                _ = tx.closed() => return,
-            };
-            let Some((i, ev)) = ev else { return };
-            let msg = match ev {
-                Event::PromptLogprobs(given) => {
+    }
+    let head = ChunkHead {
+        id,
+        object: "text_completion",
+        created,
+        model,
+    };
+    let usage = StreamUsage {
+        include: include_usage,
+        prompt_tokens: n_prompt,
+        per_prompt: n,
+    };
+    Ok(sse(head, events, total, usage, preamble, move |i, ev| {
+        Some(match ev {
+            Event::PromptLogprobs(given) => {
+                let mut lp = Logprobs::default();
+                offsets[i] = prompt_logprobs(&s, &mut lp, &toks[i / n], Some(&given));
+                choice(i, &texts[i / n], Some(lp.json()), None)
+            }
+            Event::Token {
+                token,
+                text,
+                logprob,
+            } => {
+                let lp = top.map(|_| {
                     let mut lp = Logprobs::default();
-                    offsets[i] = prompt_logprobs(&s, &mut lp, &toks[i / n], Some(&given));
-                    chunk(i, &texts[i / n], Some(lp.json()), None)
+                    offsets[i] = lp.push(&s, token, logprob.as_ref(), offsets[i]);
+                    lp.json()
+                });
+                if text.is_empty() && lp.is_none() {
+                    return None;
                 }
-                Event::Token {
-                    token,
-                    text,
-                    logprob,
-                } => {
-                    let lp = top.map(|_| {
-                        let mut lp = Logprobs::default();
-                        offsets[i] = lp.push(&s, token, logprob.as_ref(), offsets[i]);
-                        lp.json()
-                    });
-                    if text.is_empty() && lp.is_none() {
-                        continue;
-                    }
-                    chunk(i, &text, lp, None)
-                }
-                Event::Text(text) => chunk(i, &text, None, None),
-                Event::Done { finish, usage } => {
-                    ended += 1;
-                    completion += usage.completion_tokens;
-                    cached += usage.cached_tokens;
-                    chunk(i, "", None, Some(finish.as_str()))
-                }
-                Event::Error(e) => {
-                    let err = ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e);
-                    let _ = tx.send(Ok(SseEvent::default().data(err.body().to_string())));
-                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
-                    return;
-                }
-            };
-            if tx.send(msg).is_err() {
-                return;
+                choice(i, &text, lp, None)
             }
-        }
-        if include_usage {
-            let v = json!({
-                "id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [], "usage": usage_json(n_prompt, completion, cached),
-            });
-            let _ = tx.send(Ok(SseEvent::default().data(v.to_string())));
-        }
-        let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
-    });
-    Ok(Sse::new(UnboundedReceiverStream::new(rx))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+            Event::Text(text) => choice(i, &text, None, None),
+            Event::Done { finish, .. } => choice(i, "", None, Some(finish.as_str())),
+            Event::Error(_) => return None,
+        })
+    }))
 }

@@ -137,3 +137,97 @@ pub fn usage_json(prompt: usize, completion: usize, cached: usize) -> serde_json
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:032x}", rand::random::<u128>())
 }
+
+/// What every chunk of one streamed response shares.
+pub struct ChunkHead {
+    pub id: String,
+    /// `chat.completion.chunk` or `text_completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ChunkHead {
+    fn wrap(&self, choices: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "object": self.object, "created": self.created,
+            "model": self.model, "choices": choices,
+        })
+    }
+}
+
+/// How the usage chunk of a stream is counted.
+pub struct StreamUsage {
+    /// Send it (`stream_options.include_usage`).
+    pub include: bool,
+    /// Prompt tokens, each prompt once.
+    pub prompt_tokens: usize,
+    /// Choices per prompt: cached tokens are counted from the first.
+    pub per_prompt: usize,
+}
+
+/// Relays the merged events of `total` choices as server-sent events:
+/// `preamble` (each a `choices` array) first, then `map(index, event)` for
+/// every event (`None` skips it); once every choice ended, the usage chunk
+/// when asked for, then `data: [DONE]`. An error event ends the stream with
+/// OpenAI's error object. A client that goes away stops the relay, which
+/// cancels its sequences.
+pub fn sse(
+    head: ChunkHead,
+    mut events: UnboundedReceiver<(usize, Event)>,
+    total: usize,
+    usage: StreamUsage,
+    preamble: Vec<serde_json::Value>,
+    mut map: impl FnMut(usize, Event) -> Option<serde_json::Value> + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    let (tx, rx) = unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
+    let data = |v: &serde_json::Value| Ok(SseEvent::default().data(v.to_string()));
+    tokio::spawn(async move {
+        for choices in preamble {
+            if tx.send(data(&head.wrap(choices))).is_err() {
+                return;
+            }
+        }
+        let (mut ended, mut completion, mut cached) = (0, 0, 0);
+        while ended < total {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tx.closed() => return,
+            };
+            let Some((i, ev)) = ev else { return };
+            match &ev {
+                Event::Done { usage: u, .. } => {
+                    ended += 1;
+                    completion += u.completion_tokens;
+                    if i % usage.per_prompt.max(1) == 0 {
+                        cached += u.cached_tokens;
+                    }
+                }
+                Event::Error(e) => {
+                    let err =
+                        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.clone());
+                    let _ = tx.send(data(&err.body()));
+                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
+                    return;
+                }
+                _ => {}
+            }
+            if let Some(choices) = map(i, ev) {
+                if tx.send(data(&head.wrap(choices))).is_err() {
+                    return;
+                }
+            }
+        }
+        if usage.include {
+            let mut v = head.wrap(serde_json::json!([]));
+            v["usage"] = usage_json(usage.prompt_tokens, completion, cached);
+            let _ = tx.send(data(&v));
+        }
+        let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));
+    });
+    Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
