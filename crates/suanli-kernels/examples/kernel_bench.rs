@@ -8,6 +8,32 @@ fn main() {
     use std::time::Instant;
 
     use suanli_kernels::{dispatch, DType};
+    // Float weights (safetensors checkpoints): reference vs SIMD dot.
+    for ty in [DType::F32, DType::F16, DType::BF16] {
+        let n = 4096;
+        let bytes = ty.row_bytes(n).unwrap_or(0);
+        let w: Vec<u8> = (0..bytes).map(|i| (i * 7 % 61) as u8).collect();
+        let x: Vec<u8> = (0..bytes).map(|i| (i * 13 % 59) as u8).collect();
+        let time = |f: suanli_kernels::dtype::VecDot| {
+            let mut best = f64::MAX;
+            for _ in 0..10 {
+                let t = Instant::now();
+                for _ in 0..2000 {
+                    std::hint::black_box(f(n, &w, &x));
+                }
+                best = best.min(t.elapsed().as_nanos() as f64 / (2000 * n) as f64);
+            }
+            best
+        };
+        let (Some(r), Some(f)) = (ty.traits().vec_dot, dispatch::vec_dot(ty)) else {
+            continue;
+        };
+        println!(
+            "{ty:?} dot: reference {:.3} ns, fast {:.3} ns per element",
+            time(r),
+            time(f)
+        );
+    }
     {
         use suanli_kernels::x86_kquant::{KActs, KC};
         let n = 1536;

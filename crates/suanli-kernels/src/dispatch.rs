@@ -137,6 +137,15 @@ mod avx2 {
     pub fn q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q8_0_q8_0(n, w, x) }
     }
+    pub fn f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_f32(n, w, x) }
+    }
+    pub fn f16(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_f16(n, w, x) }
+    }
+    pub fn bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_bf16(n, w, x) }
+    }
     pub fn q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q4_0_q8_0(n, w, x) }
     }
@@ -178,6 +187,9 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
             DType::Q4_1 => Some(avx2::q4_1),
             DType::Q5_1 => Some(avx2::q5_1),
             DType::Q6_K => Some(avx2::q6_k),
+            DType::F32 => Some(avx2::f32),
+            DType::F16 => Some(avx2::f16),
+            DType::BF16 => Some(avx2::bf16),
             _ => None,
         };
         if f.is_some() {

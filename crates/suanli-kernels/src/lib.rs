@@ -40,6 +40,8 @@ mod simd_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_float;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q4k_r8;

@@ -390,3 +390,39 @@ fn repacked_q4_k_equals_the_reference() {
         }
     }
 }
+
+/// F32, F16 and BF16 weights: the SIMD dot products return the reference's
+/// bits (tails included) and stay close to f64.
+#[test]
+fn float_dot_products_equal_the_reference() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    for t in [DType::F32, DType::F16, DType::BF16] {
+        let reference = t.traits().vec_dot.expect("reference");
+        let fast = dispatch::vec_dot(t).expect("fast");
+        let enc = |v: f32| -> Vec<u8> {
+            match t {
+                DType::F32 => v.to_le_bytes().to_vec(),
+                DType::F16 => f16::from_f32(v).to_le_bytes().to_vec(),
+                _ => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+            }
+        };
+        for n in [1usize, 7, 8, 9, 64, 100, 896, 4867] {
+            let wv: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let xv: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+            let w: Vec<u8> = wv.iter().flat_map(|&v| enc(v)).collect();
+            let x: Vec<u8> = xv.iter().flat_map(|&v| enc(v)).collect();
+            let (a, b) = (reference(n, &w, &x), fast(n, &w, &x));
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{t:?} n={n}: fast {b} vs reference {a}"
+            );
+            let exact: f64 = wv.iter().zip(&xv).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let tol = if t == DType::F32 { 1e-4 } else { 0.05 } * (n as f64).sqrt();
+            assert!(
+                (a as f64 - exact).abs() <= tol,
+                "{t:?} n={n}: {a} vs f64 {exact}"
+            );
+        }
+    }
+}
