@@ -8,12 +8,16 @@ fn main() {
     use std::time::Instant;
 
     use suanli_kernels::{dispatch, DType};
-    // Float weights (safetensors checkpoints): reference vs SIMD dot.
-    for ty in [DType::F32, DType::F16, DType::BF16] {
+    // Float weights (safetensors checkpoints) and Q5_K: reference vs SIMD dot.
+    for ty in [DType::F32, DType::F16, DType::BF16, DType::Q5_K] {
         let n = 4096;
-        let bytes = ty.row_bytes(n).unwrap_or(0);
-        let w: Vec<u8> = (0..bytes).map(|i| (i * 7 % 61) as u8).collect();
-        let x: Vec<u8> = (0..bytes).map(|i| (i * 13 % 59) as u8).collect();
+        let vt = ty.traits().vec_dot_type;
+        let w: Vec<u8> = (0..ty.row_bytes(n).unwrap_or(0))
+            .map(|i| (i * 7 % 61) as u8)
+            .collect();
+        let x: Vec<u8> = (0..vt.row_bytes(n).unwrap_or(0))
+            .map(|i| (i * 13 % 59) as u8)
+            .collect();
         let time = |f: suanli_kernels::dtype::VecDot| {
             let mut best = f64::MAX;
             for _ in 0..10 {

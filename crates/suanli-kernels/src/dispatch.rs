@@ -137,6 +137,12 @@ mod avx2 {
     pub fn q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q8_0_q8_0(n, w, x) }
     }
+    pub fn q5_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q5_k_q8_k(n, w, x) }
+    }
+    pub fn q5_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q5_k_q8_k_tiled(n, w, x) }
+    }
     pub fn f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { crate::x86_float::vec_dot_f32(n, w, x) }
     }
@@ -187,6 +193,7 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
             DType::Q4_1 => Some(avx2::q4_1),
             DType::Q5_1 => Some(avx2::q5_1),
             DType::Q6_K => Some(avx2::q6_k),
+            DType::Q5_K => Some(avx2::q5_k),
             DType::F32 => Some(avx2::f32),
             DType::F16 => Some(avx2::f16),
             DType::BF16 => Some(avx2::bf16),
@@ -219,6 +226,7 @@ pub fn tiled_vec_dot(ty: DType) -> Option<VecDot> {
         match ty {
             DType::Q4_K => return Some(avx2::q4_k_tiled),
             DType::Q6_K => return Some(avx2::q6_k_tiled),
+            DType::Q5_K => return Some(avx2::q5_k_tiled),
             _ => {}
         }
     }

@@ -398,3 +398,84 @@ unsafe fn q6k_multi<const TILED: bool, const C: usize>(
     }
     out
 }
+
+/// Q5_K · Q8_K. `TILED`: the tiled GEMM order
+/// (`kquants::vec_dot_q5_k_q8_k_tiled`: one exact integer per block, the
+/// min term and `d_x` by FMAs); else the reference lane order
+/// (`kquants::vec_dot_q5_k_q8_k`: eight lanes per block by FMA, the min
+/// term a scalar running sum).
+#[inline(always)]
+unsafe fn q5k<const TILED: bool>(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    const WB: usize = 176;
+    const XB: usize = 4 + 256 + 32;
+    let nb = n / 256;
+    assert!(w.len() >= nb * WB && x.len() >= nb * XB);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let (mut summs, mut out) = (0f32, 0f32);
+    for i in 0..nb {
+        let wk = &w[i * WB..(i + 1) * WB];
+        let xk = &x[i * XB..(i + 1) * XB];
+        let dw = half::f16::from_le_bytes([wk[0], wk[1]]).to_f32();
+        let dmw = half::f16::from_le_bytes([wk[2], wk[3]]).to_f32();
+        let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
+        let (sc, mn) = q4k_scales(&wk[4..16]);
+        let bs = |k: usize| i16::from_le_bytes([xk[260 + 2 * k], xk[261 + 2 * k]]) as i32;
+        let m: i32 = (0..8).map(|g| mn[g] * (bs(2 * g) + bs(2 * g + 1))).sum();
+        let qh = _mm256_loadu_si256(wk.as_ptr().add(16) as *const __m256i);
+        let mut vsum = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q = _mm256_loadu_si256(wk.as_ptr().add(48 + 32 * j) as *const __m256i);
+            let hbit = |c: i32| {
+                let b = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(c)), one);
+                _mm256_slli_epi16::<4>(b)
+            };
+            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), hbit(2 * j as i32));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+                hbit(2 * j as i32 + 1),
+            );
+            let ylo = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j) as *const __m256i);
+            let yhi = _mm256_loadu_si256(xk.as_ptr().add(4 + 64 * j + 32) as *const __m256i);
+            let plo =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(sc[2 * j]));
+            let phi = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, yhi),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
+            vsum = _mm256_add_epi32(vsum, _mm256_add_epi32(plo, phi));
+        }
+        if TILED {
+            let mut r = hsum_i32(vsum) as f32 * dw;
+            if dmw != 0.0 || mn.iter().any(|&v| v != 0) {
+                r = (-dmw).mul_add(m as f32, r);
+            }
+            out = r.mul_add(yd, out);
+        } else {
+            let d = yd * dw;
+            let dmin = -yd * dmw;
+            summs += dmin * m as f32;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(vsum), acc);
+        }
+    }
+    if TILED {
+        out
+    } else {
+        finish(acc) + summs
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q5k::<false>(n, w, x)
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_k_q8_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    q5k::<true>(n, w, x)
+}

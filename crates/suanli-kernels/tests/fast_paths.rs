@@ -10,7 +10,7 @@ use suanli_kernels::DType;
 /// Byte offsets of a block's f16 scales, set to finite values.
 fn scales(t: DType) -> &'static [usize] {
     match t {
-        DType::Q4_1 | DType::Q5_1 | DType::Q4_K => &[0, 2],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
         DType::Q6_K => &[208],
         _ => &[0],
     }
@@ -75,6 +75,18 @@ fn fast_dot_products_equal_the_reference() {
             DType::Q4_K,
             kquants::vec_dot_q4_k_q8_k_tiled,
             dispatch::tiled_vec_dot(DType::Q4_K).expect("tiled"),
+        ),
+        (
+            "Q5_K",
+            DType::Q5_K,
+            reference(DType::Q5_K),
+            fast(DType::Q5_K),
+        ),
+        (
+            "Q5_K tiled",
+            DType::Q5_K,
+            kquants::vec_dot_q5_k_q8_k_tiled,
+            dispatch::tiled_vec_dot(DType::Q5_K).expect("tiled"),
         ),
         (
             "Q6_K tiled",
