@@ -438,3 +438,54 @@ fn float_dot_products_equal_the_reference() {
         }
     }
 }
+
+/// Q6_K with its 16-row prefill copy: batches of 8+ tokens return the
+/// tiled order's bits, smaller ones the per-row order's.
+#[test]
+fn q6_k_prefill_layout_equals_the_reference() {
+    use suanli_kernels::{Blob, QMatrix};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let t = DType::Q6_K;
+    let (rows, cols) = (48, 768);
+    let wrb = t.row_bytes(cols).expect("row");
+    let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
+    for blk in w.chunks_exact_mut(t.block_bytes()) {
+        let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+        blk[208..210].copy_from_slice(&v);
+    }
+    let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
+        .expect("matrix")
+        .with_prefill_layout();
+    if dispatch::level() == dispatch::Level::Avx512 {
+        assert!(m.prefill.is_some(), "no prefill copy at the AVX-512 level");
+    }
+    let xrb = DType::Q8_K.row_bytes(cols).expect("row");
+    for n in [1usize, 3, 7, 8, 9, 13, 40] {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        let mut got = vec![0f32; n * rows];
+        m.matmul(&x, n, &mut got);
+        for tok in 0..n {
+            let mut xq = vec![0u8; xrb];
+            (DType::Q8_K.traits().from_float.expect("quantize"))(
+                &x[tok * cols..(tok + 1) * cols],
+                &mut xq,
+            );
+            for r in 0..rows {
+                let row = &w[r * wrb..(r + 1) * wrb];
+                let want = if n >= 8 {
+                    kquants::vec_dot_q6_k_q8_k_tiled(cols, row, &xq)
+                } else {
+                    kquants::vec_dot_q6_k_q8_k(cols, row, &xq)
+                };
+                let g = got[tok * rows + r];
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "n={n} token {tok} row {r}: {g} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -77,7 +77,20 @@ impl<'a> Loader<'a> {
 
     /// A weight matrix `(rows, cols)`, checked against the expected shape.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-        Ok(self.plain_matrix(name, rows, cols)?.interleave())
+        Ok(self
+            .plain_matrix(name, rows, cols)?
+            .interleave()
+            .with_prefill_layout())
+    }
+
+    /// The output projection: as [`Self::matrix`] without a prefill copy
+    /// (generation multiplies it by one row per sequence).
+    pub fn output_opt(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {
+        if self.has(name) {
+            Ok(Some(self.plain_matrix(name, rows, cols)?.interleave()))
+        } else {
+            Ok(None)
+        }
     }
 
     /// [`Self::matrix`] in the file's own row layout (never interleaved).

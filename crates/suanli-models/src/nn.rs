@@ -234,7 +234,7 @@ impl Transformer {
     pub fn load(ld: &Loader, cfg: ModelConfig, layer: LayerFn) -> Result<Self> {
         let tok_embd = ld.embeddings("token_embd.weight", cfg.n_vocab, cfg.n_embd)?;
         let output = ld
-            .matrix_opt("output.weight", cfg.n_vocab, cfg.n_embd)?
+            .output_opt("output.weight", cfg.n_vocab, cfg.n_embd)?
             .unwrap_or_else(|| tok_embd.clone());
         let layers = (0..cfg.n_layer)
             .map(|il| Layer::load(ld, &cfg, il))

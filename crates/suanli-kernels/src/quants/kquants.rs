@@ -479,3 +479,12 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
         b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
 }
+
+/// A Q6_K block's 256 values as unsigned 6-bit numbers (value + 32), its
+/// 16 sub-block scales and its `d` (for layouts that repack it).
+pub fn q6_k_parts(b: &[u8]) -> ([u8; QK_K], [i8; 16], f32) {
+    let u = unpack_q6_k(b);
+    let q = std::array::from_fn(|e| (u.q[e] as i32 + 32) as u8);
+    let sc = std::array::from_fn(|g| u.scale[g] as i8);
+    (q, sc, u.d)
+}
