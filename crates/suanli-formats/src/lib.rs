@@ -103,4 +103,20 @@ impl suanli_kernels::matmul::Storage for Mapped {
             }
         }
     }
+
+    /// No read-around on faults in the range (`MADV_RANDOM`).
+    fn random_access(&self, off: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let base = self.0.as_ptr() as usize;
+            let start = (base + off) / PAGE * PAGE - base;
+            let end = (base + off + len).next_multiple_of(PAGE) - base;
+            let _ = self.0.advise_range(
+                memmap2::Advice::Random,
+                start,
+                (end - start).min(self.0.len() - start),
+            );
+        }
+    }
 }

@@ -10,6 +10,10 @@ pub trait Storage: Send + Sync {
     /// Bytes `off..off + len` will not be read again (their weights were
     /// repacked into new memory): a file mapping may drop those pages.
     fn release(&self, _off: usize, _len: usize) {}
+    /// Bytes `off..off + len` are read in scattered small pieces (an
+    /// embedding table's rows): a file mapping may stop reading around
+    /// each fault, so only what is used becomes resident.
+    fn random_access(&self, _off: usize, _len: usize) {}
 }
 
 impl Storage for Vec<u8> {
@@ -38,6 +42,11 @@ impl Blob {
     /// Tells the storage these bytes will not be read again.
     pub fn release(&self) {
         self.owner.release(self.off, self.len);
+    }
+
+    /// Tells the storage these bytes are read in scattered pieces.
+    pub fn random_access(&self) {
+        self.owner.random_access(self.off, self.len);
     }
 
     pub fn from_vec(v: Vec<u8>) -> Self {

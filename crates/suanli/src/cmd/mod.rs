@@ -109,9 +109,14 @@ pub fn load(spec: &str) -> Result<Loaded> {
     } else {
         let file = GgufFile::open(&path)?;
         let tok = Tokenizer::from_gguf(&file)?;
+        // An embedding table separate from the output is read a row per
+        // token: leave its pages to be faulted on use (as llama.cpp's mmap
+        // does) rather than make all of it resident.
+        let untied = file.tensors.iter().any(|t| t.name == "output.weight");
         let datas: Vec<_> = file
             .tensors
             .iter()
+            .filter(|t| !(untied && t.name == "token_embd.weight"))
             .filter_map(|t| file.tensor_data(t).ok())
             .collect();
         prefault(&path, &datas.iter().map(|d| d.bytes()).collect::<Vec<_>>());
