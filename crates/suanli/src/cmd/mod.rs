@@ -123,6 +123,13 @@ pub fn load(spec: &str) -> Result<Loaded> {
         let src = GgufSource::new(file)?;
         (suanli_models::load_source(&src)?, tok, KvDtype::F16)
     };
+    // Parsing the metadata and building the tokenizer left tens of MB of
+    // small freed blocks in the heap; give their pages back.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     if tokenizer.n_vocab() > model.config().n_vocab + 1024 {
         bail!(
             "{}: tokenizer has {} tokens but the model's embedding has {} rows",
