@@ -220,15 +220,21 @@ impl Scheduler {
                 seq.computed = hit.len() * bs;
                 seq.cached_tokens = seq.computed.min(seq.n_prompt);
                 seq.blocks = hit;
-                self.prefix_hit_tokens += seq.cached_tokens as u64;
             }
             // Whatever fits in the budget and in the free blocks.
             let room = (seq.blocks.len() + self.blocks.available()) * bs - seq.computed;
             let n = seq.pending().min(budget).min(room);
             if n == 0 || !self.alloc(id, n) {
-                // Wait for blocks to free up; keep the prefix taken.
+                // Wait for blocks to free up. The prefix found goes back to
+                // the cache meanwhile, so a waiting sequence holds nothing.
+                let seq = self.seqs.get_mut(&id).expect("waiting sequence exists");
+                self.blocks.release(&seq.blocks);
+                seq.blocks.clear();
+                seq.computed = 0;
+                seq.cached_tokens = 0;
                 break;
             }
+            self.prefix_hit_tokens += self.seqs[&id].cached_tokens as u64;
             self.waiting.pop_front();
             self.running.push(id);
             plan.work.push(self.work(id, n));
@@ -523,6 +529,29 @@ mod tests {
         assert_eq!(s.seq(2).unwrap().preemptions, 1);
         s.finish(2);
         assert_eq!(s.block_stats().used, 0);
+    }
+
+    #[test]
+    fn a_waiting_sequence_holds_no_blocks() {
+        // 4 blocks of 4, all taken by sequence 1 once it decodes; 2 finds
+        // its first two blocks cached but no room for the rest, so it waits
+        // empty-handed.
+        let mut s = sched(4, 4, 4, 64);
+        s.add(1, (0..12).collect(), false).unwrap();
+        step(&mut s, 99);
+        let mut p: Vec<u32> = (0..8).collect();
+        p.extend(100..105);
+        s.add(2, p, false).unwrap();
+        let plan = step(&mut s, 99);
+        assert!(plan.work.iter().all(|w| w.id == 1), "{plan:?}");
+        assert!(s.seq(2).unwrap().blocks.is_empty());
+        assert_eq!(s.seq(2).unwrap().computed, 0);
+        s.finish(1);
+        let plan = step(&mut s, 99);
+        let w = plan.work[0];
+        // Admitted now, still reusing the cached prefix.
+        assert_eq!((w.id, w.start), (2, 8));
+        assert_eq!(s.prefix_hit_tokens, 8);
     }
 
     #[test]
