@@ -181,8 +181,10 @@ impl QMatrix {
     /// On AVX-512 VNNI, a Q6_K matrix with a multiple of 16 rows gets a
     /// second copy in the 16-row layout of [`crate::x86_q6k_r16`], which
     /// runs its tiled-order products (prefill) several times faster than
-    /// the row layout; decoding keeps reading the original. Costs about
-    /// 1.3x the matrix's bytes: for the layers' matrices, not the output.
+    /// the row layout; decoding keeps reading the original (with
+    /// batch-invariant numerics the copy serves every batch and the
+    /// original's pages are let go). Costs about 1.3x the matrix's bytes:
+    /// for the layers' matrices, not the output.
     pub fn with_prefill_layout(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::Q6_K
@@ -194,6 +196,11 @@ impl QMatrix {
             let nb = self.cols / 256;
             let copy = crate::x86_q6k_r16::repack(self.data.bytes(), self.rows, nb);
             self.prefill = Some(Blob::from_vec(copy));
+            if crate::dispatch::batch_invariant() {
+                // Every batch size reads the copy: let the original go (a
+                // file mapping reads it back should it ever be touched).
+                self.data.release();
+            }
         }
         self
     }
