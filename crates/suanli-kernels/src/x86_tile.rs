@@ -213,110 +213,10 @@ macro_rules! tile_kernel {
     };
 }
 
-/// The VNNI 4 × 4 tile with two tokens per zmm register: lanes 0–7 of
-/// each accumulator are token `2p`, lanes 8–15 token `2p + 1`, so one
-/// `vpdpbusd`, one convert and one FMA serve two (row, token) pairs. Every
-/// pair still sees exactly the operations of the one-row kernel (its own
-/// eight lanes, the same FMA per block), so the bits are the reference's.
-macro_rules! tile_kernel_zmm {
-    ($name:ident, $TR:expr, $TC:expr, $feat:literal, $vnni:expr, $wb:expr, $xb:expr, $xq:expr, $min:expr, $off:expr, $vals:expr) => {
-        #[target_feature(enable = $feat)]
-        unsafe fn $name(
-            n: usize,
-            w: &[u8],
-            wrb: usize,
-            x: &[u8],
-            xrb: usize,
-            xs: &[f32],
-            out: &mut [[f32; $TC]; $TR],
-        ) {
-            const TR: usize = $TR;
-            const TC: usize = $TC;
-            const { assert!(TR == 4 && TC == 4 && $vnni) };
-            let nb = n / 32;
-            assert!(w.len() >= (TR - 1) * wrb + nb * $wb && x.len() >= (TC - 1) * xrb + nb * $xb);
-            assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
-            let (wp, xp) = (w.as_ptr(), x.as_ptr());
-            let mut acc = [[_mm512_setzero_ps(); 2]; TR];
-            let mut summs = [_mm256_setzero_ps(); 2];
-            let signed = $off != 0;
-            // Lane l of pair p: token 2p in lanes 0-7, 2p + 1 in 8-15.
-            let pick: [__m512i; 2] = [
-                _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
-            ];
-            for i in 0..nb {
-                let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
-                // d_w · d_x as the one-row kernel rounds it, per (row, token).
-                let h = |r: usize| i16::from_le_bytes([*wk.add(r * wrb), *wk.add(r * wrb + 1)]);
-                let dw = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, h(3), h(2), h(1), h(0)));
-                let dx = _mm512_castps128_ps512(_mm_loadu_ps(xs.as_ptr().add(i * TC)));
-                let dxp = [
-                    _mm512_permutexvar_ps(pick[0], dx),
-                    _mm512_permutexvar_ps(pick[1], dx),
-                ];
-                if $min {
-                    let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
-                    summs = [
-                        _mm256_add_ps(summs[0], ms[0]),
-                        _mm256_add_ps(summs[1], ms[1]),
-                    ];
-                }
-                let yl = |c: usize| _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i);
-                let y: [__m512i; 2] = std::array::from_fn(|p| {
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(yl(2 * p)), yl(2 * p + 1))
-                });
-                let init: [__m512i; 2] = std::array::from_fn(|p| {
-                    if signed {
-                        let s = _mm512_dpbusd_epi32(
-                            _mm512_setzero_si512(),
-                            _mm512_set1_epi8($off as u8 as i8),
-                            y[p],
-                        );
-                        _mm512_sub_epi32(_mm512_setzero_si512(), s)
-                    } else {
-                        _mm512_setzero_si512()
-                    }
-                });
-                let mut dws = [0f32; 4];
-                _mm_storeu_ps(dws.as_mut_ptr(), dw);
-                for r in 0..TR {
-                    let q: __m256i = $vals(wk.add(r * wrb));
-                    let qq = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), q);
-                    let dr = _mm512_set1_ps(dws[r]);
-                    for p in 0..2 {
-                        let ints = _mm512_dpbusd_epi32(init[p], qq, y[p]);
-                        let d = _mm512_mul_ps(dr, dxp[p]);
-                        acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ints), acc[r][p]);
-                    }
-                }
-            }
-            let mut s = [0f32; 16];
-            _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
-            _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
-            for r in 0..TR {
-                for c in 0..TC {
-                    let a = acc[r][c / 2];
-                    let half = if c % 2 == 0 {
-                        _mm512_castps512_ps256(a)
-                    } else {
-                        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)))
-                    };
-                    out[r][c] = if $min {
-                        finish(half) + s[r * TC + c]
-                    } else {
-                        finish(half)
-                    };
-                }
-            }
-        }
-    };
-}
-
 macro_rules! formats {
-    ($kernel:ident, $R:expr, $C:expr, $feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
+    ($R:expr, $C:expr, $feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
         // Q8_0 as unsigned: the byte + 128.
-        $kernel!(
+        tile_kernel!(
             $q8_0,
             $R,
             $C,
@@ -332,7 +232,7 @@ macro_rules! formats {
                 _mm256_xor_si256(q, _mm256_set1_epi8(-128))
             }
         );
-        $kernel!(
+        tile_kernel!(
             $q4_0,
             $R,
             $C,
@@ -345,7 +245,7 @@ macro_rules! formats {
             8,
             |wk: *const u8| { nibbles(wk.add(2)) }
         );
-        $kernel!(
+        tile_kernel!(
             $q5_0,
             $R,
             $C,
@@ -361,7 +261,7 @@ macro_rules! formats {
                 with_high_bits::<$vnni>(nibbles(wk.add(6)), qh)
             }
         );
-        $kernel!(
+        tile_kernel!(
             $q4_1,
             $R,
             $C,
@@ -374,7 +274,7 @@ macro_rules! formats {
             0,
             |wk: *const u8| { nibbles(wk.add(4)) }
         );
-        $kernel!(
+        tile_kernel!(
             $q5_1,
             $R,
             $C,
@@ -394,7 +294,6 @@ macro_rules! formats {
 }
 
 formats!(
-    tile_kernel,
     4,
     4,
     "avx2,fma,f16c",
@@ -406,7 +305,6 @@ formats!(
     q5_1_avx2
 );
 formats!(
-    tile_kernel_zmm,
     4,
     4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
@@ -418,7 +316,6 @@ formats!(
     q5_1_vnni
 );
 formats!(
-    tile_kernel,
     4,
     1,
     "avx2,fma,f16c",
@@ -430,7 +327,6 @@ formats!(
     g5_1_avx2
 );
 formats!(
-    tile_kernel,
     4,
     1,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
