@@ -135,22 +135,5 @@ pub unsafe fn tokens(
     nt: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    macro_rules! run {
-        ($T:expr) => {{
-            let mut o = [[0f32; G]; $T];
-            group::<$T>(w, xq, xrb, acts, t0, &mut o);
-            for (t, row) in o.iter().enumerate() {
-                for (lane, &v) in row.iter().enumerate() {
-                    put(t0 + t, lane, v);
-                }
-            }
-        }};
-    }
-    match nt {
-        0 => {}
-        1 => run!(1),
-        2 => run!(2),
-        3 => run!(3),
-        _ => run!(4),
-    }
+    crate::x86_r16::up_to_four_tokens!(nt, t0, put, |o| group::<_>(w, xq, xrb, acts, t0, o));
 }

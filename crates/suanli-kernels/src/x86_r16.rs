@@ -345,29 +345,42 @@ pub unsafe fn tokens(
     nt: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    macro_rules! run {
-        ($T:expr) => {{
-            let mut o = [[0f32; G]; $T];
-            match Kind::of(ty) {
-                Some(Kind::Q8_0) => group::<$T, 0>(w, xq, xrb, acts, t0, &mut o),
-                Some(Kind::Q4_0) => group::<$T, 1>(w, xq, xrb, acts, t0, &mut o),
-                Some(Kind::Q5_0) => group::<$T, 2>(w, xq, xrb, acts, t0, &mut o),
-                Some(Kind::Q4_1) => group::<$T, 3>(w, xq, xrb, acts, t0, &mut o),
-                Some(Kind::Q5_1) => group::<$T, 4>(w, xq, xrb, acts, t0, &mut o),
-                None => return,
-            }
-            for (t, row) in o.iter().enumerate() {
-                for (lane, &v) in row.iter().enumerate() {
-                    put(t0 + t, lane, v);
-                }
-            }
-        }};
-    }
-    match nt {
-        0 => {}
-        1 => run!(1),
-        2 => run!(2),
-        3 => run!(3),
-        _ => run!(4),
-    }
+    let Some(k) = Kind::of(ty) else { return };
+    up_to_four_tokens!(nt, t0, put, |o| match k {
+        Kind::Q8_0 => group::<_, 0>(w, xq, xrb, acts, t0, o),
+        Kind::Q4_0 => group::<_, 1>(w, xq, xrb, acts, t0, o),
+        Kind::Q5_0 => group::<_, 2>(w, xq, xrb, acts, t0, o),
+        Kind::Q4_1 => group::<_, 3>(w, xq, xrb, acts, t0, o),
+        Kind::Q5_1 => group::<_, 4>(w, xq, xrb, acts, t0, o),
+    });
 }
+
+/// Runs `$kernel(&mut out)` — a 16-row group against `$nt` (1 to 4)
+/// tokens, the token count a const generic inferred from `out` — and hands
+/// each output to `$put(token, lane, value)`.
+macro_rules! up_to_four_tokens {
+    ($nt:expr, $t0:expr, $put:expr, |$o:ident| $kernel:expr) => {{
+        macro_rules! run {
+            ($T:expr) => {{
+                let mut out = [[0f32; G]; $T];
+                {
+                    let $o = &mut out;
+                    $kernel;
+                }
+                for (t, row) in out.iter().enumerate() {
+                    for (lane, &v) in row.iter().enumerate() {
+                        $put($t0 + t, lane, v);
+                    }
+                }
+            }};
+        }
+        match $nt {
+            0 => {}
+            1 => run!(1),
+            2 => run!(2),
+            3 => run!(3),
+            _ => run!(4),
+        }
+    }};
+}
+pub(crate) use up_to_four_tokens;
