@@ -225,3 +225,49 @@ fn attention_rows_are_the_same_decoded_or_prefilled() {
         }
     }
 }
+
+/// The block-sum order and llama.cpp's order sum the same exact integers
+/// per block: they may differ only by float rounding.
+#[test]
+fn block_sum_twins_agree_with_the_llama_order_to_rounding() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(37);
+    let cols = 4864;
+    let mut worst = 0f64;
+    for t in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+    ] {
+        let twin = suanli_kernels::quants::legacy::blocksum_vec_dot(t).expect("twin");
+        let llama = t.traits().vec_dot.expect("reference");
+        let vt = t.traits().vec_dot_type;
+        let (wdeq, xdeq) = (
+            t.traits().to_float.expect("deq"),
+            vt.traits().to_float.expect("deq"),
+        );
+        for _ in 0..50 {
+            let w = weights(&mut rng, t, 1, cols);
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+            let mut xq = vec![0u8; vt.row_bytes(cols).expect("row")];
+            (vt.traits().from_float.expect("quantize"))(&x, &mut xq);
+            let (mut wf, mut xf) = (vec![0f32; cols], vec![0f32; cols]);
+            wdeq(&w, &mut wf);
+            xdeq(&xq, &mut xf);
+            let scale: f64 = wf
+                .iter()
+                .zip(&xf)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            let (a, b) = (twin(cols, &w, &xq) as f64, llama(cols, &w, &xq) as f64);
+            let rel = (a - b).abs() / scale.max(1e-30);
+            worst = worst.max(rel);
+            assert!(
+                rel <= 1e-6,
+                "{t:?}: block-sum {a} vs llama order {b} (scale {scale})"
+            );
+        }
+    }
+    eprintln!("largest difference relative to Σ|w·x|: {worst:e}");
+}
