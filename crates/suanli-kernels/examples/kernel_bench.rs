@@ -73,7 +73,7 @@ fn main() {
         }
         let vt = DType::Q8_0;
         if let Some(tile) = dispatch::tile_dot(DType::Q5_0) {
-            use suanli_kernels::x86_tile::{widen_scales, TC, TR};
+            use suanli_kernels::x86_tile::{widen_scales, Strides, TC, TR};
             let n = 896;
             let wrb = DType::Q5_0.row_bytes(n).unwrap_or(0);
             let xrb = vt.row_bytes(n).unwrap_or(0);
@@ -85,7 +85,15 @@ fn main() {
             let reps = 200_000;
             let t = Instant::now();
             for _ in 0..reps {
-                tile(n, &w, wrb, &x, xrb, &xs, &mut o);
+                tile(
+                    n,
+                    &w,
+                    Strides::rows(n / 32, DType::Q5_0.block_bytes()),
+                    &x,
+                    xrb,
+                    &xs,
+                    &mut o,
+                );
                 std::hint::black_box(&o);
             }
             let ns = t.elapsed().as_nanos() as f64 / (reps * (n / 32) * TR * TC) as f64;

@@ -17,11 +17,44 @@ pub const TR: usize = 4;
 /// Activation rows (tokens) per tile.
 pub const TC: usize = 4;
 
-/// `out[r][c] = w_r · x_c` for the `TR` weight rows at `w + r·wrb` and the
-/// `TC` activation rows at `x + c·xrb`, `n` elements each; `xs` holds the
-/// activation blocks' scales widened to f32 by [`widen_scales`].
-pub type TileDot =
-    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; TC]; TR]);
+/// Where block `i` of weight row `r` is: at `w + r·row + i·block`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strides {
+    pub row: usize,
+    pub block: usize,
+}
+
+impl Strides {
+    /// The row layout: rows of `nb` blocks of `bb` bytes, one after another.
+    pub fn rows(nb: usize, bb: usize) -> Self {
+        Strides {
+            row: nb * bb,
+            block: bb,
+        }
+    }
+
+    /// The 4-row layout of [`repack_rows4`], from the start of a group.
+    pub fn rows4(bb: usize) -> Self {
+        Strides {
+            row: bb,
+            block: G4 * bb,
+        }
+    }
+}
+
+/// `out[r][c] = w_r · x_c` for the `TR` weight rows at `w` (laid out as
+/// `ws` says) and the `TC` activation rows at `x + c·xrb`, `n` elements
+/// each; `xs` holds the activation blocks' scales widened to f32 by
+/// [`widen_scales`].
+pub type TileDot = fn(
+    n: usize,
+    w: &[u8],
+    ws: Strides,
+    x: &[u8],
+    xrb: usize,
+    xs: &[f32],
+    out: &mut [[f32; TC]; TR],
+);
 
 /// The f16 scales (`d`, and `s` for Q8_1) of the `TC` activation rows at
 /// `x + c·xrb`, `nb` blocks of `xb` bytes each, widened into `xs` as
@@ -116,16 +149,25 @@ macro_rules! tile_kernel {
         unsafe fn $name(
             n: usize,
             w: &[u8],
-            wrb: usize,
+            ws: Strides,
             x: &[u8],
             xrb: usize,
             xs: &[f32],
             out: &mut [[f32; $TC]; $TR],
         ) {
+            let (wrb, wbs) = (ws.row, ws.block);
             const TR: usize = $TR;
             const TC: usize = $TC;
             let nb = n / 32;
-            assert!(w.len() >= (TR - 1) * wrb + nb * $wb && x.len() >= (TC - 1) * xrb + nb * $xb);
+            assert!(wbs >= $wb && nb > 0);
+            assert!(
+                w.len() >= (TR - 1) * wrb + (nb - 1) * wbs + $wb
+                    && x.len() >= (TC - 1) * xrb + nb * $xb
+            );
+            // Decode streams the weights once. In the row layout, fetch
+            // the rows three calls ahead (the prefetchers lose track of
+            // four interleaved rows); the 4-row layout is one stream.
+            let ahead = if wbs == $wb { 3 * TR * wrb } else { 0 };
             assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
             let (wp, xp) = (w.as_ptr(), x.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
@@ -133,7 +175,7 @@ macro_rules! tile_kernel {
             let mut d = [0f32; 16];
             let signed = $off != 0;
             for i in 0..nb {
-                let (wk, xk) = (wp.add(i * $wb), xp.add(i * $xb));
+                let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
                 let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
                 _mm256_storeu_ps(d.as_mut_ptr(), dd[0]);
                 _mm256_storeu_ps(d.as_mut_ptr().add(8), dd[1]);
@@ -161,13 +203,8 @@ macro_rules! tile_kernel {
                 });
                 for r in 0..TR {
                     // Raw unsigned values; `off` is the format's zero point.
-                    if TC == 1 {
-                        // Decode streams the weights once: fetch the rows
-                        // three calls ahead (the prefetchers lose track of
-                        // four interleaved rows).
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            wk.wrapping_add((r + 3 * TR) * wrb) as *const i8
-                        );
+                    if TC == 1 && ahead != 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(r * wrb + ahead) as *const i8);
                     }
                     let q: __m256i = $vals(wk.add(r * wrb));
                     let qs = if signed && !$vnni {
@@ -344,7 +381,7 @@ pub const GR: usize = 4;
 /// `out[r][0] = w_r · x` for the `GR` weight rows at `w + r·wrb` and one
 /// activation row; `xs` as [`widen_scales`] with one row.
 pub type GemvDot =
-    fn(n: usize, w: &[u8], wrb: usize, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; 1]; GR]);
+    fn(n: usize, w: &[u8], ws: Strides, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; 1]; GR]);
 
 macro_rules! safe {
     ($C:expr, $R:expr; $($safe:ident => $f:ident),* $(,)?) => {
@@ -353,13 +390,13 @@ macro_rules! safe {
             fn $safe(
                 n: usize,
                 w: &[u8],
-                wrb: usize,
+                ws: Strides,
                 x: &[u8],
                 xrb: usize,
                 xs: &[f32],
                 out: &mut [[f32; $C]; $R],
             ) {
-                unsafe { $f(n, w, wrb, x, xrb, xs, out) }
+                unsafe { $f(n, w, ws, x, xrb, xs, out) }
             }
         )*
     };
@@ -416,4 +453,37 @@ pub fn tile_dot(ty: crate::DType, level: crate::dispatch::Level) -> Option<TileD
         _ => return None,
     };
     Some(f)
+}
+
+/// Rows per group of the 4-row layout (one tile's or decode call's rows).
+pub const G4: usize = 4;
+const _: () = assert!(G4 == TR && G4 == GR);
+
+/// The 4-row layout of a `rows × nb`-block matrix of `bb`-byte blocks
+/// (`rows` a multiple of [`G4`]): each group of four rows keeps its place,
+/// its blocks interleaved — block `i` of row `4g + j` at byte
+/// `(4g·nb + 4i + j)·bb` — so a tile or decode call reads one stream
+/// instead of four rows a row apart. The blocks are unchanged, and so are
+/// the kernels' sums.
+pub fn repack_rows4(src: &[u8], rows: usize, nb: usize, bb: usize) -> Vec<u8> {
+    let rb = nb * bb;
+    let mut out = vec![0u8; rows * rb];
+    for (g, (dst, grp)) in out
+        .chunks_exact_mut(G4 * rb)
+        .zip(src.chunks_exact(G4 * rb))
+        .enumerate()
+    {
+        debug_assert!(g * G4 < rows);
+        for (k, d) in dst.chunks_exact_mut(bb).enumerate() {
+            let (i, j) = (k / G4, k % G4);
+            d.copy_from_slice(&grp[j * rb + i * bb..][..bb]);
+        }
+    }
+    out
+}
+
+/// Block `i` of row `r` of a matrix in the 4-row layout of [`repack_rows4`].
+pub fn block_of_rows4(data: &[u8], nb: usize, bb: usize, r: usize, i: usize) -> &[u8] {
+    let (g, j) = (r / G4, r % G4);
+    &data[(g * G4 * nb + i * G4 + j) * bb..][..bb]
 }

@@ -184,7 +184,9 @@ fn fast_row_ops_equal_the_reference() {
 #[test]
 fn tile_kernels_equal_the_reference() {
     use suanli_kernels::dispatch::Level;
-    use suanli_kernels::x86_tile::{gemv_dot, tile_dot, widen_scales, widen_scales_of, GR, TC, TR};
+    use suanli_kernels::x86_tile::{
+        gemv_dot, tile_dot, widen_scales, widen_scales_of, Strides, GR, TC, TR,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let n = 256;
     let mut checked = 0;
@@ -221,7 +223,15 @@ fn tile_kernels_equal_the_reference() {
             let mut xs = Vec::new();
             let (nb, xb) = (n / vt.block_size(), vt.block_bytes());
             widen_scales(&x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
-            tile(n, &w, wrb, &x, xrb, &xs, &mut out);
+            tile(
+                n,
+                &w,
+                Strides::rows(n / 32, ty.block_bytes()),
+                &x,
+                xrb,
+                &xs,
+                &mut out,
+            );
             let dot = ty.traits().vec_dot.expect("reference");
             // The decode kernel: GR rows (the TR rows twice) against token 0.
             let gemv = gemv_dot(ty, level).expect("gemv kernel");
@@ -229,7 +239,15 @@ fn tile_kernels_equal_the_reference() {
             const { assert!(GR <= TR) };
             let mut g = [[0f32; 1]; GR];
             widen_scales_of(1, &x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
-            gemv(n, &w4, wrb, &x[..xrb], xrb, &xs, &mut g);
+            gemv(
+                n,
+                &w4,
+                Strides::rows(n / 32, ty.block_bytes()),
+                &x[..xrb],
+                xrb,
+                &xs,
+                &mut g,
+            );
             for r in 0..GR {
                 let want = dot(n, &w4[r * wrb..(r + 1) * wrb], &x[..xrb]);
                 assert_eq!(
@@ -488,4 +506,73 @@ fn q6_k_prefill_layout_equals_the_reference() {
             }
         }
     }
+}
+
+/// The 32-element formats in the 4-row layout (where this CPU has tile
+/// kernels): every batch size, tails of tokens included, returns the
+/// per-row reference dot's bits, and rows read back unchanged.
+#[test]
+fn rows4_layout_equals_the_reference() {
+    use suanli_kernels::{Blob, QMatrix};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let (rows, cols) = (72, 320);
+    let mut checked = 0;
+    for t in [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q5_0,
+        DType::Q4_1,
+        DType::Q5_1,
+    ] {
+        let wrb = t.row_bytes(cols).expect("row");
+        let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
+        for blk in w.chunks_exact_mut(t.block_bytes()) {
+            for &o in scales(t) {
+                let v = f16::from_f32(rng.random_range(-0.1f32..0.1)).to_le_bytes();
+                blk[o..o + 2].copy_from_slice(&v);
+            }
+        }
+        let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
+            .expect("matrix")
+            .interleave();
+        #[cfg(target_arch = "x86_64")]
+        if dispatch::tile_dot(t).is_some() && !dispatch::batch_invariant() {
+            assert!(m.rows4, "{t:?} not in the 4-row layout");
+        }
+        let to_float = t.traits().to_float.expect("dequantize");
+        let (mut got_row, mut want_row) = (vec![0f32; cols], vec![0f32; cols]);
+        for r in [0, 1, 6, rows - 1] {
+            m.dequantize_row(r, &mut got_row);
+            to_float(&w[r * wrb..(r + 1) * wrb], &mut want_row);
+            assert_eq!(got_row, want_row, "{t:?} row {r} read back");
+        }
+        let vt = t.traits().vec_dot_type;
+        let xrb = vt.row_bytes(cols).expect("row");
+        let dot = t.traits().vec_dot.expect("reference");
+        for n in [1usize, 2, 4, 5, 7, 8, 11, 37] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| rng.random_range(-3.0f32..3.0))
+                .collect();
+            let mut got = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut got);
+            for tok in 0..n {
+                let mut xq = vec![0u8; xrb];
+                (vt.traits().from_float.expect("quantize"))(
+                    &x[tok * cols..(tok + 1) * cols],
+                    &mut xq,
+                );
+                for r in 0..rows {
+                    let want = dot(cols, &w[r * wrb..(r + 1) * wrb], &xq);
+                    let g = got[tok * rows + r];
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{t:?} n={n} token {tok} row {r}: {g} vs {want}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
 }

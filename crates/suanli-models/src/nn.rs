@@ -232,14 +232,19 @@ pub struct Transformer {
 
 impl Transformer {
     pub fn load(ld: &Loader, cfg: ModelConfig, layer: LayerFn) -> Result<Self> {
-        let tok_embd = ld.embeddings("token_embd.weight", cfg.n_vocab, cfg.n_embd)?;
+        let mut tok_embd = ld.embeddings("token_embd.weight", cfg.n_vocab, cfg.n_embd)?;
         let output = match ld.output_opt("output.weight", cfg.n_vocab, cfg.n_embd)? {
             Some(o) => {
                 // Untied: the table is only looked up, a row per token.
                 tok_embd.data.random_access();
                 o
             }
-            None => tok_embd.clone(),
+            None => {
+                // Tied: every token multiplies all of it, in the layout
+                // the matmul kernels stream best that keeps rows readable.
+                tok_embd = tok_embd.repack_rows4();
+                tok_embd.clone()
+            }
         };
         let layers = (0..cfg.n_layer)
             .map(|il| Layer::load(ld, &cfg, il))
