@@ -44,6 +44,13 @@ impl Blob {
         self.owner.release(self.off, self.len);
     }
 
+    /// [`Self::release`] for bytes `off..off + len` of this view.
+    pub fn release_range(&self, off: usize, len: usize) {
+        if off.checked_add(len).is_some_and(|end| end <= self.len) {
+            self.owner.release(self.off + off, len);
+        }
+    }
+
     /// Tells the storage these bytes are read in scattered pieces.
     pub fn random_access(&self) {
         self.owner.random_access(self.off, self.len);
@@ -152,9 +159,11 @@ impl QMatrix {
         self.interleaved = Self::interleavable(self.dtype, self.rows);
         #[cfg(target_arch = "x86_64")]
         if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
-            let packed = crate::x86_q4k_r8::repack(self.data.bytes(), self.rows, self.cols / 256);
-            let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
-            original.release();
+            let nb = self.cols / 256;
+            let packed = repack_streaming(&self.data, self.rows, 8, |src, rows| {
+                crate::x86_q4k_r8::repack(src, rows, nb)
+            });
+            self.data = Blob::from_vec(packed);
             self.repacked = true;
         }
         self
@@ -175,9 +184,11 @@ impl QMatrix {
             && !self.repacked
         {
             let (nb, bb) = (self.cols / 32, self.dtype.block_bytes());
-            let packed = crate::x86_tile::repack_rows4(self.data.bytes(), self.rows, nb, bb);
-            let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
-            original.release();
+            let packed =
+                repack_streaming(&self.data, self.rows, crate::x86_tile::G4, |src, rows| {
+                    crate::x86_tile::repack_rows4(src, rows, nb, bb)
+                });
+            self.data = Blob::from_vec(packed);
             self.rows4 = true;
         }
         self
@@ -197,10 +208,11 @@ impl QMatrix {
             && !self.repacked
             && !self.r16
         {
-            let nb = self.cols / 32;
-            let packed = crate::x86_r16::repack(self.dtype, self.data.bytes(), self.rows, nb);
-            let original = std::mem::replace(&mut self.data, Blob::from_vec(packed));
-            original.release();
+            let (nb, ty) = (self.cols / 32, self.dtype);
+            let packed = repack_streaming(&self.data, self.rows, crate::x86_r16::G, |src, rows| {
+                crate::x86_r16::repack(ty, src, rows, nb)
+            });
+            self.data = Blob::from_vec(packed);
             self.r16 = true;
         }
         self
@@ -525,6 +537,35 @@ impl QMatrix {
             }
         });
     }
+}
+
+/// `pack(rows' bytes, rows)` over `data` (`rows` rows) a few MB of whole
+/// `group`s of rows at a time, each source range let go once packed: the
+/// new layout costs little more resident memory than the matrix did
+/// (a mapped file drops the pages; the output's pages are touched only as
+/// they are written).
+fn repack_streaming(
+    data: &Blob,
+    rows: usize,
+    group: usize,
+    pack: impl Fn(&[u8], usize) -> Vec<u8>,
+) -> Vec<u8> {
+    const CHUNK: usize = 4 << 20;
+    let rb = data.len() / rows.max(1);
+    let step = (CHUNK / rb.max(1) / group).max(1) * group;
+    let mut out = Vec::new();
+    for r0 in (0..rows).step_by(step) {
+        let r1 = (r0 + step).min(rows);
+        let src = &data.bytes()[r0 * rb..r1 * rb];
+        let packed = pack(src, r1 - r0);
+        if r0 == 0 {
+            // The layout's size, from the first chunk's (whole groups).
+            out.reserve_exact(packed.len() / (r1 - r0) * rows);
+        }
+        out.extend_from_slice(&packed);
+        data.release_range(r0 * rb, src.len());
+    }
+    out
 }
 
 /// Walks `rows × n` outputs in blocks of rows × tokens (the weights of a
