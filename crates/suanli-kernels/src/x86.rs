@@ -341,7 +341,9 @@ unsafe fn q6k_multi<const TILED: bool, const C: usize>(
     for i in 0..nb {
         let wk = &w[i * 210..(i + 1) * 210];
         let wd = f16_at(wk, 208);
-        let sc: [i16; 16] = std::array::from_fn(|g| wk[192 + g] as i8 as i16);
+        // The 16 group scales, and for chunk k the pair (2k, 2k+1) spread
+        // over the two 8-lane halves: one byte shuffle and one widening each.
+        let sc8 = _mm_loadu_si128(wk.as_ptr().add(192) as *const __m128i);
         let mut q = [_mm256_setzero_si256(); 8];
         for half in 0..2 {
             let ql0 = _mm256_loadu_si256(wk.as_ptr().add(64 * half) as *const __m256i);
@@ -365,10 +367,13 @@ unsafe fn q6k_multi<const TILED: bool, const C: usize>(
             );
         }
         let s: [__m256i; 8] = std::array::from_fn(|k| {
-            let g = 2 * k;
-            _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))
+            let (lo, hi) = (2 * k as i8, 2 * k as i8 + 1);
+            let pick = _mm_set_epi8(
+                hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo,
+            );
+            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick))
         });
-        let scales = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+        let scales = _mm256_cvtepi8_epi16(sc8);
         for c in 0..C {
             let xk = &x[c][i * XB..(i + 1) * XB];
             let yd = f32::from_le_bytes([xk[0], xk[1], xk[2], xk[3]]);
