@@ -413,27 +413,13 @@ impl QMatrix {
                 crate::dispatch::tile_dot(self.dtype),
                 crate::dispatch::gemv_dot(self.dtype),
             ) {
-                use crate::x86_tile::{widen_scales, widen_scales_of, TC, TR};
-                // Activation scales in f32, once per group of TC tokens.
-                let (nb, xb) = (cols / vt.block_size(), vt.block_bytes());
-                let sums = vt == DType::Q8_1;
-                let per = nb * TC * (1 + sums as usize);
-                let mut xs = Vec::with_capacity(n / TC * per);
-                let mut tmp = Vec::with_capacity(per);
-                for g in 0..n / TC {
-                    widen_scales(&xq[g * TC * xrb..], xrb, nb, xb, sums, &mut tmp);
-                    xs.extend_from_slice(&tmp);
-                }
-                // The tokens past the last whole tile, one at a time.
-                let mut xs1 = Vec::new();
-                for t in n - n % TC..n {
-                    widen_scales_of(1, &xq[t * xrb..], xrb, nb, xb, sums, &mut tmp);
-                    xs1.extend_from_slice(&tmp);
-                }
-                let per1 = per / TC;
+                use crate::x86_tile::{TC, TR};
+                // Whole tiles of TC tokens, then the rest one at a time.
+                let whole = n - n % TC;
+                let tiles = ActTables::new(self.dtype, &xq, xrb, cols, 0..whole, TC);
+                let ones = ActTables::new(self.dtype, &xq, xrb, cols, whole..n, 1);
                 let tail = |r: usize, t: usize, o: &mut [[f32; 1]; TR]| {
-                    let g = &xs1[(t - (n - n % TC)) * per1..][..per1];
-                    gemv(cols, &w[r * wrb..], ws, &xq[t * xrb..], xrb, g, o);
+                    gemv(cols, &w[r * wrb..], ws, ones.acts(t), o);
                 };
                 // Rows past the last whole tile (row layout only).
                 let single = |t: usize, r: usize| {
@@ -444,8 +430,7 @@ impl QMatrix {
                     )
                 };
                 blocked::<TR, TC>(rows, n, &put, &single, &tail, |r, t, o| {
-                    let g = &xs[t / TC * per..][..per];
-                    tile(cols, &w[r * wrb..], ws, &xq[t * xrb..], xrb, g, o);
+                    tile(cols, &w[r * wrb..], ws, tiles.acts(t), o);
                 });
                 return;
             }
@@ -495,16 +480,8 @@ impl QMatrix {
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
-            use crate::x86_tile::{widen_scales_of, GR};
-            let (nb, xb) = (cols / vt.block_size(), vt.block_bytes());
-            let xs: Vec<Vec<f32>> = xq
-                .chunks_exact(xrb)
-                .map(|xr| {
-                    let mut v = Vec::new();
-                    widen_scales_of(1, xr, xrb, nb, xb, vt == DType::Q8_1, &mut v);
-                    v
-                })
-                .collect();
+            use crate::x86_tile::GR;
+            let ones = ActTables::new(self.dtype, &xq, xrb, cols, 0..n, 1);
             crate::pool::for_each(rows.div_ceil(chunk), |c| {
                 let r0 = c * chunk;
                 let r1 = (r0 + chunk).min(rows);
@@ -512,7 +489,7 @@ impl QMatrix {
                 for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                     for r in (r0..r1).step_by(GR) {
                         if r + GR <= r1 {
-                            gemv(cols, &w[r * wrb..], ws, xr, xrb, &xs[ti], &mut o);
+                            gemv(cols, &w[r * wrb..], ws, ones.acts(ti), &mut o);
                             for (i, v) in o.iter().enumerate() {
                                 put(ti, r + i, v[0]);
                             }
@@ -536,6 +513,73 @@ impl QMatrix {
                 }
             }
         });
+    }
+}
+
+/// The per-call activation data of the 32-element formats' tile and
+/// decode kernels, for tokens `range` in groups of `g`: scales widened to
+/// f32 and, for VNNI kernels of formats with a zero point, the lanes'
+/// starts ([`crate::x86_tile::lane_starts`]) — once per matmul instead of
+/// once per tile.
+#[cfg(target_arch = "x86_64")]
+struct ActTables<'a> {
+    xq: &'a [u8],
+    xrb: usize,
+    t0: usize,
+    g: usize,
+    xs: Vec<f32>,
+    init: Vec<i32>,
+    per_xs: usize,
+    per_init: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> ActTables<'a> {
+    fn new(
+        ty: DType,
+        xq: &'a [u8],
+        xrb: usize,
+        cols: usize,
+        range: std::ops::Range<usize>,
+        g: usize,
+    ) -> Self {
+        use crate::x86_tile::{lane_starts, vnni_offset, widen_scales_of};
+        let vt = ty.traits().vec_dot_type;
+        let (nb, xb, sums) = (cols / 32, vt.block_bytes(), vt == DType::Q8_1);
+        let off =
+            vnni_offset(ty).filter(|_| crate::dispatch::level() == crate::dispatch::Level::Avx512);
+        let (mut xs, mut init) = (Vec::new(), Vec::new());
+        let (mut tmp, mut tmpi) = (Vec::new(), Vec::new());
+        for t in range.clone().step_by(g) {
+            widen_scales_of(g, &xq[t * xrb..], xrb, nb, xb, sums, &mut tmp);
+            xs.extend_from_slice(&tmp);
+            if let Some(off) = off {
+                lane_starts(off, &xq[t * xrb..], xrb, nb, g, &mut tmpi);
+                init.extend_from_slice(&tmpi);
+            }
+        }
+        let per_init = if off.is_some() { nb * g * 8 } else { 0 };
+        ActTables {
+            xq,
+            xrb,
+            t0: range.start,
+            g,
+            xs,
+            init,
+            per_xs: nb * g * (1 + sums as usize),
+            per_init,
+        }
+    }
+
+    /// The group starting at token `t`.
+    fn acts(&self, t: usize) -> crate::x86_tile::Acts<'_> {
+        let k = (t - self.t0) / self.g;
+        crate::x86_tile::Acts {
+            x: &self.xq[t * self.xrb..],
+            xrb: self.xrb,
+            xs: &self.xs[k * self.per_xs..][..self.per_xs],
+            init: &self.init[k * self.per_init..][..self.per_init],
+        }
     }
 }
 

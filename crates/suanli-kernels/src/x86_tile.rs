@@ -42,19 +42,50 @@ impl Strides {
     }
 }
 
+/// The activation rows of a tile or decode call.
+#[derive(Clone, Copy, Debug)]
+pub struct Acts<'a> {
+    /// Row `c` at `x + c·xrb`, in the format's `vec_dot_type`.
+    pub x: &'a [u8],
+    pub xrb: usize,
+    /// The blocks' scales widened to f32 by [`widen_scales`].
+    pub xs: &'a [f32],
+    /// For the formats with a zero point at the VNNI level, the starts of
+    /// the integer lanes by [`lane_starts`]; empty otherwise.
+    pub init: &'a [i32],
+}
+
 /// `out[r][c] = w_r · x_c` for the `TR` weight rows at `w` (laid out as
-/// `ws` says) and the `TC` activation rows at `x + c·xrb`, `n` elements
-/// each; `xs` holds the activation blocks' scales widened to f32 by
-/// [`widen_scales`].
-pub type TileDot = fn(
-    n: usize,
-    w: &[u8],
-    ws: Strides,
-    x: &[u8],
-    xrb: usize,
-    xs: &[f32],
-    out: &mut [[f32; TC]; TR],
-);
+/// `ws` says) and the `TC` activation rows of `a`, `n` elements each.
+pub type TileDot = fn(n: usize, w: &[u8], ws: Strides, a: Acts, out: &mut [[f32; TC]; TR]);
+
+/// The zero point a format's VNNI kernels add to its weights (they run
+/// on unsigned bytes), where it has one.
+pub fn vnni_offset(ty: crate::DType) -> Option<i32> {
+    use crate::DType::*;
+    match ty {
+        Q8_0 => Some(128),
+        Q4_0 => Some(8),
+        Q5_0 => Some(16),
+        _ => None,
+    }
+}
+
+/// The integer lanes' starts for `rows` Q8_0 activation rows at
+/// `x + c·xrb` (`nb` blocks each) against weights offset by `off`:
+/// `−off · Σ` of each lane's four activations, as `[nb][rows][8]`.
+pub fn lane_starts(off: i32, x: &[u8], xrb: usize, nb: usize, rows: usize, out: &mut Vec<i32>) {
+    out.clear();
+    for i in 0..nb {
+        for c in 0..rows {
+            let q = &x[c * xrb + i * 34 + 2..][..32];
+            out.extend(
+                q.chunks_exact(4)
+                    .map(|l| -off * l.iter().map(|&b| b as i8 as i32).sum::<i32>()),
+            );
+        }
+    }
+}
 
 /// The f16 scales (`d`, and `s` for Q8_1) of the `TC` activation rows at
 /// `x + c·xrb`, `nb` blocks of `xb` bytes each, widened into `xs` as
@@ -141,96 +172,108 @@ unsafe fn with_high_bits<const BW: bool>(nib: __m256i, qh: u32) -> __m256i {
 /// Integer lanes of one weight block against the TC activation blocks.
 /// Signed weights: with VNNI, `w + off` as u8 against `x`, the excess
 /// `off·Σx` taken out by starting the accumulator at `−off·Σx` (exact
-/// integers, so the same sums); without, the `sign` trick (|w| as u8, the
+/// integers, so the same sums; the starts come precomputed per activation
+/// block in [`Acts::init`]); without, the `sign` trick (|w| as u8, the
 /// sign moved onto x).
+///
+/// The blocks go in chunks of [`CH`]: first every block's `TR × TC` scale
+/// products into a table, then the integer work, each FMA reading its
+/// scale from the table (a broadcast operand, no shuffles).
 macro_rules! tile_kernel {
     ($name:ident, $TR:expr, $TC:expr, $feat:literal, $vnni:expr, $wb:expr, $xb:expr, $xq:expr, $min:expr, $off:expr, $vals:expr) => {
         #[target_feature(enable = $feat)]
-        unsafe fn $name(
-            n: usize,
-            w: &[u8],
-            ws: Strides,
-            x: &[u8],
-            xrb: usize,
-            xs: &[f32],
-            out: &mut [[f32; $TC]; $TR],
-        ) {
-            let (wrb, wbs) = (ws.row, ws.block);
+        unsafe fn $name(n: usize, w: &[u8], ws: Strides, a: Acts, out: &mut [[f32; $TC]; $TR]) {
             const TR: usize = $TR;
             const TC: usize = $TC;
+            let (wrb, wbs) = (ws.row, ws.block);
+            let (x, xrb, xs) = (a.x, a.xrb, a.xs);
             let nb = n / 32;
+            let signed = $off != 0;
             assert!(wbs >= $wb && nb > 0);
             assert!(
                 w.len() >= (TR - 1) * wrb + (nb - 1) * wbs + $wb
                     && x.len() >= (TC - 1) * xrb + nb * $xb
             );
+            assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
+            assert!(!($vnni && signed) || a.init.len() >= nb * TC * 8);
             // Decode streams the weights once. In the row layout, fetch
             // the rows three calls ahead (the prefetchers lose track of
             // four interleaved rows); the 4-row layout is one stream.
             let ahead = if wbs == $wb { 3 * TR * wrb } else { 0 };
-            assert!(xs.len() >= if $min { 2 } else { 1 } * nb * TC);
-            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let (wp, xp, ip) = (w.as_ptr(), x.as_ptr(), a.init.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
             let mut summs = [_mm256_setzero_ps(); 2];
-            let mut d = [0f32; 16];
-            let signed = $off != 0;
-            for i in 0..nb {
-                let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
-                let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
-                _mm256_storeu_ps(d.as_mut_ptr(), dd[0]);
-                _mm256_storeu_ps(d.as_mut_ptr().add(8), dd[1]);
-                if $min {
-                    let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
-                    summs = [
-                        _mm256_add_ps(summs[0], ms[0]),
-                        _mm256_add_ps(summs[1], ms[1]),
-                    ];
+            let mut d = [0f32; CH * 16 + 8];
+            for i0 in (0..nb).step_by(CH) {
+                let i1 = (i0 + CH).min(nb);
+                for i in i0..i1 {
+                    let wk = wp.add(i * wbs);
+                    let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
+                    let at = d.as_mut_ptr().add((i - i0) * TR * TC);
+                    if TC == 1 {
+                        _mm_storeu_ps(at, _mm256_castps256_ps128(dd[0]));
+                    } else {
+                        _mm256_storeu_ps(at, dd[0]);
+                        _mm256_storeu_ps(at.add(8), dd[1]);
+                    }
+                    if $min {
+                        let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
+                        summs = [
+                            _mm256_add_ps(summs[0], ms[0]),
+                            _mm256_add_ps(summs[1], ms[1]),
+                        ];
+                    }
                 }
-                let y: [__m256i; TC] = std::array::from_fn(|c| {
-                    _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
-                });
-                let init: [__m256i; TC] = std::array::from_fn(|c| {
-                    if $vnni && signed {
-                        let s = _mm256_dpbusd_epi32(
-                            _mm256_setzero_si256(),
-                            _mm256_set1_epi8($off as u8 as i8),
-                            y[c],
-                        );
-                        _mm256_sub_epi32(_mm256_setzero_si256(), s)
-                    } else {
-                        _mm256_setzero_si256()
-                    }
-                });
-                for r in 0..TR {
-                    // Raw unsigned values; `off` is the format's zero point.
-                    if TC == 1 && ahead != 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(wk.wrapping_add(r * wrb + ahead) as *const i8);
-                    }
-                    let q: __m256i = $vals(wk.add(r * wrb));
-                    let qs = if signed && !$vnni {
-                        _mm256_sub_epi8(q, _mm256_set1_epi8($off as u8 as i8))
-                    } else {
-                        q
-                    };
-                    let uq = if signed && !$vnni {
-                        _mm256_sign_epi8(qs, qs)
-                    } else {
-                        q
-                    };
-                    for c in 0..TC {
-                        let ints = if $vnni {
-                            _mm256_dpbusd_epi32(init[c], uq, y[c])
+                for i in i0..i1 {
+                    let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
+                    let y: [__m256i; TC] = std::array::from_fn(|c| {
+                        _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
+                    });
+                    let dk = d.as_ptr().add((i - i0) * TR * TC);
+                    for r in 0..TR {
+                        if TC == 1 && ahead != 0 {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                wk.wrapping_add(r * wrb + ahead) as *const i8
+                            );
+                        }
+                        // Raw unsigned values; `off` is the format's zero point.
+                        let q: __m256i = $vals(wk.add(r * wrb));
+                        let qs = if signed && !$vnni {
+                            _mm256_sub_epi8(q, _mm256_set1_epi8($off as u8 as i8))
                         } else {
-                            let yc = if signed {
-                                _mm256_sign_epi8(y[c], qs)
-                            } else {
-                                y[c]
-                            };
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(uq, yc), _mm256_set1_epi16(1))
+                            q
                         };
-                        let lanes = _mm256_cvtepi32_ps(ints);
-                        acc[r][c] =
-                            _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r * TC + c]), lanes, acc[r][c]);
+                        let uq = if signed && !$vnni {
+                            _mm256_sign_epi8(qs, qs)
+                        } else {
+                            q
+                        };
+                        for c in 0..TC {
+                            let ints = if $vnni {
+                                let init = if signed {
+                                    _mm256_loadu_si256(ip.add((i * TC + c) * 8) as *const __m256i)
+                                } else {
+                                    _mm256_setzero_si256()
+                                };
+                                _mm256_dpbusd_epi32(init, uq, y[c])
+                            } else {
+                                let yc = if signed {
+                                    _mm256_sign_epi8(y[c], qs)
+                                } else {
+                                    y[c]
+                                };
+                                _mm256_madd_epi16(
+                                    _mm256_maddubs_epi16(uq, yc),
+                                    _mm256_set1_epi16(1),
+                                )
+                            };
+                            let lanes = _mm256_cvtepi32_ps(ints);
+                            acc[r][c] = _mm256_fmadd_ps(
+                                _mm256_broadcast_ss(&*dk.add(r * TC + c)),
+                                lanes,
+                                acc[r][c],
+                            );
+                        }
                     }
                 }
             }
@@ -249,6 +292,9 @@ macro_rules! tile_kernel {
         }
     };
 }
+
+/// Blocks per chunk of a tile call's scale table.
+const CH: usize = 32;
 
 macro_rules! formats {
     ($R:expr, $C:expr, $feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {
@@ -380,8 +426,7 @@ pub const GR: usize = 4;
 
 /// `out[r][0] = w_r · x` for the `GR` weight rows at `w + r·wrb` and one
 /// activation row; `xs` as [`widen_scales`] with one row.
-pub type GemvDot =
-    fn(n: usize, w: &[u8], ws: Strides, x: &[u8], xrb: usize, xs: &[f32], out: &mut [[f32; 1]; GR]);
+pub type GemvDot = fn(n: usize, w: &[u8], ws: Strides, a: Acts, out: &mut [[f32; 1]; GR]);
 
 macro_rules! safe {
     ($C:expr, $R:expr; $($safe:ident => $f:ident),* $(,)?) => {
@@ -391,12 +436,10 @@ macro_rules! safe {
                 n: usize,
                 w: &[u8],
                 ws: Strides,
-                x: &[u8],
-                xrb: usize,
-                xs: &[f32],
+                a: Acts,
                 out: &mut [[f32; $C]; $R],
             ) {
-                unsafe { $f(n, w, ws, x, xrb, xs, out) }
+                unsafe { $f(n, w, ws, a, out) }
             }
         )*
     };

@@ -185,7 +185,8 @@ fn fast_row_ops_equal_the_reference() {
 fn tile_kernels_equal_the_reference() {
     use suanli_kernels::dispatch::Level;
     use suanli_kernels::x86_tile::{
-        gemv_dot, tile_dot, widen_scales, widen_scales_of, Strides, GR, TC, TR,
+        gemv_dot, lane_starts, tile_dot, vnni_offset, widen_scales, widen_scales_of, Acts, Strides,
+        GR, TC, TR,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let n = 256;
@@ -223,15 +224,22 @@ fn tile_kernels_equal_the_reference() {
             let mut xs = Vec::new();
             let (nb, xb) = (n / vt.block_size(), vt.block_bytes());
             widen_scales(&x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
-            tile(
-                n,
-                &w,
-                Strides::rows(n / 32, ty.block_bytes()),
-                &x,
+            // Lane starts where the VNNI kernel of a zero-point format needs them.
+            let starts = |rows: usize| {
+                let mut v = Vec::new();
+                if let (Level::Avx512, Some(off)) = (level, vnni_offset(ty)) {
+                    lane_starts(off, &x, xrb, nb, rows, &mut v);
+                }
+                v
+            };
+            let init = starts(TC);
+            let acts = Acts {
+                x: &x,
                 xrb,
-                &xs,
-                &mut out,
-            );
+                xs: &xs,
+                init: &init,
+            };
+            tile(n, &w, Strides::rows(nb, ty.block_bytes()), acts, &mut out);
             let dot = ty.traits().vec_dot.expect("reference");
             // The decode kernel: GR rows (the TR rows twice) against token 0.
             let gemv = gemv_dot(ty, level).expect("gemv kernel");
@@ -239,15 +247,14 @@ fn tile_kernels_equal_the_reference() {
             const { assert!(GR <= TR) };
             let mut g = [[0f32; 1]; GR];
             widen_scales_of(1, &x, xrb, nb, xb, vt == DType::Q8_1, &mut xs);
-            gemv(
-                n,
-                &w4,
-                Strides::rows(n / 32, ty.block_bytes()),
-                &x[..xrb],
+            let init = starts(1);
+            let acts = Acts {
+                x: &x[..xrb],
                 xrb,
-                &xs,
-                &mut g,
-            );
+                xs: &xs,
+                init: &init,
+            };
+            gemv(n, &w4, Strides::rows(nb, ty.block_bytes()), acts, &mut g);
             for r in 0..GR {
                 let want = dot(n, &w4[r * wrb..(r + 1) * wrb], &x[..xrb]);
                 assert_eq!(
