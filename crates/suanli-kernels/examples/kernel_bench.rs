@@ -72,7 +72,14 @@ fn main() {
             println!("{ty:?} x8 at {level:?}: {best:.2} ns per block-token (best of 20)");
         }
         let vt = DType::Q8_0;
-        if let Some(tile) = dispatch::tile_dot(DType::Q5_0) {
+        if let Some(tile) = suanli_kernels::x86_tile::tile_dot(
+            DType::Q5_0,
+            if std::env::var_os("AVX2").is_some() {
+                dispatch::Level::Avx2
+            } else {
+                dispatch::level()
+            },
+        ) {
             use suanli_kernels::x86_tile::{lane_starts, widen_scales, Acts, Strides, TC, TR};
             let n = 896;
             let wrb = DType::Q5_0.row_bytes(n).unwrap_or(0);
@@ -109,6 +116,30 @@ fn main() {
                 best = best.min(t.elapsed().as_nanos() as f64);
             }
             let ns = best / (reps * (n / 32) * TR * TC) as f64;
+            if let Some((unpack, tile8)) =
+                suanli_kernels::x86_tile_u8::kernels(DType::Q5_0, dispatch::level())
+            {
+                let mut buf = vec![0u8; n / 32 * suanli_kernels::x86_tile_u8::UB];
+                unpack(
+                    n,
+                    &w,
+                    Strides::rows(n / 32, DType::Q5_0.block_bytes()),
+                    &mut buf,
+                );
+                let mut best = f64::MAX;
+                for _ in 0..20 {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        tile8(n, &buf, acts, &mut o);
+                        std::hint::black_box(&o);
+                    }
+                    best = best.min(t.elapsed().as_nanos() as f64);
+                }
+                println!(
+                    "Q5_0 unpacked tile: {:.3} ns per 32-block-output",
+                    best / (reps * (n / 32) * TR * TC) as f64
+                );
+            }
             println!(
                 "Q5_0 tile: {ns:.3} ns per 32-block-output ({:.2} per 256 elements)",
                 ns * 8.0

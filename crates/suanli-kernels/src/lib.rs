@@ -51,6 +51,8 @@ pub mod x86_q6k_r16;
 pub mod x86_r16;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_tile;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_tile_u8;
 
 pub use dtype::{DType, TypeTraits};
 pub use matmul::{Blob, QMatrix};

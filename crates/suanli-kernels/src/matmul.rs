@@ -421,6 +421,18 @@ impl QMatrix {
                 let tail = |r: usize, t: usize, o: &mut [[f32; 1]; TR]| {
                     gemv(cols, &w[r * wrb..], ws, ones.acts(t), o);
                 };
+                // Unpacking a row group once pays from a few tiles of tokens.
+                if let (Some((unpack, tile8)), true) = (
+                    crate::x86_tile_u8::kernels(self.dtype, crate::dispatch::level()),
+                    rows.is_multiple_of(TR) && n >= UNPACKED_MIN_ROWS,
+                ) {
+                    let unpack = |r: usize, buf: &mut [u8]| unpack(cols, &w[r * wrb..], ws, buf);
+                    let tile = |buf: &[u8], t: usize, o: &mut [[f32; TC]; TR]| {
+                        tile8(cols, buf, tiles.acts(t), o)
+                    };
+                    blocked_unpacked(rows, n, cols / 32, &put, &tail, unpack, tile);
+                    return;
+                }
                 // Rows past the last whole tile (row layout only).
                 let single = |t: usize, r: usize| {
                     dots[t](
@@ -610,6 +622,57 @@ fn repack_streaming(
         data.release_range(r0 * rb, src.len());
     }
     out
+}
+
+/// Walks `rows × n` outputs (`rows` a multiple of 4) in blocks of rows ×
+/// tokens spread over the pool: a block's groups of four rows are unpacked
+/// once ([`crate::x86_tile_u8`]), then `tile(buf, t, out)` runs each group
+/// against four tokens at a time, tokens outer so their activations stay
+/// in L1; `tail(r, t, out)` takes the tokens past the last whole tile.
+#[cfg(target_arch = "x86_64")]
+fn blocked_unpacked(
+    rows: usize,
+    n: usize,
+    nb: usize,
+    put: &(impl Fn(usize, usize, f32) + Sync),
+    tail: &(impl Fn(usize, usize, &mut [[f32; 1]; 4]) + Sync),
+    unpack: impl Fn(usize, &mut [u8]) + Sync,
+    tile: impl Fn(&[u8], usize, &mut [[f32; 4]; 4]) + Sync,
+) {
+    const RB: usize = 8;
+    const TB: usize = 128;
+    let whole = n - n % 4;
+    let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
+    crate::pool::for_each(nrb * ntb, |item| {
+        let (r0, t0) = (item / ntb * RB, item % ntb * TB);
+        let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
+        let gb = nb * crate::x86_tile_u8::UB;
+        let mut buf = vec![0u8; (r1 - r0) / 4 * gb];
+        for (g, b) in buf.chunks_exact_mut(gb).enumerate() {
+            unpack(r0 + 4 * g, b);
+        }
+        let (mut o, mut o1) = ([[0f32; 4]; 4], [[0f32; 1]; 4]);
+        // Tokens outer: a tile's activations stay in L1 for every group.
+        for t in (t0..t1.min(whole)).step_by(4) {
+            for (g, b) in buf.chunks_exact(gb).enumerate() {
+                let r = r0 + 4 * g;
+                tile(b, t, &mut o);
+                for (i, row) in o.iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        put(t + j, r + i, v);
+                    }
+                }
+            }
+        }
+        for t in whole.max(t0)..t1 {
+            for r in (r0..r1).step_by(4) {
+                tail(r, t, &mut o1);
+                for (i, v) in o1.iter().enumerate() {
+                    put(t, r + i, v[0]);
+                }
+            }
+        }
+    });
 }
 
 /// Walks `rows × n` outputs in blocks of rows × tokens (the weights of a
@@ -867,6 +930,9 @@ const DECODE_ITEMS: usize = 1;
 
 /// Batches from this many activation rows on use the tiled K-quant order.
 pub const TILED_MIN_ROWS: usize = 8;
+/// Tokens from which the 32-element formats' prefill unpacks its weights
+/// ([`crate::x86_tile_u8`]); the bits are the same either way.
+const UNPACKED_MIN_ROWS: usize = 16;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);

@@ -68,7 +68,17 @@ pub fn expf_poly(x: f32) -> f32 {
     // j · 2ⁿ without intermediate overflow or underflow (as `vscalefps`):
     // two exact powers of two, |h|, |n − h| ≤ 96, built from their bits.
     let h = (n * 0.5).trunc();
-    let pow2 = |k: f32| f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // (k + 127 read off the mantissa of k + 127 + 2²³, exact for these
+    // integers: no saturating float-to-int conversion, which does not
+    // vectorize.)
+    let pow2 = |k: f32| {
+        f32::from_bits(
+            (k + (127.0 + 8_388_608.0))
+                .to_bits()
+                .wrapping_sub(0x4B00_0000)
+                << 23,
+        )
+    };
     let y = j * pow2(h.clamp(-96.0, 96.0)) * pow2((n - h).clamp(-96.0, 96.0));
     // Branch-free, so loops over it vectorize.
     if n.abs() > 192.0 {

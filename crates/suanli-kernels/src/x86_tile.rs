@@ -128,7 +128,7 @@ pub fn widen_scales_of(
 /// `w + r·wrb` of `R` weight rows and the f32 `x[c]` of `C` activation rows
 /// (shapes 4×4 and 4×1).
 #[inline(always)]
-unsafe fn products<const R: usize, const C: usize>(
+pub(crate) unsafe fn products<const R: usize, const C: usize>(
     w: *const u8,
     wrb: usize,
     x: *const f32,
@@ -161,7 +161,7 @@ unsafe fn products<const R: usize, const C: usize>(
 /// Q5 values: the nibbles plus 16 where bit `k` of `qh` is set. With
 /// AVX-512 BW the bits are a mask register (2 instructions instead of 6).
 #[inline(always)]
-unsafe fn with_high_bits<const BW: bool>(nib: __m256i, qh: u32) -> __m256i {
+pub(crate) unsafe fn with_high_bits<const BW: bool>(nib: __m256i, qh: u32) -> __m256i {
     if BW {
         _mm256_mask_add_epi8(nib, qh, nib, _mm256_set1_epi8(0x10))
     } else {
@@ -203,13 +203,15 @@ macro_rules! tile_kernel {
             let (wp, xp, ip) = (w.as_ptr(), x.as_ptr(), a.init.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
             let mut summs = [_mm256_setzero_ps(); 2];
-            let mut d = [0f32; CH * 16 + 8];
+            // Written before read, block by block: no zeroing (2 KB a call).
+            let mut d = std::mem::MaybeUninit::<[f32; CH * 16 + 8]>::uninit();
+            let d = d.as_mut_ptr() as *mut f32;
             for i0 in (0..nb).step_by(CH) {
                 let i1 = (i0 + CH).min(nb);
                 for i in i0..i1 {
                     let wk = wp.add(i * wbs);
                     let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
-                    let at = d.as_mut_ptr().add((i - i0) * TR * TC);
+                    let at = d.add((i - i0) * TR * TC);
                     if TC == 1 {
                         _mm_storeu_ps(at, _mm256_castps256_ps128(dd[0]));
                     } else {
@@ -229,7 +231,7 @@ macro_rules! tile_kernel {
                     let y: [__m256i; TC] = std::array::from_fn(|c| {
                         _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
                     });
-                    let dk = d.as_ptr().add((i - i0) * TR * TC);
+                    let dk = d.add((i - i0) * TR * TC) as *const f32;
                     for r in 0..TR {
                         if TC == 1 && ahead != 0 {
                             _mm_prefetch::<_MM_HINT_T0>(

@@ -1,0 +1,197 @@
+//! Prefill of the 32-element formats at the AVX-512 VNNI level from
+//! weights unpacked once per group of four rows and many tokens.
+//!
+//! The register tile of [`crate::x86_tile`] unpacks each weight block
+//! (nibbles, fifth bits) again for every four tokens: seven vector
+//! operations per row and block against one `vpdpbusd` per (row, token),
+//! whose single pipe on Zen 4 is the floor. Here [`Unpack`] writes four
+//! rows' blocks as plain unsigned bytes with their f16 scales into a small
+//! buffer that stays in L1 while a whole block of tokens streams past
+//! ([`TileU8`]), so the inner loop is a load, a `vpdpbusd`, a convert and
+//! an FMA per (row, token) and block. The integer lanes and the FMA order
+//! are the one-row kernel's, so are the bits.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+use crate::x86::{finish, nibbles};
+use crate::x86_tile::{products, with_high_bits, Acts, Strides, G4};
+
+/// Bytes of one unpacked block of four rows: `d` (4 × f16), `m` (4 × f16,
+/// zero where the format has none), then each row's 32 values as u8.
+pub const UB: usize = 16 + G4 * 32;
+
+/// Writes the `n / 32` blocks of the four rows at `w` (laid out as `ws`
+/// says) into `buf` (`n / 32 × UB` bytes).
+pub type Unpack = fn(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]);
+
+/// `out[r][c] = w_r · x_c` for the four rows unpacked in `buf` and the
+/// four activation rows of `a`, `n` elements each.
+pub type TileU8 = fn(n: usize, buf: &[u8], a: Acts, out: &mut [[f32; 4]; 4]);
+
+macro_rules! unpack {
+    ($name:ident, $safe:ident, $wb:expr, $min:expr, $vals:expr) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $name(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
+            let nb = n / 32;
+            assert!(nb > 0 && ws.block >= $wb);
+            assert!(w.len() >= (G4 - 1) * ws.row + (nb - 1) * ws.block + $wb);
+            assert!(buf.len() >= nb * UB);
+            let (wp, bp) = (w.as_ptr(), buf.as_mut_ptr());
+            for i in 0..nb {
+                let (wk, o) = (wp.add(i * ws.block), bp.add(i * UB));
+                for r in 0..G4 {
+                    let b = wk.add(r * ws.row);
+                    std::ptr::copy_nonoverlapping(b, o.add(2 * r), 2);
+                    if $min {
+                        std::ptr::copy_nonoverlapping(b.add(2), o.add(8 + 2 * r), 2);
+                    } else {
+                        std::ptr::write_bytes(o.add(8 + 2 * r), 0, 2);
+                    }
+                    let q: __m256i = $vals(b);
+                    _mm256_storeu_si256(o.add(16 + 32 * r) as *mut __m256i, q);
+                }
+            }
+        }
+
+        // SAFETY: handed out by `kernels` only where the CPU has the features.
+        fn $safe(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
+            unsafe { $name(n, w, ws, buf) }
+        }
+    };
+}
+
+// The values as the VNNI tile kernels see them: unsigned, the format's
+// zero point added (Q8_0: the byte + 128).
+unpack!(u_q8_0, s_u_q8_0, 34, false, |b: *const u8| {
+    _mm256_xor_si256(
+        _mm256_loadu_si256(b.add(2) as *const __m256i),
+        _mm256_set1_epi8(-128),
+    )
+});
+unpack!(u_q4_0, s_u_q4_0, 18, false, |b: *const u8| nibbles(
+    b.add(2)
+));
+unpack!(u_q5_0, s_u_q5_0, 22, false, |b: *const u8| {
+    let qh = u32::from_le_bytes([*b.add(2), *b.add(3), *b.add(4), *b.add(5)]);
+    with_high_bits::<true>(nibbles(b.add(6)), qh)
+});
+unpack!(u_q4_1, s_u_q4_1, 20, true, |b: *const u8| nibbles(b.add(4)));
+unpack!(u_q5_1, s_u_q5_1, 24, true, |b: *const u8| {
+    let qh = u32::from_le_bytes([*b.add(4), *b.add(5), *b.add(6), *b.add(7)]);
+    with_high_bits::<true>(nibbles(b.add(8)), qh)
+});
+
+/// The tile over unpacked rows: `MIN` formats add `m · s` per block,
+/// `SIGNED` ones start their lanes at [`Acts::init`]; activation blocks of
+/// `XB` bytes, values at `XQ`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: usize>(
+    n: usize,
+    buf: &[u8],
+    a: Acts,
+    out: &mut [[f32; 4]; 4],
+) {
+    const TR: usize = 4;
+    const TC: usize = 4;
+    const CH: usize = 32;
+    let nb = n / 32;
+    let (x, xrb, xs) = (a.x, a.xrb, a.xs);
+    assert!(nb > 0 && buf.len() >= nb * UB);
+    assert!(x.len() >= (TC - 1) * xrb + nb * XB);
+    assert!(xs.len() >= if MIN { 2 } else { 1 } * nb * TC);
+    assert!(!SIGNED || a.init.len() >= nb * TC * 8);
+    let (bp, xp, ip) = (buf.as_ptr(), x.as_ptr(), a.init.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); TC]; TR];
+    let mut summs = [_mm256_setzero_ps(); 2];
+    // Written before read, block by block: no zeroing.
+    let mut d = std::mem::MaybeUninit::<[f32; CH * TR * TC]>::uninit();
+    let d = d.as_mut_ptr() as *mut f32;
+    for i0 in (0..nb).step_by(CH) {
+        let i1 = (i0 + CH).min(nb);
+        for i in i0..i1 {
+            let bk = bp.add(i * UB);
+            let dd = products::<TR, TC>(bk, 2, xs.as_ptr().add(i * TC));
+            let at = d.add((i - i0) * TR * TC);
+            _mm256_storeu_ps(at, dd[0]);
+            _mm256_storeu_ps(at.add(8), dd[1]);
+            if MIN {
+                let ms = products::<TR, TC>(bk.add(8), 2, xs.as_ptr().add((nb + i) * TC));
+                summs = [
+                    _mm256_add_ps(summs[0], ms[0]),
+                    _mm256_add_ps(summs[1], ms[1]),
+                ];
+            }
+        }
+        for i in i0..i1 {
+            let (bk, xk) = (bp.add(i * UB), xp.add(i * XB));
+            let y: [__m256i; TC] =
+                std::array::from_fn(|c| _mm256_loadu_si256(xk.add(c * xrb + XQ) as *const __m256i));
+            let init: [__m256i; TC] = std::array::from_fn(|c| {
+                if SIGNED {
+                    _mm256_loadu_si256(ip.add((i * TC + c) * 8) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                }
+            });
+            let dk = d.add((i - i0) * TR * TC) as *const f32;
+            for r in 0..TR {
+                let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
+                for c in 0..TC {
+                    let lanes = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(init[c], q, y[c]));
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_broadcast_ss(&*dk.add(r * TC + c)),
+                        lanes,
+                        acc[r][c],
+                    );
+                }
+            }
+        }
+    }
+    let mut s = [0f32; 16];
+    _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
+    _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
+    for r in 0..TR {
+        for c in 0..TC {
+            out[r][c] = if MIN {
+                finish(acc[r][c]) + s[r * TC + c]
+            } else {
+                finish(acc[r][c])
+            };
+        }
+    }
+}
+
+macro_rules! safe_tile {
+    ($($safe:ident => $min:expr, $signed:expr, $xb:expr, $xq:expr;)*) => {
+        $(
+            // SAFETY: handed out by `kernels` only where the CPU has the features.
+            fn $safe(n: usize, buf: &[u8], a: Acts, out: &mut [[f32; 4]; 4]) {
+                unsafe { tile::<$min, $signed, $xb, $xq>(n, buf, a, out) }
+            }
+        )*
+    };
+}
+
+safe_tile! {
+    t_q8_1 => true, false, 36, 4;
+    t_q8_0 => false, true, 34, 2;
+}
+
+/// The unpacking and tile kernels of `ty` at `level`, where there are.
+pub fn kernels(ty: crate::DType, level: crate::dispatch::Level) -> Option<(Unpack, TileU8)> {
+    use crate::DType::*;
+    if level != crate::dispatch::Level::Avx512 {
+        return None;
+    }
+    let k: (Unpack, TileU8) = match ty {
+        Q8_0 => (s_u_q8_0, t_q8_0),
+        Q4_0 => (s_u_q4_0, t_q8_0),
+        Q5_0 => (s_u_q5_0, t_q8_0),
+        Q4_1 => (s_u_q4_1, t_q8_1),
+        Q5_1 => (s_u_q5_1, t_q8_1),
+        _ => return None,
+    };
+    Some(k)
+}
