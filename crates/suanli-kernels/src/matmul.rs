@@ -430,7 +430,12 @@ impl QMatrix {
                     let tile = |buf: &[u8], t: usize, o: &mut [[f32; TC]; TR]| {
                         tile8(cols, buf, tiles.acts(t), o)
                     };
-                    blocked_unpacked(rows, n, cols / 32, &put, &tail, unpack, tile);
+                    // SAFETY: every (token, row) pair is written by one item
+                    // only; rows r..r + 4 of token t are in bounds (checked above).
+                    let put4 = |t: usize, r: usize, v: [f32; 4]| unsafe {
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), 4)
+                    };
+                    blocked_unpacked(rows, n, cols / 32, &put4, &tail, unpack, tile);
                     return;
                 }
                 // Rows past the last whole tile (row layout only).
@@ -634,12 +639,14 @@ fn blocked_unpacked(
     rows: usize,
     n: usize,
     nb: usize,
-    put: &(impl Fn(usize, usize, f32) + Sync),
+    put4: &(impl Fn(usize, usize, [f32; 4]) + Sync),
     tail: &(impl Fn(usize, usize, &mut [[f32; 1]; 4]) + Sync),
     unpack: impl Fn(usize, &mut [u8]) + Sync,
     tile: impl Fn(&[u8], usize, &mut [[f32; 4]; 4]) + Sync,
 ) {
-    const RB: usize = 8;
+    // 16 rows: a token's outputs of a block fill whole cache lines, which
+    // no other block (thread) writes.
+    const RB: usize = 16;
     const TB: usize = 128;
     let whole = n - n % 4;
     let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
@@ -657,19 +664,15 @@ fn blocked_unpacked(
             for (g, b) in buf.chunks_exact(gb).enumerate() {
                 let r = r0 + 4 * g;
                 tile(b, t, &mut o);
-                for (i, row) in o.iter().enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        put(t + j, r + i, v);
-                    }
+                for j in 0..4 {
+                    put4(t + j, r, [o[0][j], o[1][j], o[2][j], o[3][j]]);
                 }
             }
         }
         for t in whole.max(t0)..t1 {
             for r in (r0..r1).step_by(4) {
                 tail(r, t, &mut o1);
-                for (i, v) in o1.iter().enumerate() {
-                    put(t, r + i, v[0]);
-                }
+                put4(t, r, [o1[0][0], o1[1][0], o1[2][0], o1[3][0]]);
             }
         }
     });
