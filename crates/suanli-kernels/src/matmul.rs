@@ -433,7 +433,11 @@ impl QMatrix {
                     // SAFETY: every (token, row) pair is written by one item
                     // only; rows r..r + 4 of token t are in bounds (checked above).
                     let put4 = |t: usize, r: usize, v: [f32; 4]| unsafe {
-                        std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), 4)
+                        std::ptr::copy_nonoverlapping(
+                            v.as_ptr(),
+                            out_ptr.get().add(t * rows + r),
+                            4,
+                        )
                     };
                     blocked_unpacked(rows, n, cols / 32, &put4, &tail, unpack, tile);
                     return;

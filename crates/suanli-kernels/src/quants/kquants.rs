@@ -453,20 +453,18 @@ pub fn dequantize_q8_k(src: &[u8], out: &mut [f32]) {
 #[inline(always)]
 pub fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
     for (xb, b) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
+        // The first value of the largest magnitude, found in two passes
+        // that vectorize (the max of |v| is the same in any order).
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
+        if amax == 0.0 || amax.is_nan() {
             b.fill(0);
             continue;
         }
         let iscale = -127.0 / max;
         for (o, &v) in b[4..4 + QK_K].iter_mut().zip(xb) {
-            *o = ((iscale * v).round_ties_even() as i32).min(127) as i8 as u8;
+            // |iscale·v| ≤ 127 (+ rounding): in `round_small`'s range.
+            *o = super::round_small(iscale * v).min(127) as i8 as u8;
         }
         for j in 0..16 {
             let s: i32 = as_i8(&b[4 + j * 16..4 + (j + 1) * 16])

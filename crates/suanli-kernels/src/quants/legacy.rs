@@ -107,7 +107,8 @@ fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut q = [0i8; 32];
     for (o, v) in q.iter_mut().zip(x) {
-        *o = (v * id).round_ties_even() as i8;
+        // |v·id| ≤ 127: exact in `round_small`'s range.
+        *o = super::round_small(v * id) as i8;
     }
     (d, q)
 }

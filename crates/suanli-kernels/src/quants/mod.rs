@@ -45,6 +45,15 @@ pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
     unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
 }
 
+/// `x` rounded to the nearest integer, ties to even, for |x| ≤ 2²²: read
+/// off the mantissa of `x + 1.5·2²³` (the addition rounds in the default
+/// mode). The same value as `x.round_ties_even() as i32` there, without a
+/// saturating float-to-int cast, which LLVM does not vectorize.
+#[inline(always)]
+pub(crate) fn round_small(x: f32) -> i32 {
+    (x + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
+}
+
 /// Horizontal sum of 8 lanes as `hsum_float_8` (x86) adds them:
 /// `((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3))`.
 #[inline(always)]
@@ -64,4 +73,26 @@ pub(crate) fn lanes32(a: &[i32; 32], b: &[i8]) -> [i32; 8] {
         }
     }
     l
+}
+
+#[cfg(test)]
+mod tests {
+    /// `round_small` is `round_ties_even` over the quantizers' range,
+    /// ties and the values next to them included.
+    #[test]
+    fn round_small_rounds_ties_to_even() {
+        let mut checked = 0;
+        for k in -300i32..=300 {
+            let base = k as f32 * 0.5;
+            for x in [
+                base,
+                f32::from_bits(base.to_bits() + 1),
+                f32::from_bits(base.to_bits().max(1) - 1),
+            ] {
+                assert_eq!(super::round_small(x), x.round_ties_even() as i32, "{x}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000);
+    }
 }
