@@ -2,6 +2,8 @@
 //! 256-element block and token), to tell kernel cost from memory cost.
 //!
 //!     cargo run --release -p suanli-kernels --example kernel_bench
+//!
+//! `AVX2=1` times the AVX2 Q5_0 tile instead of the best level's.
 
 #[cfg(target_arch = "x86_64")]
 fn main() {

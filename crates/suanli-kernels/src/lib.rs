@@ -38,6 +38,8 @@ pub mod pool;
 pub mod quants;
 mod simd_attn;
 #[cfg(target_arch = "x86_64")]
+mod walk;
+#[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_float;
