@@ -468,10 +468,9 @@ impl QMatrix {
                 return;
             }
         }
-        // Contiguous runs of rows per item: few enough items that the
-        // prefetchers see long streams, enough to balance the threads.
-        let items = (crate::pool::threads() * DECODE_ITEMS).max(1);
-        let chunk = rows.div_ceil(items).next_multiple_of(16).max(16);
+        // Long contiguous runs of rows for the prefetchers, short ones to
+        // balance the threads (`decode_runs`).
+        let runs = crate::walk::decode_runs(rows, 16);
         #[cfg(target_arch = "x86_64")]
         if let (true, Some(gemv)) = (
             self.interleaved
@@ -481,9 +480,8 @@ impl QMatrix {
         ) {
             // Below four tokens every token takes the interleaved GEMV order.
             use crate::x86_kquant::KR;
-            crate::pool::for_each(rows.div_ceil(chunk), |c| {
-                let r0 = c * chunk;
-                let r1 = (r0 + chunk).min(rows);
+            crate::pool::for_each(runs.len(), |c| {
+                let (r0, r1) = (runs[c].start, runs[c].end);
                 for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                     for r in (r0..r1).step_by(KR) {
                         if r + KR <= r1 {
@@ -505,9 +503,8 @@ impl QMatrix {
         if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
             use crate::x86_tile::GR;
             let ones = ActTables::new(self.dtype, &xq, xrb, cols, 0..n, 1);
-            crate::pool::for_each(rows.div_ceil(chunk), |c| {
-                let r0 = c * chunk;
-                let r1 = (r0 + chunk).min(rows);
+            crate::pool::for_each(runs.len(), |c| {
+                let (r0, r1) = (runs[c].start, runs[c].end);
                 let mut o = [[0f32; 1]; GR];
                 for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                     for r in (r0..r1).step_by(GR) {
@@ -526,9 +523,8 @@ impl QMatrix {
             });
             return;
         }
-        crate::pool::for_each(rows.div_ceil(chunk), |c| {
-            let r0 = c * chunk;
-            let r1 = (r0 + chunk).min(rows);
+        crate::pool::for_each(runs.len(), |c| {
+            let (r0, r1) = (runs[c].start, runs[c].end);
             for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
                 let vec_dot = dots[ti];
                 for r in r0..r1 {
@@ -740,11 +736,6 @@ impl QMatrix {
         });
     }
 }
-
-/// Decode matmuls split each matrix into this many contiguous runs of rows
-/// per thread: one long stream each keeps the prefetchers ahead (measured
-/// on 2 threads: Qwen2.5 1.5B tg 21 t/s with 4 runs per thread, 33 with 1).
-pub(crate) const DECODE_ITEMS: usize = 1;
 
 /// Batches from this many activation rows on use the tiled K-quant order.
 pub const TILED_MIN_ROWS: usize = 8;
