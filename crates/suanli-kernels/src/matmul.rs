@@ -393,9 +393,12 @@ impl QMatrix {
         }
         #[cfg(target_arch = "x86_64")]
         if self.repacked {
-            // SAFETY: every (token, row) pair is written by one item only.
-            let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
-            return self.matmul_r8(&xq, xrb, n, &put);
+            // SAFETY: every (token, row) pair is written by one item only;
+            // a group's eight rows are in bounds (checked above).
+            let put8 = |t: usize, r: usize, v: &[f32; 8]| unsafe {
+                std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), 8)
+            };
+            return self.matmul_r8(&xq, xrb, n, &put8);
         }
         // SAFETY (both writers): every (token, row) pair is written by one
         // item only and is in bounds (checked above).
@@ -575,7 +578,7 @@ impl QMatrix {
         xq: &[u8],
         xrb: usize,
         n: usize,
-        put: &(impl Fn(usize, usize, f32) + Sync),
+        put8: &(impl Fn(usize, usize, &[f32; 8]) + Sync),
     ) {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
         let nb = self.cols / 256;
@@ -600,9 +603,7 @@ impl QMatrix {
                         unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
                     }
                     for (c, row) in o.iter().enumerate() {
-                        for (r, &v) in row.iter().enumerate() {
-                            put(t + c, 8 * g + r, v);
-                        }
+                        put8(t + c, 8 * g, row);
                     }
                     t += 4;
                     continue;
@@ -613,9 +614,7 @@ impl QMatrix {
                 } else {
                     unsafe { q4_k_r8::<1, false>(nb, wg, x, xrb, &mut o) };
                 }
-                for (r, &v) in o[0].iter().enumerate() {
-                    put(t, 8 * g + r, v);
-                }
+                put8(t, 8 * g, &o[0]);
                 t += 1;
             }
         });
