@@ -228,11 +228,14 @@ pub struct Transformer {
     pub output: QMatrix,       // (n_vocab, n_embd); the embedding matrix when tied
     pub layers: Vec<Layer>,
     pub layer: LayerFn,
+    /// The embedding table is separate from the output (only looked up).
+    pub untied: bool,
 }
 
 impl Transformer {
     pub fn load(ld: &Loader, cfg: ModelConfig, layer: LayerFn) -> Result<Self> {
         let mut tok_embd = ld.embeddings("token_embd.weight", cfg.n_vocab, cfg.n_embd)?;
+        let untied = ld.has("output.weight");
         let output = match ld.output_opt("output.weight", cfg.n_vocab, cfg.n_embd)? {
             Some(o) => {
                 // Untied: the table is only looked up, a row per token.
@@ -255,6 +258,7 @@ impl Transformer {
             output,
             layers,
             layer,
+            untied,
             cfg,
         })
     }
@@ -286,6 +290,14 @@ impl Model for Transformer {
             if let Some(s) = c.embed_scale {
                 row.iter_mut().for_each(|v| *v *= s);
             }
+        }
+        if self.untied {
+            // The rows are copied out: let the table's pages go from this
+            // process. A mapped file in the page cache maps up to 16
+            // neighbours of each faulted row (fault-around), which would
+            // otherwise stay resident here: Qwen2.5-0.5B peak RSS 577 or
+            // 645 MiB depending on whether the file was cached.
+            self.tok_embd.data.release();
         }
         ctx.trace("inp_embd", 0, &x);
         for il in 0..c.n_layer {
