@@ -208,24 +208,14 @@ macro_rules! tile_kernel {
             let d = d.as_mut_ptr() as *mut f32;
             for i0 in (0..nb).step_by(CH) {
                 let i1 = (i0 + CH).min(nb);
-                for i in i0..i1 {
-                    let wk = wp.add(i * wbs);
-                    let dd = products::<TR, TC>(wk, wrb, xs.as_ptr().add(i * TC));
-                    let at = d.add((i - i0) * TR * TC);
-                    if TC == 1 {
-                        _mm_storeu_ps(at, _mm256_castps256_ps128(dd[0]));
-                    } else {
-                        _mm256_storeu_ps(at, dd[0]);
-                        _mm256_storeu_ps(at.add(8), dd[1]);
-                    }
-                    if $min {
-                        let ms = products::<TR, TC>(wk.add(2), wrb, xs.as_ptr().add((nb + i) * TC));
-                        summs = [
-                            _mm256_add_ps(summs[0], ms[0]),
-                            _mm256_add_ps(summs[1], ms[1]),
-                        ];
-                    }
-                }
+                scale_table::<TR, TC, $min>(
+                    i0..i1,
+                    |i| (wp.add(i * wbs), wrb, 2),
+                    xs,
+                    nb,
+                    d,
+                    &mut summs,
+                );
                 for i in i0..i1 {
                     let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
                     let y: [__m256i; TC] = std::array::from_fn(|c| {
@@ -279,24 +269,71 @@ macro_rules! tile_kernel {
                     }
                 }
             }
-            let mut s = [0f32; 16];
-            _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
-            _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
-            for r in 0..TR {
-                for c in 0..TC {
-                    out[r][c] = if $min {
-                        finish(acc[r][c]) + s[r * TC + c]
-                    } else {
-                        finish(acc[r][c])
-                    };
-                }
-            }
+            finish_tile::<TR, TC, $min>(&acc, summs, out);
         }
     };
 }
 
 /// Blocks per chunk of a tile call's scale table.
-const CH: usize = 32;
+pub(crate) const CH: usize = 32;
+
+/// Fills `d` with the `TR × TC` scale products (`d_w · d_x`, as the
+/// one-row kernel rounds them) of blocks `range` (relative to its start)
+/// and, for formats with a min, adds `m_w · s_x` to `summs`. `at(i)` is
+/// block `i`'s first row's scales, the row stride of the scales, and the
+/// offset of `m` from `d`.
+#[inline(always)]
+pub(crate) unsafe fn scale_table<const TR: usize, const TC: usize, const MIN: bool>(
+    range: std::ops::Range<usize>,
+    at: impl Fn(usize) -> (*const u8, usize, usize),
+    xs: &[f32],
+    nb: usize,
+    d: *mut f32,
+    summs: &mut [__m256; 2],
+) {
+    let i0 = range.start;
+    for i in range {
+        let (wk, stride, m_off) = at(i);
+        let dd = products::<TR, TC>(wk, stride, xs.as_ptr().add(i * TC));
+        let o = d.add((i - i0) * TR * TC);
+        if TC == 1 {
+            _mm_storeu_ps(o, _mm256_castps256_ps128(dd[0]));
+        } else {
+            _mm256_storeu_ps(o, dd[0]);
+            _mm256_storeu_ps(o.add(8), dd[1]);
+        }
+        if MIN {
+            let ms = products::<TR, TC>(wk.add(m_off), stride, xs.as_ptr().add((nb + i) * TC));
+            *summs = [
+                _mm256_add_ps(summs[0], ms[0]),
+                _mm256_add_ps(summs[1], ms[1]),
+            ];
+        }
+    }
+}
+
+/// `out[r][c]`: the horizontal sum of each accumulator (as the one-row
+/// kernel's), plus the min term for formats with one.
+#[inline(always)]
+pub(crate) unsafe fn finish_tile<const TR: usize, const TC: usize, const MIN: bool>(
+    acc: &[[__m256; TC]; TR],
+    summs: [__m256; 2],
+    out: &mut [[f32; TC]; TR],
+) {
+    let mut s = [0f32; 16];
+    _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
+    _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
+    for r in 0..TR {
+        for c in 0..TC {
+            // (No `+ 0.0` without a min: it would turn −0 into +0.)
+            out[r][c] = if MIN {
+                finish(acc[r][c]) + s[r * TC + c]
+            } else {
+                finish(acc[r][c])
+            };
+        }
+    }
+}
 
 macro_rules! formats {
     ($R:expr, $C:expr, $feat:literal, $vnni:expr, $q8_0:ident, $q4_0:ident, $q5_0:ident, $q4_1:ident, $q5_1:ident) => {

@@ -15,8 +15,8 @@
 
 use std::arch::x86_64::*;
 
-use crate::x86::{finish, nibbles};
-use crate::x86_tile::{products, with_high_bits, Acts, Strides, G4};
+use crate::x86::nibbles;
+use crate::x86_tile::{finish_tile, scale_table, with_high_bits, Acts, Strides, G4};
 
 /// Bytes of one unpacked block of four rows: `d` (4 × f16), `m` (4 × f16,
 /// zero where the format has none), then each row's 32 values as u8.
@@ -95,7 +95,7 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
 ) {
     const TR: usize = 4;
     const TC: usize = 4;
-    const CH: usize = 32;
+    use crate::x86_tile::CH;
     let nb = n / 32;
     let (x, xrb, xs) = (a.x, a.xrb, a.xs);
     assert!(nb > 0 && buf.len() >= nb * UB);
@@ -110,20 +110,7 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
     let d = d.as_mut_ptr() as *mut f32;
     for i0 in (0..nb).step_by(CH) {
         let i1 = (i0 + CH).min(nb);
-        for i in i0..i1 {
-            let bk = bp.add(i * UB);
-            let dd = products::<TR, TC>(bk, 2, xs.as_ptr().add(i * TC));
-            let at = d.add((i - i0) * TR * TC);
-            _mm256_storeu_ps(at, dd[0]);
-            _mm256_storeu_ps(at.add(8), dd[1]);
-            if MIN {
-                let ms = products::<TR, TC>(bk.add(8), 2, xs.as_ptr().add((nb + i) * TC));
-                summs = [
-                    _mm256_add_ps(summs[0], ms[0]),
-                    _mm256_add_ps(summs[1], ms[1]),
-                ];
-            }
-        }
+        scale_table::<TR, TC, MIN>(i0..i1, |i| (bp.add(i * UB), 2, 8), xs, nb, d, &mut summs);
         for i in i0..i1 {
             let (bk, xk) = (bp.add(i * UB), xp.add(i * XB));
             let y: [__m256i; TC] =
@@ -149,18 +136,7 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
             }
         }
     }
-    let mut s = [0f32; 16];
-    _mm256_storeu_ps(s.as_mut_ptr(), summs[0]);
-    _mm256_storeu_ps(s.as_mut_ptr().add(8), summs[1]);
-    for r in 0..TR {
-        for c in 0..TC {
-            out[r][c] = if MIN {
-                finish(acc[r][c]) + s[r * TC + c]
-            } else {
-                finish(acc[r][c])
-            };
-        }
-    }
+    finish_tile::<TR, TC, MIN>(&acc, summs, out);
 }
 
 macro_rules! safe_tile {
