@@ -30,6 +30,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod attention;
+mod decode;
 pub mod dispatch;
 pub mod dtype;
 pub mod matmul;
@@ -56,6 +57,7 @@ pub mod x86_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_tile_u8;
 
+pub use decode::matmul_many;
 pub use dtype::{DType, TypeTraits};
 pub use matmul::{Blob, QMatrix};
 

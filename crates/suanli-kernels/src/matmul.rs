@@ -177,6 +177,7 @@ impl QMatrix {
     /// tile or decode call instead of four rows a row apart (decoding Q8_0
     /// from memory: 17 → 33 GB/s on this project's Zen 4), the same sums.
     /// Rows can still be read, so embeddings tied to the output take it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn repack_rows4(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
         if crate::dispatch::tile_dot(self.dtype).is_some()
@@ -201,6 +202,7 @@ impl QMatrix {
     /// [`crate::x86_r16`] (block-sum order; the original bytes are let go).
     /// Rows can still be read ([`Self::dequantize_row`]), so embeddings
     /// tied to the output take it too.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn repack_rows16(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
         if crate::dispatch::batch_invariant()
@@ -227,6 +229,7 @@ impl QMatrix {
     /// batch-invariant numerics the copy serves every batch and the
     /// original's pages are let go). Costs about 1.3x the matrix's bytes:
     /// for the layers' matrices, not the output.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn with_prefill_layout(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::Q6_K
@@ -283,7 +286,7 @@ impl QMatrix {
     /// An eight-token kernel for K-quant prefill in this matrix's order for
     /// a batch of `n`, and the tokens it covers (`..limit`).
     #[cfg(target_arch = "x86_64")]
-    fn k_quant_x8(&self, n: usize) -> Option<(crate::dispatch::KQuantX8, usize)> {
+    pub(crate) fn k_quant_x8(&self, n: usize) -> Option<(crate::dispatch::KQuantX8, usize)> {
         use crate::dispatch::{batch_invariant, k_quant_x8};
         if self.interleaved && self.dtype == DType::Q4_K {
             (!batch_invariant()).then_some(())?;
@@ -352,17 +355,19 @@ impl QMatrix {
     /// does, then rows are split across the thread pool; each worker walks its
     /// rows for every token so a block of weights is read once per matmul.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
-        let (rows, cols) = (self.rows, self.cols);
-        debug_assert!(x.len() >= n * cols && out.len() >= n * rows);
-        let t = self.dtype.traits();
-        let vt = t.vec_dot_type;
+        debug_assert!(x.len() >= n * self.cols && out.len() >= n * self.rows);
+        let (xq, xrb) = self.quantize_acts(x, n);
+        self.matmul_quantized(&xq, xrb, n, out);
+    }
+
+    /// `n` rows of `x` in this matrix's activation format (`vec_dot_type`),
+    /// and the bytes of one row.
+    pub(crate) fn quantize_acts(&self, x: &[f32], n: usize) -> (Vec<u8>, usize) {
+        let cols = self.cols;
+        let vt = self.dtype.traits().vec_dot_type;
         let Some(quant) = crate::dispatch::from_float(vt) else {
             unreachable!("every vec_dot_type has from_float")
         };
-        let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
-        if dots.len() != n {
-            unreachable!("QMatrix::new checked vec_dot")
-        }
         let xrb = vt.row_bytes(cols).unwrap_or(0);
         let mut xq = vec![0u8; xrb * n];
         let xq_ptr = SendPtr(xq.as_mut_ptr() as *mut f32);
@@ -373,38 +378,58 @@ impl QMatrix {
             };
             quant(&x[t * cols..(t + 1) * cols], q);
         });
+        (xq, xrb)
+    }
+
+    /// [`Self::matmul`] from activations already quantized by
+    /// [`Self::quantize_acts`].
+    pub(crate) fn matmul_quantized(&self, xq: &[u8], xrb: usize, n: usize, out: &mut [f32]) {
+        debug_assert!(out.len() >= n * self.rows);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        match self.row_job(xq, xrb, n, out_ptr) {
+            Some(job) => job.execute(),
+            #[cfg(target_arch = "x86_64")]
+            None => self.matmul_tiled(xq, xrb, n, out_ptr),
+            #[cfg(not(target_arch = "x86_64"))]
+            None => unreachable!("without tiled kernels every product takes row runs"),
+        }
+    }
+
+    /// The tiled products (prefill): every path [`Self::row_job`] leaves.
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_tiled(&self, xq: &[u8], xrb: usize, n: usize, out_ptr: SendPtr) {
+        let (rows, cols) = (self.rows, self.cols);
+        let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
+        if dots.len() != n {
+            unreachable!("QMatrix::new checked vec_dot")
+        }
         let wrb = self.row_bytes();
         let w = self.data.bytes();
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
         if let (Some(copy), true) = (
             &self.prefill,
             n >= TILED_MIN_ROWS || crate::dispatch::batch_invariant(),
         ) {
             // SAFETY: every (token, row) pair is written by one item only.
             let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
-            return self.matmul_q6k_r16(copy.bytes(), &xq, xrb, n, &put);
+            return self.matmul_q6k_r16(copy.bytes(), xq, xrb, n, &put);
         }
-        #[cfg(target_arch = "x86_64")]
         if self.r16 {
             // SAFETY: every (token, row) pair is written by one item only.
             let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
-            return self.matmul_r16(&xq, xrb, n, &put);
+            return self.matmul_r16(xq, xrb, n, &put);
         }
-        #[cfg(target_arch = "x86_64")]
         if self.repacked {
             // SAFETY: every (token, row) pair is written by one item only;
             // a group's eight rows are in bounds (checked above).
             let put8 = |t: usize, r: usize, v: &[f32; 8]| unsafe {
                 std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), 8)
             };
-            return self.matmul_r8(&xq, xrb, n, &put8);
+            return self.matmul_r8(xq, xrb, n, &put8);
         }
         // SAFETY (both writers): every (token, row) pair is written by one
         // item only and is in bounds (checked above).
         let put = |t: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(t * rows + r) = v };
         // Row and block strides of the tile and decode kernels.
-        #[cfg(target_arch = "x86_64")]
         let ws = {
             let bb = self.dtype.block_bytes();
             match self.rows4 {
@@ -412,7 +437,6 @@ impl QMatrix {
                 false => crate::x86_tile::Strides::rows(wrb / bb, bb),
             }
         };
-        #[cfg(target_arch = "x86_64")]
         if n > 1 {
             if let (Some(tile), Some(gemv)) = (
                 crate::dispatch::tile_dot(self.dtype),
@@ -421,8 +445,8 @@ impl QMatrix {
                 use crate::x86_tile::{TC, TR};
                 // Whole tiles of TC tokens, then the rest one at a time.
                 let whole = n - n % TC;
-                let tiles = ActTables::new(self.dtype, &xq, xrb, cols, 0..whole, TC);
-                let ones = ActTables::new(self.dtype, &xq, xrb, cols, whole..n, 1);
+                let tiles = ActTables::new(self.dtype, xq, xrb, cols, 0..whole, TC);
+                let ones = ActTables::new(self.dtype, xq, xrb, cols, whole..n, 1);
                 let tail = |r: usize, t: usize, o: &mut [[f32; 1]; TR]| {
                     gemv(cols, &w[r * wrb..], ws, ones.acts(t), o);
                 };
@@ -461,7 +485,7 @@ impl QMatrix {
                 return;
             }
             if let Some((x8, limit)) = self.k_quant_x8(n) {
-                self.k_quant_blocked(x8, limit, &xq, xrb, &put, &|t, r| {
+                self.k_quant_blocked(x8, limit, xq, xrb, &put, &|t, r| {
                     dots[t](
                         cols,
                         &w[r * wrb..(r + 1) * wrb],
@@ -471,70 +495,7 @@ impl QMatrix {
                 return;
             }
         }
-        // Long contiguous runs of rows for the prefetchers, short ones to
-        // balance the threads (`decode_runs`).
-        let runs = crate::walk::decode_runs(rows, 16);
-        #[cfg(target_arch = "x86_64")]
-        if let (true, Some(gemv)) = (
-            self.interleaved
-                && self.dtype == DType::Q4_K
-                && (n < 4 || crate::dispatch::batch_invariant()),
-            crate::dispatch::q4_k_gemv_x4(),
-        ) {
-            // Below four tokens every token takes the interleaved GEMV order.
-            use crate::x86_kquant::KR;
-            crate::pool::for_each(runs.len(), |c| {
-                let (r0, r1) = (runs[c].start, runs[c].end);
-                for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
-                    for r in (r0..r1).step_by(KR) {
-                        if r + KR <= r1 {
-                            for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate()
-                            {
-                                put(ti, r + i, v);
-                            }
-                        } else {
-                            for rr in r..r1 {
-                                put(ti, rr, dots[ti](cols, &w[rr * wrb..(rr + 1) * wrb], xr));
-                            }
-                        }
-                    }
-                }
-            });
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
-            use crate::x86_tile::GR;
-            let ones = ActTables::new(self.dtype, &xq, xrb, cols, 0..n, 1);
-            crate::pool::for_each(runs.len(), |c| {
-                let (r0, r1) = (runs[c].start, runs[c].end);
-                let mut o = [[0f32; 1]; GR];
-                for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
-                    for r in (r0..r1).step_by(GR) {
-                        if r + GR <= r1 {
-                            gemv(cols, &w[r * wrb..], ws, ones.acts(ti), &mut o);
-                            for (i, v) in o.iter().enumerate() {
-                                put(ti, r + i, v[0]);
-                            }
-                        } else {
-                            for rr in r..r1 {
-                                put(ti, rr, dots[ti](cols, &w[rr * wrb..(rr + 1) * wrb], xr));
-                            }
-                        }
-                    }
-                }
-            });
-            return;
-        }
-        crate::pool::for_each(runs.len(), |c| {
-            let (r0, r1) = (runs[c].start, runs[c].end);
-            for (ti, xr) in xq.chunks_exact(xrb).enumerate() {
-                let vec_dot = dots[ti];
-                for r in r0..r1 {
-                    put(ti, r, vec_dot(cols, &w[r * wrb..(r + 1) * wrb], xr));
-                }
-            }
-        });
+        unreachable!("row_job takes every product without a tiled path")
     }
 }
 
@@ -543,6 +504,7 @@ impl QMatrix {
 /// new layout costs little more resident memory than the matrix did
 /// (a mapped file drops the pages; the output's pages are touched only as
 /// they are written).
+#[cfg(target_arch = "x86_64")]
 fn repack_streaming(
     data: &Blob,
     rows: usize,
@@ -740,15 +702,20 @@ impl QMatrix {
 pub const TILED_MIN_ROWS: usize = 8;
 /// Tokens from which the 32-element formats' prefill unpacks its weights
 /// ([`crate::x86_tile_u8`]); the bits are the same either way.
+#[cfg(target_arch = "x86_64")]
 const UNPACKED_MIN_ROWS: usize = 16;
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(*mut f32);
 // SAFETY: used only for disjoint writes inside one parallel matmul.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        SendPtr(out.as_mut_ptr())
+    }
+
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -166,22 +166,13 @@ pub(crate) fn blocked<const R: usize, const C: usize>(
     });
 }
 
-/// The work split of the repacked (row-group) layouts: `f(group, t0, t1)`
-/// for every group and run of at most 32 tokens, across the pool. Decode
-/// streams the weights once, so each item is one long contiguous run of
-/// groups (the prefetchers keep up); prefill reuses a few groups across
-/// the tokens of a run.
+/// The prefill split of the repacked (row-group) layouts: `f(group, t0,
+/// t1)` for every group and run of at most 32 tokens, across the pool, a
+/// few groups reused across the tokens of a run. (Fewer than four tokens
+/// take row runs: [`crate::decode`].)
 pub(crate) fn group_tiles(groups: usize, n: usize, f: impl Fn(usize, usize, usize) + Sync) {
     const TB: usize = 32;
-    if n < 4 {
-        let runs = decode_runs(groups, 1);
-        crate::pool::for_each(runs.len(), |i| {
-            for g in runs[i].clone() {
-                f(g, 0, n);
-            }
-        });
-        return;
-    }
+    debug_assert!(n >= 4, "fewer tokens take row runs (crate::decode)");
     let gb = 4;
     let (ngb, ntb) = (groups.div_ceil(gb), n.div_ceil(TB));
     crate::pool::for_each(ngb * ntb, |item| {
@@ -191,28 +182,4 @@ pub(crate) fn group_tiles(groups: usize, n: usize, f: impl Fn(usize, usize, usiz
             f(g, t0, t1);
         }
     });
-}
-
-/// Decode's split of `units` (rows or row groups, runs aligned to `align`)
-/// over the pool: first one long run per thread over about 7/8 of them —
-/// one stream each keeps the prefetchers ahead — then short runs of about
-/// 1/64 that whichever thread is free takes, so a thread slowed by a
-/// neighbour's memory traffic does not hold the other at the barrier.
-/// (Equal short runs throughout lose the streams: Qwen2.5-1.5B tg fell
-/// from 33 to 21 t/s with four runs per thread.)
-pub(crate) fn decode_runs(units: usize, align: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = crate::pool::threads().max(1);
-    let align = align.max(1);
-    let long = units * 7 / 8 / threads / align * align;
-    let short = (units / 64).next_multiple_of(align).max(align);
-    let mut runs: Vec<_> = (0..threads)
-        .map(|t| t * long..(t + 1) * long)
-        .filter(|r| !r.is_empty())
-        .collect();
-    let mut at = threads * long;
-    while at < units {
-        runs.push(at..(at + short).min(units));
-        at += short;
-    }
-    runs
 }

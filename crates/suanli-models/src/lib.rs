@@ -259,8 +259,14 @@ pub trait Model: Send + Sync {
         )
     }
 
+    /// The weight bytes that generating one token reads once each: the
+    /// roofline of decode is the time to stream them.
+    fn decode_weights(&self) -> Vec<&[u8]>;
+
     /// Bytes of weights read to generate one token.
-    fn bytes_per_token(&self) -> u64;
+    fn bytes_per_token(&self) -> u64 {
+        self.decode_weights().iter().map(|s| s.len() as u64).sum()
+    }
 }
 
 /// Open a model: a `.gguf` file or a directory with `config.json` and safetensors.

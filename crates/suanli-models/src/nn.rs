@@ -20,6 +20,30 @@ pub fn linear(w: &QMatrix, b: Option<&[f32]>, x: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
+/// [`linear`] for several matrices over the same `x`: one quantization of
+/// `x` per format and, when decoding, one pass over the thread pool.
+pub fn linear_many<const K: usize>(
+    ws: [(&QMatrix, Option<&[f32]>); K],
+    x: &[f32],
+    n: usize,
+) -> [Vec<f32>; K] {
+    let mut ys: [Vec<f32>; K] = std::array::from_fn(|i| vec![0f32; n * ws[i].0.rows]);
+    let mut parts: Vec<(&QMatrix, &mut [f32])> = ws
+        .iter()
+        .zip(ys.iter_mut())
+        .map(|((w, _), y)| (*w, y.as_mut_slice()))
+        .collect();
+    suanli_kernels::matmul_many(x, n, &mut parts);
+    for ((w, b), y) in ws.iter().zip(ys.iter_mut()) {
+        if let Some(b) = b {
+            for row in y.chunks_exact_mut(w.rows) {
+                ops::add_inplace(row, b);
+            }
+        }
+    }
+    ys
+}
+
 /// RMSNorm of each `w.len()`-wide row of `x`.
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
@@ -165,9 +189,15 @@ pub fn self_attention(
     ctx: &mut Batch,
 ) -> Vec<f32> {
     let (c, l) = (&m.cfg, &m.layers[il]);
-    let mut q = linear(&l.wq, l.bq.as_deref(), h, n);
-    let mut k = linear(&l.wk, l.bk.as_deref(), h, n);
-    let v = linear(&l.wv, l.bv.as_deref(), h, n);
+    let [mut q, mut k, v] = linear_many(
+        [
+            (&l.wq, l.bq.as_deref()),
+            (&l.wk, l.bk.as_deref()),
+            (&l.wv, l.bv.as_deref()),
+        ],
+        h,
+        n,
+    );
     ctx.trace("Qraw", il, &q);
     if let Some(w) = &l.q_norm {
         q.chunks_exact_mut(c.head_dim)
@@ -207,8 +237,7 @@ pub fn gated_ffn(
     act: ops::Glu,
     ctx: &mut Batch,
 ) -> Vec<f32> {
-    let mut g = linear(&l.gate, None, h, n);
-    let u = linear(&l.up, None, h, n);
+    let [mut g, u] = linear_many([(&l.gate, None), (&l.up, None)], h, n);
     ctx.trace("ffn_gate", il, &g);
     ctx.trace("ffn_up", il, &u);
     ops::glu(&mut g, &u, l.gate.rows, act);
@@ -325,13 +354,15 @@ impl Model for Transformer {
         Ok(logits)
     }
 
-    fn bytes_per_token(&self) -> u64 {
-        let layers: usize = self
-            .layers
+    fn decode_weights(&self) -> Vec<&[u8]> {
+        let embd = self.tok_embd.data.bytes();
+        let row = embd.get(..self.tok_embd.row_bytes()).unwrap_or(embd);
+        self.layers
             .iter()
             .flat_map(|l| l.matrices())
-            .map(|m| m.data.len())
-            .sum();
-        (layers + self.output.data.len() + self.tok_embd.row_bytes()) as u64
+            .chain([&self.output])
+            .map(|m| m.data.bytes())
+            .chain([row])
+            .collect()
     }
 }

@@ -3,6 +3,12 @@
 //! tokens decoded one at a time — as mean ± stddev of tokens/s over
 //! repetitions, plus the fraction of the memory-bandwidth roofline reached by
 //! tg (every generated token reads the model's active weights once).
+//!
+//! The bandwidth of a shared machine moves from second to second (here
+//! between about 30 and 55 GB/s), so one reading at start says little about
+//! the next minute. Unless `--membw` fixes it, the roofline is measured right
+//! before every tg repetition by streaming the model's own decode weights
+//! with all threads, and each repetition is held against its own reading.
 
 use std::time::Instant;
 
@@ -33,38 +39,56 @@ pub struct Args {
     /// Print a JSON array (one object per test) instead of a table.
     #[arg(long)]
     json: bool,
-    /// Memory read bandwidth in GB/s for the roofline (default: measured,
-    /// which takes a 512 MiB buffer and so shows in peak memory).
+    /// Memory read bandwidth in GB/s for the roofline (default: measured
+    /// before each tg repetition by streaming the model's decode weights).
     #[arg(long)]
     membw: Option<f64>,
-    /// Only measure the memory bandwidth, print it in GB/s and exit.
+    /// Only measure the memory bandwidth over a 512 MiB buffer, print it in
+    /// GB/s and exit.
     #[arg(long)]
     print_membw: bool,
 }
 
-/// Best of five parallel read passes over 512 MiB: the decode roofline.
-fn measure_membw() -> f64 {
-    let v: Vec<f32> = (0..128 << 20).map(|i| (i & 7) as f32).collect();
+/// Best of `passes` parallel read passes over `parts`, in GB/s.
+fn stream_gbps(parts: &[&[u8]], passes: usize) -> f64 {
+    // Pieces of 256 KiB spread the read over all threads.
+    let pieces: Vec<&[u8]> = parts.iter().flat_map(|p| p.chunks(256 << 10)).collect();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut best = 0f64;
-    for _ in 0..5 {
+    for _ in 0..passes {
         let t = Instant::now();
-        // 16 independent lanes so the sum vectorizes and is load-bound.
-        let s: f32 = v
-            .par_chunks(1 << 16)
+        // Eight independent lanes so the sum vectorizes and is load-bound.
+        let s: u64 = pieces
+            .par_iter()
             .map(|c| {
-                let mut acc = [0f32; 16];
-                for x in c.chunks_exact(16) {
-                    for (a, b) in acc.iter_mut().zip(x) {
-                        *a += b;
+                let mut acc = [0u64; 8];
+                for x in c.chunks_exact(64) {
+                    for (a, b) in acc.iter_mut().zip(x.chunks_exact(8)) {
+                        let mut w = [0u8; 8];
+                        w.copy_from_slice(b);
+                        *a = a.wrapping_add(u64::from_le_bytes(w));
                     }
                 }
-                acc.iter().sum::<f32>()
+                acc.iter().fold(0, |a, &b| a ^ b)
             })
-            .sum();
+            .reduce(|| 0, |a, b| a ^ b);
         std::hint::black_box(s);
-        best = best.max((v.len() * 4) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        best = best.max(total as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
     best
+}
+
+/// Best of five parallel read passes over a 512 MiB buffer.
+fn measure_membw() -> f64 {
+    let v: Vec<u8> = (0..512usize << 20).map(|i| (i & 7) as u8).collect();
+    stream_gbps(&[&v], 5)
+}
+
+/// tg's share of the memory-bandwidth roofline: the mean over repetitions
+/// of each one's fraction, and the bandwidth read before each.
+struct Roofline {
+    fraction: f64,
+    gbps: Vec<f64>,
 }
 
 fn stats(x: &[f64]) -> (f64, f64) {
@@ -118,10 +142,9 @@ pub fn main(a: Args) -> Result<()> {
     l.set_kv_type(a.kv_type)?;
     let model = l.model.as_ref();
     let bytes = model.bytes_per_token();
-    let membw = match a.membw {
-        Some(b) => b,
-        None => measure_membw(),
-    };
+    let weights = model.decode_weights();
+    // The roofline before one tg repetition: fixed, or streamed now.
+    let roof_bw = || a.membw.unwrap_or_else(|| stream_gbps(&weights, 3));
     let kernels = suanli_kernels::dispatch::isa();
     let mut results = Vec::new();
     for (kind, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
@@ -131,9 +154,27 @@ pub fn main(a: Args) -> Result<()> {
         // One untimed warm-up run, as llama-bench does.
         let run = |r| run_test(model, n, kind == "pp", r, l.kv_dtype);
         run(usize::MAX).with_context(|| format!("{kind}{n}"))?;
-        let samples: Vec<f64> = (0..a.reps.max(1)).map(run).collect::<Result<_>>()?;
+        let mut samples = Vec::new();
+        let mut bw = Vec::new();
+        for r in 0..a.reps.max(1) {
+            if kind == "tg" {
+                bw.push(roof_bw());
+            }
+            samples.push(run(r)?);
+        }
         let (mean, sd) = stats(&samples);
-        let roofline = (kind == "tg").then(|| mean * bytes as f64 / (membw * 1e9));
+        // Each repetition against the bandwidth read just before it.
+        let roofline = (kind == "tg").then(|| {
+            let f: Vec<f64> = samples
+                .iter()
+                .zip(&bw)
+                .map(|(ts, gbps)| ts * bytes as f64 / (gbps * 1e9))
+                .collect();
+            Roofline {
+                fraction: stats(&f).0,
+                gbps: bw,
+            }
+        });
         results.push((kind, n, mean, sd, samples, roofline));
     }
     let file = l
@@ -155,8 +196,9 @@ pub fn main(a: Args) -> Result<()> {
                     "stddev_ts": sd,
                     "samples_ts": samples,
                     "bytes_per_token": bytes,
-                    "membw_gbps": membw,
-                    "roofline_fraction": roof,
+                    "membw_gbps": roof.as_ref().map(|r| stats(&r.gbps).0),
+                    "membw_samples_gbps": roof.as_ref().map(|r| &r.gbps),
+                    "roofline_fraction": roof.as_ref().map(|r| r.fraction),
                     "kernels": kernels,
                 })
             })
@@ -168,13 +210,14 @@ pub fn main(a: Args) -> Result<()> {
             model.config().arch
         );
         println!(
-            "weights read per token: {:.1} MiB, memory bandwidth: {membw:.1} GB/s",
+            "weights read per token: {:.1} MiB",
             bytes as f64 / (1 << 20) as f64
         );
         println!("{:>8} {:>16} {:>10}", "test", "t/s", "roofline");
         for (kind, n, mean, sd, _, roof) in &results {
             let r = roof
-                .map(|f| format!("{:.1}%", f * 100.0))
+                .as_ref()
+                .map(|r| format!("{:.1}%", r.fraction * 100.0))
                 .unwrap_or_default();
             println!(
                 "{:>8} {:>16} {:>10}",
@@ -182,6 +225,14 @@ pub fn main(a: Args) -> Result<()> {
                 format!("{mean:.2} ± {sd:.2}"),
                 r
             );
+            if let Some(r) = roof {
+                let g: Vec<String> = r.gbps.iter().map(|g| format!("{g:.1}")).collect();
+                println!(
+                    "{:>8} memory bandwidth before each repetition: {} GB/s",
+                    "",
+                    g.join(", ")
+                );
+            }
         }
     }
     Ok(())

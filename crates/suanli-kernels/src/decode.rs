@@ -1,0 +1,314 @@
+//! Products over a few tokens (decode) as runs of rows that any thread may
+//! take, and several matrices over the same activations in one pass over
+//! the pool ([`matmul_many`]): one quantization per activation format and
+//! one barrier, where a layer's q/k/v or gate/up products would otherwise
+//! take three or two, each ending in threads idle at a barrier while the
+//! next matrix's bytes wait to be streamed.
+
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+use crate::matmul::TILED_MIN_ROWS;
+use crate::matmul::{QMatrix, SendPtr};
+#[cfg(target_arch = "x86_64")]
+use crate::walk::ActTables;
+#[cfg(target_arch = "x86_64")]
+use crate::DType;
+
+/// A product split into runs of units (rows or row groups): `run` computes
+/// every output of one run for all tokens.
+pub(crate) struct RowJob<'a> {
+    pub runs: Vec<Range<usize>>,
+    pub run: Box<dyn Fn(Range<usize>) + Sync + 'a>,
+}
+
+impl RowJob<'_> {
+    pub fn execute(&self) {
+        crate::pool::for_each(self.runs.len(), |i| (self.run)(self.runs[i].clone()));
+    }
+}
+
+impl QMatrix {
+    /// The product with `n` quantized activation rows `xq` (`xrb` bytes
+    /// each) into `out` (`n × rows`) as runs of rows, when this matrix
+    /// takes a row-at-a-time path for `n` (decode); `None` when it takes a
+    /// tiled path (prefill). The kernels and orders are those of
+    /// [`QMatrix::vec_dot`] either way.
+    pub(crate) fn row_job<'a>(
+        &'a self,
+        xq: &'a [u8],
+        xrb: usize,
+        n: usize,
+        out: SendPtr,
+    ) -> Option<RowJob<'a>> {
+        let (rows, cols) = (self.rows, self.cols);
+        let w = self.data.bytes();
+        // SAFETY (all writers below): every (token, row) pair is written by
+        // one run only and is in bounds (the caller's `out` holds n × rows).
+        let put = move |t: usize, r: usize, v: f32| unsafe { *out.get().add(t * rows + r) = v };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::dispatch::batch_invariant;
+            let fixed = batch_invariant();
+            if let Some(copy) = &self.prefill {
+                if n >= TILED_MIN_ROWS || fixed {
+                    return (n < 4).then(|| self.q6k_r16_job(copy.bytes(), xq, xrb, n, put));
+                }
+            }
+            if self.r16 {
+                return (n < 4).then(|| self.r16_job(xq, xrb, n, put));
+            }
+            if self.repacked {
+                return (n < 4).then(|| self.r8_job(xq, xrb, n, out));
+            }
+            if n > 1
+                && crate::dispatch::tile_dot(self.dtype).is_some()
+                && crate::dispatch::gemv_dot(self.dtype).is_some()
+            {
+                return None;
+            }
+            if n > 1 && self.k_quant_x8(n).is_some() {
+                return None;
+            }
+        }
+        let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
+        if dots.len() != n {
+            unreachable!("QMatrix::new checked vec_dot")
+        }
+        let wrb = self.row_bytes();
+        // One output through the per-row dot product.
+        let single = move |t: usize, r: usize| {
+            put(
+                t,
+                r,
+                dots[t](
+                    cols,
+                    &w[r * wrb..(r + 1) * wrb],
+                    &xq[t * xrb..(t + 1) * xrb],
+                ),
+            )
+        };
+        // Long contiguous runs of rows for the prefetchers, short ones to
+        // balance the threads (`decode_runs`).
+        let runs = decode_runs(rows, 16);
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(gemv)) = (
+            self.interleaved
+                && self.dtype == DType::Q4_K
+                && (n < 4 || crate::dispatch::batch_invariant()),
+            crate::dispatch::q4_k_gemv_x4(),
+        ) {
+            // Below four tokens every token takes the interleaved GEMV order.
+            use crate::x86_kquant::KR;
+            let run = move |rr: Range<usize>| {
+                for (ti, xr) in xq[..n * xrb].chunks_exact(xrb).enumerate() {
+                    for r in rr.clone().step_by(KR) {
+                        if r + KR <= rr.end {
+                            for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate()
+                            {
+                                put(ti, r + i, v);
+                            }
+                        } else {
+                            (r..rr.end).for_each(|r| single(ti, r));
+                        }
+                    }
+                }
+            };
+            return Some(RowJob {
+                runs,
+                run: Box::new(run),
+            });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
+            use crate::x86_tile::{Strides, GR};
+            let bb = self.dtype.block_bytes();
+            let ws = match self.rows4 {
+                true => Strides::rows4(bb),
+                false => Strides::rows(wrb / bb, bb),
+            };
+            let ones = ActTables::new(self.dtype, xq, xrb, cols, 0..n, 1);
+            let run = move |rr: Range<usize>| {
+                let mut o = [[0f32; 1]; GR];
+                for ti in 0..n {
+                    for r in rr.clone().step_by(GR) {
+                        if r + GR <= rr.end {
+                            gemv(cols, &w[r * wrb..], ws, ones.acts(ti), &mut o);
+                            for (i, v) in o.iter().enumerate() {
+                                put(ti, r + i, v[0]);
+                            }
+                        } else {
+                            (r..rr.end).for_each(|r| single(ti, r));
+                        }
+                    }
+                }
+            };
+            return Some(RowJob {
+                runs,
+                run: Box::new(run),
+            });
+        }
+        let run = move |rr: Range<usize>| {
+            for t in 0..n {
+                rr.clone().for_each(|r| single(t, r));
+            }
+        };
+        Some(RowJob {
+            runs,
+            run: Box::new(run),
+        })
+    }
+
+    /// Repacked Q4_K below four tokens: each token in the GEMV order over
+    /// runs of 8-row groups.
+    #[cfg(target_arch = "x86_64")]
+    fn r8_job<'a>(&'a self, xq: &'a [u8], xrb: usize, n: usize, out: SendPtr) -> RowJob<'a> {
+        use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
+        let (rows, nb) = (self.rows, self.cols / 256);
+        let gbytes = nb * R8_BYTES;
+        let w = self.data.bytes();
+        let run = move |gs: Range<usize>| {
+            for g in gs {
+                let wg = &w[g * gbytes..(g + 1) * gbytes];
+                for t in 0..n {
+                    let mut o = [[0f32; 8]; 1];
+                    // SAFETY: `repacked` is only set at Level::Avx512.
+                    unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
+                    // SAFETY: a group's eight rows of token t are in bounds
+                    // and written by this run only.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            o[0].as_ptr(),
+                            out.get().add(t * rows + 8 * g),
+                            8,
+                        )
+                    };
+                }
+            }
+        };
+        RowJob {
+            runs: decode_runs(rows / 8, 1),
+            run: Box::new(run),
+        }
+    }
+
+    /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.
+    #[cfg(target_arch = "x86_64")]
+    fn r16_job<'a>(
+        &'a self,
+        xq: &'a [u8],
+        xrb: usize,
+        n: usize,
+        put: impl Fn(usize, usize, f32) + Sync + Copy + 'a,
+    ) -> RowJob<'a> {
+        use crate::x86_r16::{group_block_bytes, tokens, Acts, G};
+        let nb = self.cols / 32;
+        let gbytes = nb * group_block_bytes(self.dtype);
+        let acts = Acts::new(self.dtype, xq, xrb, n, nb);
+        let w = self.data.bytes();
+        let dtype = self.dtype;
+        let run = move |gs: Range<usize>| {
+            for g in gs {
+                let wg = &w[g * gbytes..(g + 1) * gbytes];
+                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+                // SAFETY: `r16` is only set at Level::Avx512 for supported
+                // types.
+                unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
+            }
+        };
+        RowJob {
+            runs: decode_runs(self.rows / G, 1),
+            run: Box::new(run),
+        }
+    }
+
+    /// Q6_K from its 16-row copy ([`crate::x86_q6k_r16`]) below four tokens
+    /// (batch-invariant decode).
+    #[cfg(target_arch = "x86_64")]
+    fn q6k_r16_job<'a>(
+        &'a self,
+        copy: &'a [u8],
+        xq: &'a [u8],
+        xrb: usize,
+        n: usize,
+        put: impl Fn(usize, usize, f32) + Sync + Copy + 'a,
+    ) -> RowJob<'a> {
+        use crate::x86_q6k_r16::{tokens, Acts, G, GB};
+        let nb = self.cols / 256;
+        let gbytes = nb * GB;
+        let acts = Acts::new(xq, xrb, n, nb);
+        let run = move |gs: Range<usize>| {
+            for g in gs {
+                let wg = &copy[g * gbytes..(g + 1) * gbytes];
+                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+                // SAFETY: the copy is only made at Level::Avx512.
+                unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
+            }
+        };
+        RowJob {
+            runs: decode_runs(self.rows / G, 1),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// `out_i = x · W_iᵀ` for every `(W_i, out_i)` of `parts` over the same `n`
+/// activation rows `x` (each `out_i` holds `n × W_i.rows`): the activations
+/// are quantized once per format, and the matrices that take row runs for
+/// this `n` share one pass over the pool. Each output is bit-identical to
+/// [`QMatrix::matmul`]'s.
+pub fn matmul_many(x: &[f32], n: usize, parts: &mut [(&QMatrix, &mut [f32])]) {
+    // Quantized activations per vec_dot type, in first-seen order.
+    let mut quantized: Vec<(crate::DType, Vec<u8>, usize)> = Vec::new();
+    for (m, _) in parts.iter() {
+        let key = m.dtype.traits().vec_dot_type;
+        if !quantized.iter().any(|(k, _, _)| *k == key) {
+            let (xq, xrb) = m.quantize_acts(x, n);
+            quantized.push((key, xq, xrb));
+        }
+    }
+    let mut jobs = Vec::new();
+    for (m, out) in parts.iter_mut() {
+        let key = m.dtype.traits().vec_dot_type;
+        let Some((_, xq, xrb)) = quantized.iter().find(|(k, _, _)| *k == key) else {
+            unreachable!("quantized above")
+        };
+        debug_assert!(out.len() >= n * m.rows);
+        match m.row_job(xq, *xrb, n, SendPtr::new(out)) {
+            Some(job) => jobs.push(job),
+            None => m.matmul_quantized(xq, *xrb, n, out),
+        }
+    }
+    // Every run of every job, in order: a thread done with one matrix's
+    // share starts on the next one's while the other finishes.
+    let items: Vec<(usize, Range<usize>)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.runs.iter().map(move |r| (j, r.clone())))
+        .collect();
+    crate::pool::for_each(items.len(), |i| (jobs[items[i].0].run)(items[i].1.clone()));
+}
+
+/// Decode's split of `units` (rows or row groups, runs aligned to `align`)
+/// over the pool: first one long run per thread over about 7/8 of them —
+/// one stream each keeps the prefetchers ahead — then short runs of about
+/// 1/64 that whichever thread is free takes, so a thread slowed by a
+/// neighbour's memory traffic does not hold the other at the barrier.
+/// (Equal short runs throughout lose the streams: Qwen2.5-1.5B tg fell
+/// from 33 to 21 t/s with four runs per thread.)
+pub(crate) fn decode_runs(units: usize, align: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = crate::pool::threads().max(1);
+    let align = align.max(1);
+    let long = units * 7 / 8 / threads / align * align;
+    let short = (units / 64).next_multiple_of(align).max(align);
+    let mut runs: Vec<_> = (0..threads)
+        .map(|t| t * long..(t + 1) * long)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let mut at = threads * long;
+    while at < units {
+        runs.push(at..(at + short).min(units));
+        at += short;
+    }
+    runs
+}
