@@ -45,10 +45,11 @@ def run(cmd):
 
 
 def run_suanli(model, a):
-    # Bandwidth measured once, in its own process, so its buffer stays out
-    # of the peak-memory comparison.
+    # The roofline: suanli bench streams the model's decode weights just
+    # before each tg repetition (no extra memory), as the machine's
+    # bandwidth moves from second to second.
     out, rss = run([str(ROOT / "target/release/suanli"), "bench", "-m", str(model), "-p", str(a.p), "-n", str(a.n),
-                    "-t", str(a.t), "-r", str(a.reps), "--json", "--membw", str(a.membw)])
+                    "-t", str(a.t), "-r", str(a.reps), "--json"])
     return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}, rss
 
 
@@ -69,14 +70,15 @@ def main():
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli"], check=True, cwd=ROOT)
-    a.membw = float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
-    print(f"memory bandwidth: {a.membw:.1f} GB/s")
+    membw = float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
+    print(f"memory bandwidth at start: {membw:.1f} GB/s (512 MiB buffer; each tg repetition is held against its own "
+          f"reading)")
     ok = True
     for m in a.models:
         model = path_of(m)
         s = {"pp": [], "tg": []}
         l = {"pp": [], "tg": []}
-        roof, rss_s, rss_l = [], [], []
+        roof, bw, rss_s, rss_l = [], [], [], []
         for _ in range(a.rounds):  # A B A B
             rs, m_s = run_suanli(model, a)
             rl, m_l = run_llama(model, a)
@@ -86,6 +88,7 @@ def main():
                 s[k].append(rs[k]["avg_ts"])
                 l[k].append(rl[k]["avg_ts"])
             roof.append(rs["tg"]["roofline_fraction"])
+            bw += rs["tg"]["membw_samples_gbps"]
         name = model.stem
         print(f"{name} (threads {a.t})")
         ratios = {}
@@ -93,7 +96,8 @@ def main():
             ms, ml = statistics.mean(s[k]), statistics.mean(l[k])
             ratios[k] = ms / ml
             print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
-        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of measured memory bandwidth")
+        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of the memory bandwidth read before each repetition "
+              f"({', '.join(f'{g:.1f}' for g in bw)} GB/s)")
         rss = (max(rss_s), max(rss_l))
         print(f"  peak RSS: suanli {rss[0]:.0f} MiB   llama.cpp {rss[1]:.0f} MiB (whole bench process)")
         t = TARGETS.get(name)

@@ -167,6 +167,10 @@ mod avx2 {
     pub fn q6_k(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k(n, w, x) }
     }
+    /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
+    pub fn q6_k_avx512(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_q6_k_q8_k_avx512(n, w, x) }
+    }
     pub fn q6_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k_tiled(n, w, x) }
     }
@@ -184,6 +188,10 @@ mod avx2 {
 /// The fastest available dot product of `ty` with its `vec_dot_type`; it
 /// returns bit for bit what the reference (`ty.traits().vec_dot`) returns.
 pub fn vec_dot(ty: DType) -> Option<VecDot> {
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 && ty == DType::Q6_K {
+        return Some(avx2::q6_k_avx512);
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         let f: Option<VecDot> = match ty {
