@@ -148,6 +148,33 @@ impl QMatrix {
                 run: Box::new(run),
             });
         }
+        // A whole run of rows per call, where the reference order has
+        // such a kernel.
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(rows_dot), false) = (
+            crate::dispatch::rows_dot(self.dtype),
+            crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS,
+        ) {
+            let run = move |rr: Range<usize>| {
+                for t in 0..n {
+                    // SAFETY: token t's outputs for this run's rows are in
+                    // bounds and written by this run only.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(out.get().add(t * rows + rr.start), rr.len())
+                    };
+                    rows_dot(
+                        cols,
+                        &w[rr.start * wrb..rr.end * wrb],
+                        &xq[t * xrb..(t + 1) * xrb],
+                        o,
+                    );
+                }
+            };
+            return Some(RowJob {
+                runs,
+                run: Box::new(run),
+            });
+        }
         let run = move |rr: Range<usize>| {
             for t in 0..n {
                 rr.clone().for_each(|r| single(t, r));

@@ -171,6 +171,10 @@ mod avx2 {
     pub fn q6_k_avx512(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k_avx512(n, w, x) }
     }
+    /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
+    pub fn q6_k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
+        unsafe { x86::q6k_rows_avx512(n, w, x, out) }
+    }
     pub fn q6_k_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k_tiled(n, w, x) }
     }
@@ -272,6 +276,21 @@ pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
 #[cfg(target_arch = "x86_64")]
 pub fn gemv_dot(ty: DType) -> Option<crate::x86_tile::GemvDot> {
     crate::x86_tile::gemv_dot(ty, level())
+}
+
+/// `out[r] = vec_dot(n, row r of w, x)` for consecutive rows in one call,
+/// where the level has such a kernel for `ty` (each output bit-identical to
+/// [`vec_dot`]'s).
+pub type RowsDot = fn(n: usize, w: &[u8], x: &[u8], out: &mut [f32]);
+
+/// The [`RowsDot`] of `ty` at this level.
+pub fn rows_dot(ty: DType) -> Option<RowsDot> {
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 && ty == DType::Q6_K {
+        return Some(avx2::q6_k_rows_avx512);
+    }
+    let _ = ty;
+    None
 }
 
 /// A register-tiled kernel for `ty` (`TR` weight rows × `TC` tokens per
