@@ -10,6 +10,9 @@ use crate::DType;
 pub enum Level {
     /// The portable reference code.
     Generic,
+    /// aarch64 NEON (base, so every aarch64 CPU). Levels of different
+    /// architectures never meet: only the order within one matters.
+    Neon,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 F/BW/VL/VNNI on top of AVX2.
@@ -23,6 +26,7 @@ pub fn level() -> Level {
         let cap = match std::env::var("SUANLI_ISA").as_deref() {
             Ok("generic") => Level::Generic,
             Ok("avx2") => Level::Avx2,
+            Ok("neon") => Level::Neon,
             _ => Level::Avx512,
         };
         detected().min(cap)
@@ -89,7 +93,7 @@ macro_rules! multiversion {
                 match level.min($crate::dispatch::detected()) {
                     $crate::dispatch::Level::Avx512 => return unsafe { v512($($a),*) },
                     $crate::dispatch::Level::Avx2 => return unsafe { v256($($a),*) },
-                    $crate::dispatch::Level::Generic => {}
+                    _ => {}
                 }
             }
             let _ = level;
@@ -111,7 +115,12 @@ fn detect() -> Level {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect() -> Level {
+    Level::Neon
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> Level {
     Level::Generic
 }
@@ -121,6 +130,7 @@ pub fn isa() -> &'static str {
     match level() {
         Level::Avx512 => "x86-64 AVX-512 F/BW/VL/VNNI (VNNI tiles, repacked Q4_K) + AVX2/FMA/F16C",
         Level::Avx2 => "x86-64 AVX2 + FMA + F16C (maddubs tiles)",
+        Level::Neon => "aarch64 NEON (quantized dot products)",
         Level::Generic => "reference (portable)",
     }
 }
@@ -192,6 +202,23 @@ mod avx2 {
 /// The fastest available dot product of `ty` with its `vec_dot_type`; it
 /// returns bit for bit what the reference (`ty.traits().vec_dot`) returns.
 pub fn vec_dot(ty: DType) -> Option<VecDot> {
+    #[cfg(target_arch = "aarch64")]
+    if level() == Level::Neon {
+        use crate::neon;
+        let f: Option<VecDot> = match ty {
+            DType::Q8_0 => Some(neon::vec_dot_q8_0_q8_0),
+            DType::Q4_0 => Some(neon::vec_dot_q4_0_q8_0),
+            DType::Q4_1 => Some(neon::vec_dot_q4_1_q8_1),
+            DType::Q5_0 => Some(neon::vec_dot_q5_0_q8_0),
+            DType::Q5_1 => Some(neon::vec_dot_q5_1_q8_1),
+            DType::Q4_K => Some(neon::vec_dot_q4_k_q8_k),
+            DType::Q6_K => Some(neon::vec_dot_q6_k_q8_k),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 && ty == DType::Q6_K {
         return Some(avx2::q6_k_avx512);
@@ -224,6 +251,14 @@ pub fn q4_k_interleaved() -> (VecDot, VecDot) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         return (avx2::q4_k_interleaved, avx2::q4_k_interleaved_gemm);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level() == Level::Neon {
+        use crate::neon;
+        return (
+            neon::vec_dot_q4_k_q8_k_interleaved,
+            neon::vec_dot_q4_k_q8_k_interleaved_gemm,
+        );
     }
     (
         kquants::vec_dot_q4_k_q8_k_interleaved,

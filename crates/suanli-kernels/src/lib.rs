@@ -34,6 +34,8 @@ mod decode;
 pub mod dispatch;
 pub mod dtype;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod ops;
 pub mod pool;
 pub mod quants;

@@ -60,7 +60,7 @@ pub(crate) fn per_row(
             // SAFETY: as above.
             Level::Avx512 => return unsafe { x86::per_row_avx512(s, qh, p, kvh, ks, vs, o) },
             Level::Avx2 => return unsafe { x86::per_row_avx2(s, qh, p, kvh, ks, vs, o) },
-            Level::Generic => {}
+            _ => {}
         }
     }
     let _ = level;

@@ -59,6 +59,12 @@ fn fast_dot_products_equal_the_reference() {
             fast(DType::Q6_K),
         ),
         (
+            "Q4_K",
+            DType::Q4_K,
+            reference(DType::Q4_K),
+            dispatch::vec_dot(DType::Q4_K).unwrap_or(reference(DType::Q4_K)),
+        ),
+        (
             "Q4_K interleaved",
             DType::Q4_K,
             kquants::vec_dot_q4_k_q8_k_interleaved,

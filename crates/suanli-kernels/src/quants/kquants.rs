@@ -210,13 +210,22 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (i32, i32) {
     }
 }
 
+/// The eight 6-bit scales and mins of a Q4_K/Q5_K block's `scales` bytes.
+pub(crate) fn scales_mins_k4(q: &[u8]) -> ([i32; 8], [i32; 8]) {
+    let mut s = ([0; 8], [0; 8]);
+    for j in 0..8 {
+        (s.0[j], s.1[j]) = scale_min_k4(j, q);
+    }
+    s
+}
+
 fn unpack_q4_k(b: &[u8]) -> Unpacked {
     let mut u = Unpacked::new(32, f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     let qs = &b[16..144];
-    for g in 0..8 {
-        (u.scale[g], u.min[g]) = scale_min_k4(g, scales);
-    }
+    let (sc, mn) = scales_mins_k4(scales);
+    u.scale[..8].copy_from_slice(&sc);
+    u.min[..8].copy_from_slice(&mn);
     for j in 0..4 {
         for l in 0..32 {
             u.q[j * 64 + l] = (qs[j * 32 + l] & 0xF) as i8;
@@ -231,9 +240,9 @@ fn unpack_q5_k(b: &[u8]) -> Unpacked {
     let scales = &b[4..16];
     let qh = &b[16..48];
     let qs = &b[48..176];
-    for g in 0..8 {
-        (u.scale[g], u.min[g]) = scale_min_k4(g, scales);
-    }
+    let (sc, mn) = scales_mins_k4(scales);
+    u.scale[..8].copy_from_slice(&sc);
+    u.min[..8].copy_from_slice(&mn);
     for j in 0..4 {
         let (m1, m2) = (1u8 << (2 * j), 1u8 << (2 * j + 1));
         for l in 0..32 {
