@@ -46,8 +46,8 @@ def run(cmd):
 
 def run_suanli(model, a):
     # The roofline: suanli bench streams the model's decode weights just
-    # before each tg repetition (no extra memory), as the machine's
-    # bandwidth moves from second to second.
+    # before and after each tg repetition (no extra memory), as the
+    # machine's bandwidth moves from second to second.
     out, rss = run([str(ROOT / "target/release/suanli"), "bench", "-m", str(model), "-p", str(a.p), "-n", str(a.n),
                     "-t", str(a.t), "-r", str(a.reps), "--json"])
     return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}, rss
@@ -71,8 +71,8 @@ def main():
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli"], check=True, cwd=ROOT)
     membw = float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
-    print(f"memory bandwidth at start: {membw:.1f} GB/s (512 MiB buffer; each tg repetition is held against its own "
-          f"reading)")
+    print(f"memory bandwidth at start: {membw:.1f} GB/s (512 MiB buffer; each tg repetition is held against "
+          f"readings taken around it)")
     ok = True
     for m in a.models:
         model = path_of(m)
@@ -96,7 +96,7 @@ def main():
             ms, ml = statistics.mean(s[k]), statistics.mean(l[k])
             ratios[k] = ms / ml
             print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
-        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of the memory bandwidth read before each repetition "
+        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of the memory bandwidth read around each repetition "
               f"({', '.join(f'{g:.1f}' for g in bw)} GB/s)")
         rss = (max(rss_s), max(rss_l))
         print(f"  peak RSS: suanli {rss[0]:.0f} MiB   llama.cpp {rss[1]:.0f} MiB (whole bench process)")

@@ -7,8 +7,9 @@
 //! The bandwidth of a shared machine moves from second to second (here
 //! between about 30 and 55 GB/s), so one reading at start says little about
 //! the next minute. Unless `--membw` fixes it, the roofline is measured right
-//! before every tg repetition by streaming the model's own decode weights
-//! with all threads, and each repetition is held against its own reading.
+//! before and right after every tg repetition by streaming the model's own
+//! decode weights with all threads, and each repetition is held against the
+//! mean of the two readings around it.
 
 use std::time::Instant;
 
@@ -85,7 +86,8 @@ fn measure_membw() -> f64 {
 }
 
 /// tg's share of the memory-bandwidth roofline: the mean over repetitions
-/// of each one's fraction, and the bandwidth read before each.
+/// of each one's fraction, and the bandwidth readings (one before the
+/// first repetition and one after each).
 struct Roofline {
     fraction: f64,
     gbps: Vec<f64>,
@@ -157,18 +159,21 @@ pub fn main(a: Args) -> Result<()> {
         let mut samples = Vec::new();
         let mut bw = Vec::new();
         for r in 0..a.reps.max(1) {
-            if kind == "tg" {
+            if kind == "tg" && r == 0 {
                 bw.push(roof_bw());
             }
             samples.push(run(r)?);
+            if kind == "tg" {
+                bw.push(roof_bw());
+            }
         }
         let (mean, sd) = stats(&samples);
-        // Each repetition against the bandwidth read just before it.
+        // Each repetition against the mean of the readings around it.
         let roofline = (kind == "tg").then(|| {
             let f: Vec<f64> = samples
                 .iter()
-                .zip(&bw)
-                .map(|(ts, gbps)| ts * bytes as f64 / (gbps * 1e9))
+                .zip(bw.windows(2))
+                .map(|(ts, g)| ts * bytes as f64 / ((g[0] + g[1]) / 2.0 * 1e9))
                 .collect();
             Roofline {
                 fraction: stats(&f).0,
@@ -228,7 +233,7 @@ pub fn main(a: Args) -> Result<()> {
             if let Some(r) = roof {
                 let g: Vec<String> = r.gbps.iter().map(|g| format!("{g:.1}")).collect();
                 println!(
-                    "{:>8} memory bandwidth before each repetition: {} GB/s",
+                    "{:>8} memory bandwidth before and after each repetition: {} GB/s",
                     "",
                     g.join(", ")
                 );
