@@ -124,11 +124,20 @@ pub fn load(spec: &str) -> Result<Loaded> {
         (suanli_models::load_source(&src)?, tok, KvDtype::F16)
     };
     // Parsing the metadata and building the tokenizer left tens of MB of
-    // small freed blocks in the heap; give their pages back.
+    // small freed blocks in the heap; give their pages back. From now on
+    // keep freed blocks instead: a forward pass allocates and frees
+    // activation buffers of megabytes layer after layer, which glibc would
+    // serve by fresh `mmap`s (or trim from the heap) and hand back, paying
+    // page faults and the zeroing of new pages every layer — 12% of
+    // Qwen2.5-0.5B pp512. Set after loading, so load's temporaries (repack
+    // chunks) are still returned and peak memory stays as it was.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the OS.
+    // SAFETY: malloc_trim returns free heap memory to the OS; mallopt only
+    // tunes glibc's allocator.
     unsafe {
         libc::malloc_trim(0);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
     if tokenizer.n_vocab() > model.config().n_vocab + 1024 {
         bail!(
