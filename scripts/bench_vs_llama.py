@@ -59,6 +59,11 @@ def run_llama(model, a):
     return {("pp" if r["n_prompt"] else "tg"): r for r in json.loads(out)}, rss
 
 
+def membw(a):
+    """The machine's read bandwidth now (GB/s): suanli's probe in its own process."""
+    return float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*", default=DEFAULT)
@@ -70,18 +75,27 @@ def main():
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "suanli"], check=True, cwd=ROOT)
-    membw = float(run([str(ROOT / "target/release/suanli"), "bench", "--print-membw", "-t", str(a.t)])[0])
-    print(f"memory bandwidth at start: {membw:.1f} GB/s (512 MiB buffer; each tg repetition is held against "
-          f"readings taken around it)")
+    print(f"memory bandwidth at start: {membw(a):.1f} GB/s (512 MiB buffer; each suanli tg repetition is held "
+          f"against readings of its weights taken around it)")
     ok = True
     for m in a.models:
         model = path_of(m)
         s = {"pp": [], "tg": []}
         l = {"pp": [], "tg": []}
         roof, bw, rss_s, rss_l = [], [], [], []
+        # Both engines' runs between two readings of the same 512 MiB probe,
+        # so each one's tg can be set against the bandwidth it had.
+        probe = {"suanli": [], "llama.cpp": []}
+        probe_roof = {"suanli": [], "llama.cpp": []}
         for _ in range(a.rounds):  # A B A B
-            rs, m_s = run_suanli(model, a)
-            rl, m_l = run_llama(model, a)
+            results, mid = {}, {}
+            for engine, go in (("suanli", run_suanli), ("llama.cpp", run_llama)):
+                before = membw(a)
+                results[engine] = go(model, a)
+                after = membw(a)
+                probe[engine] += [before, after]
+                mid[engine] = (before + after) / 2
+            (rs, m_s), (rl, m_l) = results["suanli"], results["llama.cpp"]
             rss_s.append(m_s)
             rss_l.append(m_l)
             for k in ("pp", "tg"):
@@ -89,6 +103,9 @@ def main():
                 l[k].append(rl[k]["avg_ts"])
             roof.append(rs["tg"]["roofline_fraction"])
             bw += rs["tg"]["membw_samples_gbps"]
+            bytes_tok = rs["tg"]["bytes_per_token"]
+            for engine, r in (("suanli", rs), ("llama.cpp", rl)):
+                probe_roof[engine].append(r["tg"]["avg_ts"] * bytes_tok / (mid[engine] * 1e9))
         name = model.stem
         print(f"{name} (threads {a.t})")
         ratios = {}
@@ -98,6 +115,11 @@ def main():
             print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
         print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of the memory bandwidth read around each repetition "
               f"({', '.join(f'{g:.1f}' for g in bw)} GB/s)")
+        # The bandwidth flips between two states from second to second: the
+        # tg ratio compares runs that may have had different ones.
+        for engine in ("suanli", "llama.cpp"):
+            print(f"    {engine:9}: {100 * statistics.mean(probe_roof[engine]):.1f}% of the 512 MiB probe read around "
+                  f"its runs ({', '.join(f'{g:.1f}' for g in probe[engine])} GB/s)")
         rss = (max(rss_s), max(rss_l))
         print(f"  peak RSS: suanli {rss[0]:.0f} MiB   llama.cpp {rss[1]:.0f} MiB (whole bench process)")
         t = TARGETS.get(name)
