@@ -102,16 +102,17 @@ impl QMatrix {
             use crate::x86_kquant::KR;
             let run = move |rr: Range<usize>| {
                 for (ti, xr) in xq[..n * xrb].chunks_exact(xrb).enumerate() {
-                    for r in rr.clone().step_by(KR) {
-                        if r + KR <= rr.end {
+                    in_groups(
+                        rr.clone(),
+                        KR,
+                        |r| {
                             for (i, v) in gemv(cols, &w[r * wrb..], wrb, xr).into_iter().enumerate()
                             {
                                 put(ti, r + i, v);
                             }
-                        } else {
-                            (r..rr.end).for_each(|r| single(ti, r));
-                        }
-                    }
+                        },
+                        |r| single(ti, r),
+                    );
                 }
             };
             return Some(RowJob {
@@ -131,16 +132,17 @@ impl QMatrix {
             let run = move |rr: Range<usize>| {
                 let mut o = [[0f32; 1]; GR];
                 for ti in 0..n {
-                    for r in rr.clone().step_by(GR) {
-                        if r + GR <= rr.end {
+                    in_groups(
+                        rr.clone(),
+                        GR,
+                        |r| {
                             gemv(cols, &w[r * wrb..], ws, ones.acts(ti), &mut o);
                             for (i, v) in o.iter().enumerate() {
                                 put(ti, r + i, v[0]);
                             }
-                        } else {
-                            (r..rr.end).for_each(|r| single(ti, r));
-                        }
-                    }
+                        },
+                        |r| single(ti, r),
+                    );
                 }
             };
             return Some(RowJob {
@@ -277,6 +279,16 @@ impl QMatrix {
             run: Box::new(run),
         }
     }
+}
+
+/// `whole(r)` for each group of `g` rows of `rows` starting at `r`, then
+/// `rest(r)` for each row of a last, partial group.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn in_groups(rows: Range<usize>, g: usize, mut whole: impl FnMut(usize), rest: impl FnMut(usize)) {
+    let full = rows.start + rows.len() / g * g;
+    (rows.start..full).step_by(g).for_each(&mut whole);
+    (full..rows.end).for_each(rest);
 }
 
 /// `out_i = x · W_iᵀ` for every `(W_i, out_i)` of `parts` over the same `n`
