@@ -1,6 +1,9 @@
 //! Decode (one-token) matmul bandwidth on matrices far larger than the
 //! caches: GB/s of weights streamed per format, to compare with
-//! `../shared/tools/membw`.
+//! `../shared/tools/membw`. `HOT=1` keeps the matrices in cache: the
+//! kernels' own rate, and on the tiny ones the fixed cost of a call
+//! (2–3 µs on two threads here, timer included) — per-op overhead, not
+//! kernel or memory time, in a small model's decode.
 //!
 //!     cargo run --release -p suanli-kernels --example gemv_bw [THREADS]
 
@@ -29,6 +32,9 @@ fn main() {
         (DType::Q6_K, 768, 1536),
         (DType::Q6_K, 128, 8960),
         (DType::Q8_0, 1024, 896),
+        (DType::Q8_0, 64, 256),
+        (DType::Q4_K, 64, 256),
+        (DType::Q6_K, 64, 256),
     ] {
         let rb = ty.row_bytes(cols).unwrap_or(0);
         // Small f16 scales (0x1000 ≈ 6e-5) in every byte pair keep values finite.
@@ -54,8 +60,7 @@ fn main() {
         let mut out = vec![0f32; rows];
         let mut best = f64::MAX;
         for _ in 0..if hot { 200 } else { 15 } {
-            // Out of the caches first, as in a model many times their size
-            // (`HOT=1` keeps them: the kernels' own rate on the small ones).
+            // Out of the caches first, as in a model many times their size.
             if !hot {
                 std::hint::black_box(flush.iter().step_by(64).fold(0u8, |a, &b| a ^ b));
             }
@@ -66,8 +71,8 @@ fn main() {
         std::hint::black_box(&out);
         let mb = (rows * rb) as f64 / 1e6;
         println!(
-            "{ty:?} {rows}x{cols} ({mb:.0} MB): {:.2} ms, {:.1} GB/s",
-            best * 1e3,
+            "{ty:?} {rows}x{cols} ({mb:.2} MB): {:.1} µs, {:.1} GB/s",
+            best * 1e6,
             mb / 1e3 / best
         );
     }

@@ -195,30 +195,18 @@ impl QMatrix {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
         let (rows, nb) = (self.rows, self.cols / 256);
         let gbytes = nb * R8_BYTES;
-        let w = self.data.bytes();
-        let run = move |gs: Range<usize>| {
-            for g in gs {
-                let wg = &w[g * gbytes..(g + 1) * gbytes];
-                for t in 0..n {
-                    let mut o = [[0f32; 8]; 1];
-                    // SAFETY: `repacked` is only set at Level::Avx512.
-                    unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
-                    // SAFETY: a group's eight rows of token t are in bounds
-                    // and written by this run only.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            o[0].as_ptr(),
-                            out.get().add(t * rows + 8 * g),
-                            8,
-                        )
-                    };
-                }
+        group_job(self.data.bytes(), gbytes, rows / 8, move |g, wg| {
+            for t in 0..n {
+                let mut o = [[0f32; 8]; 1];
+                // SAFETY: `repacked` is only set at Level::Avx512.
+                unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
+                // SAFETY: a group's eight rows of token t are in bounds and
+                // written by this run only.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(o[0].as_ptr(), out.get().add(t * rows + 8 * g), 8)
+                };
             }
-        };
-        RowJob {
-            runs: decode_runs(rows / 8, 1),
-            run: Box::new(run),
-        }
+        })
     }
 
     /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.
@@ -234,21 +222,12 @@ impl QMatrix {
         let nb = self.cols / 32;
         let gbytes = nb * group_block_bytes(self.dtype);
         let acts = Acts::new(self.dtype, xq, xrb, n, nb);
-        let w = self.data.bytes();
         let dtype = self.dtype;
-        let run = move |gs: Range<usize>| {
-            for g in gs {
-                let wg = &w[g * gbytes..(g + 1) * gbytes];
-                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
-                // SAFETY: `r16` is only set at Level::Avx512 for supported
-                // types.
-                unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
-            }
-        };
-        RowJob {
-            runs: decode_runs(self.rows / G, 1),
-            run: Box::new(run),
-        }
+        group_job(self.data.bytes(), gbytes, self.rows / G, move |g, wg| {
+            let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+            // SAFETY: `r16` is only set at Level::Avx512 for supported types.
+            unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
+        })
     }
 
     /// Q6_K from its 16-row copy ([`crate::x86_q6k_r16`]) below four tokens
@@ -266,18 +245,30 @@ impl QMatrix {
         let nb = self.cols / 256;
         let gbytes = nb * GB;
         let acts = Acts::new(xq, xrb, n, nb);
-        let run = move |gs: Range<usize>| {
+        group_job(copy, gbytes, self.rows / G, move |g, wg| {
+            let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+            // SAFETY: the copy is only made at Level::Avx512.
+            unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
+        })
+    }
+}
+
+/// Decode over a row-group layout: runs of the `groups` groups (`gbytes`
+/// each at `w`), `f(g, group g's bytes)` for every group of a run.
+#[cfg(target_arch = "x86_64")]
+fn group_job<'a>(
+    w: &'a [u8],
+    gbytes: usize,
+    groups: usize,
+    f: impl Fn(usize, &'a [u8]) + Sync + 'a,
+) -> RowJob<'a> {
+    RowJob {
+        runs: decode_runs(groups, 1),
+        run: Box::new(move |gs: Range<usize>| {
             for g in gs {
-                let wg = &copy[g * gbytes..(g + 1) * gbytes];
-                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
-                // SAFETY: the copy is only made at Level::Avx512.
-                unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
+                f(g, &w[g * gbytes..(g + 1) * gbytes]);
             }
-        };
-        RowJob {
-            runs: decode_runs(self.rows / G, 1),
-            run: Box::new(run),
-        }
+        }),
     }
 }
 

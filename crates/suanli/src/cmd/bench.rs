@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Memory read bandwidth in GB/s for the roofline (default: measured
-    /// before each tg repetition by streaming the model's decode weights).
+    /// before and after each tg repetition by streaming the model's decode
+    /// weights).
     #[arg(long)]
     membw: Option<f64>,
     /// Only measure the memory bandwidth over a 512 MiB buffer, print it in
