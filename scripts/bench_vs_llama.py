@@ -101,7 +101,10 @@ def main():
             for k in ("pp", "tg"):
                 s[k].append(rs[k]["avg_ts"])
                 l[k].append(rl[k]["avg_ts"])
-            roof.append(rs["tg"]["roofline_fraction"])
+            # Per round: the fraction over the repetitions whose readings
+            # agreed (bench leaves out those that ran across a change of
+            # the machine's bandwidth), and how many those were.
+            roof.append((rs["tg"]["roofline_fraction"], rs["tg"].get("roofline_reps", a.reps)))
             bw += rs["tg"]["membw_samples_gbps"]
             bytes_tok = rs["tg"]["bytes_per_token"]
             for engine, r in (("suanli", rs), ("llama.cpp", rl)):
@@ -113,8 +116,10 @@ def main():
             ms, ml = statistics.mean(s[k]), statistics.mean(l[k])
             ratios[k] = ms / ml
             print(f"  {k}{n}: suanli {ms:8.2f} t/s   llama.cpp {ml:8.2f} t/s   ratio {ratios[k]:.2f}x")
-        print(f"  tg roofline: {100 * statistics.mean(roof):.1f}% of the memory bandwidth read around each repetition "
-              f"({', '.join(f'{g:.1f}' for g in bw)} GB/s)")
+        steady = sum(k for _, k in roof)
+        roof_mean = sum(f * k for f, k in roof) / max(steady, 1)
+        print(f"  tg roofline: {100 * roof_mean:.1f}% of the memory bandwidth read around each repetition, over the "
+              f"{steady} of {a.reps * a.rounds} whose readings agreed ({', '.join(f'{g:.1f}' for g in bw)} GB/s)")
         # The bandwidth flips between two states from second to second: the
         # tg ratio compares runs that may have had different ones.
         for engine in ("suanli", "llama.cpp"):
@@ -124,7 +129,7 @@ def main():
         print(f"  peak RSS: suanli {rss[0]:.0f} MiB   llama.cpp {rss[1]:.0f} MiB (whole bench process)")
         t = TARGETS.get(name)
         if t:
-            miss = ratios["tg"] < t[0] or ratios["pp"] < t[1] or (t[2] is not None and statistics.mean(roof) < t[2])
+            miss = ratios["tg"] < t[0] or ratios["pp"] < t[1] or (t[2] is not None and roof_mean < t[2])
             miss |= rss[0] > rss[1]
             print(f"  targets tg >= {t[0]}x, pp >= {t[1]}x{', roofline >= %d%%' % (100 * t[2]) if t[2] else ''}, "
                   f"RSS <= llama.cpp's: "

@@ -9,7 +9,10 @@
 //! the next minute. Unless `--membw` fixes it, the roofline is measured right
 //! before and right after every tg repetition by streaming the model's own
 //! decode weights with all threads, and each repetition is held against the
-//! mean of the two readings around it.
+//! mean of the two readings around it. A repetition whose two readings
+//! differ by more than a tenth ran across a change of state, so neither
+//! reading is its roofline: the fraction is taken over the others (over
+//! all when none is steady), and the count is shown.
 
 use std::time::Instant;
 
@@ -86,12 +89,31 @@ fn measure_membw() -> f64 {
     stream_gbps(&[&v], 5)
 }
 
-/// tg's share of the memory-bandwidth roofline: the mean over repetitions
-/// of each one's fraction, and the bandwidth readings (one before the
-/// first repetition and one after each).
+/// tg's share of the memory-bandwidth roofline: the mean over steady
+/// repetitions of each one's fraction, and the bandwidth readings (one
+/// before the first repetition and one after each).
 struct Roofline {
     fraction: f64,
+    /// Repetitions the fraction is taken over, of all.
+    steady: usize,
     gbps: Vec<f64>,
+}
+
+/// Readings around one repetition that differ by at most this factor
+/// count as one state of the machine.
+const STEADY: f64 = 1.10;
+
+/// Each repetition's fraction of the mean of the readings around it, and
+/// whether those readings agree ([`STEADY`]).
+fn fractions(samples: &[f64], gbps: &[f64], bytes: f64) -> Vec<(f64, bool)> {
+    samples
+        .iter()
+        .zip(gbps.windows(2))
+        .map(|(ts, g)| {
+            let (lo, hi) = (g[0].min(g[1]), g[0].max(g[1]));
+            (ts * bytes / ((g[0] + g[1]) / 2.0 * 1e9), hi <= lo * STEADY)
+        })
+        .collect()
 }
 
 fn stats(x: &[f64]) -> (f64, f64) {
@@ -171,13 +193,13 @@ pub fn main(a: Args) -> Result<()> {
         let (mean, sd) = stats(&samples);
         // Each repetition against the mean of the readings around it.
         let roofline = (kind == "tg").then(|| {
-            let f: Vec<f64> = samples
-                .iter()
-                .zip(bw.windows(2))
-                .map(|(ts, g)| ts * bytes as f64 / ((g[0] + g[1]) / 2.0 * 1e9))
-                .collect();
+            let f = fractions(&samples, &bw, bytes as f64);
+            let steady: Vec<f64> = f.iter().filter(|x| x.1).map(|x| x.0).collect();
+            let all: Vec<f64> = f.iter().map(|x| x.0).collect();
+            let used = if steady.is_empty() { &all } else { &steady };
             Roofline {
-                fraction: stats(&f).0,
+                fraction: stats(used).0,
+                steady: used.len(),
                 gbps: bw,
             }
         });
@@ -205,6 +227,7 @@ pub fn main(a: Args) -> Result<()> {
                     "membw_gbps": roof.as_ref().map(|r| stats(&r.gbps).0),
                     "membw_samples_gbps": roof.as_ref().map(|r| &r.gbps),
                     "roofline_fraction": roof.as_ref().map(|r| r.fraction),
+                    "roofline_reps": roof.as_ref().map(|r| r.steady),
                     "kernels": kernels,
                 })
             })
@@ -223,7 +246,15 @@ pub fn main(a: Args) -> Result<()> {
         for (kind, n, mean, sd, _, roof) in &results {
             let r = roof
                 .as_ref()
-                .map(|r| format!("{:.1}%", r.fraction * 100.0))
+                .map(|r| match r.steady == r.gbps.len() - 1 {
+                    true => format!("{:.1}%", r.fraction * 100.0),
+                    false => format!(
+                        "{:.1}% ({} of {} reps)",
+                        r.fraction * 100.0,
+                        r.steady,
+                        r.gbps.len() - 1
+                    ),
+                })
                 .unwrap_or_default();
             println!(
                 "{:>8} {:>16} {:>10}",
@@ -242,4 +273,18 @@ pub fn main(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repetition_across_a_change_of_state_is_marked() {
+        // 1 GB per token: 30 t/s against 33 and 34 GB/s is 30/33.5 of the
+        // roofline; against 33 and 57 the readings disagree.
+        let f = fractions(&[30.0, 30.0], &[33.0, 34.0, 57.0], 1e9);
+        assert!((f[0].0 - 30.0 / 33.5).abs() < 1e-12 && f[0].1);
+        assert!((f[1].0 - 30.0 / 45.5).abs() < 1e-12 && !f[1].1);
+    }
 }
