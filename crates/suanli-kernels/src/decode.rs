@@ -282,21 +282,88 @@ fn in_groups(rows: Range<usize>, g: usize, mut whole: impl FnMut(usize), rest: i
     (full..rows.end).for_each(rest);
 }
 
+/// The activation rows of a product.
+#[derive(Clone, Copy)]
+pub enum Acts<'a> {
+    /// `n` rows of the matrices' `cols` values, one after another.
+    Rows(&'a [f32]),
+    /// Row `t` is what `f(t, row)` writes into `row` (`cols` values): a row
+    /// op — a norm, an activation — fused into the quantization, so its
+    /// output never makes a pass through memory of its own.
+    Each(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `n` activation rows of `cols` values quantized to each of `types` (in
+/// order), with the bytes of one row: one pass over the rows, each row
+/// made once ([`Acts::Each`]) and quantized to every type.
+fn quantize_rows(
+    types: &[crate::DType],
+    acts: Acts,
+    n: usize,
+    cols: usize,
+) -> Vec<(crate::DType, Vec<u8>, usize)> {
+    let mut out: Vec<(crate::DType, Vec<u8>, usize)> = types
+        .iter()
+        .map(|&vt| {
+            let xrb = vt.row_bytes(cols).unwrap_or(0);
+            (vt, vec![0u8; xrb * n], xrb)
+        })
+        .collect();
+    let quants: Vec<(crate::dtype::FromFloat, SendPtr, usize)> = out
+        .iter_mut()
+        .map(|(vt, xq, xrb)| {
+            let Some(q) = crate::dispatch::from_float(*vt) else {
+                unreachable!("every vec_dot_type has from_float")
+            };
+            (q, SendPtr::new_bytes(xq), *xrb)
+        })
+        .collect();
+    crate::pool::for_each(n, |t| {
+        let mut made = Vec::new();
+        let row: &[f32] = match acts {
+            Acts::Rows(x) => &x[t * cols..(t + 1) * cols],
+            Acts::Each(f) => {
+                made.resize(cols, 0f32);
+                f(t, &mut made);
+                &made
+            }
+        };
+        for &(quant, ptr, xrb) in &quants {
+            // SAFETY: each item writes its own row of each buffer, which
+            // holds n rows of xrb bytes.
+            let q =
+                unsafe { std::slice::from_raw_parts_mut((ptr.get() as *mut u8).add(t * xrb), xrb) };
+            quant(row, q);
+        }
+    });
+    out
+}
+
 /// `out_i = x · W_iᵀ` for every `(W_i, out_i)` of `parts` over the same `n`
 /// activation rows `x` (each `out_i` holds `n × W_i.rows`): the activations
 /// are quantized once per format, and the matrices that take row runs for
 /// this `n` share one pass over the pool. Each output is bit-identical to
 /// [`QMatrix::matmul`]'s.
 pub fn matmul_many(x: &[f32], n: usize, parts: &mut [(&QMatrix, &mut [f32])]) {
+    matmul_many_acts(Acts::Rows(x), n, parts)
+}
+
+/// [`matmul_many`] over activation rows given as [`Acts`] (all the
+/// matrices have the same `cols`).
+pub fn matmul_many_acts(acts: Acts, n: usize, parts: &mut [(&QMatrix, &mut [f32])]) {
+    let Some(cols) = parts.first().map(|(m, _)| m.cols) else {
+        return;
+    };
+    debug_assert!(parts.iter().all(|(m, _)| m.cols == cols));
     // Quantized activations per vec_dot type, in first-seen order.
-    let mut quantized: Vec<(crate::DType, Vec<u8>, usize)> = Vec::new();
+    let mut types: Vec<crate::DType> = Vec::new();
     for (m, _) in parts.iter() {
         let key = m.dtype.traits().vec_dot_type;
-        if !quantized.iter().any(|(k, _, _)| *k == key) {
-            let (xq, xrb) = m.quantize_acts(x, n);
-            quantized.push((key, xq, xrb));
+        if !types.contains(&key) {
+            types.push(key);
         }
     }
+    let quantized = quantize_rows(&types, acts, n, cols);
     let mut jobs = Vec::new();
     for (m, out) in parts.iter_mut() {
         let key = m.dtype.traits().vec_dot_type;

@@ -59,7 +59,7 @@ pub mod x86_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_tile_u8;
 
-pub use decode::matmul_many;
+pub use decode::{matmul_many, matmul_many_acts, Acts};
 pub use dtype::{DType, TypeTraits};
 pub use matmul::{Blob, QMatrix};
 

@@ -715,6 +715,10 @@ impl SendPtr {
         SendPtr(out.as_mut_ptr())
     }
 
+    pub(crate) fn new_bytes(out: &mut [u8]) -> Self {
+        SendPtr(out.as_mut_ptr() as *mut f32)
+    }
+
     pub(crate) fn get(self) -> *mut f32 {
         self.0
     }

@@ -168,16 +168,20 @@ pub enum Glu {
 /// `gate = act(gate) * up` row by row (`width` values per row).
 pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
     crate::pool::for_each_row(gate, width, |i, g| {
-        let u = &up[i * width..(i + 1) * width];
-        match act {
-            Glu::SwiGlu => swiglu_row(g, u),
-            Glu::GeGlu => geglu_row(g, u),
-            Glu::GeGluExact => g
-                .iter_mut()
-                .zip(u)
-                .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
-        }
+        glu_row(g, &up[i * width..(i + 1) * width], act)
     });
+}
+
+/// `gate = act(gate) * up` over one row.
+pub fn glu_row(gate: &mut [f32], up: &[f32], act: Glu) {
+    match act {
+        Glu::SwiGlu => swiglu_row(gate, up),
+        Glu::GeGlu => geglu_row(gate, up),
+        Glu::GeGluExact => gate
+            .iter_mut()
+            .zip(up)
+            .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
+    }
 }
 
 pub fn add_inplace(x: &mut [f32], y: &[f32]) {

@@ -5,7 +5,7 @@
 
 use half::f16;
 use rand::{Rng, SeedableRng};
-use suanli_kernels::{dispatch, matmul_many, Blob, DType, QMatrix};
+use suanli_kernels::{dispatch, matmul_many_acts, Acts, Blob, DType, QMatrix};
 
 /// Random weights of `t` with small finite f16 scales (the raw bytes).
 fn weights(rng: &mut impl Rng, t: DType, rows: usize, cols: usize) -> Vec<u8> {
@@ -73,8 +73,15 @@ fn check_mode(batch_invariant: bool) -> usize {
                 y
             })
             .collect();
-        // All at once, and a q/k/v-like triple of mixed formats.
-        for pick in [(0..ms.len()).collect::<Vec<_>>(), vec![3, 2, 1]] {
+        // All at once, and a q/k/v-like triple of mixed formats, from rows
+        // and from rows made as they are quantized (a fused row op).
+        let made = |t: usize, row: &mut [f32]| row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
+        let all: Vec<usize> = (0..ms.len()).collect();
+        for (pick, acts) in [
+            (all.clone(), Acts::Rows(&x)),
+            (vec![3, 2, 1], Acts::Rows(&x)),
+            (all, Acts::Each(&made)),
+        ] {
             let mut got: Vec<Vec<f32>> = pick
                 .iter()
                 .map(|&i| vec![f32::NAN; n * ms[i].rows])
@@ -84,7 +91,7 @@ fn check_mode(batch_invariant: bool) -> usize {
                 .zip(got.iter_mut())
                 .map(|(&i, y)| (&ms[i], y.as_mut_slice()))
                 .collect();
-            matmul_many(&x, n, &mut parts);
+            matmul_many_acts(acts, n, &mut parts);
             for (&i, g) in pick.iter().zip(&got) {
                 let (a, b): (Vec<u32>, Vec<u32>) = (
                     g.iter().map(|v| v.to_bits()).collect(),

@@ -5,6 +5,7 @@
 //! references).
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvDtype {
@@ -48,11 +49,7 @@ impl Store {
     fn write(&mut self, off: usize, x: &[f32]) {
         match self {
             Store::F32(v) => v[off..off + x.len()].copy_from_slice(x),
-            Store::F16(v) => {
-                for (o, &s) in v[off..off + x.len()].iter_mut().zip(x) {
-                    *o = f16::from_f32(s);
-                }
-            }
+            Store::F16(v) => v[off..off + x.len()].convert_from_f32_slice(x),
             Store::Q8_0(v) => {
                 let (b0, nb) = (off / 32, x.len() / 32);
                 suanli_kernels::quants::legacy::quantize_q8_0(
@@ -127,16 +124,46 @@ impl KvPool {
     /// `rows.len() × k_width`, `v` likewise), coalescing runs of
     /// consecutive rows.
     pub fn write_rows(&mut self, layer: usize, rows: &[usize], k: &[f32], v: &[f32]) {
-        let (kw, vw) = (self.k_width, self.v_width);
+        self.write_coalesced(layer, rows, k, true);
+        self.write_coalesced(layer, rows, v, false);
+    }
+
+    /// [`Self::write_rows`] with each K row passed through `f(t, row)` on
+    /// its way in (RoPE): token `t`'s keys go from `k` through one
+    /// row-sized buffer into the cache.
+    pub fn write_rows_with(
+        &mut self,
+        layer: usize,
+        rows: &[usize],
+        k: &[f32],
+        v: &[f32],
+        f: impl Fn(usize, &mut [f32]),
+    ) {
+        let kw = self.k_width;
+        let mut row = vec![0f32; kw];
+        for (t, (&r, src)) in rows.iter().zip(k.chunks_exact(kw)).enumerate() {
+            row.copy_from_slice(src);
+            f(t, &mut row);
+            self.layers[layer].k.write(r * kw, &row);
+        }
+        self.write_coalesced(layer, rows, v, false);
+    }
+
+    /// K (`keys`) or V rows of `layer` for tokens placed at `rows`, one
+    /// write per run of consecutive rows.
+    fn write_coalesced(&mut self, layer: usize, rows: &[usize], x: &[f32], keys: bool) {
+        let l = &mut self.layers[layer];
+        let (w, store) = match keys {
+            true => (self.k_width, &mut l.k),
+            false => (self.v_width, &mut l.v),
+        };
         let mut i = 0;
         while i < rows.len() {
             let mut j = i + 1;
             while j < rows.len() && rows[j] == rows[j - 1] + 1 {
                 j += 1;
             }
-            let l = &mut self.layers[layer];
-            l.k.write(rows[i] * kw, &k[i * kw..j * kw]);
-            l.v.write(rows[i] * vw, &v[i * vw..j * vw]);
+            store.write(rows[i] * w, &x[i * w..j * w]);
             i = j;
         }
     }

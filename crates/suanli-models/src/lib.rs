@@ -132,6 +132,9 @@ pub struct Batch<'a> {
     /// Cache row each token's K/V goes to.
     pub rows: Vec<usize>,
     pub trace: Option<TraceFn<'a>>,
+    /// RoPE's sines and cosines per token, made once per forward pass for
+    /// each set of angle parameters ([`nn::rope_angles`]).
+    pub(crate) rope: Vec<nn::RopeAngles>,
 }
 
 impl<'a> Batch<'a> {
@@ -179,6 +182,7 @@ impl<'a> Batch<'a> {
             pos,
             rows,
             trace,
+            rope: Vec::new(),
         })
     }
 
@@ -195,6 +199,12 @@ impl<'a> Batch<'a> {
         if let Some(t) = self.trace.as_mut() {
             t(name, layer, x);
         }
+    }
+
+    /// Whether intermediate tensors are traced (fused ops then also make
+    /// what they would skip, to show it).
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
     }
 }
 

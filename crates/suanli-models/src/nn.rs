@@ -1,8 +1,8 @@
 //! Building blocks shared by the architectures.
 
 use suanli_kernels::attention::{attention, AttnShape};
-use suanli_kernels::QMatrix;
 use suanli_kernels::{ops, pool};
+use suanli_kernels::{Acts, QMatrix};
 
 use crate::config::ModelConfig;
 use crate::loader::Loader;
@@ -20,11 +20,40 @@ pub fn linear(w: &QMatrix, b: Option<&[f32]>, x: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
-/// [`linear`] for several matrices over the same `x`: one quantization of
-/// `x` per format and, when decoding, one pass over the thread pool.
+/// A block's input rows: as they are, or RMS-normalized as they are
+/// quantized for the block's first products (the norm's output never
+/// makes a pass through memory: 512 prompt rows of Qwen2.5-1.5B are 3 MiB).
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    Rows(&'a [f32]),
+    /// Each row of `x` (`w.len()` wide) divided by its RMS, times `w`.
+    RmsNorm {
+        x: &'a [f32],
+        w: &'a [f32],
+        eps: f32,
+    },
+}
+
+impl<'a> Input<'a> {
+    /// `x`'s rows normalized by `w`, made as they are used.
+    pub fn rms_norm(x: &'a [f32], w: &'a [f32], eps: f32) -> Self {
+        Input::RmsNorm { x, w, eps }
+    }
+
+    /// The rows themselves (made, for a fused op).
+    pub fn rows(&self) -> std::borrow::Cow<'a, [f32]> {
+        match *self {
+            Input::Rows(x) => x.into(),
+            Input::RmsNorm { x, w, eps } => rms_norm_rows(x, w, eps).into(),
+        }
+    }
+}
+
+/// [`linear`] for several matrices over the same input: one quantization
+/// per format and, when decoding, one pass over the thread pool.
 pub fn linear_many<const K: usize>(
     ws: [(&QMatrix, Option<&[f32]>); K],
-    x: &[f32],
+    x: Input,
     n: usize,
 ) -> [Vec<f32>; K] {
     let mut ys: [Vec<f32>; K] = std::array::from_fn(|i| vec![0f32; n * ws[i].0.rows]);
@@ -33,7 +62,15 @@ pub fn linear_many<const K: usize>(
         .zip(ys.iter_mut())
         .map(|((w, _), y)| (*w, y.as_mut_slice()))
         .collect();
-    suanli_kernels::matmul_many(x, n, &mut parts);
+    match x {
+        Input::Rows(x) => suanli_kernels::matmul_many(x, n, &mut parts),
+        Input::RmsNorm { x, w, eps } => {
+            let d = w.len();
+            let row =
+                |t: usize, out: &mut [f32]| ops::rms_norm(&x[t * d..(t + 1) * d], w, eps, out);
+            suanli_kernels::matmul_many_acts(Acts::Each(&row), n, &mut parts)
+        }
+    }
     for ((w, b), y) in ws.iter().zip(ys.iter_mut()) {
         if let Some(b) = b {
             for row in y.chunks_exact_mut(w.rows) {
@@ -106,33 +143,73 @@ impl Layer {
     }
 }
 
-/// Rotate every head of `x` (rows of `n_heads · head_dim`, row `t` at
-/// position `pos[t]`), computing angles as ggml does (`theta *= base^(-2/d)`,
-/// then divided by the frequency factor and scaled).
-pub fn rope_rows(
-    x: &mut [f32],
-    n_heads: usize,
+/// RoPE's angles for every token of a batch: `rope_dim / 2` sines and
+/// cosines per token, computed as ggml does (`theta *= base^(-2/d)`, then
+/// divided by the frequency factor and scaled).
+pub struct RopeAngles {
+    key: (u32, u32, bool),
+    half: usize,
+    sin: Vec<f32>,
+    cos: Vec<f32>,
+}
+
+impl RopeAngles {
+    /// Token `t`'s sines and cosines.
+    pub fn of(&self, t: usize) -> (&[f32], &[f32]) {
+        let r = t * self.half..(t + 1) * self.half;
+        (&self.sin[r.clone()], &self.cos[r])
+    }
+}
+
+/// The batch's angles for `base`, `freq_scale` and (optionally) the
+/// model's frequency factors: made on first use in a forward pass, then
+/// shared by every layer and by Q and K.
+pub fn rope_angles<'b>(
+    ctx: &'b mut Batch,
     c: &ModelConfig,
-    pos: &[usize],
     base: f32,
     freq_scale: f32,
     use_factors: bool,
-) {
-    let half = c.rope_dim / 2;
-    let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
-    pool::for_each_row(x, n_heads * c.head_dim, |t, row| {
-        let (mut sin, mut cos) = (vec![0f32; half], vec![0f32; half]);
-        let mut theta = pos[t] as f32;
-        for (i, (s, co)) in sin.iter_mut().zip(&mut cos).enumerate() {
-            let ff = if use_factors {
-                c.rope_freq_factors.get(i).copied().unwrap_or(1.0)
-            } else {
-                1.0
-            };
-            (*s, *co) = (freq_scale * (theta / ff)).sin_cos();
-            theta *= theta_scale;
+) -> &'b RopeAngles {
+    let key = (base.to_bits(), freq_scale.to_bits(), use_factors);
+    let i = match ctx.rope.iter().position(|a| a.key == key) {
+        Some(i) => i,
+        None => {
+            let half = c.rope_dim / 2;
+            let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
+            let n = ctx.pos.len();
+            let (mut sin, mut cos) = (vec![0f32; n * half], vec![0f32; n * half]);
+            for (t, &p) in ctx.pos.iter().enumerate() {
+                let mut theta = p as f32;
+                let r = t * half..(t + 1) * half;
+                for (i, (s, co)) in sin[r.clone()].iter_mut().zip(&mut cos[r]).enumerate() {
+                    let ff = if use_factors {
+                        c.rope_freq_factors.get(i).copied().unwrap_or(1.0)
+                    } else {
+                        1.0
+                    };
+                    (*s, *co) = (freq_scale * (theta / ff)).sin_cos();
+                    theta *= theta_scale;
+                }
+            }
+            ctx.rope.push(RopeAngles {
+                key,
+                half,
+                sin,
+                cos,
+            });
+            ctx.rope.len() - 1
         }
-        ops::rope(row, c.head_dim, c.rope_style, &sin, &cos);
+    };
+    &ctx.rope[i]
+}
+
+/// Rotate every head of `x` (rows of `n_heads · head_dim`, row `t` by
+/// token `t`'s angles).
+pub fn rope_rows(x: &mut [f32], n_heads: usize, c: &ModelConfig, angles: &RopeAngles) {
+    pool::for_each_row(x, n_heads * c.head_dim, |t, row| {
+        let (sin, cos) = angles.of(t);
+        ops::rope(row, c.head_dim, c.rope_style, sin, cos);
     });
 }
 
@@ -181,14 +258,11 @@ pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> V
 
 /// The attention block: projections, optional biases and Q/K norms, RoPE,
 /// cache write, attention, output projection.
-pub fn self_attention(
-    m: &Transformer,
-    il: usize,
-    h: &[f32],
-    n: usize,
-    ctx: &mut Batch,
-) -> Vec<f32> {
+pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut Batch) -> Vec<f32> {
     let (c, l) = (&m.cfg, &m.layers[il]);
+    if ctx.tracing() {
+        ctx.trace("attn_norm", il, &h.rows());
+    }
     let [mut q, mut k, v] = linear_many(
         [
             (&l.wq, l.bq.as_deref()),
@@ -215,14 +289,30 @@ pub fn self_attention(
     } else {
         (c.rope_theta, c.rope_freq_scale, true)
     };
-    rope_rows(&mut q, c.n_head, c, &ctx.pos, base, scale, factors);
-    rope_rows(&mut k, c.n_head_kv, c, &ctx.pos, base, scale, factors);
+    let angles = rope_angles(ctx, c, base, scale, factors);
+    rope_rows(&mut q, c.n_head, c, angles);
     if c.scale_q {
         q.iter_mut().for_each(|v| *v *= c.attn_scale);
     }
-    ctx.trace("Qcur", il, &q);
-    ctx.trace("Kcur", il, &k);
-    ctx.kv.write_rows(il, &ctx.rows, &k, &v);
+    if ctx.tracing() {
+        let angles = rope_angles(ctx, c, base, scale, factors);
+        rope_rows(&mut k, c.n_head_kv, c, angles);
+        ctx.trace("Qcur", il, &q);
+        ctx.trace("Kcur", il, &k);
+        ctx.kv.write_rows(il, &ctx.rows, &k, &v);
+    } else {
+        // RoPE fused into the cache write: each key row is rotated on its
+        // way into the cache.
+        let Batch { kv, rows, rope, .. } = ctx;
+        let key = (base.to_bits(), scale.to_bits(), factors);
+        let Some(angles) = rope.iter().find(|a| a.key == key) else {
+            unreachable!("made above")
+        };
+        kv.write_rows_with(il, rows, &k, &v, |t, row| {
+            let (sin, cos) = angles.of(t);
+            ops::rope(row, c.head_dim, c.rope_style, sin, cos);
+        });
+    }
     let a = attend(&q, n, c, il, ctx);
     ctx.trace("kqv_out", il, &a);
     linear(&l.wo, None, &a, n)
@@ -232,18 +322,31 @@ pub fn self_attention(
 pub fn gated_ffn(
     l: &Layer,
     il: usize,
-    h: &[f32],
+    h: Input,
     n: usize,
     act: ops::Glu,
     ctx: &mut Batch,
 ) -> Vec<f32> {
+    if ctx.tracing() {
+        ctx.trace("ffn_norm", il, &h.rows());
+    }
     let [mut g, u] = linear_many([(&l.gate, None), (&l.up, None)], h, n);
     ctx.trace("ffn_gate", il, &g);
     ctx.trace("ffn_up", il, &u);
-    ops::glu(&mut g, &u, l.gate.rows, act);
-    ctx.trace("ffn_glu", il, &g);
-
-    linear(&l.down, None, &g, n)
+    if ctx.tracing() {
+        ops::glu(&mut g, &u, l.gate.rows, act);
+        ctx.trace("ffn_glu", il, &g);
+        return linear(&l.down, None, &g, n);
+    }
+    // The activation fused into the down projection's quantization.
+    let w = l.gate.rows;
+    let row = |t: usize, out: &mut [f32]| {
+        out.copy_from_slice(&g[t * w..(t + 1) * w]);
+        ops::glu_row(out, &u[t * w..(t + 1) * w], act)
+    };
+    let mut y = vec![0f32; n * l.down.rows];
+    suanli_kernels::matmul_many_acts(Acts::Each(&row), n, &mut [(&l.down, &mut y)]);
+    y
 }
 
 /// Runs one layer in place on the residual stream `x` (`n × n_embd`).

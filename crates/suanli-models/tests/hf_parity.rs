@@ -62,6 +62,28 @@ fn check(arch: &str) {
         );
     }
     eprintln!("{arch}: max |Δ logit| vs transformers = {worst:e}");
+
+    // Traced, the fused ops (norm into quantization, RoPE into the cache
+    // write, activation into quantization) run as separate steps so their
+    // outputs can be shown: the same bits either way.
+    let mut kv = model.new_cache(ids.len(), KvDtype::F32);
+    let mut names = std::collections::BTreeSet::new();
+    let mut hook = |name: &str, _: usize, _: &[f32]| {
+        names.insert(name.to_string());
+    };
+    let mut ctx = ForwardCtx::new(&mut kv, Logits::All);
+    ctx.trace = Some(&mut hook);
+    let traced = model.forward(&ids, &mut ctx).expect("traced forward");
+    assert!(
+        traced
+            .iter()
+            .zip(&all)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{arch}: traced and fused passes differ"
+    );
+    for step in ["attn_norm", "Kcur", "ffn_norm", "ffn_glu"] {
+        assert!(names.contains(step), "{arch}: no {step} in the trace");
+    }
 }
 
 #[test]

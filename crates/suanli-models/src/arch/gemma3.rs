@@ -4,7 +4,7 @@
 
 use super::{base_config, ArchEntry};
 use crate::loader::{Loader, WeightSource};
-use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Transformer};
+use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Input, Transformer};
 use crate::{Batch, Model, ModelError, Result};
 use suanli_kernels::ops;
 
@@ -86,19 +86,17 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
 fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     let (c, l) = (&m.cfg, &m.layers[il]);
     let eps = c.rms_eps;
-    let h = rms_norm_rows(x, &l.attn_norm, eps);
-    let a = self_attention(m, il, &h, n, ctx);
+    let a = self_attention(m, il, Input::rms_norm(x, &l.attn_norm, eps), n, ctx);
     let a = match &l.post_attn_norm {
         Some(w) => rms_norm_rows(&a, w, eps),
         None => a,
     };
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
-    let h = rms_norm_rows(x, &l.ffn_norm, eps);
     let f = gated_ffn(
         l,
         il,
-        &h,
+        Input::rms_norm(x, &l.ffn_norm, eps),
         n,
         if c.ggml_numerics {
             ops::Glu::GeGlu

@@ -5,7 +5,7 @@ use suanli_kernels::ops::{self, RopeStyle};
 
 use super::{base_config, gguf_permuted, ArchEntry};
 use crate::loader::{Loader, WeightSource};
-use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Transformer};
+use crate::nn::{gated_ffn, self_attention, Input, Transformer};
 use crate::{Batch, Model, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
@@ -30,14 +30,12 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
 /// x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)).
 pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     let (c, l) = (&m.cfg, &m.layers[il]);
-    let h = rms_norm_rows(x, &l.attn_norm, c.rms_eps);
-    ctx.trace("attn_norm", il, &h);
-    let a = self_attention(m, il, &h, n, ctx);
+    let h = Input::rms_norm(x, &l.attn_norm, c.rms_eps);
+    let a = self_attention(m, il, h, n, ctx);
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
-    let h = rms_norm_rows(x, &l.ffn_norm, c.rms_eps);
-    ctx.trace("ffn_norm", il, &h);
-    let f = gated_ffn(l, il, &h, n, ops::Glu::SwiGlu, ctx);
+    let h = Input::rms_norm(x, &l.ffn_norm, c.rms_eps);
+    let f = gated_ffn(l, il, h, n, ops::Glu::SwiGlu, ctx);
     ctx.trace("ffn_out", il, &f);
     ops::add_inplace(x, &f);
 }
