@@ -70,6 +70,9 @@ impl QMatrix {
             if n > 1 && self.k_quant_x8(n).is_some() {
                 return None;
             }
+            if n >= crate::x86_tile::TC && self.float_tiled() {
+                return None;
+            }
         }
         let dots: Vec<crate::dtype::VecDot> = (0..n).filter_map(|t| self.vec_dot(n, t)).collect();
         if dots.len() != n {

@@ -437,6 +437,24 @@ impl QMatrix {
                 false => crate::x86_tile::Strides::rows(wrb / bb, bb),
             }
         };
+        if n >= crate::x86_tile::TC && self.float_tiled() {
+            let single = |t: usize, r: usize| {
+                dots[t](
+                    cols,
+                    &w[r * wrb..(r + 1) * wrb],
+                    &xq[t * xrb..(t + 1) * xrb],
+                )
+            };
+            use crate::x86_float::{Bf16s, F16s, F32s};
+            match self.dtype {
+                DType::F16 => float_blocked::<F16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single),
+                DType::BF16 => {
+                    float_blocked::<Bf16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single)
+                }
+                _ => float_blocked::<F32s>(cols, rows, n, w, wrb, xq, xrb, &put, &single),
+            }
+            return;
+        }
         if n > 1 {
             if let (Some(tile), Some(gemv)) = (
                 crate::dispatch::tile_dot(self.dtype),
@@ -529,8 +547,42 @@ fn repack_streaming(
     out
 }
 
+/// A float matrix's product over whole tiles of 4 rows × 4 tokens
+/// ([`crate::x86_float::float_tile`]), the rest through `single`; every
+/// output has `vec_dot`'s bits.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn float_blocked<L: crate::x86_float::FloatLanes>(
+    cols: usize,
+    rows: usize,
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    xq: &[u8],
+    xrb: usize,
+    put: &(impl Fn(usize, usize, f32) + Sync),
+    single: &(impl Fn(usize, usize) -> f32 + Sync),
+) {
+    use crate::x86_float::{float_tile_4x1, float_tile_4x4};
+    // SAFETY (both): `float_tiled` checked AVX-512 F/VL; `blocked` hands
+    // out only whole groups of 4 rows (and 4 tokens for a tile) in bounds.
+    let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
+        float_tile_4x1::<L>(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
+    };
+    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
+        float_tile_4x4::<L>(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
+    });
+}
+
 #[cfg(target_arch = "x86_64")]
 impl QMatrix {
+    /// Whether this float matrix (F32, F16, BF16) takes the register
+    /// tiles of [`crate::x86_float::float_tile`] for batches of tokens.
+    pub(crate) fn float_tiled(&self) -> bool {
+        matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
+            && crate::dispatch::level() == crate::dispatch::Level::Avx512
+    }
+
     /// The product for repacked Q4_K: groups of 8 rows × tiles of 4 tokens
     /// in the interleaved GEMM order below `n − n mod 4` tokens (from 4
     /// tokens on), single tokens in the GEMV order otherwise — the orders

@@ -76,3 +76,135 @@ pub unsafe fn vec_dot_bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let h = |p: *const u8, j: usize| half::bf16::from_le_bytes([*p.add(2 * j), *p.add(2 * j + 1)]);
     finish(acc, (i..n).map(|j| h(wp, j).to_f32() * h(xp, j).to_f32()))
 }
+
+/// A float weight format as the dot products above read it: eight values
+/// widened to f32 lanes, and one value for the tail.
+pub trait FloatLanes {
+    /// Bytes per value.
+    const SIZE: usize;
+    /// # Safety
+    /// Eight values readable at `p`; the CPU has AVX2 and F16C.
+    unsafe fn lanes(p: *const u8) -> __m256;
+    /// # Safety
+    /// One value readable at `p`.
+    unsafe fn one(p: *const u8) -> f32;
+}
+
+pub struct F32s;
+pub struct F16s;
+pub struct Bf16s;
+
+impl FloatLanes for F32s {
+    const SIZE: usize = 4;
+    #[inline(always)]
+    unsafe fn lanes(p: *const u8) -> __m256 {
+        _mm256_loadu_ps(p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn one(p: *const u8) -> f32 {
+        (p as *const f32).read_unaligned()
+    }
+}
+
+impl FloatLanes for F16s {
+    const SIZE: usize = 2;
+    #[inline(always)]
+    unsafe fn lanes(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn one(p: *const u8) -> f32 {
+        half::f16::from_le_bytes([*p, *p.add(1)]).to_f32()
+    }
+}
+
+impl FloatLanes for Bf16s {
+    const SIZE: usize = 2;
+    #[inline(always)]
+    unsafe fn lanes(p: *const u8) -> __m256 {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    }
+    #[inline(always)]
+    unsafe fn one(p: *const u8) -> f32 {
+        half::bf16::from_le_bytes([*p, *p.add(1)]).to_f32()
+    }
+}
+
+/// `R` weight rows (`wrb` bytes apart from `w`) × `C` activation rows
+/// (`xrb` apart from `x`) of `n` values each: every output summed exactly
+/// as [`vec_dot_f32`] and its twins sum it (eight lanes, a multiply then
+/// an add per step, the lanes in order, then the tail) — the prefill tile,
+/// each weight and activation vector widened once for `C` or `R` outputs.
+///
+/// # Safety
+/// The rows are in bounds; the CPU has AVX2, FMA and F16C.
+#[inline(always)]
+pub unsafe fn float_tile<L: FloatLanes, const R: usize, const C: usize>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; C]; R],
+) {
+    assert!(
+        w.len() >= (R - 1) * wrb + n * L::SIZE && x.len() >= (C - 1) * xrb + n * L::SIZE,
+        "float tile out of bounds"
+    );
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut i = 0;
+    while i + 8 <= n {
+        let ws: [__m256; R] = std::array::from_fn(|r| L::lanes(wp.add(r * wrb + i * L::SIZE)));
+        for c in 0..C {
+            let xv = L::lanes(xp.add(c * xrb + i * L::SIZE));
+            for r in 0..R {
+                acc[r][c] = _mm256_add_ps(acc[r][c], _mm256_mul_ps(ws[r], xv));
+            }
+        }
+        i += 8;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            o[r][c] = finish(
+                acc[r][c],
+                (i..n).map(|j| {
+                    L::one(wp.add(r * wrb + j * L::SIZE)) * L::one(xp.add(c * xrb + j * L::SIZE))
+                }),
+            );
+        }
+    }
+}
+
+/// [`float_tile`] of 4 rows × 4 tokens with the 32 vector registers of
+/// AVX-512 (16 accumulators stay in registers).
+///
+/// # Safety
+/// As [`float_tile`]; the CPU has AVX-512 F/VL too.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+pub unsafe fn float_tile_4x4<L: FloatLanes>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; 4]; 4],
+) {
+    float_tile::<L, 4, 4>(n, w, wrb, x, xrb, o)
+}
+
+/// [`float_tile`] of 4 rows × 1 token (the tokens past the last tile).
+///
+/// # Safety
+/// As [`float_tile`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn float_tile_4x1<L: FloatLanes>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    o: &mut [[f32; 1]; 4],
+) {
+    float_tile::<L, 4, 1>(n, w, wrb, x, 0, o)
+}

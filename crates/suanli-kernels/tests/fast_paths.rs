@@ -470,6 +470,60 @@ fn float_dot_products_equal_the_reference() {
     }
 }
 
+/// F32, F16 and BF16 matrices times batches of tokens (the register tiles
+/// of 4 rows × 4 tokens at the AVX-512 level, their row and token tails):
+/// every output has the reference dot product's bits.
+#[test]
+fn float_matmul_equals_the_reference() {
+    use suanli_kernels::{Blob, QMatrix};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
+    // 70 rows: a tail of 2 past the 4-row tiles; 203 columns: a tail of 3
+    // past the 8-lane steps.
+    let (rows, cols) = (70, 203);
+    let mut checked = 0;
+    for t in [DType::F32, DType::F16, DType::BF16] {
+        let enc = |v: f32| -> Vec<u8> {
+            match t {
+                DType::F32 => v.to_le_bytes().to_vec(),
+                DType::F16 => f16::from_f32(v).to_le_bytes().to_vec(),
+                _ => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+            }
+        };
+        let w: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| enc(rng.random_range(-1.0f32..1.0)))
+            .collect();
+        let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone())).expect("matrix");
+        let reference = t.traits().vec_dot.expect("reference");
+        let wrb = w.len() / rows;
+        for n in [1usize, 3, 4, 5, 8, 11, 37] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| rng.random_range(-3.0f32..3.0))
+                .collect();
+            let mut got = vec![f32::NAN; n * rows];
+            m.matmul(&x, n, &mut got);
+            for tok in 0..n {
+                // The activations in the weights' format, as the product
+                // quantizes them.
+                let xq: Vec<u8> = x[tok * cols..(tok + 1) * cols]
+                    .iter()
+                    .flat_map(|&v| enc(v))
+                    .collect();
+                for r in 0..rows {
+                    let want = reference(cols, &w[r * wrb..(r + 1) * wrb], &xq);
+                    let g = got[tok * rows + r];
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{t:?} n={n} token {tok} row {r}: {g} vs {want}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("float matmul: {checked} outputs equal the reference");
+}
+
 /// Q6_K with its 16-row prefill copy: batches of 8+ tokens return the
 /// tiled order's bits, smaller ones the per-row order's.
 #[test]
