@@ -442,17 +442,23 @@ pub unsafe fn q6k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
     // high nibbles bits 4–5 and 6–7.
     let shl = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(2));
     let shr = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
-    // i16 position p of the k-th zmm takes scale 4k + p/8.
-    const PICK: [[i16; 32]; 4] = {
-        let mut t = [[0i16; 32]; 4];
+    // i16 position p of the k-th zmm takes scale 4k + p/8: the k-th
+    // zmm's 128-bit lane j holds scale 4k + j in every word. Lane j takes
+    // it from a copy of the words 0–7 (k < 2) or 8–15 (k ≥ 2) by a byte
+    // shuffle within the lane (word 4(k mod 2) + j): cheaper than a word
+    // permute across the register (+10% on cache-resident rows).
+    const PICK: [[i8; 64]; 2] = {
+        let mut t = [[0i8; 64]; 2];
         let mut i = 0;
         while i < 128 {
-            t[i / 32][i % 32] = (4 * (i / 32) + i % 32 / 8) as i16;
+            let (k, b) = (i / 64, i % 64);
+            let word = 4 * k + b / 16;
+            t[k][b] = (2 * word + b % 2) as i8;
             i += 1;
         }
         t
     };
-    let pick: [__m512i; 4] =
+    let pick: [__m512i; 2] =
         std::array::from_fn(|k| _mm512_loadu_si512(PICK[k].as_ptr() as *const __m512i));
     for (r, o) in out.iter_mut().enumerate() {
         let wr = w.as_ptr().add(r * nb * 210);
@@ -461,7 +467,10 @@ pub unsafe fn q6k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
             let wk = wr.add(i * 210);
             let xk = x.as_ptr().add(i * XB);
             let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(wk.add(192) as *const __m128i));
-            let sc = _mm512_castsi256_si512(scales);
+            let sc = [
+                _mm512_broadcast_i32x4(_mm256_castsi256_si128(scales)),
+                _mm512_broadcast_i32x4(_mm256_extracti128_si256::<1>(scales)),
+            ];
             let mut sumi = _mm512_setzero_si512();
             for half in 0..2 {
                 let ql = _mm512_loadu_si512(wk.add(64 * half) as *const __m512i);
@@ -476,7 +485,7 @@ pub unsafe fn q6k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
                 for (j, q) in [lo, hi].into_iter().enumerate() {
                     let k = 2 * half + j;
                     let y = _mm512_loadu_si512(xk.add(4 + 64 * k) as *const __m512i);
-                    let s = _mm512_permutexvar_epi16(pick[k], sc);
+                    let s = _mm512_shuffle_epi8(sc[k / 2], pick[k % 2]);
                     sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), s);
                 }
             }
