@@ -322,13 +322,34 @@ pub fn attention(
     let level = dispatch::level();
     let outp = OutPtr(out.as_mut_ptr());
     if let (Kv::F16(ks), Kv::F16(vs), true) = (keys, values, per_row_f16(keys, values, n)) {
-        crate::pool::for_each(n * nh, |idx| {
-            // SAFETY: row `idx` of `out` is written by this item only.
-            let o = unsafe { std::slice::from_raw_parts_mut(outp.at(idx * hdv), hdv) };
-            let (t, h) = (idx / nh, idx % nh);
-            let qh = &q[(t * nh + h) * s.head_dim..][..s.head_dim];
-            let kvh = h / (nh / s.n_head_kv);
-            crate::simd_attn::per_row(level, s, qh, pos0 + t, kvh, ks, vs, o);
+        // Items: the query heads of one KV head at one position, in groups
+        // of at most ROW_GROUP — split further while the items would not
+        // give every thread two.
+        use crate::simd_attn::ROW_GROUP;
+        let group = nh / s.n_head_kv;
+        let splits = crate::pool::threads()
+            .div_ceil(n * s.n_head_kv)
+            .max(group.div_ceil(ROW_GROUP))
+            .min(group);
+        let per = group.div_ceil(splits);
+        let splits = group.div_ceil(per);
+        crate::pool::for_each(n * s.n_head_kv * splits, |item| {
+            let (t, rest) = (item / (s.n_head_kv * splits), item % (s.n_head_kv * splits));
+            let (kvh, part) = (rest / splits, rest % splits);
+            let heads =
+                kvh * group + part * per..(kvh * group + (part + 1) * per).min((kvh + 1) * group);
+            let qs: Vec<&[f32]> = heads
+                .clone()
+                .map(|h| &q[(t * nh + h) * s.head_dim..][..s.head_dim])
+                .collect();
+            // SAFETY: rows `t·nh + h` of `out` for these heads are written
+            // by this item only.
+            let mut os: Vec<&mut [f32]> = heads
+                .map(|h| unsafe {
+                    std::slice::from_raw_parts_mut(outp.at((t * nh + h) * hdv), hdv)
+                })
+                .collect();
+            crate::simd_attn::per_rows(level, s, &qs, pos0 + t, kvh, ks, vs, &mut os);
         });
         return;
     }

@@ -41,30 +41,40 @@ pub(crate) fn tile_row(
     }
 }
 
-/// The per-row f16 kernel for one query row (`qh`, position `p`, KV head
-/// `kvh`).
+/// Query rows the grouped per-row kernel carries through one pass over
+/// the keys.
+pub(crate) const ROW_GROUP: usize = 8;
+
+/// The per-row f16 kernel for up to [`ROW_GROUP`] query rows of one
+/// position `p` that share KV head `kvh` (`q[i]` into `o[i]`): one pass
+/// over the keys, each row's own chain of operations exactly as alone, so
+/// the rows' independent chains overlap (decode at long context is bound
+/// by the latency of one row's dot → exp → update chain per key).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn per_row(
+pub(crate) fn per_rows(
     level: Level,
     s: &AttnShape,
-    qh: &[f32],
+    q: &[&[f32]],
     p: usize,
     kvh: usize,
     ks: &[f16],
     vs: &[f16],
-    o: &mut [f32],
+    o: &mut [&mut [f32]],
 ) {
+    assert!(q.len() == o.len() && q.len() <= ROW_GROUP);
     #[cfg(target_arch = "x86_64")]
     if s.head_dim <= x86::MAX_DIM && s.head_dim_v <= x86::MAX_DIM {
         match level {
             // SAFETY: as above.
-            Level::Avx512 => return unsafe { x86::per_row_avx512(s, qh, p, kvh, ks, vs, o) },
-            Level::Avx2 => return unsafe { x86::per_row_avx2(s, qh, p, kvh, ks, vs, o) },
+            Level::Avx512 => return unsafe { x86::per_rows_avx512(s, q, p, kvh, ks, vs, o) },
+            Level::Avx2 => return unsafe { x86::per_rows_avx2(s, q, p, kvh, ks, vs, o) },
             _ => {}
         }
     }
     let _ = level;
-    per_row_reference(s, qh, p, kvh, ks, vs, o)
+    for (qh, o) in q.iter().zip(o.iter_mut()) {
+        per_row_reference(s, qh, p, kvh, ks, vs, o)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -111,80 +121,91 @@ mod x86 {
         tile_row_body(t, kq, m, sum, o)
     }
 
-    /// The online softmax of the per-row kernel, generic over the three
-    /// vector helpers of a level.
-    macro_rules! per_row_body {
-        ($s:expr, $qh:expr, $p:expr, $kvh:expr, $ks:expr, $vs:expr, $o:expr, $dot:ident, $scale:ident, $mad:ident) => {{
-            let (s, p, kvh, ks, vs, o) = ($s, $p, $kvh, $ks, $vs, $o);
-            let (hd, hdv) = (s.head_dim, s.head_dim_v);
-            let mut q = [0f32; MAX_DIM];
-            for (d, &x) in q.iter_mut().zip($qh) {
-                *d = f16::from_f32(x).to_f32();
+    /// The online softmax of the per-row kernel for a group of rows,
+    /// generic over the three vector helpers of a level: per key, every
+    /// row's score, then every row's update.
+    macro_rules! per_rows_body {
+        ($s:expr, $q:expr, $p:expr, $kvh:expr, $ks:expr, $vs:expr, $o:expr, $dot:ident, $scale:ident, $mad:ident) => {{
+            let (s, qs, p, kvh, ks, vs, outs): (
+                &AttnShape,
+                &[&[f32]],
+                usize,
+                usize,
+                &[f16],
+                &[f16],
+                &mut [&mut [f32]],
+            ) = ($s, $q, $p, $kvh, $ks, $vs, $o);
+            let (hd, hdv, g) = (s.head_dim, s.head_dim_v, qs.len());
+            let mut q = [[0f32; MAX_DIM]; ROW_GROUP];
+            for (d, qh) in q.iter_mut().zip(qs) {
+                for (d, &x) in d.iter_mut().zip(qh.iter()) {
+                    *d = f16::from_f32(x).to_f32();
+                }
             }
-            let mut acc = [f16::ZERO; MAX_DIM];
-            let acc = &mut acc[..hdv];
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            let mut acc = [[f16::ZERO; MAX_DIM]; ROW_GROUP];
+            let mut m = [f32::NEG_INFINITY; ROW_GROUP];
+            let mut sum = [0f32; ROW_GROUP];
             let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
             for j in first..=p {
-                let x = $dot(
-                    &q[..hd],
-                    &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd],
-                );
-                let x = {
-                    let x = x * s.scale;
-                    match s.softcap {
-                        Some(cap) => cap * (x / cap).tanh(),
-                        None => x,
-                    }
-                };
-                let (mut ms, mut vs_) = (1f32, 1f32);
-                if x > m {
-                    ms = (m - x).exp();
-                    m = x;
-                    $scale(acc, ms);
-                } else {
-                    vs_ = (x - m).exp();
+                let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
+                let v = &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv];
+                let mut x = [0f32; ROW_GROUP];
+                for i in 0..g {
+                    let d = $dot(&q[i][..hd], k) * s.scale;
+                    x[i] = match s.softcap {
+                        Some(cap) => cap * (d / cap).tanh(),
+                        None => d,
+                    };
                 }
-                $mad(
-                    acc,
-                    &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv],
-                    vs_,
-                );
-                sum = sum.mul_add(ms, vs_);
+                for i in 0..g {
+                    let acc = &mut acc[i][..hdv];
+                    let (mut ms, mut vs_) = (1f32, 1f32);
+                    if x[i] > m[i] {
+                        ms = (m[i] - x[i]).exp();
+                        m[i] = x[i];
+                        $scale(acc, ms);
+                    } else {
+                        vs_ = (x[i] - m[i]).exp();
+                    }
+                    $mad(acc, v, vs_);
+                    sum[i] = sum[i].mul_add(ms, vs_);
+                }
             }
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            for (o, a) in o.iter_mut().zip(acc.iter()) {
-                *o = a.to_f32() * inv;
+            for i in 0..g {
+                let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+                for (o, a) in outs[i].iter_mut().zip(acc[i][..hdv].iter()) {
+                    *o = a.to_f32() * inv;
+                }
             }
         }};
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    pub unsafe fn per_row_avx512(
+    pub unsafe fn per_rows_avx512(
         s: &AttnShape,
-        qh: &[f32],
+        q: &[&[f32]],
         p: usize,
         kvh: usize,
         ks: &[f16],
         vs: &[f16],
-        o: &mut [f32],
+        o: &mut [&mut [f32]],
     ) {
-        per_row_body!(s, qh, p, kvh, ks, vs, o, dot512, scale512, mad512)
+        per_rows_body!(s, q, p, kvh, ks, vs, o, dot512, scale512, mad512)
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn per_row_avx2(
+    pub unsafe fn per_rows_avx2(
         s: &AttnShape,
-        qh: &[f32],
+        q: &[&[f32]],
         p: usize,
         kvh: usize,
         ks: &[f16],
         vs: &[f16],
-        o: &mut [f32],
+        o: &mut [&mut [f32]],
     ) {
-        per_row_body!(s, qh, p, kvh, ks, vs, o, dot256, scale256, mad256)
+        per_rows_body!(s, q, p, kvh, ks, vs, o, dot256, scale256, mad256)
     }
 
     #[inline(always)]

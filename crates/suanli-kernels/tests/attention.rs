@@ -79,6 +79,7 @@ fn fast_attention_equals_the_reference_and_f64() {
         (4, 1, 256, Some(40), None),  // Gemma 3 local layer
         (4, 2, 80, None, Some(50.0)), // tail lanes, soft cap
         (2, 2, 72, Some(100), None),
+        (20, 1, 64, None, None), // a KV group wider than the per-row kernel's
     ] {
         for (n, pos0) in [
             (1, 0),

@@ -13,6 +13,10 @@
 //! differ by more than a tenth ran across a change of state, so neither
 //! reading is its roofline: the fraction is taken over the others (over
 //! all when none is steady), and the count is shown.
+//!
+//! `-d` runs every test after a context already holding that many tokens
+//! (llama-bench's `-d`), to see attention at long context; tg's roofline
+//! then counts the KV cache read per token besides the weights.
 
 use std::time::Instant;
 
@@ -31,6 +35,9 @@ pub struct Args {
     /// Generated tokens per tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Tokens already in the context before each test (prefilled, untimed).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     #[arg(short, long)]
     threads: Option<usize>,
     /// KV cache precision: f16 (default for GGUF), q8_0 (half the memory),
@@ -139,16 +146,22 @@ fn tokens(n: usize, n_vocab: usize, seed: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Tokens/s of one test: `n` tokens as one batch (pp) or one at a time (tg).
+/// Tokens/s of one test: `n` tokens as one batch (pp) or one at a time
+/// (tg), after `depth` tokens prefilled untimed (in batches of 512).
 fn run_test(
     model: &dyn Model,
+    depth: usize,
     n: usize,
     batch: bool,
     rep: usize,
     kv_dtype: KvDtype,
 ) -> Result<f64> {
-    let mut kv = model.new_cache(n + 1, kv_dtype);
-    let toks = tokens(n, model.config().n_vocab, rep);
+    let mut kv = model.new_cache(depth + n + 1, kv_dtype);
+    let n_vocab = model.config().n_vocab;
+    for chunk in tokens(depth, n_vocab, rep.wrapping_add(1 << 20)).chunks(512) {
+        model.forward(chunk, &mut ForwardCtx::new(&mut kv, Logits::Last))?;
+    }
+    let toks = tokens(n, n_vocab, rep);
     let step = if batch { n } else { 1 };
     let t = Instant::now();
     for chunk in toks.chunks(step) {
@@ -166,7 +179,15 @@ pub fn main(a: Args) -> Result<()> {
     let mut l = super::load(&a.model)?;
     l.set_kv_type(a.kv_type)?;
     let model = l.model.as_ref();
-    let bytes = model.bytes_per_token();
+    // Decode reads the weights once per token, and the KV cache up to its
+    // position: at depth d, tg's n tokens read d + (n − 1)/2 positions on
+    // average.
+    let kv_per_pos = {
+        let probe = model.new_cache(64, l.kv_dtype);
+        probe.bytes() as f64 / 64.0
+    };
+    let kv_read = kv_per_pos * (a.n_depth as f64 + a.n_gen.saturating_sub(1) as f64 / 2.0);
+    let bytes = model.bytes_per_token() + kv_read as u64;
     let weights = model.decode_weights();
     // The roofline before one tg repetition: fixed, or streamed now.
     let roof_bw = || a.membw.unwrap_or_else(|| stream_gbps(&weights, 3));
@@ -177,8 +198,8 @@ pub fn main(a: Args) -> Result<()> {
             continue;
         }
         // One untimed warm-up run, as llama-bench does.
-        let run = |r| run_test(model, n, kind == "pp", r, l.kv_dtype);
-        run(usize::MAX).with_context(|| format!("{kind}{n}"))?;
+        let run = |r| run_test(model, a.n_depth, n, kind == "pp", r, l.kv_dtype);
+        run(usize::MAX).with_context(|| format!("{kind}{n} at depth {}", a.n_depth))?;
         let mut samples = Vec::new();
         let mut bw = Vec::new();
         for r in 0..a.reps.max(1) {
@@ -220,6 +241,7 @@ pub fn main(a: Args) -> Result<()> {
                     "n_threads": threads,
                     "n_prompt": if *kind == "pp" { *n } else { 0 },
                     "n_gen": if *kind == "tg" { *n } else { 0 },
+                    "n_depth": a.n_depth,
                     "avg_ts": mean,
                     "stddev_ts": sd,
                     "samples_ts": samples,
@@ -239,8 +261,15 @@ pub fn main(a: Args) -> Result<()> {
             model.config().arch
         );
         println!(
-            "weights read per token: {:.1} MiB",
-            bytes as f64 / (1 << 20) as f64
+            "weights read per token: {:.1} MiB{}",
+            model.bytes_per_token() as f64 / (1 << 20) as f64,
+            match a.n_depth {
+                0 => String::new(),
+                _ => format!(
+                    " (+ {:.1} MiB of KV cache at tg's mean position)",
+                    kv_read / (1 << 20) as f64
+                ),
+            }
         );
         println!("{:>8} {:>16} {:>10}", "test", "t/s", "roofline");
         for (kind, n, mean, sd, _, roof) in &results {
@@ -256,9 +285,13 @@ pub fn main(a: Args) -> Result<()> {
                     ),
                 })
                 .unwrap_or_default();
+            let depth = match a.n_depth {
+                0 => String::new(),
+                d => format!(" @ d{d}"),
+            };
             println!(
                 "{:>8} {:>16} {:>10}",
-                format!("{kind}{n}"),
+                format!("{kind}{n}{depth}"),
                 format!("{mean:.2} ± {sd:.2}"),
                 r
             );
