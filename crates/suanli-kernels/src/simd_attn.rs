@@ -63,6 +63,16 @@ pub(crate) fn per_rows(
 ) {
     assert!(q.len() == o.len() && q.len() <= ROW_GROUP);
     #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 && s.head_dim == s.head_dim_v {
+        // SAFETY (all three): as above.
+        match s.head_dim {
+            64 => return unsafe { x86::per_rows_zmm::<4>(s, q, p, kvh, ks, vs, o) },
+            128 => return unsafe { x86::per_rows_zmm::<8>(s, q, p, kvh, ks, vs, o) },
+            256 => return unsafe { x86::per_rows_zmm::<16>(s, q, p, kvh, ks, vs, o) },
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if s.head_dim <= x86::MAX_DIM && s.head_dim_v <= x86::MAX_DIM {
         match level {
             // SAFETY: as above.
@@ -206,6 +216,103 @@ mod x86 {
         o: &mut [&mut [f32]],
     ) {
         per_rows_body!(s, q, p, kvh, ks, vs, o, dot256, scale256, mad256)
+    }
+
+    /// [`per_rows_avx512`] for head dimensions of `16·D` (a multiple of
+    /// 64) in K and V: each key's K and V rows widened once for all the
+    /// rows, every row's Q and running output held as `D` vectors of f32
+    /// (the output's values rounded to f16 at every update, as the f16
+    /// accumulator of the reference holds them), the dot product's lanes
+    /// reduced by shuffles in [`crate::attention::reduce16`]'s order.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn per_rows_zmm<const D: usize>(
+        s: &AttnShape,
+        qs: &[&[f32]],
+        p: usize,
+        kvh: usize,
+        ks: &[f16],
+        vs: &[f16],
+        outs: &mut [&mut [f32]],
+    ) {
+        let hd = 16 * D;
+        let g = qs.len();
+        assert!(D.is_multiple_of(4) && s.head_dim == hd && s.head_dim_v == hd && g <= ROW_GROUP);
+        assert!(qs.iter().all(|q| q.len() >= hd) && outs.iter().all(|o| o.len() >= hd));
+        let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+        let mut q = [[_mm512_setzero_ps(); D]; ROW_GROUP];
+        for (q, qh) in q.iter_mut().zip(qs) {
+            for (c, q) in q.iter_mut().enumerate() {
+                *q = round(_mm512_loadu_ps(qh.as_ptr().add(16 * c)));
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); D]; ROW_GROUP];
+        let mut m = [f32::NEG_INFINITY; ROW_GROUP];
+        let mut sum = [0f32; ROW_GROUP];
+        let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
+        for j in first..=p {
+            let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
+            let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
+            // Three passes, so that no vector is live across the calls of
+            // `exp` (every vector register is caller-saved): the scores,
+            // the exponentials, the updates.
+            let kf: [__m512; D] = std::array::from_fn(|c| ld16(k.as_ptr().add(16 * c)));
+            let mut x = [0f32; ROW_GROUP];
+            for (x, q) in x.iter_mut().zip(&q[..g]) {
+                let mut a = [_mm512_setzero_ps(); 4];
+                for c in 0..D {
+                    a[c % 4] = _mm512_fmadd_ps(kf[c], q[c], a[c % 4]);
+                }
+                let v16 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+                *x = hsum16(v16) * s.scale;
+            }
+            let (mut ms, mut ws) = ([1f32; ROW_GROUP], [1f32; ROW_GROUP]);
+            for i in 0..g {
+                let x = match s.softcap {
+                    Some(cap) => cap * (x[i] / cap).tanh(),
+                    None => x[i],
+                };
+                if x > m[i] {
+                    ms[i] = (m[i] - x).exp();
+                    m[i] = x;
+                } else {
+                    ws[i] = (x - m[i]).exp();
+                }
+                sum[i] = sum[i].mul_add(ms[i], ws[i]);
+            }
+            let vf: [__m512; D] = std::array::from_fn(|c| ld16(v.as_ptr().add(16 * c)));
+            for i in 0..g {
+                let acc = &mut acc[i];
+                if ms[i] != 1.0 {
+                    for a in acc.iter_mut() {
+                        *a = round(_mm512_mul_ps(*a, _mm512_set1_ps(ms[i])));
+                    }
+                }
+                let w = _mm512_set1_ps(ws[i]);
+                for (a, v) in acc.iter_mut().zip(&vf) {
+                    *a = round(_mm512_fmadd_ps(*v, w, *a));
+                }
+            }
+        }
+        for i in 0..g {
+            let inv = _mm512_set1_ps(if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] });
+            for (c, a) in acc[i].iter().enumerate() {
+                _mm512_storeu_ps(outs[i].as_mut_ptr().add(16 * c), _mm512_mul_ps(*a, inv));
+            }
+        }
+    }
+
+    /// The 16 lanes' sum in [`crate::attention::reduce16`]'s order: upper
+    /// half onto lower, again, then (0 + 2) + (1 + 3).
+    #[inline(always)]
+    unsafe fn hsum16(v: __m512) -> f32 {
+        let t3 = _mm256_add_ps(
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            _mm512_castps512_ps256(v),
+        );
+        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+        let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+        _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
     }
 
     #[inline(always)]
