@@ -135,6 +135,35 @@ pub fn isa() -> &'static str {
     }
 }
 
+/// The BF16 dot product in the order of the register tiles where
+/// [`bf16_dot_products`] holds ([`crate::quants::float::vec_dot_bf16_dp`]:
+/// one accumulator per output over 32-element steps, as llama.cpp's
+/// prefill GEMM), which batches of 2+ tokens take when the rows' length is
+/// a multiple of 32 (else every product takes [`vec_dot`]'s order).
+pub fn bf16_tile_dot() -> Option<VecDot> {
+    #[cfg(target_arch = "x86_64")]
+    if bf16_dot_products() {
+        return Some(avx2::bf16_dp);
+    }
+    None
+}
+
+/// Whether BF16 weights take AVX512_BF16's dot products (`vdpbf16ps`, two
+/// products per lane and step: Zen 4, Cooper Lake, Sapphire Rapids on) at
+/// [`Level::Avx512`], in the order of
+/// [`crate::quants::float::vec_dot_bf16_dp`] — the order llama.cpp's BF16
+/// dot product has on these CPUs — rather than the eight-lane order.
+pub fn bf16_dot_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static BF16: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        level() == Level::Avx512
+            && *BF16.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     level() >= Level::Avx2
@@ -161,6 +190,14 @@ mod avx2 {
     }
     pub fn bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { crate::x86_float::vec_dot_bf16(n, w, x) }
+    }
+    /// Handed out only where [`super::bf16_dot_products`] holds.
+    pub fn bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_bf16_dp(n, w, x) }
+    }
+    /// Handed out only where [`super::bf16_dot_products`] holds.
+    pub fn bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_bf16_dp_gemv(n, w, x) }
     }
     pub fn q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q4_0_q8_0(n, w, x) }
@@ -222,6 +259,10 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 && ty == DType::Q6_K {
         return Some(avx2::q6_k_avx512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if bf16_dot_products() && ty == DType::BF16 {
+        return Some(avx2::bf16_dp_gemv);
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {

@@ -280,6 +280,11 @@ impl QMatrix {
                 return Some(f);
             }
         }
+        if self.dtype == DType::BF16 && (fixed || n >= 2) && self.cols.is_multiple_of(32) {
+            if let Some(f) = crate::dispatch::bf16_tile_dot() {
+                return Some(f);
+            }
+        }
         crate::dispatch::vec_dot(self.dtype)
     }
 
@@ -448,6 +453,9 @@ impl QMatrix {
             use crate::x86_float::{Bf16s, F16s, F32s};
             match self.dtype {
                 DType::F16 => float_blocked::<F16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single),
+                DType::BF16 if crate::dispatch::bf16_dot_products() => {
+                    bf16_dp_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single)
+                }
                 DType::BF16 => {
                     float_blocked::<Bf16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single)
                 }
@@ -574,6 +582,33 @@ fn float_blocked<L: crate::x86_float::FloatLanes>(
     });
 }
 
+/// [`float_blocked`] for BF16 by AVX512_BF16 dot products
+/// ([`crate::x86_float::bf16_dp_tile_4x4`]), the order of `vec_dot` where
+/// [`crate::dispatch::bf16_dot_products`] holds.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn bf16_dp_blocked(
+    cols: usize,
+    rows: usize,
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    xq: &[u8],
+    xrb: usize,
+    put: &(impl Fn(usize, usize, f32) + Sync),
+    single: &(impl Fn(usize, usize) -> f32 + Sync),
+) {
+    use crate::x86_float::{bf16_dp_tile_4x1, bf16_dp_tile_4x4};
+    // SAFETY (both): `bf16_dot_products` checked the CPU; `blocked` hands
+    // out only whole groups of 4 rows (and 4 tokens for a tile) in bounds.
+    let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
+        bf16_dp_tile_4x1(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
+    };
+    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
+        bf16_dp_tile_4x4(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
+    });
+}
+
 #[cfg(target_arch = "x86_64")]
 impl QMatrix {
     /// Whether this float matrix (F32, F16, BF16) takes the register
@@ -581,6 +616,9 @@ impl QMatrix {
     pub(crate) fn float_tiled(&self) -> bool {
         matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
             && crate::dispatch::level() == crate::dispatch::Level::Avx512
+            && !(self.dtype == DType::BF16
+                && crate::dispatch::bf16_dot_products()
+                && !self.cols.is_multiple_of(32))
     }
 
     /// The product for repacked Q4_K: groups of 8 rows × tiles of 4 tokens

@@ -208,3 +208,122 @@ pub unsafe fn float_tile_4x1<L: FloatLanes>(
 ) {
     float_tile::<L, 4, 1>(n, w, wrb, x, 0, o)
 }
+
+/// The 16 lanes' sum in [`crate::attention::reduce16`]'s order: upper half
+/// onto lower, again, then (0 + 2) + (1 + 3).
+#[inline(always)]
+unsafe fn hsum16(v: __m512) -> f32 {
+    let t3 = _mm256_add_ps(
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+        _mm512_castps512_ps256(v),
+    );
+    let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+    let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+    _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
+}
+
+/// `R` BF16 weight rows × `C` BF16 activation rows by AVX512_BF16 dot
+/// products (`vdpbf16ps`: two products per f32 lane and step, 32 elements
+/// per register), every output in [`crate::quants::float::vec_dot_bf16_dp`]'s
+/// order; the last chunk is read under a mask (zeros past `n`).
+///
+/// # Safety
+/// The rows are in bounds; the CPU has AVX-512 F/BW/VL and BF16.
+#[inline(always)]
+unsafe fn bf16_dp_tile<const R: usize, const C: usize>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; C]; R],
+) {
+    assert!(
+        w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + 2 * n,
+        "bf16 tile out of bounds"
+    );
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let ld = |p: *const u8, m: __mmask32| -> __m512bh {
+        std::mem::transmute(_mm512_maskz_loadu_epi16(m, p as *const i16))
+    };
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(32);
+        let m: __mmask32 = if k == 32 { !0 } else { (1u32 << k) - 1 };
+        let ws: [__m512bh; R] = std::array::from_fn(|r| ld(wp.add(r * wrb + 2 * i), m));
+        for c in 0..C {
+            let xv = ld(xp.add(c * xrb + 2 * i), m);
+            for r in 0..R {
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], ws[r], xv);
+            }
+        }
+        i += 32;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            o[r][c] = hsum16(acc[r][c]);
+        }
+    }
+}
+
+/// One BF16 row · one BF16 activation row by AVX512_BF16 dot products.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and BF16; `w` and `x` hold `n` bf16 each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+pub unsafe fn vec_dot_bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut o = [[0f32; 1]; 1];
+    bf16_dp_tile::<1, 1>(n, w, 0, x, 0, &mut o);
+    o[0][0]
+}
+
+/// [`bf16_dp_tile`] of 4 rows × 4 tokens.
+///
+/// # Safety
+/// As [`bf16_dp_tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+pub unsafe fn bf16_dp_tile_4x4(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; 4]; 4],
+) {
+    bf16_dp_tile::<4, 4>(n, w, wrb, x, xrb, o)
+}
+
+/// [`bf16_dp_tile`] of 4 rows × 1 token.
+///
+/// # Safety
+/// As [`bf16_dp_tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+pub unsafe fn bf16_dp_tile_4x1(n: usize, w: &[u8], wrb: usize, x: &[u8], o: &mut [[f32; 1]; 4]) {
+    bf16_dp_tile::<4, 1>(n, w, wrb, x, 0, o)
+}
+
+/// [`crate::quants::float::vec_dot_bf16_dp_gemv`]: ggml's BF16 dot product
+/// with AVX512_BF16 (two accumulators over 64-element steps, f64 sums).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and BF16; `w` and `x` hold `n` bf16 each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+pub unsafe fn vec_dot_bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && x.len() >= 2 * n);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let ld = |p: *const u8| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(p as *const _)) };
+    let (mut c1, mut c2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let whole = n / 64 * 64;
+    for i in (0..whole).step_by(64) {
+        c1 = _mm512_dpbf16_ps(c1, ld(wp.add(2 * i)), ld(xp.add(2 * i)));
+        c2 = _mm512_dpbf16_ps(c2, ld(wp.add(2 * i + 64)), ld(xp.add(2 * i + 64)));
+    }
+    let mut sum = hsum16(c1) as f64;
+    sum += hsum16(c2) as f64;
+    let h = |p: *const u8, j: usize| half::bf16::from_le_bytes([*p.add(2 * j), *p.add(2 * j + 1)]);
+    for j in whole..n {
+        sum += (h(wp, j).to_f32() * h(xp, j).to_f32()) as f64;
+    }
+    sum as f32
+}

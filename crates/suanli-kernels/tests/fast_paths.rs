@@ -434,14 +434,43 @@ fn repacked_q4_k_equals_the_reference() {
     }
 }
 
+/// The reference twin of a float type's dot product at this CPU in a
+/// product of `n` tokens with rows of `cols`: BF16 takes the orders of
+/// AVX512_BF16's dot products where the CPU has them (llama.cpp's: its
+/// GEMM's for 2+ tokens and rows of a multiple of 32, else its GEMV's).
+fn float_reference(t: DType, n: usize, cols: usize) -> suanli_kernels::dtype::VecDot {
+    use suanli_kernels::quants::float;
+    match (
+        t == DType::BF16 && dispatch::bf16_dot_products(),
+        n >= 2 && cols.is_multiple_of(32),
+    ) {
+        (true, true) => float::vec_dot_bf16_dp,
+        (true, false) => float::vec_dot_bf16_dp_gemv,
+        _ => t.traits().vec_dot.expect("reference"),
+    }
+}
+
 /// F32, F16 and BF16 weights: the SIMD dot products return the reference's
 /// bits (tails included) and stay close to f64.
 #[test]
 fn float_dot_products_equal_the_reference() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(41);
-    for t in [DType::F32, DType::F16, DType::BF16] {
-        let reference = t.traits().vec_dot.expect("reference");
-        let fast = dispatch::vec_dot(t).expect("fast");
+    eprintln!("BF16 dot products: {}", dispatch::bf16_dot_products());
+    // BF16 with AVX512_BF16: the GEMV order (`vec_dot`) and the tiles'.
+    let mut pairs: Vec<(DType, _, _)> = [DType::F32, DType::F16, DType::BF16]
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                float_reference(t, 1, 0),
+                dispatch::vec_dot(t).expect("fast"),
+            )
+        })
+        .collect();
+    if let Some(tile) = dispatch::bf16_tile_dot() {
+        pairs.push((DType::BF16, float_reference(DType::BF16, 2, 32), tile));
+    }
+    for (t, reference, fast) in pairs {
         let enc = |v: f32| -> Vec<u8> {
             match t {
                 DType::F32 => v.to_le_bytes().to_vec(),
@@ -449,7 +478,7 @@ fn float_dot_products_equal_the_reference() {
                 _ => half::bf16::from_f32(v).to_le_bytes().to_vec(),
             }
         };
-        for n in [1usize, 7, 8, 9, 64, 100, 896, 4867] {
+        for n in [1usize, 7, 8, 9, 31, 32, 33, 64, 100, 896, 4867] {
             let wv: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let xv: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
             let w: Vec<u8> = wv.iter().flat_map(|&v| enc(v)).collect();
@@ -478,10 +507,16 @@ fn float_matmul_equals_the_reference() {
     use suanli_kernels::{Blob, QMatrix};
     let mut rng = rand::rngs::StdRng::seed_from_u64(43);
     // 70 rows: a tail of 2 past the 4-row tiles; 203 columns: a tail of 3
-    // past the 8-lane steps.
-    let (rows, cols) = (70, 203);
+    // past the 8-lane steps (and 11 past BF16's 32-element ones), 224: a
+    // multiple of 32 (BF16's GEMM order with AVX512_BF16).
+    let rows = 70;
     let mut checked = 0;
-    for t in [DType::F32, DType::F16, DType::BF16] {
+    for (t, cols) in [
+        (DType::F32, 203),
+        (DType::F16, 203),
+        (DType::BF16, 203),
+        (DType::BF16, 224),
+    ] {
         let enc = |v: f32| -> Vec<u8> {
             match t {
                 DType::F32 => v.to_le_bytes().to_vec(),
@@ -493,7 +528,6 @@ fn float_matmul_equals_the_reference() {
             .flat_map(|_| enc(rng.random_range(-1.0f32..1.0)))
             .collect();
         let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone())).expect("matrix");
-        let reference = t.traits().vec_dot.expect("reference");
         let wrb = w.len() / rows;
         for n in [1usize, 3, 4, 5, 8, 11, 37] {
             let x: Vec<f32> = (0..n * cols)
@@ -508,6 +542,7 @@ fn float_matmul_equals_the_reference() {
                     .iter()
                     .flat_map(|&v| enc(v))
                     .collect();
+                let reference = float_reference(t, n, cols);
                 for r in 0..rows {
                     let want = reference(cols, &w[r * wrb..(r + 1) * wrb], &xq);
                     let g = got[tok * rows + r];

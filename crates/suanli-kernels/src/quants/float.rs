@@ -107,3 +107,69 @@ pub fn vec_dot_bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
     s
 }
+
+/// BF16 · BF16 in the order of AVX512_BF16's `vdpbf16ps`, the order of
+/// [`crate::x86_float::vec_dot_bf16_dp`]: 16 lanes, lane `l` adding the
+/// products of elements `2l + 1` then `2l` of every 32-element chunk (the
+/// last chunk padded with zeros), each add rounded, subnormal inputs and
+/// sums flushed to zero as the instruction does; the lanes summed as
+/// [`crate::attention::reduce16`] sums them. Products of two bf16 are exact
+/// in f32, so only the adds round.
+pub fn vec_dot_bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let flush = |v: f32| {
+        if v.is_subnormal() {
+            0f32.copysign(v)
+        } else {
+            v
+        }
+    };
+    let at = |b: &[u8], i: usize| match i < n {
+        true => flush(bf16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()),
+        false => 0.0,
+    };
+    let mut acc = [0f32; 16];
+    for c in (0..n).step_by(32) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            for k in [1, 0] {
+                let i = c + 2 * l + k;
+                *a = flush(*a + at(w, i) * at(x, i));
+            }
+        }
+    }
+    crate::attention::reduce16(&acc)
+}
+
+/// BF16 · BF16 in the order of ggml's `ggml_vec_dot_bf16` on CPUs with
+/// AVX512_BF16 (llama.cpp's decode, and every product whose length is not
+/// a multiple of 32): two 16-lane `vdpbf16ps` accumulators over the
+/// 64-element steps (elements `64s..64s+32` into the first), each summed
+/// as [`crate::attention::reduce16`] sums it and added in f64, then the
+/// tail's f32 products added in f64 one by one.
+pub fn vec_dot_bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let flush = |v: f32| {
+        if v.is_subnormal() {
+            0f32.copysign(v)
+        } else {
+            v
+        }
+    };
+    let at = |b: &[u8], i: usize| bf16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+    let whole = n / 64 * 64;
+    let mut acc = [[0f32; 16]; 2];
+    for s in (0..whole).step_by(64) {
+        for (h, acc) in acc.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                for k in [1, 0] {
+                    let i = s + 32 * h + 2 * l + k;
+                    *a = flush(*a + flush(at(w, i)) * flush(at(x, i)));
+                }
+            }
+        }
+    }
+    let mut sum = crate::attention::reduce16(&acc[0]) as f64;
+    sum += crate::attention::reduce16(&acc[1]) as f64;
+    for i in whole..n {
+        sum += (at(w, i) * at(x, i)) as f64;
+    }
+    sum as f32
+}
