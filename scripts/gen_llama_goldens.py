@@ -42,6 +42,21 @@ PROMPTS = [
      "lived and how they worked. Cities grew quickly as workers left farms for factories, and new "
      "railways, canals and steamships carried coal, cotton and iron across whole continents. "
      "Historians still debate its causes, but most agree that"),
+    # Past 256 prompt tokens: llama.cpp's KV view reaches 512 and its decode
+    # attention cuts the keys into one range per thread (split-KV).
+    ("en_longer", "A lighthouse keeper's day began long before dawn. He climbed the spiral stairs, "
+     "trimmed the wick, polished the great lens until no smear could scatter the beam, and wrote the "
+     "weather into the log: wind from the north-east, a heavy swell, visibility falling. Ships depended "
+     "on that light, and on the fog signal when the light could not be seen, so every part of the "
+     "station was checked twice. The keeper's family shared the work. His wife kept the accounts and "
+     "the stores, for supplies came only once a month by boat and a missed delivery in winter could "
+     "mean weeks of short rations. The children learned to read the barometer before they could read "
+     "books, and they knew every passing vessel by the shape of its funnel. In the evenings the family "
+     "gathered in the small kitchen, where a coal stove kept out the damp, and listened to the radio "
+     "for storm warnings. Visitors were rare: an inspector twice a year, a doctor when someone fell ill, "
+     "now and then a lost sailor who had rowed ashore. When the light was finally automated, the "
+     "keepers left, the station was locked, and the lamp went on turning by itself every night. Looking "
+     "back many years later, the youngest daughter said that what she remembered most was"),
 ]
 
 

@@ -193,7 +193,21 @@ pub fn attention_reference(
         let start = s.first_key(p);
         match (keys, values) {
             (Kv::F16(ks), Kv::F16(vs)) if per_row_f16(keys, values, n) => {
-                per_row_reference(s, qh, p, kvh, ks, vs, o)
+                let ranges = per_row_ranges(s, n, p);
+                if ranges.len() == 1 {
+                    per_row_reference(s, qh, p, kvh, ks, vs, o)
+                } else {
+                    let parts: Vec<(f32, f32, Vec<f32>)> = ranges
+                        .into_iter()
+                        .map(|r| {
+                            let mut acc = vec![0f32; hdv];
+                            let (m, sum) =
+                                per_row_partial_reference(s, qh, r, kvh, ks, vs, &mut acc);
+                            (m, sum, acc)
+                        })
+                        .collect();
+                    per_row_combine(parts.iter().map(|(m, s, v)| (*m, *s, &v[..])), o);
+                }
             }
             _ => {
                 let widen = |kv: Kv, off: usize, len: usize| -> Vec<f32> {
@@ -333,6 +347,60 @@ pub fn attention(
             .min(group);
         let per = group.div_ceil(splits);
         let splits = group.div_ceil(per);
+        // One token past llama.cpp's split point: a range of keys per
+        // thread, each range's partial sums kept for the combination.
+        let ranges = match n {
+            1 => per_row_ranges(s, 1, pos0),
+            _ => Vec::new(),
+        };
+        let nr = ranges.len();
+        if nr > 1 {
+            let mut parts = vec![0f32; nh * nr * hdv];
+            let mut stats = vec![(0f32, 0f32); nh * nr];
+            let (pp, sp) = (OutPtr(parts.as_mut_ptr()), stats.as_mut_ptr() as usize);
+            crate::pool::for_each(s.n_head_kv * splits * nr, |item| {
+                let (c, rest) = (item % nr, item / nr);
+                let (kvh, part) = (rest / splits, rest % splits);
+                let heads = kvh * group + part * per
+                    ..(kvh * group + (part + 1) * per).min((kvh + 1) * group);
+                let qs: Vec<&[f32]> = heads
+                    .clone()
+                    .map(|h| &q[h * s.head_dim..][..s.head_dim])
+                    .collect();
+                // SAFETY: the partials of (head, range c) for these heads
+                // are written by this item only.
+                let mut os: Vec<&mut [f32]> = heads
+                    .clone()
+                    .map(|h| unsafe {
+                        std::slice::from_raw_parts_mut(pp.at((h * nr + c) * hdv), hdv)
+                    })
+                    .collect();
+                let mut ms = vec![(0f32, 0f32); os.len()];
+                crate::simd_attn::per_rows(
+                    level,
+                    s,
+                    &qs,
+                    ranges[c].clone(),
+                    kvh,
+                    ks,
+                    vs,
+                    &mut os,
+                    &mut ms,
+                );
+                for (h, v) in heads.zip(ms) {
+                    // SAFETY: as above.
+                    unsafe { *(sp as *mut (f32, f32)).add(h * nr + c) = v };
+                }
+            });
+            for (h, o) in out[..nh * hdv].chunks_exact_mut(hdv).enumerate() {
+                let part = |c: usize| {
+                    let (m, sum) = stats[h * nr + c];
+                    (m, sum, &parts[(h * nr + c) * hdv..][..hdv])
+                };
+                per_row_combine((0..nr).map(part), o);
+            }
+            return;
+        }
         crate::pool::for_each(n * s.n_head_kv * splits, |item| {
             let (t, rest) = (item / (s.n_head_kv * splits), item % (s.n_head_kv * splits));
             let (kvh, part) = (rest / splits, rest % splits);
@@ -349,7 +417,22 @@ pub fn attention(
                     std::slice::from_raw_parts_mut(outp.at((t * nh + h) * hdv), hdv)
                 })
                 .collect();
-            crate::simd_attn::per_rows(level, s, &qs, pos0 + t, kvh, ks, vs, &mut os);
+            let mut ms = vec![(0f32, 0f32); os.len()];
+            let p = pos0 + t;
+            crate::simd_attn::per_rows(
+                level,
+                s,
+                &qs,
+                s.first_key(p)..p + 1,
+                kvh,
+                ks,
+                vs,
+                &mut os,
+                &mut ms,
+            );
+            for (o, (_, sum)) in os.iter_mut().zip(ms) {
+                per_row_finish(o, sum);
+            }
         });
         return;
     }
@@ -536,22 +619,24 @@ pub(crate) fn tile_row_body(
     }
 }
 
-/// The per-row f16 kernel for query row `qh` at position `p` of KV head
-/// `kvh`, as ggml's `ggml_compute_forward_flash_attn_ext_f16_one_chunk`.
-pub(crate) fn per_row_reference(
+/// The per-row f16 kernel for query row `qh` of KV head `kvh` over the
+/// positions `keys`, as ggml's `ggml_compute_forward_flash_attn_ext_f16_one_chunk`:
+/// the output accumulator (f16, widened, not yet divided by the sum) into
+/// `o`; returns the running maximum and sum.
+pub(crate) fn per_row_partial_reference(
     s: &AttnShape,
     qh: &[f32],
-    p: usize,
+    keys: std::ops::Range<usize>,
     kvh: usize,
     ks: &[f16],
     vs: &[f16],
     o: &mut [f32],
-) {
+) -> (f32, f32) {
     let (hd, hdv) = (s.head_dim, s.head_dim_v);
     let qh: Vec<f32> = qh.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
     let mut acc = vec![f16::ZERO; hdv];
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-    for j in s.first_key(p)..=p {
+    for j in keys {
         let x = s.score(dot_f16_reference(
             &qh,
             &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd],
@@ -572,8 +657,79 @@ pub(crate) fn per_row_reference(
         // Contracted to an FMA by GCC in ggml.
         sum = sum.mul_add(ms, vs_);
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in o.iter_mut().zip(&acc) {
-        *o = a.to_f32() * inv;
+        *o = a.to_f32();
     }
+    (m, sum)
+}
+
+/// The key ranges of the per-row kernel for `n` query rows ending at
+/// position `p`: all visible keys in one, or — for one query row once
+/// llama.cpp's KV view (its cache's filled length padded to 256) reaches
+/// 512 — the visible keys of one cut of that view per thread, as ggml's
+/// split-KV decode cuts it (`use_split_kv_path`), empty ones left out.
+/// (A sliding-window layer's cache in llama.cpp is a ring of about
+/// window + 512 cells; past that its cuts no longer follow positions, and
+/// these ranges stay an approximation of them.)
+pub(crate) fn per_row_ranges(s: &AttnShape, n: usize, p: usize) -> Vec<std::ops::Range<usize>> {
+    let (first, view) = (s.first_key(p), (p + 1).div_ceil(256).max(1) * 256);
+    if n == 1 && view >= 512 {
+        let nth = crate::pool::threads().max(1);
+        let cut = view.div_ceil(nth);
+        return (0..nth)
+            .map(|c| (c * cut).max(first)..((c + 1) * cut).min(p + 1))
+            .filter(|r| r.start < r.end)
+            .collect();
+    }
+    std::iter::once(first..p + 1).collect()
+}
+
+/// `o /= sum` as the per-row kernel ends (0 for an empty sum).
+pub(crate) fn per_row_finish(o: &mut [f32], sum: f32) {
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    o.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The per-row kernel's ranges combined in order, as ggml's
+/// `ggml_flash_attn_ext_reduce_partials`: `parts` yields each range's
+/// maximum, sum and accumulator; the result, divided by the total sum,
+/// into `o`.
+pub(crate) fn per_row_combine<'a>(
+    parts: impl Iterator<Item = (f32, f32, &'a [f32])>,
+    o: &mut [f32],
+) {
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    o.fill(0.0);
+    for (mc, sc, v) in parts {
+        if sc == 0.0 {
+            continue;
+        }
+        let mn = m.max(mc);
+        let (so, sn) = ((m - mn).exp(), (mc - mn).exp());
+        // GCC contracts `a·so + b·sn` in ggml to fma(a, so, b·sn).
+        for (o, &v) in o.iter_mut().zip(v) {
+            *o = o.mul_add(so, v * sn);
+        }
+        sum = sum.mul_add(so, sc * sn);
+        m = mn;
+    }
+    if sum != 0.0 {
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// The per-row f16 kernel for query row `qh` at position `p` of KV head
+/// `kvh` over all its keys (one range).
+pub(crate) fn per_row_reference(
+    s: &AttnShape,
+    qh: &[f32],
+    p: usize,
+    kvh: usize,
+    ks: &[f16],
+    vs: &[f16],
+    o: &mut [f32],
+) {
+    let (_, sum) = per_row_partial_reference(s, qh, s.first_key(p)..p + 1, kvh, ks, vs, o);
+    per_row_finish(o, sum);
 }

@@ -5,8 +5,10 @@
 
 use half::f16;
 
+use std::ops::Range;
+
 use crate::attention::{
-    per_row_reference, qk_body, tile_row_body, AttnShape, TileRow, FA_TILE_KV, QR,
+    per_row_partial_reference, qk_body, tile_row_body, AttnShape, TileRow, FA_TILE_KV, QR,
 };
 use crate::dispatch::Level;
 
@@ -46,29 +48,33 @@ pub(crate) fn tile_row(
 pub(crate) const ROW_GROUP: usize = 8;
 
 /// The per-row f16 kernel for up to [`ROW_GROUP`] query rows of one
-/// position `p` that share KV head `kvh` (`q[i]` into `o[i]`): one pass
+/// position that share KV head `kvh`, over the positions `keys`: one pass
 /// over the keys, each row's own chain of operations exactly as alone, so
 /// the rows' independent chains overlap (decode at long context is bound
-/// by the latency of one row's dot → exp → update chain per key).
+/// by the latency of one row's dot → exp → update chain per key). Row `i`'s
+/// output accumulator (not yet divided by the sum) goes to `o[i]`, its
+/// running maximum and sum to `ms[i]`
+/// ([`crate::attention::per_row_partial_reference`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn per_rows(
     level: Level,
     s: &AttnShape,
     q: &[&[f32]],
-    p: usize,
+    keys: Range<usize>,
     kvh: usize,
     ks: &[f16],
     vs: &[f16],
     o: &mut [&mut [f32]],
+    ms: &mut [(f32, f32)],
 ) {
-    assert!(q.len() == o.len() && q.len() <= ROW_GROUP);
+    assert!(q.len() == o.len() && q.len() == ms.len() && q.len() <= ROW_GROUP);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 && s.head_dim == s.head_dim_v {
         // SAFETY (all three): as above.
         match s.head_dim {
-            64 => return unsafe { x86::per_rows_zmm::<4>(s, q, p, kvh, ks, vs, o) },
-            128 => return unsafe { x86::per_rows_zmm::<8>(s, q, p, kvh, ks, vs, o) },
-            256 => return unsafe { x86::per_rows_zmm::<16>(s, q, p, kvh, ks, vs, o) },
+            64 => return unsafe { x86::per_rows_zmm::<4>(s, q, keys, kvh, ks, vs, o, ms) },
+            128 => return unsafe { x86::per_rows_zmm::<8>(s, q, keys, kvh, ks, vs, o, ms) },
+            256 => return unsafe { x86::per_rows_zmm::<16>(s, q, keys, kvh, ks, vs, o, ms) },
             _ => {}
         }
     }
@@ -76,14 +82,16 @@ pub(crate) fn per_rows(
     if s.head_dim <= x86::MAX_DIM && s.head_dim_v <= x86::MAX_DIM {
         match level {
             // SAFETY: as above.
-            Level::Avx512 => return unsafe { x86::per_rows_avx512(s, q, p, kvh, ks, vs, o) },
-            Level::Avx2 => return unsafe { x86::per_rows_avx2(s, q, p, kvh, ks, vs, o) },
+            Level::Avx512 => {
+                return unsafe { x86::per_rows_avx512(s, q, keys, kvh, ks, vs, o, ms) }
+            }
+            Level::Avx2 => return unsafe { x86::per_rows_avx2(s, q, keys, kvh, ks, vs, o, ms) },
             _ => {}
         }
     }
     let _ = level;
-    for (qh, o) in q.iter().zip(o.iter_mut()) {
-        per_row_reference(s, qh, p, kvh, ks, vs, o)
+    for ((qh, o), ms) in q.iter().zip(o.iter_mut()).zip(ms.iter_mut()) {
+        *ms = per_row_partial_reference(s, qh, keys.clone(), kvh, ks, vs, o)
     }
 }
 
@@ -135,16 +143,17 @@ mod x86 {
     /// generic over the three vector helpers of a level: per key, every
     /// row's score, then every row's update.
     macro_rules! per_rows_body {
-        ($s:expr, $q:expr, $p:expr, $kvh:expr, $ks:expr, $vs:expr, $o:expr, $dot:ident, $scale:ident, $mad:ident) => {{
-            let (s, qs, p, kvh, ks, vs, outs): (
+        ($s:expr, $q:expr, $p:expr, $kvh:expr, $ks:expr, $vs:expr, $o:expr, $ms:expr, $dot:ident, $scale:ident, $mad:ident) => {{
+            let (s, qs, keys, kvh, ks, vs, outs, mss): (
                 &AttnShape,
                 &[&[f32]],
-                usize,
+                Range<usize>,
                 usize,
                 &[f16],
                 &[f16],
                 &mut [&mut [f32]],
-            ) = ($s, $q, $p, $kvh, $ks, $vs, $o);
+                &mut [(f32, f32)],
+            ) = ($s, $q, $p, $kvh, $ks, $vs, $o, $ms);
             let (hd, hdv, g) = (s.head_dim, s.head_dim_v, qs.len());
             let mut q = [[0f32; MAX_DIM]; ROW_GROUP];
             for (d, qh) in q.iter_mut().zip(qs) {
@@ -155,8 +164,7 @@ mod x86 {
             let mut acc = [[f16::ZERO; MAX_DIM]; ROW_GROUP];
             let mut m = [f32::NEG_INFINITY; ROW_GROUP];
             let mut sum = [0f32; ROW_GROUP];
-            let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
-            for j in first..=p {
+            for j in keys {
                 let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
                 let v = &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv];
                 let mut x = [0f32; ROW_GROUP];
@@ -182,9 +190,9 @@ mod x86 {
                 }
             }
             for i in 0..g {
-                let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+                mss[i] = (m[i], sum[i]);
                 for (o, a) in outs[i].iter_mut().zip(acc[i][..hdv].iter()) {
-                    *o = a.to_f32() * inv;
+                    *o = a.to_f32();
                 }
             }
         }};
@@ -195,13 +203,14 @@ mod x86 {
     pub unsafe fn per_rows_avx512(
         s: &AttnShape,
         q: &[&[f32]],
-        p: usize,
+        keys: Range<usize>,
         kvh: usize,
         ks: &[f16],
         vs: &[f16],
         o: &mut [&mut [f32]],
+        ms: &mut [(f32, f32)],
     ) {
-        per_rows_body!(s, q, p, kvh, ks, vs, o, dot512, scale512, mad512)
+        per_rows_body!(s, q, keys, kvh, ks, vs, o, ms, dot512, scale512, mad512)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -209,13 +218,14 @@ mod x86 {
     pub unsafe fn per_rows_avx2(
         s: &AttnShape,
         q: &[&[f32]],
-        p: usize,
+        keys: Range<usize>,
         kvh: usize,
         ks: &[f16],
         vs: &[f16],
         o: &mut [&mut [f32]],
+        ms: &mut [(f32, f32)],
     ) {
-        per_rows_body!(s, q, p, kvh, ks, vs, o, dot256, scale256, mad256)
+        per_rows_body!(s, q, keys, kvh, ks, vs, o, ms, dot256, scale256, mad256)
     }
 
     /// [`per_rows_avx512`] for head dimensions of `16·D` (a multiple of
@@ -229,11 +239,12 @@ mod x86 {
     pub unsafe fn per_rows_zmm<const D: usize>(
         s: &AttnShape,
         qs: &[&[f32]],
-        p: usize,
+        keys: Range<usize>,
         kvh: usize,
         ks: &[f16],
         vs: &[f16],
         outs: &mut [&mut [f32]],
+        mss: &mut [(f32, f32)],
     ) {
         let hd = 16 * D;
         let g = qs.len();
@@ -249,8 +260,7 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); D]; ROW_GROUP];
         let mut m = [f32::NEG_INFINITY; ROW_GROUP];
         let mut sum = [0f32; ROW_GROUP];
-        let first = s.window.map_or(0, |w: usize| (p + 1).saturating_sub(w));
-        for j in first..=p {
+        for j in keys {
             let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
             let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
             // Three passes, so that no vector is live across the calls of
@@ -295,9 +305,9 @@ mod x86 {
             }
         }
         for i in 0..g {
-            let inv = _mm512_set1_ps(if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] });
+            mss[i] = (m[i], sum[i]);
             for (c, a) in acc[i].iter().enumerate() {
-                _mm512_storeu_ps(outs[i].as_mut_ptr().add(16 * c), _mm512_mul_ps(*a, inv));
+                _mm512_storeu_ps(outs[i].as_mut_ptr().add(16 * c), *a);
             }
         }
     }

@@ -89,6 +89,8 @@ fn fast_attention_equals_the_reference_and_f64() {
             (64, 0),
             (100, 37),
             (70, 129),
+            (1, 300),  // one token past llama.cpp's split point: a key range per thread
+            (1, 1100), // … and past Gemma's window
         ] {
             cases.push(Case {
                 shape: shape(nh, nkv, hd, window, cap),
