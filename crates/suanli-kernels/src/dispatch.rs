@@ -148,6 +148,18 @@ pub fn bf16_tile_dot() -> Option<VecDot> {
     None
 }
 
+/// The F16 dot product in the order of the register tiles at
+/// [`Level::Avx512`] ([`crate::quants::float::vec_dot_f16_zmm_tile`]: one
+/// 16-lane FMA accumulator per output, as llama.cpp's prefill GEMM), which
+/// batches of 2+ tokens take when the rows' length is a multiple of 16.
+pub fn f16_tile_dot() -> Option<VecDot> {
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 {
+        return Some(avx2::f16_zmm_tile);
+    }
+    None
+}
+
 /// Whether BF16 weights take AVX512_BF16's dot products (`vdpbf16ps`, two
 /// products per lane and step: Zen 4, Cooper Lake, Sapphire Rapids on) at
 /// [`Level::Avx512`], in the order of
@@ -194,6 +206,14 @@ mod avx2 {
     /// Handed out only where [`super::bf16_dot_products`] holds.
     pub fn bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { crate::x86_float::vec_dot_bf16_dp(n, w, x) }
+    }
+    /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
+    pub fn f16_zmm_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_f16_zmm_gemv(n, w, x) }
+    }
+    /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
+    pub fn f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { crate::x86_float::vec_dot_f16_zmm_tile(n, w, x) }
     }
     /// Handed out only where [`super::bf16_dot_products`] holds.
     pub fn bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
@@ -263,6 +283,10 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
     #[cfg(target_arch = "x86_64")]
     if bf16_dot_products() && ty == DType::BF16 {
         return Some(avx2::bf16_dp_gemv);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 && ty == DType::F16 {
+        return Some(avx2::f16_zmm_gemv);
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {

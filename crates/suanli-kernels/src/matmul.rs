@@ -285,6 +285,11 @@ impl QMatrix {
                 return Some(f);
             }
         }
+        if self.dtype == DType::F16 && (fixed || n >= 2) && self.cols.is_multiple_of(16) {
+            if let Some(f) = crate::dispatch::f16_tile_dot() {
+                return Some(f);
+            }
+        }
         crate::dispatch::vec_dot(self.dtype)
     }
 
@@ -450,9 +455,9 @@ impl QMatrix {
                     &xq[t * xrb..(t + 1) * xrb],
                 )
             };
-            use crate::x86_float::{Bf16s, F16s, F32s};
+            use crate::x86_float::{Bf16s, F32s};
             match self.dtype {
-                DType::F16 => float_blocked::<F16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single),
+                DType::F16 => f16_zmm_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single),
                 DType::BF16 if crate::dispatch::bf16_dot_products() => {
                     bf16_dp_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single)
                 }
@@ -582,6 +587,33 @@ fn float_blocked<L: crate::x86_float::FloatLanes>(
     });
 }
 
+/// [`float_blocked`] for F16 in the order of llama.cpp's prefill GEMM
+/// ([`crate::x86_float::f16_zmm_tile_4x4`]: 16-lane FMA accumulators), the
+/// order of `vec_dot` for batches at [`crate::dispatch::Level::Avx512`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn f16_zmm_blocked(
+    cols: usize,
+    rows: usize,
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    xq: &[u8],
+    xrb: usize,
+    put: &(impl Fn(usize, usize, f32) + Sync),
+    single: &(impl Fn(usize, usize) -> f32 + Sync),
+) {
+    use crate::x86_float::{f16_zmm_tile_4x1, f16_zmm_tile_4x4};
+    // SAFETY (both): `float_tiled` checked AVX-512 and the length (a
+    // multiple of 16); `blocked` hands out only whole groups in bounds.
+    let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
+        f16_zmm_tile_4x1(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
+    };
+    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
+        f16_zmm_tile_4x4(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
+    });
+}
+
 /// [`float_blocked`] for BF16 by AVX512_BF16 dot products
 /// ([`crate::x86_float::bf16_dp_tile_4x4`]), the order of `vec_dot` where
 /// [`crate::dispatch::bf16_dot_products`] holds.
@@ -619,6 +651,7 @@ impl QMatrix {
             && !(self.dtype == DType::BF16
                 && crate::dispatch::bf16_dot_products()
                 && !self.cols.is_multiple_of(32))
+            && (self.dtype != DType::F16 || self.cols.is_multiple_of(16))
     }
 
     /// The product for repacked Q4_K: groups of 8 rows × tiles of 4 tokens

@@ -327,3 +327,108 @@ pub unsafe fn vec_dot_bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
     sum as f32
 }
+
+/// `R` F16 weight rows × `C` F16 activation rows in the order of
+/// [`crate::quants::float::vec_dot_f16_zmm_tile`]: a 16-lane FMA
+/// accumulator per output over 16-element steps (the last one read under
+/// a mask, zeros past `n`).
+///
+/// # Safety
+/// The rows are in bounds; the CPU has AVX-512 F and F16C.
+#[inline(always)]
+unsafe fn f16_zmm_tile<const R: usize, const C: usize>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; C]; R],
+) {
+    assert!(
+        w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + 2 * n,
+        "f16 tile out of bounds"
+    );
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let ld =
+        |p: *const u8, m: __mmask16| _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16));
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for i in (0..n).step_by(16) {
+        let k = (n - i).min(16);
+        let m: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+        let ws: [__m512; R] = std::array::from_fn(|r| ld(wp.add(r * wrb + 2 * i), m));
+        for c in 0..C {
+            let xv = ld(xp.add(c * xrb + 2 * i), m);
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(ws[r], xv, acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            o[r][c] = hsum16(acc[r][c]);
+        }
+    }
+}
+
+/// One row of [`f16_zmm_tile`]'s order.
+///
+/// # Safety
+/// AVX-512 F and F16C; `w` and `x` hold `n` f16 each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let mut o = [[0f32; 1]; 1];
+    f16_zmm_tile::<1, 1>(n, w, 0, x, 0, &mut o);
+    o[0][0]
+}
+
+/// [`f16_zmm_tile`] of 4 rows × 4 tokens.
+///
+/// # Safety
+/// As [`f16_zmm_tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn f16_zmm_tile_4x4(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    xrb: usize,
+    o: &mut [[f32; 4]; 4],
+) {
+    f16_zmm_tile::<4, 4>(n, w, wrb, x, xrb, o)
+}
+
+/// [`f16_zmm_tile`] of 4 rows × 1 token.
+///
+/// # Safety
+/// As [`f16_zmm_tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn f16_zmm_tile_4x1(n: usize, w: &[u8], wrb: usize, x: &[u8], o: &mut [[f32; 1]; 4]) {
+    f16_zmm_tile::<4, 1>(n, w, wrb, x, 0, o)
+}
+
+/// [`crate::quants::float::vec_dot_f16_zmm_gemv`]: ggml's F16 dot product
+/// with AVX-512.
+///
+/// # Safety
+/// AVX-512 F and F16C; `w` and `x` hold `n` f16 each.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16_zmm_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && x.len() >= 2 * n);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let ld = |p: *const u8| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+    let np = n & !63;
+    let mut a = [_mm512_setzero_ps(); 4];
+    for i in (0..np).step_by(64) {
+        for (j, a) in a.iter_mut().enumerate() {
+            let e = 2 * (i + 16 * j);
+            *a = _mm512_fmadd_ps(ld(wp.add(e)), ld(xp.add(e)), *a);
+        }
+    }
+    let v = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    let mut s = hsum16(v) as f64;
+    let h = |p: *const u8, j: usize| half::f16::from_le_bytes([*p.add(2 * j), *p.add(2 * j + 1)]);
+    for e in np..n {
+        s += (h(wp, e).to_f32() * h(xp, e).to_f32()) as f64;
+    }
+    s as f32
+}

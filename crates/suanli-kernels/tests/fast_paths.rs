@@ -440,12 +440,16 @@ fn repacked_q4_k_equals_the_reference() {
 /// GEMM's for 2+ tokens and rows of a multiple of 32, else its GEMV's).
 fn float_reference(t: DType, n: usize, cols: usize) -> suanli_kernels::dtype::VecDot {
     use suanli_kernels::quants::float;
-    match (
-        t == DType::BF16 && dispatch::bf16_dot_products(),
-        n >= 2 && cols.is_multiple_of(32),
-    ) {
-        (true, true) => float::vec_dot_bf16_dp,
-        (true, false) => float::vec_dot_bf16_dp_gemv,
+    let zmm = dispatch::level() == dispatch::Level::Avx512;
+    match t {
+        DType::BF16 if dispatch::bf16_dot_products() => match n >= 2 && cols.is_multiple_of(32) {
+            true => float::vec_dot_bf16_dp,
+            false => float::vec_dot_bf16_dp_gemv,
+        },
+        DType::F16 if zmm => match n >= 2 && cols.is_multiple_of(16) {
+            true => float::vec_dot_f16_zmm_tile,
+            false => float::vec_dot_f16_zmm_gemv,
+        },
         _ => t.traits().vec_dot.expect("reference"),
     }
 }
@@ -469,6 +473,9 @@ fn float_dot_products_equal_the_reference() {
         .collect();
     if let Some(tile) = dispatch::bf16_tile_dot() {
         pairs.push((DType::BF16, float_reference(DType::BF16, 2, 32), tile));
+    }
+    if let Some(tile) = dispatch::f16_tile_dot() {
+        pairs.push((DType::F16, float_reference(DType::F16, 2, 32), tile));
     }
     for (t, reference, fast) in pairs {
         let enc = |v: f32| -> Vec<u8> {
@@ -514,6 +521,7 @@ fn float_matmul_equals_the_reference() {
     for (t, cols) in [
         (DType::F32, 203),
         (DType::F16, 203),
+        (DType::F16, 224),
         (DType::BF16, 203),
         (DType::BF16, 224),
     ] {

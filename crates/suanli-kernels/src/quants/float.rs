@@ -173,3 +173,46 @@ pub fn vec_dot_bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
     }
     sum as f32
 }
+
+/// F16 · F16 in the order of ggml's `ggml_vec_dot_f16` with AVX-512
+/// (llama.cpp's decode, and every product whose length is not a multiple
+/// of 16): four 16-lane FMA accumulators over 64-element steps, added as
+/// (0 + 2) + (1 + 3), the lanes summed as [`crate::attention::reduce16`]
+/// sums them, then the tail's f32 products added in f64.
+pub fn vec_dot_f16_zmm_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let at = |b: &[u8], i: usize| f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+    let np = n & !63;
+    let mut acc = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *a = at(w, e).mul_add(at(x, e), *a);
+            }
+        }
+    }
+    let v: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut s = crate::attention::reduce16(&v) as f64;
+    for e in np..n {
+        s += (at(w, e) * at(x, e)) as f64;
+    }
+    s as f32
+}
+
+/// F16 · F16 in the order of llama.cpp's prefill GEMM with AVX-512
+/// (tinyBLAS: one 16-lane FMA accumulator per output over 16-element
+/// steps, then `reduce_add`; llama.cpp takes it for lengths that are a
+/// multiple of 16 — a last partial step here is padded with zeros).
+pub fn vec_dot_f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let at = |b: &[u8], i: usize| match i < n {
+        true => f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+        false => 0.0,
+    };
+    let mut acc = [0f32; 16];
+    for c in (0..n).step_by(16) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = at(w, c + l).mul_add(at(x, c + l), *a);
+        }
+    }
+    crate::attention::reduce16(&acc)
+}
