@@ -128,6 +128,9 @@ fn detect() -> Level {
 /// The instruction-set path in use, for `inspect` and `bench`.
 pub fn isa() -> &'static str {
     match level() {
+        Level::Avx512 if bf16_dot_products() => {
+            "x86-64 AVX-512 F/BW/VL/VNNI/BF16 (VNNI tiles, repacked Q4_K, BF16 dot products) + AVX2/FMA/F16C"
+        }
         Level::Avx512 => "x86-64 AVX-512 F/BW/VL/VNNI (VNNI tiles, repacked Q4_K) + AVX2/FMA/F16C",
         Level::Avx2 => "x86-64 AVX2 + FMA + F16C (maddubs tiles)",
         Level::Neon => "aarch64 NEON (quantized dot products)",
