@@ -246,3 +246,46 @@ fn bench_json_has_llama_bench_fields() {
         .as_f64()
         .is_some_and(|x| x > 0.0));
 }
+
+#[test]
+fn bench_depth_runs_and_a_depth_past_the_context_is_an_error() {
+    let m = smollm();
+    let out = suanli(
+        &[
+            "bench", "-m", &m, "-p", "8", "-n", "4", "-d", "300", "-r", "1", "--json", "--membw",
+            "50",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let tests = v.as_array().expect("array");
+    assert!(tests.iter().all(|t| t["n_depth"].as_u64() == Some(300)));
+    // Past the model's context: a clear error, not an allocation failure.
+    let out = suanli(
+        &[
+            "bench",
+            "-m",
+            &m,
+            "-p",
+            "0",
+            "-n",
+            "4",
+            "-d",
+            "100000000",
+            "-r",
+            "1",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs 100000005 positions") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -179,6 +179,17 @@ pub fn main(a: Args) -> Result<()> {
     let mut l = super::load(&a.model)?;
     l.set_kv_type(a.kv_type)?;
     let model = l.model.as_ref();
+    // Every test holds the depth and its own tokens in one context.
+    let need = a.n_depth + a.n_prompt.max(a.n_gen) + 1;
+    let n_ctx = model.config().n_ctx_train;
+    anyhow::ensure!(
+        need <= n_ctx,
+        "-d {} with -p {} / -n {} needs {need} positions; {} holds {n_ctx} (its training context)",
+        a.n_depth,
+        a.n_prompt,
+        a.n_gen,
+        a.model
+    );
     // Decode reads the weights once per token, and the KV cache up to its
     // position: at depth d, tg's n tokens read d + (n − 1)/2 positions on
     // average.
