@@ -455,17 +455,24 @@ impl QMatrix {
                     &xq[t * xrb..(t + 1) * xrb],
                 )
             };
-            use crate::x86_float::{Bf16s, F32s};
-            match self.dtype {
-                DType::F16 => f16_zmm_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single),
+            use crate::x86_float as xf;
+            let (tile, tail): (FloatTile<4>, FloatTile<1>) = match self.dtype {
+                DType::F16 => (xf::f16_zmm_tile_4x4, xf::f16_zmm_tile_4x1),
                 DType::BF16 if crate::dispatch::bf16_dot_products() => {
-                    bf16_dp_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single)
+                    (xf::bf16_dp_tile_4x4, xf::bf16_dp_tile_4x1)
                 }
-                DType::BF16 => {
-                    float_blocked::<Bf16s>(cols, rows, n, w, wrb, xq, xrb, &put, &single)
-                }
-                _ => float_blocked::<F32s>(cols, rows, n, w, wrb, xq, xrb, &put, &single),
-            }
+                DType::BF16 => (
+                    xf::float_tile_4x4::<xf::Bf16s>,
+                    xf::float_tile_4x1::<xf::Bf16s>,
+                ),
+                _ => (
+                    xf::float_tile_4x4::<xf::F32s>,
+                    xf::float_tile_4x1::<xf::F32s>,
+                ),
+            };
+            // SAFETY: `float_tiled` checked AVX-512 F/VL (and
+            // `bf16_dot_products` AVX512_BF16 for its kernels).
+            unsafe { float_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single, tile, tail) };
             return;
         }
         if n > 1 {
@@ -560,39 +567,20 @@ fn repack_streaming(
     out
 }
 
-/// A float matrix's product over whole tiles of 4 rows × 4 tokens
-/// ([`crate::x86_float::float_tile`]), the rest through `single`; every
-/// output has `vec_dot`'s bits.
+/// A float tile kernel of 4 rows × `C` tokens: `(n, w, wrb, x, xrb, out)`.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn float_blocked<L: crate::x86_float::FloatLanes>(
-    cols: usize,
-    rows: usize,
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    xq: &[u8],
-    xrb: usize,
-    put: &(impl Fn(usize, usize, f32) + Sync),
-    single: &(impl Fn(usize, usize) -> f32 + Sync),
-) {
-    use crate::x86_float::{float_tile_4x1, float_tile_4x4};
-    // SAFETY (both): `float_tiled` checked AVX-512 F/VL; `blocked` hands
-    // out only whole groups of 4 rows (and 4 tokens for a tile) in bounds.
-    let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
-        float_tile_4x1::<L>(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
-    };
-    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
-        float_tile_4x4::<L>(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
-    });
-}
+type FloatTile<const C: usize> = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [[f32; C]; 4]);
 
-/// [`float_blocked`] for F16 in the order of llama.cpp's prefill GEMM
-/// ([`crate::x86_float::f16_zmm_tile_4x4`]: 16-lane FMA accumulators), the
-/// order of `vec_dot` for batches at [`crate::dispatch::Level::Avx512`].
+/// A float matrix's product over whole tiles of 4 rows × 4 tokens by
+/// `tile`, single tokens of whole row groups by `tail`, the rest through
+/// `single`: every output has `vec_dot`'s bits when the kernels keep its
+/// order (the callers pick kernels of that order).
+///
+/// # Safety
+/// The CPU has the kernels' features.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn f16_zmm_blocked(
+unsafe fn float_blocked(
     cols: usize,
     rows: usize,
     n: usize,
@@ -602,42 +590,16 @@ fn f16_zmm_blocked(
     xrb: usize,
     put: &(impl Fn(usize, usize, f32) + Sync),
     single: &(impl Fn(usize, usize) -> f32 + Sync),
+    tile: FloatTile<4>,
+    tail: FloatTile<1>,
 ) {
-    use crate::x86_float::{f16_zmm_tile_4x1, f16_zmm_tile_4x4};
-    // SAFETY (both): `float_tiled` checked AVX-512 and the length (a
-    // multiple of 16); `blocked` hands out only whole groups in bounds.
+    // SAFETY (both): the caller's; `blocked` hands out only whole groups of
+    // 4 rows (and 4 tokens for a tile) in bounds.
     let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
-        f16_zmm_tile_4x1(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
+        tail(cols, &w[r * wrb..], wrb, &xq[t * xrb..], 0, o)
     };
     blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
-        f16_zmm_tile_4x4(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
-    });
-}
-
-/// [`float_blocked`] for BF16 by AVX512_BF16 dot products
-/// ([`crate::x86_float::bf16_dp_tile_4x4`]), the order of `vec_dot` where
-/// [`crate::dispatch::bf16_dot_products`] holds.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn bf16_dp_blocked(
-    cols: usize,
-    rows: usize,
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    xq: &[u8],
-    xrb: usize,
-    put: &(impl Fn(usize, usize, f32) + Sync),
-    single: &(impl Fn(usize, usize) -> f32 + Sync),
-) {
-    use crate::x86_float::{bf16_dp_tile_4x1, bf16_dp_tile_4x4};
-    // SAFETY (both): `bf16_dot_products` checked the CPU; `blocked` hands
-    // out only whole groups of 4 rows (and 4 tokens for a tile) in bounds.
-    let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
-        bf16_dp_tile_4x1(cols, &w[r * wrb..], wrb, &xq[t * xrb..], o)
-    };
-    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
-        bf16_dp_tile_4x4(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
+        tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
     });
 }
 

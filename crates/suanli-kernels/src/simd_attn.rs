@@ -274,7 +274,7 @@ mod x86 {
                     a[c % 4] = _mm512_fmadd_ps(kf[c], q[c], a[c % 4]);
                 }
                 let v16 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
-                *x = hsum16(v16) * s.scale;
+                *x = crate::x86_float::hsum16(v16) * s.scale;
             }
             let (mut ms, mut ws) = ([1f32; ROW_GROUP], [1f32; ROW_GROUP]);
             for i in 0..g {
@@ -310,19 +310,6 @@ mod x86 {
                 _mm512_storeu_ps(outs[i].as_mut_ptr().add(16 * c), *a);
             }
         }
-    }
-
-    /// The 16 lanes' sum in [`crate::attention::reduce16`]'s order: upper
-    /// half onto lower, again, then (0 + 2) + (1 + 3).
-    #[inline(always)]
-    unsafe fn hsum16(v: __m512) -> f32 {
-        let t3 = _mm256_add_ps(
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
-            _mm512_castps512_ps256(v),
-        );
-        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
-        let u = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-        _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
     }
 
     #[inline(always)]

@@ -204,6 +204,7 @@ pub unsafe fn float_tile_4x1<L: FloatLanes>(
     w: &[u8],
     wrb: usize,
     x: &[u8],
+    _xrb: usize,
     o: &mut [[f32; 1]; 4],
 ) {
     float_tile::<L, 4, 1>(n, w, wrb, x, 0, o)
@@ -212,7 +213,7 @@ pub unsafe fn float_tile_4x1<L: FloatLanes>(
 /// The 16 lanes' sum in [`crate::attention::reduce16`]'s order: upper half
 /// onto lower, again, then (0 + 2) + (1 + 3).
 #[inline(always)]
-unsafe fn hsum16(v: __m512) -> f32 {
+pub(crate) unsafe fn hsum16(v: __m512) -> f32 {
     let t3 = _mm256_add_ps(
         _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
         _mm512_castps512_ps256(v),
@@ -222,15 +223,64 @@ unsafe fn hsum16(v: __m512) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
 }
 
-/// `R` BF16 weight rows × `C` BF16 activation rows by AVX512_BF16 dot
-/// products (`vdpbf16ps`: two products per f32 lane and step, 32 elements
-/// per register), every output in [`crate::quants::float::vec_dot_bf16_dp`]'s
-/// order; the last chunk is read under a mask (zeros past `n`).
+/// How a zmm tile steps through 16-bit weights and activations: `STEP`
+/// elements per step, the last step read under a mask (zeros past `n`).
+pub trait ZmmStep {
+    const STEP: usize;
+    type V: Copy;
+    /// # Safety
+    /// `min(k, STEP)` values readable at `p`; the CPU has the features.
+    unsafe fn load(p: *const u8, k: usize) -> Self::V;
+    /// # Safety
+    /// The CPU has the features.
+    unsafe fn madd(acc: __m512, w: Self::V, x: Self::V) -> __m512;
+}
+
+/// AVX512_BF16: `vdpbf16ps`, two products per f32 lane and step (32
+/// elements), the odd one added first — the order of
+/// [`crate::quants::float::vec_dot_bf16_dp`].
+pub struct Bf16Dp;
+
+impl ZmmStep for Bf16Dp {
+    const STEP: usize = 32;
+    type V = __m512bh;
+    #[inline(always)]
+    unsafe fn load(p: *const u8, k: usize) -> __m512bh {
+        let m: __mmask32 = if k >= 32 { !0 } else { (1u32 << k) - 1 };
+        std::mem::transmute(_mm512_maskz_loadu_epi16(m, p as *const i16))
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, w: __m512bh, x: __m512bh) -> __m512 {
+        _mm512_dpbf16_ps(acc, w, x)
+    }
+}
+
+/// F16 widened to 16 f32 lanes and an FMA per step — the order of
+/// [`crate::quants::float::vec_dot_f16_zmm_tile`].
+pub struct F16Fma;
+
+impl ZmmStep for F16Fma {
+    const STEP: usize = 16;
+    type V = __m512;
+    #[inline(always)]
+    unsafe fn load(p: *const u8, k: usize) -> __m512 {
+        let m: __mmask16 = if k >= 16 { !0 } else { (1u16 << k) - 1 };
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16))
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, w: __m512, x: __m512) -> __m512 {
+        _mm512_fmadd_ps(w, x, acc)
+    }
+}
+
+/// `R` 16-bit weight rows (`wrb` bytes apart) × `C` activation rows (`xrb`
+/// apart) of `n` values: one zmm accumulator per output stepped by `S`,
+/// then the lanes summed as [`crate::attention::reduce16`] sums them.
 ///
 /// # Safety
-/// The rows are in bounds; the CPU has AVX-512 F/BW/VL and BF16.
+/// The rows are in bounds; the CPU has `S`'s features.
 #[inline(always)]
-unsafe fn bf16_dp_tile<const R: usize, const C: usize>(
+unsafe fn zmm_tile<S: ZmmStep, const R: usize, const C: usize>(
     n: usize,
     w: &[u8],
     wrb: usize,
@@ -240,25 +290,19 @@ unsafe fn bf16_dp_tile<const R: usize, const C: usize>(
 ) {
     assert!(
         w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + 2 * n,
-        "bf16 tile out of bounds"
+        "zmm tile out of bounds"
     );
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let ld = |p: *const u8, m: __mmask32| -> __m512bh {
-        std::mem::transmute(_mm512_maskz_loadu_epi16(m, p as *const i16))
-    };
     let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let mut i = 0;
-    while i < n {
-        let k = (n - i).min(32);
-        let m: __mmask32 = if k == 32 { !0 } else { (1u32 << k) - 1 };
-        let ws: [__m512bh; R] = std::array::from_fn(|r| ld(wp.add(r * wrb + 2 * i), m));
+    for i in (0..n).step_by(S::STEP) {
+        let k = n - i;
+        let ws: [S::V; R] = std::array::from_fn(|r| S::load(wp.add(r * wrb + 2 * i), k));
         for c in 0..C {
-            let xv = ld(xp.add(c * xrb + 2 * i), m);
+            let xv = S::load(xp.add(c * xrb + 2 * i), k);
             for r in 0..R {
-                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], ws[r], xv);
+                acc[r][c] = S::madd(acc[r][c], ws[r], xv);
             }
         }
-        i += 32;
     }
     for r in 0..R {
         for c in 0..C {
@@ -274,14 +318,14 @@ unsafe fn bf16_dp_tile<const R: usize, const C: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 pub unsafe fn vec_dot_bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut o = [[0f32; 1]; 1];
-    bf16_dp_tile::<1, 1>(n, w, 0, x, 0, &mut o);
+    zmm_tile::<Bf16Dp, 1, 1>(n, w, 0, x, 0, &mut o);
     o[0][0]
 }
 
-/// [`bf16_dp_tile`] of 4 rows × 4 tokens.
+/// [`zmm_tile`] with [`Bf16Dp`] of 4 rows × 4 tokens.
 ///
 /// # Safety
-/// As [`bf16_dp_tile`].
+/// As [`zmm_tile`] with [`Bf16Dp`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 pub unsafe fn bf16_dp_tile_4x4(
     n: usize,
@@ -291,16 +335,23 @@ pub unsafe fn bf16_dp_tile_4x4(
     xrb: usize,
     o: &mut [[f32; 4]; 4],
 ) {
-    bf16_dp_tile::<4, 4>(n, w, wrb, x, xrb, o)
+    zmm_tile::<Bf16Dp, 4, 4>(n, w, wrb, x, xrb, o)
 }
 
-/// [`bf16_dp_tile`] of 4 rows × 1 token.
+/// [`zmm_tile`] with [`Bf16Dp`] of 4 rows × 1 token.
 ///
 /// # Safety
-/// As [`bf16_dp_tile`].
+/// As [`zmm_tile`] with [`Bf16Dp`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
-pub unsafe fn bf16_dp_tile_4x1(n: usize, w: &[u8], wrb: usize, x: &[u8], o: &mut [[f32; 1]; 4]) {
-    bf16_dp_tile::<4, 1>(n, w, wrb, x, 0, o)
+pub unsafe fn bf16_dp_tile_4x1(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    _xrb: usize,
+    o: &mut [[f32; 1]; 4],
+) {
+    zmm_tile::<Bf16Dp, 4, 1>(n, w, wrb, x, 0, o)
 }
 
 /// [`crate::quants::float::vec_dot_bf16_dp_gemv`]: ggml's BF16 dot product
@@ -328,63 +379,21 @@ pub unsafe fn vec_dot_bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
     sum as f32
 }
 
-/// `R` F16 weight rows × `C` F16 activation rows in the order of
-/// [`crate::quants::float::vec_dot_f16_zmm_tile`]: a 16-lane FMA
-/// accumulator per output over 16-element steps (the last one read under
-/// a mask, zeros past `n`).
-///
-/// # Safety
-/// The rows are in bounds; the CPU has AVX-512 F and F16C.
-#[inline(always)]
-unsafe fn f16_zmm_tile<const R: usize, const C: usize>(
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    x: &[u8],
-    xrb: usize,
-    o: &mut [[f32; C]; R],
-) {
-    assert!(
-        w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + 2 * n,
-        "f16 tile out of bounds"
-    );
-    let (wp, xp) = (w.as_ptr(), x.as_ptr());
-    let ld =
-        |p: *const u8, m: __mmask16| _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16));
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    for i in (0..n).step_by(16) {
-        let k = (n - i).min(16);
-        let m: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
-        let ws: [__m512; R] = std::array::from_fn(|r| ld(wp.add(r * wrb + 2 * i), m));
-        for c in 0..C {
-            let xv = ld(xp.add(c * xrb + 2 * i), m);
-            for r in 0..R {
-                acc[r][c] = _mm512_fmadd_ps(ws[r], xv, acc[r][c]);
-            }
-        }
-    }
-    for r in 0..R {
-        for c in 0..C {
-            o[r][c] = hsum16(acc[r][c]);
-        }
-    }
-}
-
-/// One row of [`f16_zmm_tile`]'s order.
+/// One row in [`F16Fma`]'s order.
 ///
 /// # Safety
 /// AVX-512 F and F16C; `w` and `x` hold `n` f16 each.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let mut o = [[0f32; 1]; 1];
-    f16_zmm_tile::<1, 1>(n, w, 0, x, 0, &mut o);
+    zmm_tile::<F16Fma, 1, 1>(n, w, 0, x, 0, &mut o);
     o[0][0]
 }
 
-/// [`f16_zmm_tile`] of 4 rows × 4 tokens.
+/// [`zmm_tile`] with [`F16Fma`] of 4 rows × 4 tokens.
 ///
 /// # Safety
-/// As [`f16_zmm_tile`].
+/// As [`zmm_tile`] with [`F16Fma`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn f16_zmm_tile_4x4(
     n: usize,
@@ -394,16 +403,23 @@ pub unsafe fn f16_zmm_tile_4x4(
     xrb: usize,
     o: &mut [[f32; 4]; 4],
 ) {
-    f16_zmm_tile::<4, 4>(n, w, wrb, x, xrb, o)
+    zmm_tile::<F16Fma, 4, 4>(n, w, wrb, x, xrb, o)
 }
 
-/// [`f16_zmm_tile`] of 4 rows × 1 token.
+/// [`zmm_tile`] with [`F16Fma`] of 4 rows × 1 token.
 ///
 /// # Safety
-/// As [`f16_zmm_tile`].
+/// As [`zmm_tile`] with [`F16Fma`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn f16_zmm_tile_4x1(n: usize, w: &[u8], wrb: usize, x: &[u8], o: &mut [[f32; 1]; 4]) {
-    f16_zmm_tile::<4, 1>(n, w, wrb, x, 0, o)
+pub unsafe fn f16_zmm_tile_4x1(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    x: &[u8],
+    _xrb: usize,
+    o: &mut [[f32; 1]; 4],
+) {
+    zmm_tile::<F16Fma, 4, 1>(n, w, wrb, x, 0, o)
 }
 
 /// [`crate::quants::float::vec_dot_f16_zmm_gemv`]: ggml's F16 dot product
