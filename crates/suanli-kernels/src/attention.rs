@@ -347,93 +347,64 @@ pub fn attention(
             .min(group);
         let per = group.div_ceil(splits);
         let splits = group.div_ceil(per);
-        // One token past llama.cpp's split point: a range of keys per
-        // thread, each range's partial sums kept for the combination.
-        let ranges = match n {
-            1 => per_row_ranges(s, 1, pos0),
-            _ => Vec::new(),
-        };
-        let nr = ranges.len();
-        if nr > 1 {
-            let mut parts = vec![0f32; nh * nr * hdv];
-            let mut stats = vec![(0f32, 0f32); nh * nr];
-            let (pp, sp) = (OutPtr(parts.as_mut_ptr()), stats.as_mut_ptr() as usize);
-            crate::pool::for_each(s.n_head_kv * splits * nr, |item| {
-                let (c, rest) = (item % nr, item / nr);
-                let (kvh, part) = (rest / splits, rest % splits);
-                let heads = kvh * group + part * per
-                    ..(kvh * group + (part + 1) * per).min((kvh + 1) * group);
-                let qs: Vec<&[f32]> = heads
-                    .clone()
-                    .map(|h| &q[h * s.head_dim..][..s.head_dim])
-                    .collect();
-                // SAFETY: the partials of (head, range c) for these heads
-                // are written by this item only.
-                let mut os: Vec<&mut [f32]> = heads
-                    .clone()
-                    .map(|h| unsafe {
-                        std::slice::from_raw_parts_mut(pp.at((h * nr + c) * hdv), hdv)
-                    })
-                    .collect();
-                let mut ms = vec![(0f32, 0f32); os.len()];
-                crate::simd_attn::per_rows(
-                    level,
-                    s,
-                    &qs,
-                    ranges[c].clone(),
-                    kvh,
-                    ks,
-                    vs,
-                    &mut os,
-                    &mut ms,
-                );
-                for (h, v) in heads.zip(ms) {
-                    // SAFETY: as above.
-                    unsafe { *(sp as *mut (f32, f32)).add(h * nr + c) = v };
-                }
-            });
-            for (h, o) in out[..nh * hdv].chunks_exact_mut(hdv).enumerate() {
-                let part = |c: usize| {
-                    let (m, sum) = stats[h * nr + c];
-                    (m, sum, &parts[(h * nr + c) * hdv..][..hdv])
-                };
-                per_row_combine((0..nr).map(part), o);
-            }
-            return;
-        }
-        crate::pool::for_each(n * s.n_head_kv * splits, |item| {
-            let (t, rest) = (item / (s.n_head_kv * splits), item % (s.n_head_kv * splits));
-            let (kvh, part) = (rest / splits, rest % splits);
+        // The key ranges of each query row (one, or one per thread for one
+        // token past llama.cpp's split point); every (row, range, head)
+        // leaves its partial sums, which are then combined.
+        let ranges: Vec<Vec<std::ops::Range<usize>>> =
+            (0..n).map(|t| per_row_ranges(s, n, pos0 + t)).collect();
+        let nr = ranges.iter().map(Vec::len).max().unwrap_or(1);
+        let mut parts = vec![0f32; n * nh * nr * hdv];
+        let mut stats = vec![(0f32, 0f32); n * nh * nr];
+        let (pp, sp) = (OutPtr(parts.as_mut_ptr()), stats.as_mut_ptr() as usize);
+        let units = s.n_head_kv * splits;
+        crate::pool::for_each(n * nr * units, |item| {
+            let (tc, unit) = (item / units, item % units);
+            let (t, c) = (tc / nr, tc % nr);
+            let Some(keys) = ranges[t].get(c) else {
+                return;
+            };
+            let (kvh, part) = (unit / splits, unit % splits);
             let heads =
                 kvh * group + part * per..(kvh * group + (part + 1) * per).min((kvh + 1) * group);
-            let qs: Vec<&[f32]> = heads
-                .clone()
-                .map(|h| &q[(t * nh + h) * s.head_dim..][..s.head_dim])
-                .collect();
-            // SAFETY: rows `t·nh + h` of `out` for these heads are written
-            // by this item only.
-            let mut os: Vec<&mut [f32]> = heads
-                .map(|h| unsafe {
-                    std::slice::from_raw_parts_mut(outp.at((t * nh + h) * hdv), hdv)
-                })
-                .collect();
-            let mut ms = vec![(0f32, 0f32); os.len()];
-            let p = pos0 + t;
+            let g = heads.len();
+            let slot = |h: usize| (t * nh + h) * nr + c;
+            let mut qs: [&[f32]; ROW_GROUP] = [&[]; ROW_GROUP];
+            let mut os: [&mut [f32]; ROW_GROUP] = std::array::from_fn(|_| &mut [][..]);
+            for (i, h) in heads.clone().enumerate() {
+                qs[i] = &q[(t * nh + h) * s.head_dim..][..s.head_dim];
+                // SAFETY: slot (row t, head h, range c) is written by this
+                // item only.
+                os[i] = unsafe { std::slice::from_raw_parts_mut(pp.at(slot(h) * hdv), hdv) };
+            }
+            let mut ms = [(0f32, 0f32); ROW_GROUP];
             crate::simd_attn::per_rows(
                 level,
                 s,
-                &qs,
-                s.first_key(p)..p + 1,
+                &qs[..g],
+                keys.clone(),
                 kvh,
                 ks,
                 vs,
-                &mut os,
-                &mut ms,
+                &mut os[..g],
+                &mut ms[..g],
             );
-            for (o, (_, sum)) in os.iter_mut().zip(ms) {
-                per_row_finish(o, sum);
+            for (h, v) in heads.zip(ms) {
+                // SAFETY: as above.
+                unsafe { *(sp as *mut (f32, f32)).add(slot(h)) = v };
             }
         });
+        for (row, o) in out[..n * nh * hdv].chunks_exact_mut(hdv).enumerate() {
+            let part = |c: usize| {
+                let (m, sum) = stats[row * nr + c];
+                (m, sum, &parts[(row * nr + c) * hdv..][..hdv])
+            };
+            if ranges[row / nh].len() == 1 {
+                o.copy_from_slice(part(0).2);
+                per_row_finish(o, part(0).1);
+            } else {
+                per_row_combine((0..ranges[row / nh].len()).map(part), o);
+            }
+        }
         return;
     }
     let blocks = n.div_ceil(ROWS_PER_ITEM);
