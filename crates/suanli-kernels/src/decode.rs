@@ -157,7 +157,10 @@ impl QMatrix {
         // such a kernel.
         #[cfg(target_arch = "x86_64")]
         if let (Some(rows_dot), false) = (
-            crate::dispatch::rows_dot(self.dtype),
+            match self.q6_planes {
+                true => Some(crate::dispatch::q6_k_planes_kernels().2),
+                false => crate::dispatch::rows_dot(self.dtype),
+            },
             crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS,
         ) {
             let run = move |rr: Range<usize>| {

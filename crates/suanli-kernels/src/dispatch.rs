@@ -128,10 +128,12 @@ fn detect() -> Level {
 /// The instruction-set path in use, for `inspect` and `bench`.
 pub fn isa() -> &'static str {
     match level() {
-        Level::Avx512 if bf16_dot_products() => {
-            "x86-64 AVX-512 F/BW/VL/VNNI/BF16 (VNNI tiles, repacked Q4_K, BF16 dot products) + AVX2/FMA/F16C"
-        }
-        Level::Avx512 => "x86-64 AVX-512 F/BW/VL/VNNI (VNNI tiles, repacked Q4_K) + AVX2/FMA/F16C",
+        Level::Avx512 => match (bf16_dot_products(), q6_k_planes()) {
+            (true, true) => "x86-64 AVX-512 F/BW/VL/VNNI/BF16 + GFNI (VNNI tiles, repacked Q4_K, Q6_K planes, BF16 dot products) + AVX2/FMA/F16C",
+            (true, false) => "x86-64 AVX-512 F/BW/VL/VNNI/BF16 (VNNI tiles, repacked Q4_K, BF16 dot products) + AVX2/FMA/F16C",
+            (false, true) => "x86-64 AVX-512 F/BW/VL/VNNI + GFNI (VNNI tiles, repacked Q4_K, Q6_K planes) + AVX2/FMA/F16C",
+            (false, false) => "x86-64 AVX-512 F/BW/VL/VNNI (VNNI tiles, repacked Q4_K) + AVX2/FMA/F16C",
+        },
         Level::Avx2 => "x86-64 AVX2 + FMA + F16C (maddubs tiles)",
         Level::Neon => "aarch64 NEON (quantized dot products)",
         Level::Generic => "reference (portable)",
@@ -177,6 +179,48 @@ pub fn bf16_dot_products() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Whether Q6_K matrices move at load into the planes layout of
+/// [`crate::x86_q6k_planes`] (AVX-512 VNNI with GFNI: Zen 4, Ice Lake on),
+/// whose kernels take fewer instructions a block for the same bits. Not
+/// with batch-invariant numerics, whose Q6_K products read the 16-row copy.
+pub fn q6_k_planes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static GFNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        level() == Level::Avx512
+            && !batch_invariant()
+            && *GFNI.get_or_init(|| std::arch::is_x86_feature_detected!("gfni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The kernels of a Q6_K matrix in the planes layout: the reference-order
+/// and tiled-order dot products, the reference-order run of rows, and the
+/// eight-token tiled kernel — each with the bits of its twin on Q6_K's own
+/// layout.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn q6_k_planes_kernels() -> (VecDot, VecDot, RowsDot, KQuantX8) {
+    use crate::x86_kquant::{KActs, KState};
+    use crate::x86_q6k_planes as p;
+    use std::ops::Range;
+    // SAFETY (all): a matrix is in the planes layout only after
+    // `q6_k_planes` saw AVX-512 VNNI and GFNI.
+    fn dot(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { p::dot(n, w, x) }
+    }
+    fn tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { p::dot_tiled(n, w, x) }
+    }
+    fn rows(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
+        unsafe { p::rows(n, w, x, out) }
+    }
+    fn x8(b: Range<usize>, w: &[u8], _: &[u8], _: usize, a: &KActs, s: &mut KState) {
+        unsafe { p::tiled_x8_vnni(b, w, a, s) }
+    }
+    (dot, tiled, rows, x8)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -51,6 +51,8 @@ pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q4k_r8;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_q6k_planes;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_q6k_r16;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_r16;

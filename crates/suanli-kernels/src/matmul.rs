@@ -110,6 +110,9 @@ pub struct QMatrix {
     /// A second copy of a Q6_K matrix in the 16-row layout of
     /// [`crate::x86_q6k_r16`], for products in the tiled order (prefill).
     pub prefill: Option<Blob>,
+    /// The data is Q6_K in the planes layout of [`crate::x86_q6k_planes`]
+    /// (rows one after another, each block re-laid in place).
+    pub q6_planes: bool,
 }
 
 impl QMatrix {
@@ -139,6 +142,7 @@ impl QMatrix {
             r16: false,
             rows4: false,
             prefill: None,
+            q6_planes: false,
         })
     }
 
@@ -155,7 +159,8 @@ impl QMatrix {
     pub fn interleave(mut self) -> Self {
         self = self.repack_rows16();
         self = self.repack_rows4();
-        if self.r16 || self.rows4 {
+        self = self.q6_k_planes();
+        if self.r16 || self.rows4 || self.q6_planes {
             return self;
         }
         self.interleaved = Self::interleavable(self.dtype, self.rows);
@@ -193,6 +198,30 @@ impl QMatrix {
                 });
             self.data = Blob::from_vec(packed);
             self.rows4 = true;
+        }
+        self
+    }
+
+    /// Where [`crate::dispatch::q6_k_planes`] says so, a Q6_K matrix moves
+    /// into the planes layout of [`crate::x86_q6k_planes`] (the same bytes
+    /// a block, about half the instructions to unpack; the same sums).
+    /// Rows can still be read ([`Self::dequantize_row`]). A prefill copy
+    /// ([`Self::with_prefill_layout`]) is made from Q6_K's own layout, so
+    /// before this.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    pub fn q6_k_planes(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if self.dtype == DType::Q6_K && crate::dispatch::q6_k_planes() && !self.q6_planes {
+            use crate::x86_q6k_planes::{plane_block, BLOCK};
+            let packed = repack_streaming(&self.data, self.rows, 1, |src, _| {
+                let mut out = vec![0u8; src.len()];
+                for (s, d) in src.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
+                    plane_block(s, d);
+                }
+                out
+            });
+            self.data = Blob::from_vec(packed);
+            self.q6_planes = true;
         }
         self
     }
@@ -237,6 +266,7 @@ impl QMatrix {
             && self.rows.is_multiple_of(crate::x86_q6k_r16::G)
             && !self.r16
             && !self.repacked
+            && !self.q6_planes
         {
             let nb = self.cols / 256;
             let copy = crate::x86_q6k_r16::repack(self.data.bytes(), self.rows, nb);
@@ -267,6 +297,15 @@ impl QMatrix {
             return crate::quants::legacy::blocksum_vec_dot(self.dtype);
         }
         let fixed = crate::dispatch::batch_invariant();
+        #[cfg(target_arch = "x86_64")]
+        if self.q6_planes {
+            let (dot, tiled, _, _) = crate::dispatch::q6_k_planes_kernels();
+            return Some(if fixed || n >= TILED_MIN_ROWS {
+                tiled
+            } else {
+                dot
+            });
+        }
         if self.interleaved && self.dtype == DType::Q4_K {
             let (gemv, gemm) = crate::dispatch::q4_k_interleaved();
             return Some(if !fixed && n > 3 && t < n - n % 4 {
@@ -303,6 +342,9 @@ impl QMatrix {
             return Some((k_quant_x8(DType::Q4_K, true)?, n - n % 4));
         }
         (n >= TILED_MIN_ROWS || batch_invariant()).then_some(())?;
+        if self.q6_planes {
+            return Some((crate::dispatch::q6_k_planes_kernels().3, n));
+        }
         Some((k_quant_x8(self.dtype, false)?, n))
     }
 
@@ -313,7 +355,7 @@ impl QMatrix {
     /// Row `r`'s bytes (not for a repacked matrix).
     pub fn row(&self, r: usize) -> &[u8] {
         debug_assert!(
-            !self.repacked && !self.r16 && !self.rows4,
+            !self.repacked && !self.r16 && !self.rows4 && !self.q6_planes,
             "rows of a repacked matrix are interleaved"
         );
         let rb = self.row_bytes();
@@ -346,6 +388,23 @@ impl QMatrix {
                     crate::x86_tile::block_of_rows4(self.data.bytes(), nb, bb, r, i),
                     o,
                 );
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.q6_planes {
+            use crate::x86_q6k_planes::{unplane_block, BLOCK};
+            let Some(f) = self.dtype.traits().to_float else {
+                return;
+            };
+            let row = &self.data.bytes()[r * self.row_bytes()..][..self.row_bytes()];
+            let mut b = [0u8; BLOCK];
+            for (blk, o) in row
+                .chunks_exact(BLOCK)
+                .zip(out[..self.cols].chunks_exact_mut(256))
+            {
+                unplane_block(blk, &mut b);
+                f(&b, o);
             }
             return;
         }

@@ -234,8 +234,8 @@ pub unsafe fn q6_k_tiled_x8(
 
 /// The unpacked weight quants of one block, in element order, for dword
 /// broadcasts.
-#[repr(align(32))]
-struct Quants([u8; 256]);
+#[repr(align(64))]
+pub(crate) struct Quants(pub [u8; 256]);
 
 #[inline(always)]
 unsafe fn bcast(q: &Quants, e: usize) -> __m256i {
@@ -279,6 +279,23 @@ pub unsafe fn q6_k_tiled_x8_vnni(
     a: &KActs,
     st: &mut KState,
 ) {
+    q6_k_tiled_x8_vnni_in(blocks, w, a, st, |wk, q| {
+        for (k, v) in q6k_values(wk).into_iter().enumerate() {
+            _mm256_store_si256(q.0.as_mut_ptr().add(32 * k) as *mut __m256i, v);
+        }
+    })
+}
+
+/// [`q6_k_tiled_x8_vnni`] over blocks whose values `unpack` writes (in
+/// element order) — Q6_K's layout or [`crate::x86_q6k_planes`]'s.
+#[inline(always)]
+pub(crate) unsafe fn q6_k_tiled_x8_vnni_in(
+    blocks: std::ops::Range<usize>,
+    w: &[u8],
+    a: &KActs,
+    st: &mut KState,
+    unpack: impl Fn(*const u8, &mut Quants),
+) {
     let nb = blocks.end;
     assert!(w.len() >= nb * 210);
     assert!(a.d.len() >= nb * KC && a.bsum.len() >= nb * 16 * KC && a.xi.len() >= nb * 256 * KC);
@@ -287,9 +304,7 @@ pub unsafe fn q6_k_tiled_x8_vnni(
     for i in blocks {
         let wk = w.as_ptr().add(i * 210);
         let wd = f16_at(wk.add(208));
-        for (k, v) in q6k_values(wk).into_iter().enumerate() {
-            _mm256_store_si256(q.0.as_mut_ptr().add(32 * k) as *mut __m256i, v);
-        }
+        unpack(wk, &mut q);
         let xi = a.xi.as_ptr().add(i * 256 * KC);
         let bs = a.bsum.as_ptr().add(i * 16 * KC);
         let mut isum = _mm256_setzero_si256();

@@ -7,8 +7,9 @@
 //! results are the reference's bits.
 //!
 //! Layout of one group's block (`R8_BYTES`): `d[8]`, `dmin[8]` (f16), the
-//! unpacked 6-bit scales `sc[sub][row]` and mins `mn[sub][row]`, then the
-//! quants: for chunk `j` (64 elements) and dword `k`, the four bytes
+//! unpacked 6-bit scales `sc[sub][row]`, the mins by pairs of sub-blocks
+//! `mn[j][row][2]` (sub-blocks `2j`, `2j + 1`, for one `vpmaddwd` against
+//! the pair of activation sums), then the quants: for chunk `j` (64 elements) and dword `k`, the four bytes
 //! `qs[32j + 4k ..][..4]` of rows 0–7 — low nibbles are elements
 //! `64j + 4k ..`, high nibbles `64j + 32 + 4k ..`.
 
@@ -38,7 +39,7 @@ pub fn repack(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
                     .enumerate()
                 {
                     o[32 + 8 * s + r] = c;
-                    o[96 + 8 * s + r] = m;
+                    o[96 + 16 * (s / 2) + 2 * r + s % 2] = m;
                 }
                 for j in 0..4 {
                     for k in 0..8 {
@@ -78,6 +79,7 @@ pub unsafe fn q4_k_r8<const T: usize, const GEMM: bool>(
 ) {
     assert!(w.len() >= nb * R8_BYTES && x.len() >= (T - 1) * xrb + nb * XB);
     let m4 = _mm256_set1_epi8(0x0F);
+    let mf0 = _mm256_set1_epi8(0xF0u8 as i8);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_m = [_mm256_setzero_ps(); T];
     for i in 0..nb {
@@ -87,38 +89,47 @@ pub unsafe fn q4_k_r8<const T: usize, const GEMM: bool>(
         let xk: [*const u8; T] = std::array::from_fn(|t| x.as_ptr().add(t * xrb + i * XB));
         let yd: [__m256; T] =
             std::array::from_fn(|t| _mm256_set1_ps((xk[t] as *const f32).read_unaligned()));
+        // The eight 32-element sums of each token's block as i16 (|Σ| ≤
+        // 32·128), dword j holding the pair of chunk j.
+        let bs: [__m256i; T] = std::array::from_fn(|t| {
+            let p = xk[t].add(260);
+            _mm256_castsi128_si256(_mm_hadd_epi16(
+                _mm_loadu_si128(p as *const __m128i),
+                _mm_loadu_si128(p.add(16) as *const __m128i),
+            ))
+        });
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for j in 0..4 {
-            let mut slo = [_mm256_setzero_si256(); T];
-            let mut shi = [_mm256_setzero_si256(); T];
+            // Two chains per sum (even and odd dwords) halve the latency.
+            let mut slo = [[_mm256_setzero_si256(); 2]; T];
+            let mut shi = [[_mm256_setzero_si256(); 2]; T];
             for k in 0..8 {
                 let v = _mm256_loadu_si256(b.add(QS + (8 * j + k) * 32) as *const __m256i);
+                // High nibbles in place (16 times their value): the chunk's
+                // sum is shifted back once, exactly, below.
                 let lo = _mm256_and_si256(v, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                let hi = _mm256_and_si256(v, mf0);
                 for t in 0..T {
                     let y = xk[t].add(4 + 64 * j + 4 * k);
-                    slo[t] = _mm256_dpbusd_epi32(slo[t], lo, bcast(y));
-                    shi[t] = _mm256_dpbusd_epi32(shi[t], hi, bcast(y.add(32)));
+                    let c = k % 2;
+                    slo[t][c] = _mm256_dpbusd_epi32(slo[t][c], lo, bcast(y));
+                    shi[t][c] = _mm256_dpbusd_epi32(shi[t][c], hi, bcast(y.add(32)));
                 }
             }
             let (sc0, sc1) = (bytes8(b.add(32 + 16 * j)), bytes8(b.add(40 + 16 * j)));
-            let (mn0, mn1) = (bytes8(b.add(96 + 16 * j)), bytes8(b.add(104 + 16 * j)));
+            let mn = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.add(96 + 16 * j) as *const __m128i));
+            let pick = _mm256_set1_epi32(j as i32);
             for t in 0..T {
                 let ij = _mm256_add_epi32(
-                    _mm256_mullo_epi32(slo[t], sc0),
-                    _mm256_mullo_epi32(shi[t], sc1),
+                    _mm256_mullo_epi32(_mm256_add_epi32(slo[t][0], slo[t][1]), sc0),
+                    _mm256_mullo_epi32(
+                        _mm256_srai_epi32::<4>(_mm256_add_epi32(shi[t][0], shi[t][1])),
+                        sc1,
+                    ),
                 );
-                // Sums of the two 32-element groups of this chunk.
-                let bs = |g: usize| {
-                    let p = xk[t].add(260 + 4 * g);
-                    i16::from_le_bytes([*p, *p.add(1)]) as i32
-                        + i16::from_le_bytes([*p.add(2), *p.add(3)]) as i32
-                };
-                let mj = _mm256_add_epi32(
-                    _mm256_mullo_epi32(mn0, _mm256_set1_epi32(bs(2 * j))),
-                    _mm256_mullo_epi32(mn1, _mm256_set1_epi32(bs(2 * j + 1))),
-                );
+                // mins · sums of the chunk's two 32-element groups.
+                let mj = _mm256_madd_epi16(mn, _mm256_permutevar8x32_epi32(bs[t], pick));
                 if GEMM {
                     acc[t] =
                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(ij), _mm256_mul_ps(d, yd[t]), acc[t]);

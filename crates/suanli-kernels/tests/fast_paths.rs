@@ -567,8 +567,9 @@ fn float_matmul_equals_the_reference() {
     eprintln!("float matmul: {checked} outputs equal the reference");
 }
 
-/// Q6_K with its 16-row prefill copy: batches of 8+ tokens return the
-/// tiled order's bits, smaller ones the per-row order's.
+/// Q6_K with its 16-row prefill copy, in the planes layout (GFNI), and
+/// both: batches of 8+ tokens return the tiled order's bits, smaller ones
+/// the per-row order's, and rows read back unchanged.
 #[test]
 fn q6_k_prefill_layout_equals_the_reference() {
     use suanli_kernels::{Blob, QMatrix};
@@ -581,14 +582,41 @@ fn q6_k_prefill_layout_equals_the_reference() {
         let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
         blk[208..210].copy_from_slice(&v);
     }
-    let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
-        .expect("matrix")
-        .with_prefill_layout();
+    let plain = || QMatrix::new(t, rows, cols, Blob::from_vec(w.clone())).expect("matrix");
+    let copy = plain().with_prefill_layout();
     if dispatch::level() == dispatch::Level::Avx512 {
-        assert!(m.prefill.is_some(), "no prefill copy at the AVX-512 level");
+        assert!(
+            copy.prefill.is_some(),
+            "no prefill copy at the AVX-512 level"
+        );
+    }
+    let planes = plain().q6_k_planes();
+    let both = plain().with_prefill_layout().interleave();
+    assert_eq!(planes.q6_planes, dispatch::q6_k_planes());
+    assert_eq!(both.q6_planes, dispatch::q6_k_planes());
+    assert_eq!(both.prefill.is_some(), copy.prefill.is_some());
+    if !dispatch::q6_k_planes() {
+        eprintln!("no AVX-512 VNNI with GFNI here: the planes layout is not used on this CPU");
     }
     let xrb = DType::Q8_K.row_bytes(cols).expect("row");
-    for n in [1usize, 3, 7, 8, 9, 13, 40] {
+    let to_float = t.traits().to_float.expect("to_float");
+    for m in [&copy, &planes, &both] {
+        for r in 0..rows {
+            let (mut got, mut want) = (vec![0f32; cols], vec![0f32; cols]);
+            m.dequantize_row(r, &mut got);
+            to_float(&w[r * wrb..(r + 1) * wrb], &mut want);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "row {r}"
+            );
+        }
+    }
+    for (m, n) in [&copy, &planes, &both]
+        .into_iter()
+        .flat_map(|m| [1usize, 2, 3, 7, 8, 9, 13, 40].map(|n| (m, n)))
+    {
         let x: Vec<f32> = (0..n * cols)
             .map(|_| rng.random_range(-3.0f32..3.0))
             .collect();

@@ -79,8 +79,8 @@ impl<'a> Loader<'a> {
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
         Ok(self
             .plain_matrix(name, rows, cols)?
-            .interleave()
-            .with_prefill_layout())
+            .with_prefill_layout()
+            .interleave())
     }
 
     /// The output projection: as [`Self::matrix`] without a prefill copy
