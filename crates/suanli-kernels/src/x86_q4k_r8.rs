@@ -101,7 +101,8 @@ pub unsafe fn q4_k_r8<const T: usize, const GEMM: bool>(
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for j in 0..4 {
-            // Two chains per sum (even and odd dwords) halve the latency.
+            // One token: two chains per sum (even and odd dwords) halve the
+            // latency; more tokens are chains enough.
             let mut slo = [[_mm256_setzero_si256(); 2]; T];
             let mut shi = [[_mm256_setzero_si256(); 2]; T];
             for k in 0..8 {
@@ -112,7 +113,7 @@ pub unsafe fn q4_k_r8<const T: usize, const GEMM: bool>(
                 let hi = _mm256_and_si256(v, mf0);
                 for t in 0..T {
                     let y = xk[t].add(4 + 64 * j + 4 * k);
-                    let c = k % 2;
+                    let c = if T == 1 { k % 2 } else { 0 };
                     slo[t][c] = _mm256_dpbusd_epi32(slo[t][c], lo, bcast(y));
                     shi[t][c] = _mm256_dpbusd_epi32(shi[t][c], hi, bcast(y.add(32)));
                 }
