@@ -122,30 +122,10 @@ unsafe fn rows_in<const TILED: bool>(n: usize, w: &[u8], x: &[u8], out: &mut [f3
         let mut acc = _mm256_setzero_ps();
         let mut sum = 0f32;
         for i in 0..nb {
-            let wk = wr.add(i * BLOCK);
-            let xk = x.as_ptr().add(i * XB);
-            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(wk.add(192) as *const __m128i));
-            let sc = [
-                _mm512_broadcast_i32x4(_mm256_castsi256_si128(scales)),
-                _mm512_broadcast_i32x4(_mm256_extracti128_si256::<1>(scales)),
-            ];
-            let mut sumi = _mm512_setzero_si512();
-            for (k, q) in values(wk).into_iter().enumerate() {
-                let y = _mm512_loadu_si512(xk.add(4 + 64 * k) as *const __m512i);
-                let s = _mm512_shuffle_epi8(sc[k / 2], pick[k % 2]);
-                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), s);
-            }
-            let sumi = _mm256_add_epi32(
-                _mm512_castsi512_si256(sumi),
-                _mm512_extracti64x4_epi64::<1>(sumi),
-            );
-            let bsums = _mm256_loadu_si256(xk.add(260) as *const __m256i);
-            let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
-            let v = _mm256_sub_epi32(sumi, corr);
+            let (wk, xk) = (wr.add(i * BLOCK), x.as_ptr().add(i * XB));
+            let v = block_ints(wk, xk, &pick);
             let yd = std::ptr::read_unaligned(xk as *const f32);
-            let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
-                wk.add(208) as *const u16,
-            ) as i32)));
+            let wd = f16_at(wk.add(208));
             if TILED {
                 let i = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(v));
                 sum = (i as f32 * wd).mul_add(yd, sum);
@@ -155,6 +135,40 @@ unsafe fn rows_in<const TILED: bool>(n: usize, w: &[u8], x: &[u8], out: &mut [f3
         }
         *o = if TILED { sum } else { crate::x86::finish(acc) };
     }
+}
+
+/// The exact integers of the eight reference lanes of the block at `wk`
+/// against the Q8_K block at `xk` (`pick`: the scale shuffles of
+/// [`rows_in`]).
+#[inline(always)]
+unsafe fn block_ints(wk: *const u8, xk: *const u8, pick: &[__m512i; 2]) -> __m256i {
+    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(wk.add(192) as *const __m128i));
+    let sc = [
+        _mm512_broadcast_i32x4(_mm256_castsi256_si128(scales)),
+        _mm512_broadcast_i32x4(_mm256_extracti128_si256::<1>(scales)),
+    ];
+    // Two chains: each vpdpwssd waits for the previous one's sum.
+    let mut sums = [_mm512_setzero_si512(); 2];
+    for (k, q) in values(wk).into_iter().enumerate() {
+        let y = _mm512_loadu_si512(xk.add(4 + 64 * k) as *const __m512i);
+        let s = _mm512_shuffle_epi8(sc[k / 2], pick[k % 2]);
+        sums[k % 2] = _mm512_dpwssd_epi32(sums[k % 2], _mm512_maddubs_epi16(q, y), s);
+    }
+    let sumi = _mm512_add_epi32(sums[0], sums[1]);
+    let sumi = _mm256_add_epi32(
+        _mm512_castsi512_si256(sumi),
+        _mm512_extracti64x4_epi64::<1>(sumi),
+    );
+    let bsums = _mm256_loadu_si256(xk.add(260) as *const __m256i);
+    let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
+    _mm256_sub_epi32(sumi, corr)
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        std::ptr::read_unaligned(p as *const u16) as i32,
+    )))
 }
 
 /// Every row of `w` (planes layout) with `x`, in the reference lane order.
