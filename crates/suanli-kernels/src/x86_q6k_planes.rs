@@ -102,21 +102,8 @@ unsafe fn rows_in<const TILED: bool>(n: usize, w: &[u8], x: &[u8], out: &mut [f3
     const XB: usize = 4 + 256 + 32;
     let nb = n / 256;
     assert!(w.len() >= out.len() * nb * BLOCK && x.len() >= nb * XB);
-    // i16 position p of the k-th vector takes scale 4k + p/8 (see
-    // `q6k_rows_avx512`): by an in-lane byte shuffle of a broadcast half.
-    const PICK: [[i8; 64]; 2] = {
-        let mut t = [[0i8; 64]; 2];
-        let mut i = 0;
-        while i < 128 {
-            let (k, b) = (i / 64, i % 64);
-            let word = 4 * k + b / 16;
-            t[k][b] = (2 * word + b % 2) as i8;
-            i += 1;
-        }
-        t
-    };
-    let pick: [__m512i; 2] =
-        std::array::from_fn(|k| _mm512_loadu_si512(PICK[k].as_ptr() as *const __m512i));
+    // The scales spread over the four vectors as `q6k_rows_avx512` does.
+    let pick = crate::x86::q6k_scale_pick();
     for (r, o) in out.iter_mut().enumerate() {
         let wr = w.as_ptr().add(r * nb * BLOCK);
         let mut acc = _mm256_setzero_ps();
