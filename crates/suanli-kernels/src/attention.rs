@@ -489,16 +489,31 @@ fn tiled_item(
             };
             let qs: [&[f32]; QR] = std::array::from_fn(|i| qrow(chunk[i.min(chunk.len() - 1)]));
             let kq = crate::simd_attn::qk(level, qs, &kt);
-            for (&r, kq) in chunk.iter().zip(kq) {
-                let p = pos0 + rows.start + r / group;
-                let tile = TileRow {
+            let nc = chunk.len();
+            let tiles: [TileRow; QR] = std::array::from_fn(|i| {
+                let p = pos0 + rows.start + chunk[i.min(nc - 1)] / group;
+                TileRow {
                     s,
                     t0,
                     start: s.first_key(p),
                     p,
                     vt: &vt,
-                };
-                crate::simd_attn::tile_row(level, &tile, kq, &mut m[r], &mut sum[r], orow(r));
+                }
+            });
+            let mut cm: [f32; QR] = std::array::from_fn(|i| m[chunk[i.min(nc - 1)]]);
+            let mut cs: [f32; QR] = std::array::from_fn(|i| sum[chunk[i.min(nc - 1)]]);
+            let mut outs: [&mut [f32]; QR] =
+                std::array::from_fn(|i| if i < nc { orow(chunk[i]) } else { &mut [][..] });
+            crate::simd_attn::tile_rows(
+                level,
+                &tiles[..nc],
+                kq,
+                &mut cm[..nc],
+                &mut cs[..nc],
+                &mut outs[..nc],
+            );
+            for (i, &r) in chunk.iter().enumerate() {
+                (m[r], sum[r]) = (cm[i], cs[i]);
             }
         }
     }
@@ -537,56 +552,129 @@ pub(crate) fn qk_body(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
     kq
 }
 
-/// The tiled kernel's step for one row and tile; compiled once per SIMD
-/// level (it is inlined into `#[target_feature]` wrappers).
+/// The tiled kernel's step for up to [`QR`] rows (`t.len()`) and one
+/// tile, from their Q·K (`kq[j]` for row `j`); compiled once per SIMD level
+/// (it is inlined into `#[target_feature]` wrappers). Each row takes the
+/// steps it would alone, in the same order — scores, the tile's softmax,
+/// the rescale, then V by FMAs in key order — but the rows' V chains run
+/// side by side over each stretch of keys they share, so one V load feeds
+/// every row and the FMA latency of one chain no longer sets the pace.
 #[inline(always)]
-pub(crate) fn tile_row_body(
-    t: &TileRow,
-    mut kq: [f32; FA_TILE_KV],
-    m: &mut f32,
-    sum: &mut f32,
-    o: &mut [f32],
+pub(crate) fn tile_rows_body(
+    t: &[TileRow],
+    mut kq: [[f32; FA_TILE_KV]; QR],
+    m: &mut [f32],
+    sum: &mut [f32],
+    o: &mut [&mut [f32]],
 ) {
-    let hdv = o.len();
-    let lo = t.start.max(t.t0) - t.t0;
-    let hi = (t.p + 1 - t.t0).min(FA_TILE_KV);
-    for (l, x) in kq.iter_mut().enumerate() {
-        *x = if l < lo || l >= hi {
-            f32::NEG_INFINITY
-        } else {
-            t.s.score(*x)
+    let n = t.len().min(QR);
+    // Each live row's keys in this tile.
+    let mut keys: [Option<(usize, usize)>; QR] = [None; QR];
+    for j in 0..n {
+        let tj = &t[j];
+        let lo = tj.start.max(tj.t0) - tj.t0;
+        let hi = (tj.p + 1 - tj.t0).min(FA_TILE_KV);
+        for (l, x) in kq[j].iter_mut().enumerate() {
+            *x = if l < lo || l >= hi {
+                f32::NEG_INFINITY
+            } else {
+                tj.s.score(*x)
+            };
+        }
+        let Some((m2, tile_sum)) = tile_softmax(&mut kq[j], m[j]) else {
+            continue;
         };
+        if m2 > m[j] {
+            let ms = (m[j] - m2).exp();
+            o[j].iter_mut().for_each(|v| *v *= ms);
+            sum[j] *= ms;
+        }
+        m[j] = m2;
+        sum[j] = (sum[j] as f64 + tile_sum) as f32;
+        keys[j] = Some((lo, hi));
     }
-    let Some((m2, tile_sum)) = tile_softmax(&mut kq, *m) else {
+    let Some(first) = t.first() else {
         return;
     };
-    if m2 > *m {
-        let ms = (*m - m2).exp();
-        o.iter_mut().for_each(|v| *v *= ms);
-        *sum *= ms;
+    let (vt, hdv) = (first.vt, o[0].len());
+    // The stretches between the rows' key bounds, in key order.
+    let mut cuts = [0usize; 2 * QR];
+    let mut nc = 0;
+    for &(lo, hi) in keys.iter().flatten() {
+        cuts[nc] = lo;
+        cuts[nc + 1] = hi;
+        nc += 2;
     }
-    *m = m2;
-    *sum = (*sum as f64 + tile_sum) as f32;
-    // V by FMAs in key order, 64 output dimensions held in registers.
+    cuts[..nc].sort_unstable();
     for c in (0..hdv).step_by(64) {
-        if c + 64 <= hdv {
-            let mut acc: [f32; 64] = o[c..c + 64].try_into().expect("64");
-            for l in lo..hi {
-                let e = kq[l];
-                let v: &[f32; 64] = t.vt[l * hdv + c..][..64].try_into().expect("64");
-                for i in 0..64 {
-                    acc[i] = e.mul_add(v[i], acc[i]);
+        if c + 64 > hdv {
+            // A last part under 64 dimensions: row by row.
+            for (j, &(lo, hi)) in keys
+                .iter()
+                .enumerate()
+                .filter_map(|(j, k)| Some((j, k.as_ref()?)))
+            {
+                for l in lo..hi {
+                    let e = kq[j][l];
+                    for (a, &v) in o[j][c..].iter_mut().zip(&vt[l * hdv + c..(l + 1) * hdv]) {
+                        *a = e.mul_add(v, *a);
+                    }
                 }
             }
-            o[c..c + 64].copy_from_slice(&acc);
-        } else {
-            for l in lo..hi {
-                let e = kq[l];
-                for (a, &v) in o[c..].iter_mut().zip(&t.vt[l * hdv + c..(l + 1) * hdv]) {
-                    *a = e.mul_add(v, *a);
+            continue;
+        }
+        for w in cuts[..nc].windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a == b {
+                continue;
+            }
+            let mut rows = [0usize; QR];
+            let mut nr = 0;
+            for (j, k) in keys.iter().enumerate() {
+                if matches!(k, Some((lo, hi)) if *lo <= a && b <= *hi) {
+                    rows[nr] = j;
+                    nr += 1;
                 }
+            }
+            let seg = (a..b, c, &kq, vt, hdv);
+            match nr {
+                1 => v_rows::<1>([rows[0]], seg, o),
+                2 => v_rows::<2>([rows[0], rows[1]], seg, o),
+                3 => v_rows::<3>([rows[0], rows[1], rows[2]], seg, o),
+                4 => v_rows::<4>([rows[0], rows[1], rows[2], rows[3]], seg, o),
+                _ => {}
             }
         }
+    }
+}
+
+/// One stretch of keys of a V tile, dimensions `c..c + 64`.
+type VSeg<'a> = (
+    std::ops::Range<usize>,
+    usize,
+    &'a [[f32; FA_TILE_KV]; QR],
+    &'a [f32],
+    usize,
+);
+
+/// `o[r][c..c + 64] += Σ_l kq[r][l]·V[l][c..c + 64]` by FMAs in key order
+/// for the `R` rows `rows`, their accumulators in registers side by side.
+#[inline(always)]
+fn v_rows<const R: usize>(rows: [usize; R], seg: VSeg, o: &mut [&mut [f32]]) {
+    let (keys, c, kq, vt, hdv) = seg;
+    let mut acc: [[f32; 64]; R] =
+        std::array::from_fn(|j| o[rows[j]][c..c + 64].try_into().expect("64"));
+    for l in keys {
+        let v: &[f32; 64] = vt[l * hdv + c..][..64].try_into().expect("64");
+        for j in 0..R {
+            let e = kq[rows[j]][l];
+            for i in 0..64 {
+                acc[j][i] = e.mul_add(v[i], acc[j][i]);
+            }
+        }
+    }
+    for j in 0..R {
+        o[rows[j]][c..c + 64].copy_from_slice(&acc[j]);
     }
 }
 

@@ -8,7 +8,7 @@ use half::f16;
 use std::ops::Range;
 
 use crate::attention::{
-    per_row_partial_reference, qk_body, tile_row_body, AttnShape, TileRow, FA_TILE_KV, QR,
+    per_row_partial_reference, qk_body, tile_rows_body, AttnShape, TileRow, FA_TILE_KV, QR,
 };
 use crate::dispatch::Level;
 
@@ -24,22 +24,22 @@ pub(crate) fn qk(level: Level, q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV
     }
 }
 
-/// The tiled kernel's step for one row and one tile, from its Q·K.
-pub(crate) fn tile_row(
+/// The tiled kernel's step for up to `QR` rows and one tile, from their Q·K.
+pub(crate) fn tile_rows(
     level: Level,
-    t: &TileRow,
-    kq: [f32; FA_TILE_KV],
-    m: &mut f32,
-    sum: &mut f32,
-    o: &mut [f32],
+    t: &[TileRow],
+    kq: [[f32; FA_TILE_KV]; QR],
+    m: &mut [f32],
+    sum: &mut [f32],
+    o: &mut [&mut [f32]],
 ) {
     match level {
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { x86::tile_row_avx512(t, kq, m, sum, o) },
+        Level::Avx512 => unsafe { x86::tile_rows_avx512(t, kq, m, sum, o) },
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { x86::tile_row_avx2(t, kq, m, sum, o) },
-        _ => tile_row_body(t, kq, m, sum, o),
+        Level::Avx2 => unsafe { x86::tile_rows_avx2(t, kq, m, sum, o) },
+        _ => tile_rows_body(t, kq, m, sum, o),
     }
 }
 
@@ -118,25 +118,25 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    pub unsafe fn tile_row_avx512(
-        t: &TileRow,
-        kq: [f32; FA_TILE_KV],
-        m: &mut f32,
-        sum: &mut f32,
-        o: &mut [f32],
+    pub unsafe fn tile_rows_avx512(
+        t: &[TileRow],
+        kq: [[f32; FA_TILE_KV]; QR],
+        m: &mut [f32],
+        sum: &mut [f32],
+        o: &mut [&mut [f32]],
     ) {
-        tile_row_body(t, kq, m, sum, o)
+        tile_rows_body(t, kq, m, sum, o)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile_row_avx2(
-        t: &TileRow,
-        kq: [f32; FA_TILE_KV],
-        m: &mut f32,
-        sum: &mut f32,
-        o: &mut [f32],
+    pub unsafe fn tile_rows_avx2(
+        t: &[TileRow],
+        kq: [[f32; FA_TILE_KV]; QR],
+        m: &mut [f32],
+        sum: &mut [f32],
+        o: &mut [&mut [f32]],
     ) {
-        tile_row_body(t, kq, m, sum, o)
+        tile_rows_body(t, kq, m, sum, o)
     }
 
     /// The online softmax of the per-row kernel for a group of rows,
