@@ -83,6 +83,10 @@ impl Logits {
 /// A trace hook: (step name, layer, values).
 pub type TraceFn<'a> = &'a mut dyn FnMut(&str, usize, &[f32]);
 
+/// Tokens per pass of [`Model::forward`]: llama.cpp's default micro-batch
+/// (`n_ubatch`).
+pub const UBATCH: usize = 512;
+
 /// Per-call state of a forward pass: where the tokens sit and where K/V go.
 pub struct ForwardCtx<'a> {
     /// K/V of earlier positions; the new tokens' K/V are appended.
@@ -214,6 +218,9 @@ pub trait Model: Send + Sync {
 
     /// Process `tokens` at positions `kv.len()..`, append their K/V to the
     /// cache and return logits (`n_vocab` per requested position, row-major).
+    /// More than [`UBATCH`] tokens go through in passes of that many, as
+    /// llama.cpp's micro-batches: the kernels (and so the bits) are those it
+    /// runs for the same prompt, and activation memory stays bounded.
     fn forward(&self, tokens: &[u32], ctx: &mut ForwardCtx) -> Result<Vec<f32>> {
         let kv = &mut *ctx.kv;
         let pos0 = kv.len();
@@ -223,20 +230,30 @@ pub trait Model: Send + Sync {
                 capacity: kv.capacity,
             });
         }
-        let seqs = [SeqSpan {
-            n: tokens.len(),
-            pos0,
-            pages: Pages::CONTIGUOUS,
-            logits: ctx.logits,
-        }];
-        let trace: Option<TraceFn> = match ctx.trace.as_mut() {
-            Some(t) => Some(&mut **t),
-            None => None,
-        };
-        let mut batch = Batch::new(&mut kv.pool, &seqs, trace)?;
-        let logits = self.forward_batch(tokens, &mut batch)?;
-        kv.advance(tokens.len());
-        Ok(logits)
+        let passes = tokens.len().div_ceil(UBATCH).max(1);
+        let mut out = Vec::new();
+        for i in 0..passes {
+            let part =
+                &tokens[(i * UBATCH).min(tokens.len())..((i + 1) * UBATCH).min(tokens.len())];
+            let logits = match ctx.logits {
+                Logits::Last if i + 1 < passes => Logits::None,
+                l => l,
+            };
+            let seqs = [SeqSpan {
+                n: part.len(),
+                pos0: kv.len(),
+                pages: Pages::CONTIGUOUS,
+                logits,
+            }];
+            let trace: Option<TraceFn> = match ctx.trace.as_mut() {
+                Some(t) => Some(&mut **t),
+                None => None,
+            };
+            let mut batch = Batch::new(&mut kv.pool, &seqs, trace)?;
+            out.extend(self.forward_batch(part, &mut batch)?);
+            kv.advance(part.len());
+        }
+        Ok(out)
     }
 
     /// Process the tokens of several sequences (`tokens` holds each span's
