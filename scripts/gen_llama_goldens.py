@@ -57,6 +57,17 @@ PROMPTS = [
      "now and then a lost sailor who had rowed ashore. When the light was finally automated, the "
      "keepers left, the station was locked, and the lamp went on turning by itself every night. Looking "
      "back many years later, the youngest daughter said that what she remembered most was"),
+    # Past 1024 prompt tokens for SmolLM2 (1051): llama.cpp runs a prompt in
+    # micro-batches of 512, the last one here under 64 rows and so through
+    # its per-row attention kernel rather than the tiled one.
+    ("zh_longest", "".join([
+        f"第{n}段：江南的{season}来得很早。{month}刚过，河边的柳树就冒出了嫩绿的新芽，田野里的油菜花一片金黄，"
+        "远远望去像铺开的锦缎。村里的老人说，今年雨水充足，收成一定不错。孩子们放学后沿着石板路跑回家，"
+        "书包在背上一颠一颠的，笑声传得很远。傍晚时分，炊烟从一座座白墙黑瓦的房子里升起，"
+        "空气中弥漫着米饭和腊肉的香味。"
+        for n, season, month in [("一", "春天", "二月"), ("二", "夏天", "五月"), ("三", "秋天", "八月")]
+    ]) + "第四段：江南的冬天很少下雪，河面上却常常飘着一层薄雾，早起的渔夫撑着小船从雾里慢慢划出来。"
+     "岸边的茶馆里，老人们围着火炉喝茶聊天，说着一年的收成。请用一句话概括这四段文字的共同主题："),
 ]
 
 
