@@ -516,7 +516,6 @@ impl QMatrix {
             };
             use crate::x86_float as xf;
             let (tile, tail): (FloatTile<4>, FloatTile<1>) = match self.dtype {
-                DType::F16 => (xf::f16_zmm_tile_4x4, xf::f16_zmm_tile_4x1),
                 DType::BF16 if crate::dispatch::bf16_dot_products() => {
                     (xf::bf16_dp_tile_4x4, xf::bf16_dp_tile_4x1)
                 }
@@ -529,6 +528,28 @@ impl QMatrix {
                     xf::float_tile_4x1::<xf::F32s>,
                 ),
             };
+            if self.dtype == DType::F16 {
+                // Tiles of 4 rows × 6 tokens (llama.cpp's shape for F16 on
+                // AVX-512), reading the activations widened to f32 once here.
+                let wide = widen_f16_rows(xq, xrb, n, cols);
+                // SAFETY: `float_tiled` checked AVX-512 F/VL and F16C.
+                unsafe {
+                    float_blocked(
+                        cols,
+                        rows,
+                        n,
+                        w,
+                        wrb,
+                        &wide,
+                        4 * cols,
+                        &put,
+                        &single,
+                        xf::f16_zmm_tile_4x6,
+                        xf::f16_zmm_tile_4x1,
+                    )
+                };
+                return;
+            }
             // SAFETY: `float_tiled` checked AVX-512 F/VL (and
             // `bf16_dot_products` AVX512_BF16 for its kernels).
             unsafe { float_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single, tile, tail) };
@@ -626,6 +647,39 @@ fn repack_streaming(
     out
 }
 
+/// `n` rows of `cols` f16 values (`xrb` bytes apart) as f32 bytes, row
+/// after row.
+#[cfg(target_arch = "x86_64")]
+fn widen_f16_rows(xq: &[u8], xrb: usize, n: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0u8; 4 * cols * n];
+    let ptr = SendPtr::new_bytes(&mut out);
+    crate::pool::for_each(n, |t| {
+        // SAFETY: each item writes its own row of `out`.
+        let row = unsafe {
+            std::slice::from_raw_parts_mut((ptr.get() as *mut u8).add(4 * cols * t), 4 * cols)
+        };
+        let src = &xq[t * xrb..t * xrb + 2 * cols];
+        // SAFETY: any bytes are valid f16 and f32; `align_to` keeps alignment.
+        let (h, f) = unsafe { (src.align_to::<half::f16>(), row.align_to_mut::<f32>()) };
+        match (h, f) {
+            (([], h, []), ([], f, [])) => {
+                use half::slice::HalfFloatSliceExt;
+                h.convert_to_f32_slice(f)
+            }
+            _ => {
+                for (o, h) in row.chunks_exact_mut(4).zip(src.chunks_exact(2)) {
+                    o.copy_from_slice(
+                        &half::f16::from_le_bytes([h[0], h[1]])
+                            .to_f32()
+                            .to_le_bytes(),
+                    );
+                }
+            }
+        }
+    });
+    out
+}
+
 /// A float tile kernel of 4 rows × `C` tokens: `(n, w, wrb, x, xrb, out)`.
 #[cfg(target_arch = "x86_64")]
 type FloatTile<const C: usize> = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [[f32; C]; 4]);
@@ -639,7 +693,7 @@ type FloatTile<const C: usize> = unsafe fn(usize, &[u8], usize, &[u8], usize, &m
 /// The CPU has the kernels' features.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn float_blocked(
+unsafe fn float_blocked<const C: usize>(
     cols: usize,
     rows: usize,
     n: usize,
@@ -649,7 +703,7 @@ unsafe fn float_blocked(
     xrb: usize,
     put: &(impl Fn(usize, usize, f32) + Sync),
     single: &(impl Fn(usize, usize) -> f32 + Sync),
-    tile: FloatTile<4>,
+    tile: FloatTile<C>,
     tail: FloatTile<1>,
 ) {
     // SAFETY (both): the caller's; `blocked` hands out only whole groups of
@@ -657,7 +711,7 @@ unsafe fn float_blocked(
     let tail = |r: usize, t: usize, o: &mut [[f32; 1]; 4]| unsafe {
         tail(cols, &w[r * wrb..], wrb, &xq[t * xrb..], 0, o)
     };
-    blocked::<4, 4>(rows, n, put, single, &tail, |r, t, o| unsafe {
+    blocked::<4, C>(rows, n, put, single, &tail, |r, t, o| unsafe {
         tile(cols, &w[r * wrb..], wrb, &xq[t * xrb..], xrb, o)
     });
 }

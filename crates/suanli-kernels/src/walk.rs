@@ -131,11 +131,12 @@ pub(crate) fn blocked<const R: usize, const C: usize>(
     tile: impl Fn(usize, usize, &mut [[f32; C]; R]) + Sync,
 ) {
     const RB: usize = 32;
-    const TB: usize = 32;
-    let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(TB));
+    // About 32 tokens a block, whole tiles of C.
+    let tb = (32 / C).max(1) * C;
+    let (nrb, ntb) = (rows.div_ceil(RB), n.div_ceil(tb));
     crate::pool::for_each(nrb * ntb, |item| {
-        let (r0, t0) = (item / ntb * RB, item % ntb * TB);
-        let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
+        let (r0, t0) = (item / ntb * RB, item % ntb * tb);
+        let (r1, t1) = ((r0 + RB).min(rows), (t0 + tb).min(n));
         let mut o = [[0f32; C]; R];
         let mut o1 = [[0f32; 1]; R];
         for t in (t0..t1).step_by(C) {

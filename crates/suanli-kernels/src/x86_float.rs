@@ -227,10 +227,21 @@ pub(crate) unsafe fn hsum16(v: __m512) -> f32 {
 /// elements per step, the last step read under a mask (zeros past `n`).
 pub trait ZmmStep {
     const STEP: usize;
+    /// Bytes of one activation value.
+    const XB: usize = 2;
     type V: Copy;
     /// # Safety
     /// `min(k, STEP)` values readable at `p`; the CPU has the features.
     unsafe fn load(p: *const u8, k: usize) -> Self::V;
+    /// An activation step ([`Self::load`] unless the activations are
+    /// stored otherwise).
+    ///
+    /// # Safety
+    /// As [`Self::load`].
+    #[inline(always)]
+    unsafe fn load_x(p: *const u8, k: usize) -> Self::V {
+        Self::load(p, k)
+    }
     /// # Safety
     /// The CPU has the features.
     unsafe fn madd(acc: __m512, w: Self::V, x: Self::V) -> __m512;
@@ -273,8 +284,32 @@ impl ZmmStep for F16Fma {
     }
 }
 
+/// [`F16Fma`] with the activations already widened to f32 (once per
+/// product, not once per tile): the same FMAs on the same values, half the
+/// conversions in a tile's inner loop.
+pub struct F16FmaWide;
+
+impl ZmmStep for F16FmaWide {
+    const STEP: usize = 16;
+    const XB: usize = 4;
+    type V = __m512;
+    #[inline(always)]
+    unsafe fn load(p: *const u8, k: usize) -> __m512 {
+        F16Fma::load(p, k)
+    }
+    #[inline(always)]
+    unsafe fn load_x(p: *const u8, k: usize) -> __m512 {
+        let m: __mmask16 = if k >= 16 { !0 } else { (1u16 << k) - 1 };
+        _mm512_maskz_loadu_ps(m, p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, w: __m512, x: __m512) -> __m512 {
+        F16Fma::madd(acc, w, x)
+    }
+}
+
 /// `R` 16-bit weight rows (`wrb` bytes apart) × `C` activation rows (`xrb`
-/// apart) of `n` values: one zmm accumulator per output stepped by `S`,
+/// apart, `S::XB` bytes a value) of `n` values: one zmm accumulator per output stepped by `S`,
 /// then the lanes summed as [`crate::attention::reduce16`] sums them.
 ///
 /// # Safety
@@ -289,7 +324,7 @@ unsafe fn zmm_tile<S: ZmmStep, const R: usize, const C: usize>(
     o: &mut [[f32; C]; R],
 ) {
     assert!(
-        w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + 2 * n,
+        w.len() >= (R - 1) * wrb + 2 * n && x.len() >= (C - 1) * xrb + S::XB * n,
         "zmm tile out of bounds"
     );
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
@@ -298,7 +333,7 @@ unsafe fn zmm_tile<S: ZmmStep, const R: usize, const C: usize>(
         let k = n - i;
         let ws: [S::V; R] = std::array::from_fn(|r| S::load(wp.add(r * wrb + 2 * i), k));
         for c in 0..C {
-            let xv = S::load(xp.add(c * xrb + 2 * i), k);
+            let xv = S::load_x(xp.add(c * xrb + S::XB * i), k);
             for r in 0..R {
                 acc[r][c] = S::madd(acc[r][c], ws[r], xv);
             }
@@ -390,26 +425,26 @@ pub unsafe fn vec_dot_f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
     o[0][0]
 }
 
-/// [`zmm_tile`] with [`F16Fma`] of 4 rows × 4 tokens.
+/// [`zmm_tile`] with [`F16FmaWide`] (f32 activations) of 4 rows × 6 tokens.
 ///
 /// # Safety
-/// As [`zmm_tile`] with [`F16Fma`].
+/// As [`zmm_tile`] with [`F16FmaWide`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn f16_zmm_tile_4x4(
+pub unsafe fn f16_zmm_tile_4x6(
     n: usize,
     w: &[u8],
     wrb: usize,
     x: &[u8],
     xrb: usize,
-    o: &mut [[f32; 4]; 4],
+    o: &mut [[f32; 6]; 4],
 ) {
-    zmm_tile::<F16Fma, 4, 4>(n, w, wrb, x, xrb, o)
+    zmm_tile::<F16FmaWide, 4, 6>(n, w, wrb, x, xrb, o)
 }
 
-/// [`zmm_tile`] with [`F16Fma`] of 4 rows × 1 token.
+/// [`zmm_tile`] with [`F16FmaWide`] (f32 activations) of 4 rows × 1 token.
 ///
 /// # Safety
-/// As [`zmm_tile`] with [`F16Fma`].
+/// As [`zmm_tile`] with [`F16FmaWide`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn f16_zmm_tile_4x1(
     n: usize,
@@ -419,7 +454,7 @@ pub unsafe fn f16_zmm_tile_4x1(
     _xrb: usize,
     o: &mut [[f32; 1]; 4],
 ) {
-    zmm_tile::<F16Fma, 4, 1>(n, w, wrb, x, 0, o)
+    zmm_tile::<F16FmaWide, 4, 1>(n, w, wrb, x, 0, o)
 }
 
 /// [`crate::quants::float::vec_dot_f16_zmm_gemv`]: ggml's F16 dot product

@@ -507,7 +507,8 @@ fn float_dot_products_equal_the_reference() {
 }
 
 /// F32, F16 and BF16 matrices times batches of tokens (the register tiles
-/// of 4 rows × 4 tokens at the AVX-512 level, their row and token tails):
+/// of 4 rows × 4 tokens at the AVX-512 level, 4 × 6 for F16, their row and
+/// token tails):
 /// every output has the reference dot product's bits.
 #[test]
 fn float_matmul_equals_the_reference() {
