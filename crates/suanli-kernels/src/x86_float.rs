@@ -329,19 +329,37 @@ unsafe fn zmm_tile<S: ZmmStep, const R: usize, const C: usize>(
     );
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); C]; R];
-    for i in (0..n).step_by(S::STEP) {
-        let k = n - i;
-        let ws: [S::V; R] = std::array::from_fn(|r| S::load(wp.add(r * wrb + 2 * i), k));
-        for c in 0..C {
-            let xv = S::load_x(xp.add(c * xrb + S::XB * i), k);
-            for r in 0..R {
-                acc[r][c] = S::madd(acc[r][c], ws[r], xv);
-            }
-        }
+    // Whole steps with a constant (all-ones) mask, then the last one.
+    let whole = n / S::STEP * S::STEP;
+    for i in (0..whole).step_by(S::STEP) {
+        zmm_step::<S, R, C>(wp, wrb, xp, xrb, i, S::STEP, &mut acc);
+    }
+    if whole < n {
+        zmm_step::<S, R, C>(wp, wrb, xp, xrb, whole, n - whole, &mut acc);
     }
     for r in 0..R {
         for c in 0..C {
             o[r][c] = hsum16(acc[r][c]);
+        }
+    }
+}
+
+/// One step of [`zmm_tile`] at element `i`, `k` values left.
+#[inline(always)]
+unsafe fn zmm_step<S: ZmmStep, const R: usize, const C: usize>(
+    wp: *const u8,
+    wrb: usize,
+    xp: *const u8,
+    xrb: usize,
+    i: usize,
+    k: usize,
+    acc: &mut [[__m512; C]; R],
+) {
+    let ws: [S::V; R] = std::array::from_fn(|r| S::load(wp.add(r * wrb + 2 * i), k));
+    for c in 0..C {
+        let xv = S::load_x(xp.add(c * xrb + S::XB * i), k);
+        for r in 0..R {
+            acc[r][c] = S::madd(acc[r][c], ws[r], xv);
         }
     }
 }
