@@ -250,8 +250,12 @@ pub trait Model: Send + Sync {
                 None => None,
             };
             let mut batch = Batch::new(&mut kv.pool, &seqs, trace)?;
-            out.extend(self.forward_batch(part, &mut batch)?);
+            let logits = self.forward_batch(part, &mut batch)?;
             kv.advance(part.len());
+            if passes == 1 {
+                return Ok(logits);
+            }
+            out.extend(logits);
         }
         Ok(out)
     }
