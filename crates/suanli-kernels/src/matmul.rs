@@ -515,19 +515,6 @@ impl QMatrix {
                 )
             };
             use crate::x86_float as xf;
-            let (tile, tail): (FloatTile<4>, FloatTile<1>) = match self.dtype {
-                DType::BF16 if crate::dispatch::bf16_dot_products() => {
-                    (xf::bf16_dp_tile_4x4, xf::bf16_dp_tile_4x1)
-                }
-                DType::BF16 => (
-                    xf::float_tile_4x4::<xf::Bf16s>,
-                    xf::float_tile_4x1::<xf::Bf16s>,
-                ),
-                _ => (
-                    xf::float_tile_4x4::<xf::F32s>,
-                    xf::float_tile_4x1::<xf::F32s>,
-                ),
-            };
             if self.dtype == DType::F16 {
                 // Tiles of 4 rows × 6 tokens (llama.cpp's shape for F16 on
                 // AVX-512), reading the activations widened to f32 once here.
@@ -550,6 +537,20 @@ impl QMatrix {
                 };
                 return;
             }
+            let (tile, tail): (FloatTile<4>, FloatTile<1>) = match self.dtype {
+                DType::BF16 if crate::dispatch::bf16_dot_products() => {
+                    (xf::bf16_dp_tile_4x4, xf::bf16_dp_tile_4x1)
+                }
+                DType::BF16 => (
+                    xf::float_tile_4x4::<xf::Bf16s>,
+                    xf::float_tile_4x1::<xf::Bf16s>,
+                ),
+                // F32 (F16 took its tiles above).
+                _ => (
+                    xf::float_tile_4x4::<xf::F32s>,
+                    xf::float_tile_4x1::<xf::F32s>,
+                ),
+            };
             // SAFETY: `float_tiled` checked AVX-512 F/VL (and
             // `bf16_dot_products` AVX512_BF16 for its kernels).
             unsafe { float_blocked(cols, rows, n, w, wrb, xq, xrb, &put, &single, tile, tail) };

@@ -216,22 +216,27 @@ fn chat_answers_several_turns() {
     );
 }
 
-#[test]
-fn bench_json_has_llama_bench_fields() {
-    let m = smollm();
-    let out = suanli(
-        &[
-            "bench", "-m", &m, "-p", "8", "-n", "4", "-r", "2", "--json", "--membw", "50",
-        ],
-        None,
-    );
+/// `suanli bench ARGS --json --membw 50`, which must succeed: its tests.
+fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let all: Vec<&str> = ["bench"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--json", "--membw", "50"])
+        .collect();
+    let out = suanli(&all, None);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    let tests = v.as_array().expect("array");
+    v.as_array().expect("array").clone()
+}
+
+#[test]
+fn bench_json_has_llama_bench_fields() {
+    let m = smollm();
+    let tests = bench_json(&["-m", &m, "-p", "8", "-n", "4", "-r", "2"]);
     assert_eq!(tests.len(), 2);
     for (t, (np, ng)) in tests.iter().zip([(8, 0), (0, 4)]) {
         assert_eq!(
@@ -250,20 +255,8 @@ fn bench_json_has_llama_bench_fields() {
 #[test]
 fn bench_depth_runs_and_a_depth_past_the_context_is_an_error() {
     let m = smollm();
-    let out = suanli(
-        &[
-            "bench", "-m", &m, "-p", "8", "-n", "4", "-d", "300", "-r", "1", "--json", "--membw",
-            "50",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    let tests = v.as_array().expect("array");
+    let tests = bench_json(&["-m", &m, "-p", "8", "-n", "4", "-d", "300", "-r", "1"]);
+    assert_eq!(tests.len(), 2);
     assert!(tests.iter().all(|t| t["n_depth"].as_u64() == Some(300)));
     // Past the model's context: a clear error, not an allocation failure.
     let out = suanli(
