@@ -302,7 +302,7 @@ pub enum Acts<'a> {
 /// `n` activation rows of `cols` values quantized to each of `types` (in
 /// order), with the bytes of one row: one pass over the rows, each row
 /// made once ([`Acts::Each`]) and quantized to every type.
-fn quantize_rows(
+pub(crate) fn quantize_rows(
     types: &[crate::DType],
     acts: Acts,
     n: usize,
@@ -382,8 +382,13 @@ pub fn matmul_many_acts(acts: Acts, n: usize, parts: &mut [(&QMatrix, &mut [f32]
             None => m.matmul_quantized(xq, *xrb, n, out),
         }
     }
-    // Every run of every job, in order: a thread done with one matrix's
-    // share starts on the next one's while the other finishes.
+    run_jobs(&jobs);
+}
+
+/// Every run of every job in one pass over the pool, in order: a thread
+/// done with one matrix's share starts on the next one's while the other
+/// finishes.
+pub(crate) fn run_jobs(jobs: &[RowJob]) {
     let items: Vec<(usize, Range<usize>)> = jobs
         .iter()
         .enumerate()

@@ -10,7 +10,10 @@
 //!   plain reference ("generic") implementation: it is the specification the
 //!   fast paths are held to.
 //! - [`matmul`]: [`matmul::QMatrix`], a weight matrix in any format, and the
-//!   matrix × activations product built on the table above.
+//!   matrix × activations product built on the table above; [`matmul_many`]
+//!   (several matrices over the same rows in one pass over the pool) and
+//!   [`matmul_grouped`] (many matrices each over its own subset of a batch's
+//!   rows — a mixture-of-experts layer's shape — in one pass).
 //! - [`dispatch`] and [`x86`]: SIMD twins of the reference kernels, chosen at
 //!   run time by CPU features and bit-identical to them; [`x86_tile`]
 //!   (register-tiled prefill and multi-row decode kernels of the 32-element
@@ -33,6 +36,7 @@ pub mod attention;
 mod decode;
 pub mod dispatch;
 pub mod dtype;
+mod grouped;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -63,6 +67,7 @@ pub mod x86_tile_u8;
 
 pub use decode::{matmul_many, matmul_many_acts, Acts};
 pub use dtype::{DType, TypeTraits};
+pub use grouped::{matmul_grouped, Product};
 pub use matmul::{Blob, QMatrix};
 
 /// Errors raised by kernels when given a shape or type they cannot handle.
@@ -78,4 +83,6 @@ pub enum KernelError {
         expected: usize,
         got: usize,
     },
+    #[error("activation row {index} taken, but only {rows} rows were given")]
+    BadRowIndex { index: usize, rows: usize },
 }

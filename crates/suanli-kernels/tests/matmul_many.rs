@@ -1,11 +1,15 @@
 //! `matmul_many` (several matrices over the same activations in one pass)
-//! returns each matrix's `matmul` bits, in llama.cpp's orders and in the
-//! batch-invariant ones. The batch-invariant switch is process-wide, so
-//! this binary holds one test that runs both modes in turn.
+//! and `matmul_grouped` (products over subsets of the rows, as a
+//! mixture-of-experts layer routes tokens) return each matrix's `matmul`
+//! bits, in llama.cpp's orders and in the batch-invariant ones. The
+//! batch-invariant switch is process-wide, so this binary holds one test
+//! that runs both modes in turn.
 
 use half::f16;
 use rand::{Rng, SeedableRng};
-use suanli_kernels::{dispatch, matmul_many_acts, Acts, Blob, DType, QMatrix};
+use suanli_kernels::{
+    dispatch, matmul_grouped, matmul_many_acts, Acts, Blob, DType, KernelError, Product, QMatrix,
+};
 
 /// Random weights of `t` with small finite f16 scales (the raw bytes).
 fn weights(rng: &mut impl Rng, t: DType, rows: usize, cols: usize) -> Vec<u8> {
@@ -106,6 +110,101 @@ fn check_mode(batch_invariant: bool) -> usize {
                 checked += g.len();
             }
         }
+    }
+    checked + check_grouped(&ms, &mut rng, cols, batch_invariant)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Experts (the matrices above) over subsets of a batch's rows: every
+/// product against `matmul` over its gathered rows. Subsets of 0 to 40
+/// rows (decode row runs and tiled paths), repeats, every row, rows
+/// given as they are and made as they are quantized.
+fn check_grouped(ms: &[QMatrix], rng: &mut impl Rng, cols: usize, bi: bool) -> usize {
+    let mut checked = 0;
+    for n in [1usize, 6, 40] {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect();
+        // Per product: its expert and the rows it takes (None: all).
+        let mut routes: Vec<(usize, Option<Vec<usize>>)> = vec![(0, None), (5, Some(vec![]))];
+        for (e, m) in [1usize, 2, 3, 4, 5, 9, 17, 40].into_iter().enumerate() {
+            let take = (0..m).map(|_| rng.random_range(0..n)).collect();
+            routes.push((e % ms.len(), Some(take)));
+            routes.push((
+                (e + 3) % ms.len(),
+                Some((0..n).rev().step_by(e + 1).collect()),
+            ));
+        }
+        let gather = |take: &Option<Vec<usize>>| -> Vec<f32> {
+            match take {
+                None => x.clone(),
+                Some(t) => t
+                    .iter()
+                    .flat_map(|&r| x[r * cols..(r + 1) * cols].iter().copied())
+                    .collect(),
+            }
+        };
+        let want: Vec<Vec<f32>> = routes
+            .iter()
+            .map(|(e, take)| {
+                let xs = gather(take);
+                let m = xs.len() / cols;
+                let mut y = vec![0f32; m * ms[*e].rows];
+                if m > 0 {
+                    ms[*e].matmul(&xs, m, &mut y);
+                }
+                y
+            })
+            .collect();
+        let made = |t: usize, row: &mut [f32]| row.copy_from_slice(&x[t * cols..(t + 1) * cols]);
+        for acts in [Acts::Rows(&x), Acts::Each(&made)] {
+            let mut got: Vec<Vec<f32>> = want.iter().map(|w| vec![f32::NAN; w.len()]).collect();
+            let mut products: Vec<Product> = routes
+                .iter()
+                .zip(got.iter_mut())
+                .map(|((e, take), out)| Product {
+                    w: &ms[*e],
+                    take: take.as_deref(),
+                    out,
+                })
+                .collect();
+            matmul_grouped(acts, n, cols, &mut products).expect("grouped matmul");
+            for (((e, take), g), w) in routes.iter().zip(&got).zip(&want) {
+                let what = format!(
+                    "{:?} n={n} take={take:?} batch_invariant={bi}",
+                    ms[*e].dtype
+                );
+                assert_eq!(bits(g), bits(w), "{what}");
+                assert!(g.iter().all(|v| v.is_finite()), "{what}");
+                checked += g.len();
+            }
+        }
+        // A row past the batch, and a short output, are refused whole.
+        let mut out = vec![0f32; 2 * ms[0].rows];
+        let bad = [0usize, n];
+        let mut products = [Product {
+            w: &ms[0],
+            take: Some(&bad),
+            out: &mut out,
+        }];
+        let e = matmul_grouped(Acts::Rows(&x), n, cols, &mut products);
+        assert!(
+            matches!(e, Err(KernelError::BadRowIndex { index, rows }) if index == n && rows == n),
+            "{e:?}"
+        );
+        let mut short = vec![0f32; ms[0].rows];
+        let two = [0usize, 0];
+        let mut products = [Product {
+            w: &ms[0],
+            take: Some(&two),
+            out: &mut short,
+        }];
+        let e = matmul_grouped(Acts::Rows(&x), n, cols, &mut products);
+        assert!(matches!(e, Err(KernelError::BadSize { .. })), "{e:?}");
+        assert!(short.iter().all(|&v| v == 0.0), "nothing written on error");
     }
     checked
 }
