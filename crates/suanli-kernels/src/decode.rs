@@ -302,7 +302,7 @@ pub enum Acts<'a> {
 /// `n` activation rows of `cols` values quantized to each of `types` (in
 /// order), with the bytes of one row: one pass over the rows, each row
 /// made once ([`Acts::Each`]) and quantized to every type.
-pub(crate) fn quantize_rows(
+fn quantize_rows(
     types: &[crate::DType],
     acts: Acts,
     n: usize,
@@ -361,28 +361,50 @@ pub fn matmul_many_acts(acts: Acts, n: usize, parts: &mut [(&QMatrix, &mut [f32]
         return;
     };
     debug_assert!(parts.iter().all(|(m, _)| m.cols == cols));
-    // Quantized activations per vec_dot type, in first-seen order.
-    let mut types: Vec<crate::DType> = Vec::new();
-    for (m, _) in parts.iter() {
-        let key = m.dtype.traits().vec_dot_type;
-        if !types.contains(&key) {
-            types.push(key);
-        }
-    }
-    let quantized = quantize_rows(&types, acts, n, cols);
+    let quantized = Quantized::new(parts.iter().map(|(m, _)| *m), acts, n, cols);
     let mut jobs = Vec::new();
     for (m, out) in parts.iter_mut() {
-        let key = m.dtype.traits().vec_dot_type;
-        let Some((_, xq, xrb)) = quantized.iter().find(|(k, _, _)| *k == key) else {
-            unreachable!("quantized above")
-        };
+        let (xq, xrb) = quantized.of(m);
         debug_assert!(out.len() >= n * m.rows);
-        match m.row_job(xq, *xrb, n, SendPtr::new(out)) {
+        match m.row_job(xq, xrb, n, SendPtr::new(out)) {
             Some(job) => jobs.push(job),
-            None => m.matmul_quantized(xq, *xrb, n, out),
+            None => m.matmul_quantized(xq, xrb, n, out),
         }
     }
     run_jobs(&jobs);
+}
+
+/// Activation rows in the formats of some matrices' dot products, each
+/// format made once.
+pub(crate) struct Quantized(Vec<(crate::DType, Vec<u8>, usize)>);
+
+impl Quantized {
+    /// `n` rows of `cols` values in every activation format of `ms`
+    /// ([`quantize_rows`]: one pass over the rows).
+    pub(crate) fn new<'m>(
+        ms: impl Iterator<Item = &'m QMatrix>,
+        acts: Acts,
+        n: usize,
+        cols: usize,
+    ) -> Self {
+        let mut types: Vec<crate::DType> = Vec::new();
+        for m in ms {
+            let key = m.dtype.traits().vec_dot_type;
+            if !types.contains(&key) {
+                types.push(key);
+            }
+        }
+        Quantized(quantize_rows(&types, acts, n, cols))
+    }
+
+    /// The rows in `m`'s activation format, and the bytes of one.
+    pub(crate) fn of(&self, m: &QMatrix) -> (&[u8], usize) {
+        let key = m.dtype.traits().vec_dot_type;
+        match self.0.iter().find(|(k, _, _)| *k == key) {
+            Some((_, xq, xrb)) => (xq, *xrb),
+            None => unreachable!("Quantized::new made every format of the matrices"),
+        }
+    }
 }
 
 /// Every run of every job in one pass over the pool, in order: a thread

@@ -16,7 +16,9 @@
 //! gathered rows: the same quantized bytes, the kernel that `matmul` picks
 //! for the same number of rows.
 
-use crate::decode::{quantize_rows, run_jobs, Acts};
+use std::borrow::Cow;
+
+use crate::decode::{run_jobs, Acts, Quantized};
 use crate::matmul::{QMatrix, SendPtr};
 use crate::KernelError;
 
@@ -80,54 +82,50 @@ pub fn matmul_grouped(
             });
         }
     }
-    // The rows some product takes, each once, in row order.
-    let mut slot = vec![usize::MAX; n];
+    // The rows some product takes, each once, in row order, and where
+    // each one's quantized form lies among them.
+    let mut taken = vec![false; n];
     for p in products.iter() {
-        for i in 0..p.n(n) {
-            slot[p.row(i)] = 0;
-        }
+        (0..p.n(n)).for_each(|i| taken[p.row(i)] = true);
     }
-    let used: Vec<usize> = (0..n).filter(|&r| slot[r] == 0).collect();
-    for (k, &r) in used.iter().enumerate() {
-        slot[r] = k;
-    }
+    let used: Vec<usize> = (0..n).filter(|&r| taken[r]).collect();
     if used.is_empty() {
         return Ok(());
     }
-    let mut types: Vec<crate::DType> = Vec::new();
-    for p in products.iter() {
-        let key = p.w.dtype.traits().vec_dot_type;
-        if !types.contains(&key) {
-            types.push(key);
-        }
+    let mut slot = vec![0usize; n];
+    for (k, &r) in used.iter().enumerate() {
+        slot[r] = k;
     }
     let made = |k: usize, out: &mut [f32]| match acts {
         Acts::Rows(x) => out.copy_from_slice(&x[used[k] * cols..(used[k] + 1) * cols]),
         Acts::Each(f) => f(used[k], out),
     };
-    let quantized = match (acts, used.len() == n) {
-        (Acts::Rows(x), true) => quantize_rows(&types, Acts::Rows(x), n, cols),
-        _ => quantize_rows(&types, Acts::Each(&made), used.len(), cols),
+    let every = used.len() == n;
+    let ms = products.iter().map(|p| p.w);
+    let quantized = match acts {
+        Acts::Rows(_) if every => Quantized::new(ms, acts, n, cols),
+        _ => Quantized::new(ms, Acts::Each(&made), used.len(), cols),
     };
-    // Each product's rows, gathered in its format.
-    let gathered: Vec<(Vec<u8>, usize)> = products
+    // Each product's rows in its format: the quantized rows themselves for
+    // a product that takes every row in order, else gathered.
+    let rows: Vec<(Cow<[u8]>, usize)> = products
         .iter()
         .map(|p| {
-            let key = p.w.dtype.traits().vec_dot_type;
-            let Some((_, xq, xrb)) = quantized.iter().find(|(k, _, _)| *k == key) else {
-                unreachable!("quantized above")
-            };
+            let (xq, xrb) = quantized.of(p.w);
+            if every && p.take.is_none() {
+                return (Cow::Borrowed(xq), xrb);
+            }
             let mut g = Vec::with_capacity(p.n(n) * xrb);
             for i in 0..p.n(n) {
                 let k = slot[p.row(i)];
                 g.extend_from_slice(&xq[k * xrb..(k + 1) * xrb]);
             }
-            (g, *xrb)
+            (Cow::Owned(g), xrb)
         })
         .collect();
     let mut jobs = Vec::new();
     let mut tiled = Vec::new();
-    for (i, (p, (xq, xrb))) in products.iter_mut().zip(&gathered).enumerate() {
+    for (i, (p, (xq, xrb))) in products.iter_mut().zip(&rows).enumerate() {
         let m = p.n(n);
         if m == 0 {
             continue;
@@ -140,7 +138,7 @@ pub fn matmul_grouped(
     run_jobs(&jobs);
     drop(jobs);
     for i in tiled {
-        let (p, (xq, xrb)) = (&mut products[i], &gathered[i]);
+        let (p, (xq, xrb)) = (&mut products[i], &rows[i]);
         p.w.matmul_quantized(xq, *xrb, p.n(n), p.out);
     }
     Ok(())
