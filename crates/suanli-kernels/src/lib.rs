@@ -37,6 +37,7 @@ mod decode;
 pub mod dispatch;
 pub mod dtype;
 mod grouped;
+mod hugemem;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;

@@ -59,12 +59,12 @@ impl Blob {
     }
 
     pub fn from_vec(v: Vec<u8>) -> Self {
-        let len = v.len();
-        Blob {
-            owner: Arc::new(v),
-            off: 0,
-            len,
-        }
+        Self::whole(Arc::new(v))
+    }
+
+    pub(crate) fn whole(owner: Arc<dyn Storage>) -> Self {
+        let len = owner.bytes().len();
+        Blob { owner, off: 0, len }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -167,10 +167,10 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
             let nb = self.cols / 256;
-            let packed = repack_streaming(&self.data, self.rows, 8, |src, rows| {
+            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 8, |src, rows| {
                 crate::x86_q4k_r8::repack(src, rows, nb)
             });
-            self.data = Blob::from_vec(packed);
+            self.data = packed;
             self.repacked = true;
         }
         self
@@ -192,11 +192,13 @@ impl QMatrix {
             && !self.repacked
         {
             let (nb, bb) = (self.cols / 32, self.dtype.block_bytes());
-            let packed =
-                repack_streaming(&self.data, self.rows, crate::x86_tile::G4, |src, rows| {
-                    crate::x86_tile::repack_rows4(src, rows, nb, bb)
-                });
-            self.data = Blob::from_vec(packed);
+            let packed = crate::hugemem::repack_streaming(
+                &self.data,
+                self.rows,
+                crate::x86_tile::G4,
+                |src, rows| crate::x86_tile::repack_rows4(src, rows, nb, bb),
+            );
+            self.data = packed;
             self.rows4 = true;
         }
         self
@@ -213,14 +215,14 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::Q6_K && crate::dispatch::q6_k_planes() && !self.q6_planes {
             use crate::x86_q6k_planes::{plane_block, BLOCK};
-            let packed = repack_streaming(&self.data, self.rows, 1, |src, _| {
+            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 1, |src, _| {
                 let mut out = vec![0u8; src.len()];
                 for (s, d) in src.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
                     plane_block(s, d);
                 }
                 out
             });
-            self.data = Blob::from_vec(packed);
+            self.data = packed;
             self.q6_planes = true;
         }
         self
@@ -242,10 +244,13 @@ impl QMatrix {
             && !self.r16
         {
             let (nb, ty) = (self.cols / 32, self.dtype);
-            let packed = repack_streaming(&self.data, self.rows, crate::x86_r16::G, |src, rows| {
-                crate::x86_r16::repack(ty, src, rows, nb)
-            });
-            self.data = Blob::from_vec(packed);
+            let packed = crate::hugemem::repack_streaming(
+                &self.data,
+                self.rows,
+                crate::x86_r16::G,
+                |src, rows| crate::x86_r16::repack(ty, src, rows, nb),
+            );
+            self.data = packed;
             self.r16 = true;
         }
         self
@@ -616,36 +621,6 @@ impl QMatrix {
         }
         unreachable!("row_job takes every product without a tiled path")
     }
-}
-
-/// `pack(rows' bytes, rows)` over `data` (`rows` rows) a few MB of whole
-/// `group`s of rows at a time, each source range let go once packed: the
-/// new layout costs little more resident memory than the matrix did
-/// (a mapped file drops the pages; the output's pages are touched only as
-/// they are written).
-#[cfg(target_arch = "x86_64")]
-fn repack_streaming(
-    data: &Blob,
-    rows: usize,
-    group: usize,
-    pack: impl Fn(&[u8], usize) -> Vec<u8>,
-) -> Vec<u8> {
-    const CHUNK: usize = 4 << 20;
-    let rb = data.len() / rows.max(1);
-    let step = (CHUNK / rb.max(1) / group).max(1) * group;
-    let mut out = Vec::new();
-    for r0 in (0..rows).step_by(step) {
-        let r1 = (r0 + step).min(rows);
-        let src = &data.bytes()[r0 * rb..r1 * rb];
-        let packed = pack(src, r1 - r0);
-        if r0 == 0 {
-            // The layout's size, from the first chunk's (whole groups).
-            out.reserve_exact(packed.len() / (r1 - r0) * rows);
-        }
-        out.extend_from_slice(&packed);
-        data.release_range(r0 * rb, src.len());
-    }
-    out
 }
 
 /// `n` rows of `cols` f16 values (`xrb` bytes apart) as f32 bytes, row
