@@ -93,7 +93,7 @@ impl QMatrix {
         };
         // Long contiguous runs of rows for the prefetchers, short ones to
         // balance the threads (`decode_runs`).
-        let runs = decode_runs(rows, 16);
+        let runs = decode_runs(rows, 16, wrb);
         #[cfg(target_arch = "x86_64")]
         if let (true, Some(gemv)) = (
             self.interleaved
@@ -269,7 +269,7 @@ fn group_job<'a>(
     f: impl Fn(usize, &'a [u8]) + Sync + 'a,
 ) -> RowJob<'a> {
     RowJob {
-        runs: decode_runs(groups, 1),
+        runs: decode_runs(groups, 1, gbytes),
         run: Box::new(move |gs: Range<usize>| {
             for g in gs {
                 f(g, &w[g * gbytes..(g + 1) * gbytes]);
@@ -419,26 +419,84 @@ pub(crate) fn run_jobs(jobs: &[RowJob]) {
     crate::pool::for_each(items.len(), |i| (jobs[items[i].0].run)(items[i].1.clone()));
 }
 
-/// Decode's split of `units` (rows or row groups, runs aligned to `align`)
-/// over the pool: first one long run per thread over about 7/8 of them —
-/// one stream each keeps the prefetchers ahead — then short runs of about
-/// 1/64 that whichever thread is free takes, so a thread slowed by a
-/// neighbour's memory traffic does not hold the other at the barrier.
+/// Decode's split of `units` (rows or row groups of `unit_bytes` each,
+/// runs aligned to `align`) over the pool: first one long run per thread
+/// over about 7/8 of them — one stream each keeps the prefetchers ahead —
+/// then runs that whichever thread is free takes, each half of what is
+/// left per thread, down to about [`LEAST_RUN`] bytes: a thread slowed by
+/// a neighbour's memory traffic does not hold the other at the barrier,
+/// and the last run, which the other thread may wait out, is short.
 /// (Equal short runs throughout lose the streams: Qwen2.5-1.5B tg fell
-/// from 33 to 21 t/s with four runs per thread.)
-pub(crate) fn decode_runs(units: usize, align: usize) -> Vec<std::ops::Range<usize>> {
+/// from 33 to 21 t/s with four runs per thread. Runs of 1/64 of the units
+/// after the long ones left the main thread waiting 0.4–2 ms a token at
+/// ops' ends — the output's were 3 MB each; halving ones: +1.4% tg in the
+/// ~33 GB/s state, +2.4% in the fast one, 10-minute alternating A/B.)
+pub(crate) fn decode_runs(
+    units: usize,
+    align: usize,
+    unit_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
     let threads = crate::pool::threads().max(1);
     let align = align.max(1);
     let long = units * 7 / 8 / threads / align * align;
-    let short = (units / 64).next_multiple_of(align).max(align);
     let mut runs: Vec<_> = (0..threads)
         .map(|t| t * long..(t + 1) * long)
         .filter(|r| !r.is_empty())
         .collect();
+    let least = (LEAST_RUN / unit_bytes.max(1))
+        .max(1)
+        .next_multiple_of(align);
     let mut at = threads * long;
     while at < units {
-        runs.push(at..(at + short).min(units));
-        at += short;
+        let left = units - at;
+        let len = (left / (2 * threads))
+            .next_multiple_of(align)
+            .max(least)
+            .min(left);
+        runs.push(at..at + len);
+        at += len;
     }
     runs
+}
+
+/// The bytes of weights below which [`decode_runs`] splits no further.
+const LEAST_RUN: usize = 32 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_runs_cover_every_unit_once_in_aligned_runs() {
+        for (units, align, ub) in [
+            (151936 / 16 * 16, 16, 1260),
+            (1536, 16, 7350),
+            (1120, 1, 6912),
+            (32, 1, 40000),
+            (7, 1, 100),
+            (0, 16, 100),
+            (48, 16, 1),
+        ] {
+            let runs = decode_runs(units, align, ub);
+            let mut at = 0;
+            for r in &runs {
+                assert_eq!(r.start, at, "{units} units: runs in order, no gap");
+                assert!(!r.is_empty());
+                assert!(r.start % align == 0, "{units} units: {r:?} aligned to {align}");
+                at = r.end;
+            }
+            assert_eq!(at, units);
+            // Past the long runs, none shorter than the least bytes unless
+            // it is the last.
+            let least = (LEAST_RUN / ub).max(1).next_multiple_of(align);
+            let tail = runs.iter().skip(crate::pool::threads()).collect::<Vec<_>>();
+            for r in tail.iter().rev().skip(1) {
+                assert!(r.len() >= least.min(units), "{units} units: {r:?} under {least}");
+            }
+            // Halving: each tail run is at most the one before.
+            for w in tail.windows(2) {
+                assert!(w[1].len() <= w[0].len(), "{units} units: {w:?}");
+            }
+        }
+    }
 }
