@@ -482,7 +482,10 @@ mod tests {
             for r in &runs {
                 assert_eq!(r.start, at, "{units} units: runs in order, no gap");
                 assert!(!r.is_empty());
-                assert!(r.start % align == 0, "{units} units: {r:?} aligned to {align}");
+                assert!(
+                    r.start % align == 0,
+                    "{units} units: {r:?} aligned to {align}"
+                );
                 at = r.end;
             }
             assert_eq!(at, units);
@@ -491,7 +494,10 @@ mod tests {
             let least = (LEAST_RUN / ub).max(1).next_multiple_of(align);
             let tail = runs.iter().skip(crate::pool::threads()).collect::<Vec<_>>();
             for r in tail.iter().rev().skip(1) {
-                assert!(r.len() >= least.min(units), "{units} units: {r:?} under {least}");
+                assert!(
+                    r.len() >= least.min(units),
+                    "{units} units: {r:?} under {least}"
+                );
             }
             // Halving: each tail run is at most the one before.
             for w in tail.windows(2) {

@@ -9,10 +9,13 @@
 //! the next minute. Unless `--membw` fixes it, the roofline is measured right
 //! before and right after every tg repetition by streaming the model's own
 //! decode weights with all threads, and each repetition is held against the
-//! mean of the two readings around it. A repetition whose two readings
-//! differ by more than a tenth ran across a change of state, so neither
-//! reading is its roofline: the fraction is taken over the others (over
-//! all when none is steady), and the count is shown.
+//! mean of the two readings around it. Repacked weights lie in huge pages
+//! (`suanli_kernels`' `hugemem`), which stream faster than the 4 KiB pages of
+//! `membw`'s buffer (~63 against ~55 GB/s in this VM's fast state): this
+//! roofline is that of the bytes as they lie, the stricter one. A repetition
+//! whose two readings differ by more than a tenth ran across a change of
+//! state, so neither reading is its roofline: the fraction is taken over the
+//! others (over all when none is steady), and the count is shown.
 //!
 //! `-d` runs every test after a context already holding that many tokens
 //! (llama-bench's `-d`), to see attention at long context; tg's roofline
