@@ -404,11 +404,11 @@ impl Transformer {
     /// where the page cache holds the file in large folios (up to 2 MiB, as
     /// after the file was just written) — which would otherwise stay
     /// resident: Qwen2.5-0.5B peak RSS 577 or 645 MiB depending on whether
-    /// the file was cached; over a freshly written file, 620 MiB when a
-    /// 512-token prompt's rows were all read before any was let go, 560 MiB
-    /// with each let go as it is read. Only the 2 MiB window of the row:
-    /// advising the whole table every token cost ~50 µs (and its refault as
-    /// much again).
+    /// the file was cached; over a freshly written file, 618 MiB when a
+    /// 512-token prompt's rows were all read before any was let go, 545 MiB
+    /// with each let go as it is read (547 from a cold cache). Only the 2 MiB
+    /// window of the row: advising the whole table every token cost ~50 µs
+    /// (and its refault as much again).
     fn release_embedding_row(&self, t: usize) {
         const WINDOW: usize = 2 << 20;
         let data = &self.tok_embd.data;
