@@ -394,9 +394,7 @@ impl Transformer {
             cfg,
         })
     }
-}
 
-impl Transformer {
     /// Lets the pages around embedding row `t` go from this process once
     /// the row is copied out (untied tables are only looked up). A mapped
     /// file in the page cache maps neighbours of each faulted row — up to

