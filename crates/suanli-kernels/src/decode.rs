@@ -15,10 +15,11 @@ use crate::walk::ActTables;
 #[cfg(target_arch = "x86_64")]
 use crate::DType;
 
-/// A product split into runs of units (rows or row groups): `run` computes
-/// every output of one run for all tokens.
+/// A product split into runs of units (rows or row groups of `unit` rows):
+/// `run` computes every output of one run for all tokens.
 pub(crate) struct RowJob<'a> {
     pub runs: Vec<Range<usize>>,
+    pub unit: usize,
     pub run: Box<dyn Fn(Range<usize>) + Sync + 'a>,
 }
 
@@ -120,6 +121,7 @@ impl QMatrix {
             };
             return Some(RowJob {
                 runs,
+                unit: 1,
                 run: Box::new(run),
             });
         }
@@ -150,6 +152,7 @@ impl QMatrix {
             };
             return Some(RowJob {
                 runs,
+                unit: 1,
                 run: Box::new(run),
             });
         }
@@ -180,6 +183,7 @@ impl QMatrix {
             };
             return Some(RowJob {
                 runs,
+                unit: 1,
                 run: Box::new(run),
             });
         }
@@ -190,6 +194,7 @@ impl QMatrix {
         };
         Some(RowJob {
             runs,
+            unit: 1,
             run: Box::new(run),
         })
     }
@@ -201,7 +206,7 @@ impl QMatrix {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
         let (rows, nb) = (self.rows, self.cols / 256);
         let gbytes = nb * R8_BYTES;
-        group_job(self.data.bytes(), gbytes, rows / 8, move |g, wg| {
+        group_job(self.data.bytes(), gbytes, 8, rows / 8, move |g, wg| {
             for t in 0..n {
                 let mut o = [[0f32; 8]; 1];
                 // SAFETY: `repacked` is only set at Level::Avx512.
@@ -229,7 +234,7 @@ impl QMatrix {
         let gbytes = nb * group_block_bytes(self.dtype);
         let acts = Acts::new(self.dtype, xq, xrb, n, nb);
         let dtype = self.dtype;
-        group_job(self.data.bytes(), gbytes, self.rows / G, move |g, wg| {
+        group_job(self.data.bytes(), gbytes, G, self.rows / G, move |g, wg| {
             let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
             // SAFETY: `r16` is only set at Level::Avx512 for supported types.
             unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
@@ -251,7 +256,7 @@ impl QMatrix {
         let nb = self.cols / 256;
         let gbytes = nb * GB;
         let acts = Acts::new(xq, xrb, n, nb);
-        group_job(copy, gbytes, self.rows / G, move |g, wg| {
+        group_job(copy, gbytes, G, self.rows / G, move |g, wg| {
             let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
             // SAFETY: the copy is only made at Level::Avx512.
             unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
@@ -260,16 +265,19 @@ impl QMatrix {
 }
 
 /// Decode over a row-group layout: runs of the `groups` groups (`gbytes`
-/// each at `w`), `f(g, group g's bytes)` for every group of a run.
+/// each at `w`, `unit` rows each), `f(g, group g's bytes)` for every group
+/// of a run.
 #[cfg(target_arch = "x86_64")]
 fn group_job<'a>(
     w: &'a [u8],
     gbytes: usize,
+    unit: usize,
     groups: usize,
     f: impl Fn(usize, &'a [u8]) + Sync + 'a,
 ) -> RowJob<'a> {
     RowJob {
         runs: decode_runs(groups, 1, gbytes),
+        unit,
         run: Box::new(move |gs: Range<usize>| {
             for g in gs {
                 f(g, &w[g * gbytes..(g + 1) * gbytes]);
@@ -362,9 +370,16 @@ pub fn matmul_many_acts(acts: Acts, n: usize, parts: &mut [(&QMatrix, &mut [f32]
     };
     debug_assert!(parts.iter().all(|(m, _)| m.cols == cols));
     let quantized = Quantized::new(parts.iter().map(|(m, _)| *m), acts, n, cols);
+    matmul_many_quantized(&quantized, n, parts)
+}
+
+/// [`matmul_many`] over activation rows already quantized for every matrix
+/// of `parts` (`q` holds each one's format, as [`Quantized::new`] or
+/// [`crate::glu_quantized`] made it).
+pub fn matmul_many_quantized(q: &Quantized, n: usize, parts: &mut [(&QMatrix, &mut [f32])]) {
     let mut jobs = Vec::new();
     for (m, out) in parts.iter_mut() {
-        let (xq, xrb) = quantized.of(m);
+        let (xq, xrb) = q.of(m);
         debug_assert!(out.len() >= n * m.rows);
         match m.row_job(xq, xrb, n, SendPtr::new(out)) {
             Some(job) => jobs.push(job),
@@ -376,12 +391,12 @@ pub fn matmul_many_acts(acts: Acts, n: usize, parts: &mut [(&QMatrix, &mut [f32]
 
 /// Activation rows in the formats of some matrices' dot products, each
 /// format made once.
-pub(crate) struct Quantized(Vec<(crate::DType, Vec<u8>, usize)>);
+pub struct Quantized(pub(crate) Vec<(crate::DType, Vec<u8>, usize)>);
 
 impl Quantized {
     /// `n` rows of `cols` values in every activation format of `ms`
     /// ([`quantize_rows`]: one pass over the rows).
-    pub(crate) fn new<'m>(
+    pub fn new<'m>(
         ms: impl Iterator<Item = &'m QMatrix>,
         acts: Acts,
         n: usize,
@@ -398,11 +413,15 @@ impl Quantized {
     }
 
     /// The rows in `m`'s activation format, and the bytes of one.
+    ///
+    /// # Panics
+    /// When `m`'s format was not made (a caller's bug: the matrices given
+    /// to [`Quantized::new`] decide the formats).
     pub(crate) fn of(&self, m: &QMatrix) -> (&[u8], usize) {
         let key = m.dtype.traits().vec_dot_type;
         match self.0.iter().find(|(k, _, _)| *k == key) {
             Some((_, xq, xrb)) => (xq, *xrb),
-            None => unreachable!("Quantized::new made every format of the matrices"),
+            None => panic!("activations not quantized for a {:?} matrix", m.dtype),
         }
     }
 }

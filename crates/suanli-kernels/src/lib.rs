@@ -36,6 +36,7 @@ pub mod attention;
 mod decode;
 pub mod dispatch;
 pub mod dtype;
+mod glu;
 mod grouped;
 mod hugemem;
 pub mod matmul;
@@ -66,8 +67,9 @@ pub mod x86_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_tile_u8;
 
-pub use decode::{matmul_many, matmul_many_acts, Acts};
+pub use decode::{matmul_many, matmul_many_acts, matmul_many_quantized, Acts, Quantized};
 pub use dtype::{DType, TypeTraits};
+pub use glu::glu_quantized;
 pub use grouped::{matmul_grouped, Product};
 pub use matmul::{Blob, QMatrix};
 

@@ -16,6 +16,12 @@ pub trait Storage: Send + Sync {
     /// embedding table's rows): a file mapping may stop reading around
     /// each fault, so only what is used becomes resident.
     fn random_access(&self, _off: usize, _len: usize) {}
+    /// Copies bytes `off..off + dst.len()` into `dst` without touching
+    /// them in place (a file read for a mapping, so no page of it becomes
+    /// resident); `false` where the storage cannot, or the read failed.
+    fn read_at(&self, _off: usize, _dst: &mut [u8]) -> bool {
+        false
+    }
 }
 
 impl Storage for Vec<u8> {
@@ -51,6 +57,14 @@ impl Blob {
         if off.checked_add(len).is_some_and(|end| end <= self.len) {
             self.owner.release(self.off + off, len);
         }
+    }
+
+    /// Copies bytes `off..off + dst.len()` of this view into `dst` through
+    /// the storage's [`Storage::read_at`]; `false` where it cannot.
+    pub fn read_at(&self, off: usize, dst: &mut [u8]) -> bool {
+        off.checked_add(dst.len())
+            .is_some_and(|end| end <= self.len)
+            && self.owner.read_at(self.off + off, dst)
     }
 
     /// Tells the storage these bytes are read in scattered pieces.
@@ -420,6 +434,30 @@ impl QMatrix {
         if let Some(f) = self.dtype.traits().to_float {
             f(self.row(r), &mut out[..self.cols]);
         }
+    }
+
+    /// [`Self::dequantize_row`] from a copy of the row's bytes that the
+    /// storage reads out ([`Blob::read_at`]: from a mapped file, a `pread`,
+    /// so an embedding table that is only looked up never becomes
+    /// resident and costs no page fault). `false`, with `out` untouched,
+    /// where the layout is not row-major or the storage cannot copy.
+    pub fn lookup_row(&self, r: usize, out: &mut [f32]) -> bool {
+        let plain = !(self.repacked || self.r16 || self.rows4 || self.q6_planes);
+        let Some(f) = self
+            .dtype
+            .traits()
+            .to_float
+            .filter(|_| plain && r < self.rows)
+        else {
+            return false;
+        };
+        let rb = self.row_bytes();
+        let mut buf = vec![0u8; rb];
+        if !self.data.read_at(r * rb, &mut buf) {
+            return false;
+        }
+        f(&buf, &mut out[..self.cols]);
+        true
     }
 
     /// `out[t][r] = Σ_c self[r][c] · x[t][c]` for `n` rows of activations

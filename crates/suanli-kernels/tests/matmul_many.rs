@@ -8,7 +8,8 @@
 use half::f16;
 use rand::{Rng, SeedableRng};
 use suanli_kernels::{
-    dispatch, matmul_grouped, matmul_many_acts, Acts, Blob, DType, KernelError, Product, QMatrix,
+    dispatch, glu_quantized, matmul_grouped, matmul_many_acts, matmul_many_quantized, ops, Acts,
+    Blob, DType, KernelError, Product, QMatrix,
 };
 
 /// Random weights of `t` with small finite f16 scales (the raw bytes).
@@ -49,13 +50,7 @@ fn matrices(rng: &mut impl Rng, cols: usize) -> Vec<QMatrix> {
         (DType::Q4_K, 19),
     ]
     .into_iter()
-    .map(|(t, rows)| {
-        let w = weights(rng, t, rows, cols);
-        QMatrix::new(t, rows, cols, Blob::from_vec(w))
-            .expect("matrix")
-            .with_prefill_layout()
-            .interleave()
-    })
+    .map(|(t, rows)| matrix(rng, t, rows, cols))
     .collect()
 }
 
@@ -111,7 +106,64 @@ fn check_mode(batch_invariant: bool) -> usize {
             }
         }
     }
-    checked + check_grouped(&ms, &mut rng, cols, batch_invariant)
+    checked
+        + check_grouped(&ms, &mut rng, cols, batch_invariant)
+        + check_glu(&mut rng, batch_invariant)
+}
+
+fn matrix(rng: &mut impl Rng, t: DType, rows: usize, cols: usize) -> QMatrix {
+    let w = weights(rng, t, rows, cols);
+    QMatrix::new(t, rows, cols, Blob::from_vec(w))
+        .expect("matrix")
+        .with_prefill_layout()
+        .interleave()
+}
+
+/// `glu_quantized` then the next product against the two products, the
+/// activation over each whole row, and the next matrix's `matmul`: the
+/// fused decode path (gate and up in matching layouts, a width of whole
+/// 256-chunks) and every fallback (mixed layouts, a width that is not, a
+/// prefill batch), for each activation format the next matrix may take.
+fn check_glu(rng: &mut impl Rng, bi: bool) -> usize {
+    let cols = 256;
+    let mut checked = 0;
+    for (tg, tu, ff, tn) in [
+        (DType::Q4_K, DType::Q4_K, 768, DType::Q6_K),
+        (DType::Q4_K, DType::Q4_K, 512, DType::Q4_K),
+        (DType::Q6_K, DType::Q6_K, 512, DType::Q8_0),
+        (DType::Q8_0, DType::Q8_0, 256, DType::Q4_0),
+        (DType::Q4_K, DType::Q6_K, 512, DType::Q6_K),
+        (DType::Q5_0, DType::Q5_0, 288, DType::Q8_0),
+        (DType::F16, DType::F16, 256, DType::F16),
+    ] {
+        let (gate, up) = (matrix(rng, tg, ff, cols), matrix(rng, tu, ff, cols));
+        let next = matrix(rng, tn, 40, ff);
+        for n in [1usize, 2, 3, 9] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let (mut g, mut u) = (vec![0f32; n * ff], vec![0f32; n * ff]);
+            gate.matmul(&x, n, &mut g);
+            up.matmul(&x, n, &mut u);
+            for (gr, ur) in g.chunks_exact_mut(ff).zip(u.chunks_exact(ff)) {
+                ops::glu_row(gr, ur, ops::Glu::SwiGlu);
+            }
+            let mut want = vec![0f32; n * next.rows];
+            next.matmul(&g, n, &mut want);
+            let act = |g: &mut [f32], u: &[f32]| ops::glu_row(g, u, ops::Glu::SwiGlu);
+            let q = glu_quantized(&gate, &up, Acts::Rows(&x), n, &act, &next);
+            let mut got = vec![f32::NAN; n * next.rows];
+            matmul_many_quantized(&q, n, &mut [(&next, &mut got)]);
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "gate {tg:?} up {tu:?} ({ff} rows) next {tn:?} n={n} batch_invariant={bi}"
+            );
+            assert!(got.iter().all(|v| v.is_finite()));
+            checked += got.len();
+        }
+    }
+    checked
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
