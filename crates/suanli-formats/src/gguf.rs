@@ -196,10 +196,8 @@ impl GgufFile {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        // SAFETY: the mapping is read-only; a file changed under us by another
-        // process is outside what we can defend against, as for every mmap reader.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(path, Arc::new(crate::Mapped(map)))
+        let map = crate::Mapped::new(file).map_err(io)?;
+        Self::parse(path, Arc::new(map))
     }
 
     fn parse(path: &Path, map: Arc<crate::Mapped>) -> Result<Self> {

@@ -65,19 +65,49 @@ pub enum FormatError {
 pub type Result<T> = std::result::Result<T, FormatError>;
 
 /// A read-only file mapping as [`suanli_kernels::matmul::Storage`] for
-/// zero-copy tensors.
-pub struct Mapped(pub memmap2::Mmap);
+/// zero-copy tensors, with the file it maps (small scattered reads go
+/// through the file instead of the mapping).
+pub struct Mapped {
+    map: memmap2::Mmap,
+    file: std::fs::File,
+}
+
+impl Mapped {
+    /// Maps all of `file`, read-only.
+    pub fn new(file: std::fs::File) -> std::io::Result<Self> {
+        // SAFETY: the mapping is read-only; a file changed under us by
+        // another process is outside what we can defend against, as for
+        // every mmap reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }?;
+        Ok(Mapped { map, file })
+    }
+}
 
 impl std::ops::Deref for Mapped {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.map
     }
 }
 
 impl suanli_kernels::matmul::Storage for Mapped {
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.map
+    }
+
+    /// A positioned read of the file (`pread`): the bytes come from the
+    /// page cache without a page of the mapping being faulted in.
+    fn read_at(&self, off: usize, dst: &mut [u8]) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.read_exact_at(dst, off as u64).is_ok()
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (off, dst, &self.file);
+            false
+        }
     }
 
     /// Drops the whole pages inside the range from memory (they would be
@@ -86,7 +116,7 @@ impl suanli_kernels::matmul::Storage for Mapped {
         #[cfg(unix)]
         {
             const PAGE: usize = 4096;
-            let base = self.0.as_ptr() as usize;
+            let base = self.map.as_ptr() as usize;
             let start = (base + off).next_multiple_of(PAGE) - base;
             let end = (base + off + len) / PAGE * PAGE - base;
             if end > start {
@@ -94,7 +124,7 @@ impl suanli_kernels::matmul::Storage for Mapped {
                 // back from the file unchanged on the next access, so no
                 // reference into the mapping sees different bytes.
                 let _ = unsafe {
-                    self.0.unchecked_advise_range(
+                    self.map.unchecked_advise_range(
                         memmap2::UncheckedAdvice::DontNeed,
                         start,
                         end - start,
@@ -109,13 +139,13 @@ impl suanli_kernels::matmul::Storage for Mapped {
         #[cfg(unix)]
         {
             const PAGE: usize = 4096;
-            let base = self.0.as_ptr() as usize;
+            let base = self.map.as_ptr() as usize;
             let start = (base + off) / PAGE * PAGE - base;
             let end = (base + off + len).next_multiple_of(PAGE) - base;
-            let _ = self.0.advise_range(
+            let _ = self.map.advise_range(
                 memmap2::Advice::Random,
                 start,
-                (end - start).min(self.0.len() - start),
+                (end - start).min(self.map.len() - start),
             );
         }
     }

@@ -96,10 +96,7 @@ fn open_file(path: &Path, out: &mut BTreeMap<String, StTensor>) -> Result<()> {
         source,
     };
     let file = File::open(path).map_err(io)?;
-    // SAFETY: read-only mapping; see GgufFile::open.
-    let map = Arc::new(crate::Mapped(
-        unsafe { memmap2::Mmap::map(&file) }.map_err(io)?,
-    ));
+    let map = Arc::new(crate::Mapped::new(file).map_err(io)?);
     let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| FormatError::Other {
         path: path.to_path_buf(),
         why: format!("invalid safetensors file: {e}"),

@@ -329,23 +329,29 @@ pub fn gated_ffn(
 ) -> Vec<f32> {
     if ctx.tracing() {
         ctx.trace("ffn_norm", il, &h.rows());
-    }
-    let [mut g, u] = linear_many([(&l.gate, None), (&l.up, None)], h, n);
-    ctx.trace("ffn_gate", il, &g);
-    ctx.trace("ffn_up", il, &u);
-    if ctx.tracing() {
+        let [mut g, u] = linear_many([(&l.gate, None), (&l.up, None)], h, n);
+        ctx.trace("ffn_gate", il, &g);
+        ctx.trace("ffn_up", il, &u);
         ops::glu(&mut g, &u, l.gate.rows, act);
         ctx.trace("ffn_glu", il, &g);
         return linear(&l.down, None, &g, n);
     }
-    // The activation fused into the down projection's quantization.
-    let w = l.gate.rows;
-    let row = |t: usize, out: &mut [f32]| {
-        out.copy_from_slice(&g[t * w..(t + 1) * w]);
-        ops::glu_row(out, &u[t * w..(t + 1) * w], act)
+    // The activation and the down projection's quantization fused into
+    // the gate/up products.
+    let glu = |g: &mut [f32], u: &[f32]| ops::glu_row(g, u, act);
+    let q = match h {
+        Input::Rows(x) => {
+            suanli_kernels::glu_quantized(&l.gate, &l.up, Acts::Rows(x), n, &glu, &l.down)
+        }
+        Input::RmsNorm { x, w, eps } => {
+            let d = w.len();
+            let row =
+                |t: usize, out: &mut [f32]| ops::rms_norm(&x[t * d..(t + 1) * d], w, eps, out);
+            suanli_kernels::glu_quantized(&l.gate, &l.up, Acts::Each(&row), n, &glu, &l.down)
+        }
     };
     let mut y = vec![0f32; n * l.down.rows];
-    suanli_kernels::matmul_many_acts(Acts::Each(&row), n, &mut [(&l.down, &mut y)]);
+    suanli_kernels::matmul_many_quantized(&q, n, &mut [(&l.down, &mut y)]);
     y
 }
 
@@ -395,7 +401,10 @@ impl Transformer {
         })
     }
 
-    /// Lets the pages around embedding row `t` go from this process once
+    /// Where a row of an untied table could not be read out of the file
+    /// ([`QMatrix::lookup_row`], which maps nothing and costs no fault —
+    /// this release and its refault cost ~80 µs a decoded token):
+    /// lets the pages around embedding row `t` go from this process once
     /// the row is copied out (untied tables are only looked up). A mapped
     /// file in the page cache maps neighbours of each faulted row — up to
     /// 16 pages (fault-around, a 64 KiB-aligned window), or the whole folio
@@ -440,12 +449,16 @@ impl Model for Transformer {
                     n_vocab: c.n_vocab,
                 });
             }
-            self.tok_embd.dequantize_row(t as usize, row);
+            // An untied table is only looked up: its rows are read from
+            // the file, not through the mapping, where the storage can.
+            if !(self.untied && self.tok_embd.lookup_row(t as usize, row)) {
+                self.tok_embd.dequantize_row(t as usize, row);
+                if self.untied {
+                    self.release_embedding_row(t as usize);
+                }
+            }
             if let Some(s) = c.embed_scale {
                 row.iter_mut().for_each(|v| *v *= s);
-            }
-            if self.untied {
-                self.release_embedding_row(t as usize);
             }
         }
         ctx.trace("inp_embd", 0, &x);
