@@ -17,6 +17,7 @@
 //! activation formats quantize blocks that divide the chunk
 //! independently.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::decode::{Acts, Quantized};
@@ -26,6 +27,21 @@ use crate::matmul::{QMatrix, SendPtr};
 /// (Q8_K's 256, Q8_0/Q8_1's 32, one for float formats) and of
 /// [`crate::ops::EXP_LANES`], so a chunk's activation is the row's.
 const CHUNK: usize = 256;
+
+/// Buffers above this many bytes (a prefill's) are not kept.
+const KEEP_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The gate and up products of this thread's last call.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Keeps decode-sized buffers for the next call.
+fn keep(g: Vec<f32>, u: Vec<f32>) {
+    if (g.capacity() + u.capacity()) * 4 <= KEEP_BYTES {
+        SCRATCH.with(|s| *s.borrow_mut() = (g, u));
+    }
+}
 
 /// An activation applied in place over a chunk of gate values with the
 /// matching up values (for example [`crate::ops::glu_row`]).
@@ -53,8 +69,13 @@ pub fn glu_quantized(
         next.cols
     );
     let xq = Quantized::new([gate, up].into_iter(), acts, n, cols);
-    let mut g = vec![0f32; n * ff];
-    let mut u = vec![0f32; n * ff];
+    // Every value is written before it is read, so the last call's buffers
+    // serve as they are: no zeroing pass, and each row's cache lines are
+    // still where the thread that computes it (mostly the same each
+    // layer) wrote them last time.
+    let (mut g, mut u) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    g.resize(n * ff, 0.0);
+    u.resize(n * ff, 0.0);
     let vt = next.dtype.traits().vec_dot_type;
     let fused = (|| {
         let quant = crate::dispatch::from_float(vt)?;
@@ -76,7 +97,9 @@ pub fn glu_quantized(
             out.copy_from_slice(&g[t * ff..(t + 1) * ff]);
             act(out, &u[t * ff..(t + 1) * ff])
         };
-        return Quantized::new([next].into_iter(), Acts::Each(&row), n, ff);
+        let q = Quantized::new([next].into_iter(), Acts::Each(&row), n, ff);
+        keep(g, u);
+        return q;
     };
     let mut out = vec![0u8; n * xrb];
     let (gp, up_, op) = (
@@ -120,5 +143,6 @@ pub fn glu_quantized(
         }
     };
     crate::pool::for_each(gj.runs.len(), run);
+    keep(g, u);
     Quantized(vec![(vt, out, xrb)])
 }
