@@ -13,7 +13,11 @@
 //!   matrix × activations product built on the table above; [`matmul_many`]
 //!   (several matrices over the same rows in one pass over the pool) and
 //!   [`matmul_grouped`] (many matrices each over its own subset of a batch's
-//!   rows — a mixture-of-experts layer's shape — in one pass).
+//!   rows — a mixture-of-experts layer's shape — in one pass);
+//!   [`glu_quantized`] (a gated FFN's gate and up products with the
+//!   activation and the down projection's activation quantization fused
+//!   into one pass) and [`matmul_many_quantized`] (products over rows
+//!   already quantized).
 //! - [`dispatch`] and [`x86`]: SIMD twins of the reference kernels, chosen at
 //!   run time by CPU features and bit-identical to them; [`x86_tile`]
 //!   (register-tiled prefill and multi-row decode kernels of the 32-element
