@@ -395,7 +395,8 @@ pub struct Quantized(pub(crate) Vec<(crate::DType, Vec<u8>, usize)>);
 
 impl Quantized {
     /// `n` rows of `cols` values in every activation format of `ms`
-    /// ([`quantize_rows`]: one pass over the rows).
+    /// (one pass over the rows, each made once and quantized to every
+    /// format).
     pub fn new<'m>(
         ms: impl Iterator<Item = &'m QMatrix>,
         acts: Acts,
