@@ -371,10 +371,15 @@ impl QMatrix {
         self.data.len() / self.rows.max(1)
     }
 
+    /// The bytes lie row after row, as in the file (no repacked layout).
+    fn row_major(&self) -> bool {
+        !(self.repacked || self.r16 || self.rows4 || self.q6_planes)
+    }
+
     /// Row `r`'s bytes (not for a repacked matrix).
     pub fn row(&self, r: usize) -> &[u8] {
         debug_assert!(
-            !self.repacked && !self.r16 && !self.rows4 && !self.q6_planes,
+            self.row_major(),
             "rows of a repacked matrix are interleaved"
         );
         let rb = self.row_bytes();
@@ -442,12 +447,11 @@ impl QMatrix {
     /// resident and costs no page fault). `false`, with `out` untouched,
     /// where the layout is not row-major or the storage cannot copy.
     pub fn lookup_row(&self, r: usize, out: &mut [f32]) -> bool {
-        let plain = !(self.repacked || self.r16 || self.rows4 || self.q6_planes);
         let Some(f) = self
             .dtype
             .traits()
             .to_float
-            .filter(|_| plain && r < self.rows)
+            .filter(|_| self.row_major() && r < self.rows)
         else {
             return false;
         };

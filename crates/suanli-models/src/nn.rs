@@ -47,6 +47,20 @@ impl<'a> Input<'a> {
             Input::RmsNorm { x, w, eps } => rms_norm_rows(x, w, eps).into(),
         }
     }
+
+    /// `f` over these rows as the kernels' [`Acts`] (a norm made row by
+    /// row as the rows are quantized).
+    pub fn with_acts<R>(self, f: impl FnOnce(Acts) -> R) -> R {
+        match self {
+            Input::Rows(x) => f(Acts::Rows(x)),
+            Input::RmsNorm { x, w, eps } => {
+                let d = w.len();
+                let row =
+                    |t: usize, out: &mut [f32]| ops::rms_norm(&x[t * d..(t + 1) * d], w, eps, out);
+                f(Acts::Each(&row))
+            }
+        }
+    }
 }
 
 /// [`linear`] for several matrices over the same input: one quantization
@@ -62,15 +76,7 @@ pub fn linear_many<const K: usize>(
         .zip(ys.iter_mut())
         .map(|((w, _), y)| (*w, y.as_mut_slice()))
         .collect();
-    match x {
-        Input::Rows(x) => suanli_kernels::matmul_many(x, n, &mut parts),
-        Input::RmsNorm { x, w, eps } => {
-            let d = w.len();
-            let row =
-                |t: usize, out: &mut [f32]| ops::rms_norm(&x[t * d..(t + 1) * d], w, eps, out);
-            suanli_kernels::matmul_many_acts(Acts::Each(&row), n, &mut parts)
-        }
-    }
+    x.with_acts(|acts| suanli_kernels::matmul_many_acts(acts, n, &mut parts));
     for ((w, b), y) in ws.iter().zip(ys.iter_mut()) {
         if let Some(b) = b {
             for row in y.chunks_exact_mut(w.rows) {
@@ -339,17 +345,8 @@ pub fn gated_ffn(
     // The activation and the down projection's quantization fused into
     // the gate/up products.
     let glu = |g: &mut [f32], u: &[f32]| ops::glu_row(g, u, act);
-    let q = match h {
-        Input::Rows(x) => {
-            suanli_kernels::glu_quantized(&l.gate, &l.up, Acts::Rows(x), n, &glu, &l.down)
-        }
-        Input::RmsNorm { x, w, eps } => {
-            let d = w.len();
-            let row =
-                |t: usize, out: &mut [f32]| ops::rms_norm(&x[t * d..(t + 1) * d], w, eps, out);
-            suanli_kernels::glu_quantized(&l.gate, &l.up, Acts::Each(&row), n, &glu, &l.down)
-        }
-    };
+    let q =
+        h.with_acts(|acts| suanli_kernels::glu_quantized(&l.gate, &l.up, acts, n, &glu, &l.down));
     let mut y = vec![0f32; n * l.down.rows];
     suanli_kernels::matmul_many_quantized(&q, n, &mut [(&l.down, &mut y)]);
     y
