@@ -21,20 +21,11 @@ pub(crate) struct RowJob<'a> {
     pub runs: Vec<Range<usize>>,
     pub unit: usize,
     pub run: Box<dyn Fn(Range<usize>) + Sync + 'a>,
-    /// The quantized activations every run reads.
-    pub acts: &'a [u8],
 }
 
 impl RowJob<'_> {
     pub fn execute(&self) {
-        run_jobs(std::slice::from_ref(self));
-    }
-
-    /// Run `i`, its activations first brought in at once (rows another
-    /// thread quantized arrive together, not a line at a time).
-    pub fn run_at(&self, i: usize) {
-        crate::pool::prefetch(self.acts);
-        (self.run)(self.runs[i].clone())
+        crate::pool::for_each(self.runs.len(), |i| (self.run)(self.runs[i].clone()));
     }
 }
 
@@ -132,7 +123,6 @@ impl QMatrix {
                 runs,
                 unit: 1,
                 run: Box::new(run),
-                acts: &xq[..n * xrb],
             });
         }
         #[cfg(target_arch = "x86_64")]
@@ -164,7 +154,6 @@ impl QMatrix {
                 runs,
                 unit: 1,
                 run: Box::new(run),
-                acts: &xq[..n * xrb],
             });
         }
         // A whole run of rows per call, where the reference order has
@@ -196,7 +185,6 @@ impl QMatrix {
                 runs,
                 unit: 1,
                 run: Box::new(run),
-                acts: &xq[..n * xrb],
             });
         }
         let run = move |rr: Range<usize>| {
@@ -208,7 +196,6 @@ impl QMatrix {
             runs,
             unit: 1,
             run: Box::new(run),
-            acts: &xq[..n * xrb],
         })
     }
 
@@ -219,29 +206,18 @@ impl QMatrix {
         use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
         let (rows, nb) = (self.rows, self.cols / 256);
         let gbytes = nb * R8_BYTES;
-        group_job(
-            self.data.bytes(),
-            &xq[..n * xrb],
-            gbytes,
-            8,
-            rows / 8,
-            move |g, wg| {
-                for t in 0..n {
-                    let mut o = [[0f32; 8]; 1];
-                    // SAFETY: `repacked` is only set at Level::Avx512.
-                    unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
-                    // SAFETY: a group's eight rows of token t are in bounds and
-                    // written by this run only.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            o[0].as_ptr(),
-                            out.get().add(t * rows + 8 * g),
-                            8,
-                        )
-                    };
-                }
-            },
-        )
+        group_job(self.data.bytes(), gbytes, 8, rows / 8, move |g, wg| {
+            for t in 0..n {
+                let mut o = [[0f32; 8]; 1];
+                // SAFETY: `repacked` is only set at Level::Avx512.
+                unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
+                // SAFETY: a group's eight rows of token t are in bounds and
+                // written by this run only.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(o[0].as_ptr(), out.get().add(t * rows + 8 * g), 8)
+                };
+            }
+        })
     }
 
     /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.
@@ -258,18 +234,11 @@ impl QMatrix {
         let gbytes = nb * group_block_bytes(self.dtype);
         let acts = Acts::new(self.dtype, xq, xrb, n, nb);
         let dtype = self.dtype;
-        group_job(
-            self.data.bytes(),
-            &xq[..n * xrb],
-            gbytes,
-            G,
-            self.rows / G,
-            move |g, wg| {
-                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
-                // SAFETY: `r16` is only set at Level::Avx512 for supported types.
-                unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
-            },
-        )
+        group_job(self.data.bytes(), gbytes, G, self.rows / G, move |g, wg| {
+            let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+            // SAFETY: `r16` is only set at Level::Avx512 for supported types.
+            unsafe { tokens(dtype, wg, xq, xrb, &acts, 0, n, p) };
+        })
     }
 
     /// Q6_K from its 16-row copy ([`crate::x86_q6k_r16`]) below four tokens
@@ -287,18 +256,11 @@ impl QMatrix {
         let nb = self.cols / 256;
         let gbytes = nb * GB;
         let acts = Acts::new(xq, xrb, n, nb);
-        group_job(
-            copy,
-            &xq[..n * xrb],
-            gbytes,
-            G,
-            self.rows / G,
-            move |g, wg| {
-                let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
-                // SAFETY: the copy is only made at Level::Avx512.
-                unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
-            },
-        )
+        group_job(copy, gbytes, G, self.rows / G, move |g, wg| {
+            let p = |t: usize, lane: usize, v: f32| put(t, G * g + lane, v);
+            // SAFETY: the copy is only made at Level::Avx512.
+            unsafe { tokens(wg, xq, xrb, &acts, 0, n, p) };
+        })
     }
 }
 
@@ -308,7 +270,6 @@ impl QMatrix {
 #[cfg(target_arch = "x86_64")]
 fn group_job<'a>(
     w: &'a [u8],
-    acts: &'a [u8],
     gbytes: usize,
     unit: usize,
     groups: usize,
@@ -322,7 +283,6 @@ fn group_job<'a>(
                 f(g, &w[g * gbytes..(g + 1) * gbytes]);
             }
         }),
-        acts,
     }
 }
 
@@ -427,10 +387,6 @@ pub fn matmul_many_quantized(q: &Quantized, n: usize, parts: &mut [(&QMatrix, &m
         }
     }
     run_jobs(&jobs);
-    drop(jobs);
-    for (m, out) in parts.iter() {
-        crate::pool::prefetch(&out[..n * m.rows]);
-    }
 }
 
 /// Activation rows in the formats of some matrices' dot products, each
@@ -475,54 +431,12 @@ impl Quantized {
 /// done with one matrix's share starts on the next one's while the other
 /// finishes.
 pub(crate) fn run_jobs(jobs: &[RowJob]) {
-    let items: Vec<(usize, usize)> = jobs
+    let items: Vec<(usize, Range<usize>)> = jobs
         .iter()
         .enumerate()
-        .flat_map(|(j, job)| (0..job.runs.len()).map(move |i| (j, i)))
+        .flat_map(|(j, job)| job.runs.iter().map(move |r| (j, r.clone())))
         .collect();
-    crate::pool::for_each(items.len(), |i| jobs[items[i].0].run_at(items[i].1));
-}
-
-impl QMatrix {
-    /// The weights decode's row runs read (below four tokens), the units
-    /// [`QMatrix::row_job`] splits them into and the runs' alignment.
-    fn decode_layout(&self) -> (&[u8], usize, usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let (Some(copy), true) = (&self.prefill, crate::dispatch::batch_invariant()) {
-                return (copy.bytes(), self.rows / crate::x86_q6k_r16::G, 1);
-            }
-            if self.r16 {
-                return (self.data.bytes(), self.rows / crate::x86_r16::G, 1);
-            }
-            if self.repacked {
-                return (self.data.bytes(), self.rows / 8, 1);
-            }
-        }
-        (self.data.bytes(), self.rows, 16)
-    }
-}
-
-/// Tells the pool's workers, before the serial work that precedes a
-/// decode product (`n` tokens) of `m`, which weights that product will
-/// likely give each of them first — the start of its long run
-/// ([`decode_runs`]) — so that they read those into their caches while
-/// they wait ([`crate::pool::read_ahead`]).
-pub fn read_ahead(m: &QMatrix, n: usize) {
-    if n >= 4 {
-        return;
-    }
-    let w = m.decode_layout().0;
-    crate::pool::read_ahead(|t| long_run_bytes(m, t).and_then(|r| w.get(r)));
-}
-
-/// The bytes of `m`'s decode weights ([`QMatrix::decode_layout`]) that
-/// thread `t`'s long run covers.
-fn long_run_bytes(m: &QMatrix, t: usize) -> Option<Range<usize>> {
-    let (w, units, align) = m.decode_layout();
-    let ub = w.len() / units.max(1);
-    let r = decode_runs(units, align, ub).into_iter().nth(t)?;
-    (t < crate::pool::threads()).then(|| r.start * ub..r.end * ub)
+    crate::pool::for_each(items.len(), |i| (jobs[items[i].0].run)(items[i].1.clone()));
 }
 
 /// Decode's split of `units` (rows or row groups of `unit_bytes` each,
@@ -571,80 +485,6 @@ const LEAST_RUN: usize = 32 << 10;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::Blob;
-    use crate::DType;
-
-    /// What the workers are told to read ahead is where the row jobs
-    /// send them first, in every decode layout (those of batch-invariant
-    /// numerics too).
-    #[test]
-    fn read_ahead_names_the_long_runs() {
-        crate::pool::set_threads(2);
-        // Rows where a misaligned split would show (7/16 of 496 is 217).
-        let (rows, cols) = (496, 512);
-        let plain = |t: DType| {
-            let rb = t.row_bytes(cols).unwrap_or(0);
-            let bytes = (0..rows * rb).map(|i| (i * 7 % 251) as u8).collect();
-            QMatrix::new(t, rows, cols, Blob::from_vec(bytes)).expect("a valid shape")
-        };
-        let mut checked = 0;
-        for fixed in [false, true] {
-            crate::dispatch::set_batch_invariant(fixed);
-            let layouts = [
-                plain(DType::Q4_K),
-                plain(DType::Q8_0),
-                plain(DType::Q6_K),
-                plain(DType::Q4_K).interleave(),
-                plain(DType::Q8_0).interleave(),
-                plain(DType::Q6_K).q6_k_planes(),
-                plain(DType::Q6_K).with_prefill_layout(),
-                plain(DType::Q4_0).repack_rows4(),
-            ];
-            for m in &layouts {
-                let vt = m.dtype.traits().vec_dot_type;
-                let xrb = vt.row_bytes(cols).unwrap_or(0);
-                let xq = vec![0u8; xrb];
-                let mut out = vec![0f32; rows];
-                let Some(job) = m.row_job(&xq, xrb, 1, SendPtr::new(&mut out)) else {
-                    panic!("{:?}: one token takes row runs", m.dtype);
-                };
-                let ub = m.decode_layout().0.len() / (rows / job.unit);
-                for t in 0..crate::pool::threads() {
-                    let r = &job.runs[t];
-                    assert_eq!(
-                        long_run_bytes(m, t),
-                        Some(r.start * ub..r.end * ub),
-                        "{:?} (unit {}, batch-invariant {fixed}), thread {t}",
-                        m.dtype,
-                        job.unit
-                    );
-                    checked += 1;
-                }
-                assert_eq!(long_run_bytes(m, crate::pool::threads()), None);
-            }
-        }
-        crate::dispatch::set_batch_invariant(false);
-        assert_eq!(checked, 2 * 8 * 2);
-    }
-
-    /// A stale read-ahead range (memory since freed) costs nothing but
-    /// time: prefetches never fault, and ops run as before.
-    #[test]
-    fn stale_read_ahead_is_harmless() {
-        crate::pool::set_threads(2);
-        let gone = vec![1u8; 1 << 20];
-        let r = gone.as_ptr() as usize;
-        crate::pool::read_ahead(|_| Some(&gone[..]));
-        drop(gone);
-        // Let the worker take the range after its memory is gone.
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let sum = std::sync::atomic::AtomicUsize::new(0);
-        crate::pool::for_each(1000, |i| {
-            sum.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
-        });
-        assert_eq!(sum.into_inner(), 999 * 1000 / 2);
-        assert_ne!(r, 0);
-    }
 
     #[test]
     fn decode_runs_cover_every_unit_once_in_aligned_runs() {

@@ -128,8 +128,8 @@ pub fn glu_quantized(
     };
     let run = |i: usize| {
         let r = gj.runs[i].clone();
-        gj.run_at(i);
-        uj.run_at(i);
+        (gj.run)(r.clone());
+        (uj.run)(r.clone());
         let rows = r.start * gj.unit..(r.end * gj.unit).min(ff);
         let mut c = rows.start / CHUNK;
         while c * CHUNK < rows.end {

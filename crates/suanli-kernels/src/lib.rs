@@ -71,9 +71,7 @@ pub mod x86_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_tile_u8;
 
-pub use decode::{
-    matmul_many, matmul_many_acts, matmul_many_quantized, read_ahead, Acts, Quantized,
-};
+pub use decode::{matmul_many, matmul_many_acts, matmul_many_quantized, Acts, Quantized};
 pub use dtype::{DType, TypeTraits};
 pub use glu::glu_quantized;
 pub use grouped::{matmul_grouped, Product};

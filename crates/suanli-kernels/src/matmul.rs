@@ -503,10 +503,7 @@ impl QMatrix {
         debug_assert!(out.len() >= n * self.rows);
         let out_ptr = SendPtr(out.as_mut_ptr());
         match self.row_job(xq, xrb, n, out_ptr) {
-            Some(job) => {
-                job.execute();
-                crate::pool::prefetch(&out[..n * self.rows]);
-            }
+            Some(job) => job.execute(),
             #[cfg(target_arch = "x86_64")]
             None => self.matmul_tiled(xq, xrb, n, out_ptr),
             #[cfg(not(target_arch = "x86_64"))]

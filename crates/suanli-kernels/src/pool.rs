@@ -6,10 +6,6 @@
 //!
 //! One op runs at a time; a call made while another thread's op is running,
 //! or from inside an op, runs on the calling thread alone.
-//!
-//! A waiting worker is not only waiting: [`read_ahead`] names the bytes
-//! the next op will likely give it first, and it brings them into its
-//! caches while the caller does the serial work between two ops.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -38,11 +34,6 @@ struct Shared {
     panicked: AtomicBool,
     sleep: Mutex<usize>,
     wake: Condvar,
-    /// Per worker, the bytes it may read ahead while it waits
-    /// ([`read_ahead`]): start address and length.
-    ahead: Vec<(AtomicUsize, AtomicUsize)>,
-    /// Bumped after each [`read_ahead`].
-    ahead_seq: AtomicUsize,
 }
 
 struct Pool {
@@ -85,10 +76,6 @@ fn pool() -> &'static Pool {
             panicked: AtomicBool::new(false),
             sleep: Mutex::new(0),
             wake: Condvar::new(),
-            ahead: (0..n)
-                .map(|_| (AtomicUsize::new(0), AtomicUsize::new(0)))
-                .collect(),
-            ahead_seq: AtomicUsize::new(0),
         });
         let mut workers = 0;
         let cpus = allowed_cpus();
@@ -103,7 +90,7 @@ fn pool() -> &'static Pool {
                     if let Some(c) = cpu {
                         pin_to(c);
                     }
-                    worker(&sh, i)
+                    worker(&sh)
                 });
             workers += spawned.is_ok() as usize;
         }
@@ -125,10 +112,9 @@ fn run_items(sh: &Shared, job: &Job) {
     }
 }
 
-fn worker(sh: &Shared, me: usize) {
+fn worker(sh: &Shared) {
     INSIDE.with(|c| c.set(true));
     let mut seen = 0usize;
-    let mut ahead = Ahead::default();
     loop {
         let mut spins = 0u32;
         loop {
@@ -136,9 +122,6 @@ fn worker(sh: &Shared, me: usize) {
             if e != seen {
                 seen = e;
                 break;
-            }
-            if ahead.step(sh, me) {
-                continue;
             }
             if spins < SPIN {
                 spins += 1;
@@ -163,106 +146,6 @@ fn worker(sh: &Shared, me: usize) {
         }
         sh.busy.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// The most bytes a worker reads ahead for one [`read_ahead`]: about a
-/// quarter of a Zen 4 core's L2, so what it holds when the op comes is
-/// not yet evicted by what it reads after.
-const AHEAD_MAX: usize = 256 << 10;
-/// Bytes read ahead between two looks at whether the op has come.
-const AHEAD_STEP: usize = 1 << 10;
-
-/// A worker's progress through its read-ahead range.
-#[derive(Default)]
-struct Ahead {
-    seq: usize,
-    at: usize,
-    end: usize,
-}
-
-impl Ahead {
-    /// Reads the next step of the range into the cache, taking a new
-    /// range first if one was posted; false when there is nothing to read.
-    fn step(&mut self, sh: &Shared, me: usize) -> bool {
-        let seq = sh.ahead_seq.load(Ordering::Acquire);
-        if seq != self.seq {
-            self.seq = seq;
-            let (at, len) = &sh.ahead[me];
-            self.at = at.load(Ordering::Relaxed);
-            self.end = self
-                .at
-                .saturating_add(len.load(Ordering::Relaxed).min(ahead_max()));
-        }
-        if self.at >= self.end {
-            return false;
-        }
-        let stop = (self.at + AHEAD_STEP).min(self.end);
-        prefetch_lines(self.at, stop);
-        self.at = stop;
-        true
-    }
-}
-
-fn ahead_max() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::env::var("SUANLI_READ_AHEAD_KB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(AHEAD_MAX, |kb| kb << 10)
-    })
-}
-
-/// Asks each worker to read into its caches, while it waits for the next
-/// op, the bytes `region(worker)` names (the worker's index from 1; the
-/// caller is 0) — where that op will likely send it first. The read is a
-/// hint only (prefetch instructions, which never fault), so a region
-/// that is stale by the time it is read costs time, not correctness.
-/// In this VM's fast-memory state each core streams from its own path to
-/// memory, and a worker idle while the caller does a layer's serial work
-/// would otherwise leave its half of the bandwidth unused.
-pub fn read_ahead<'a>(region: impl Fn(usize) -> Option<&'a [u8]>) {
-    let Some(p) = POOL.get() else {
-        return;
-    };
-    let sh = &p.shared;
-    for (i, (at, len)) in sh.ahead.iter().enumerate().skip(1) {
-        let r = region(i).unwrap_or(&[]);
-        at.store(r.as_ptr() as usize, Ordering::Relaxed);
-        len.store(r.len(), Ordering::Relaxed);
-    }
-    sh.ahead_seq.fetch_add(1, Ordering::Release);
-}
-
-/// Brings the cache lines of `[from, to)` (addresses) towards this core.
-#[inline]
-fn prefetch_lines(from: usize, to: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for a in (from & !63..to).step_by(64) {
-        // SAFETY: a prefetch never faults, whatever the address.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(a as *const i8)
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (from, to);
-}
-
-/// Brings `bytes` towards this core's caches at once (every line's miss
-/// in flight together), before a loop reads them: for data another core
-/// has just written, which would otherwise arrive a line at a time.
-#[inline]
-pub fn prefetch<T>(bytes: &[T]) {
-    let a = bytes.as_ptr() as usize;
-    #[cfg(target_arch = "x86_64")]
-    for l in (a & !63..a + std::mem::size_of_val(bytes)).step_by(64) {
-        // SAFETY: a prefetch never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(l as *const i8)
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = a;
 }
 
 /// Runs `f(0..n)` across the pool and returns when every item is done.

@@ -259,9 +259,6 @@ pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> V
         );
         t0 += s.n;
     }
-    // Heads the other threads attended arrive at once for the serial
-    // quantization that reads them.
-    pool::prefetch(&out);
     out
 }
 
@@ -281,7 +278,6 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
         h,
         n,
     );
-    suanli_kernels::read_ahead(&l.wo, n);
     ctx.trace("Qraw", il, &q);
     if let Some(w) = &l.q_norm {
         q.chunks_exact_mut(c.head_dim)
@@ -325,9 +321,7 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
     }
     let a = attend(&q, n, c, il, ctx);
     ctx.trace("kqv_out", il, &a);
-    let o = linear(&l.wo, None, &a, n);
-    suanli_kernels::read_ahead(&l.gate, n);
-    o
+    linear(&l.wo, None, &a, n)
 }
 
 /// Gated feed-forward: `down(act(gate(h)) · up(h))`.
@@ -353,7 +347,6 @@ pub fn gated_ffn(
     let glu = |g: &mut [f32], u: &[f32]| ops::glu_row(g, u, act);
     let q =
         h.with_acts(|acts| suanli_kernels::glu_quantized(&l.gate, &l.up, acts, n, &glu, &l.down));
-    suanli_kernels::read_ahead(&l.down, n);
     let mut y = vec![0f32; n * l.down.rows];
     suanli_kernels::matmul_many_quantized(&q, n, &mut [(&l.down, &mut y)]);
     y
@@ -467,9 +460,6 @@ impl Model for Transformer {
         }
         ctx.trace("inp_embd", 0, &x);
         for il in 0..c.n_layer {
-            // The layer's first product's weights, read ahead by the
-            // pool's workers while this thread does the serial work.
-            suanli_kernels::read_ahead(&self.layers[il].wq, n);
             (self.layer)(self, il, &mut x, n, ctx);
             ctx.trace("l_out", il, &x);
         }
@@ -485,7 +475,6 @@ impl Model for Transformer {
         if m == 0 {
             return Ok(Vec::new());
         }
-        suanli_kernels::read_ahead(&self.output, m);
         let h = rms_norm_rows(&rows, &self.output_norm, c.rms_eps);
         ctx.trace("result_norm", 0, &h);
         let mut logits = linear(&self.output, None, &h, m);
