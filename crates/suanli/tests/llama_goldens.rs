@@ -35,8 +35,33 @@ fn golden_and_model(name: &str) -> (Value, Tokenizer, Box<dyn suanli_models::Mod
     let path = suanli::hub::resolve(name, &mut |m| eprintln!("{m}")).expect("fetching the model");
     let file = GgufFile::open(&path).expect("open model");
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let file_bytes = decode_bytes_in_file(&file);
     let model = suanli_models::load_source(&GgufSource::new(file).expect("source")).expect("model");
+    // What `bench`'s roofline counts: the layouts made at load must stream
+    // no more bytes than the file holds for one token.
+    assert_eq!(
+        model.bytes_per_token(),
+        file_bytes,
+        "{name}: weight bytes read per token differ from the file's"
+    );
     (golden, tok, model)
+}
+
+/// The file's bytes that one decoded token reads: every matrix but the
+/// token embedding, one embedding row, and the embedding whole where it is
+/// also the output matrix (no `output.weight`).
+fn decode_bytes_in_file(file: &GgufFile) -> u64 {
+    let size = |t: &suanli_formats::TensorInfo| t.size.expect("tensor size");
+    let embd = file.tensor("token_embd.weight").expect("token_embd");
+    let matrices: u64 = file
+        .tensors
+        .iter()
+        .filter(|t| t.name != embd.name && t.shape.len() >= 2 && t.shape[1] > 1)
+        .map(size)
+        .sum();
+    let row = size(embd) / embd.shape[1];
+    let tied = file.tensor("output.weight").is_none();
+    matrices + row + if tied { size(embd) } else { 0 }
 }
 
 fn check_model(name: &str) {
