@@ -60,7 +60,7 @@ impl QMatrix {
                 return (n < 4).then(|| self.r16_job(xq, xrb, n, put));
             }
             if self.repacked {
-                return (n < 4).then(|| self.r8_job(xq, xrb, n, out));
+                return (n < 4).then(|| self.q4k_groups_job(xq, xrb, n, out));
             }
             if n > 1
                 && crate::dispatch::tile_dot(self.dtype).is_some()
@@ -200,21 +200,32 @@ impl QMatrix {
     }
 
     /// Repacked Q4_K below four tokens: each token in the GEMV order over
-    /// runs of 8-row groups.
+    /// runs of 16-row (or 8-row) groups.
     #[cfg(target_arch = "x86_64")]
-    fn r8_job<'a>(&'a self, xq: &'a [u8], xrb: usize, n: usize, out: SendPtr) -> RowJob<'a> {
-        use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
+    fn q4k_groups_job<'a>(
+        &'a self,
+        xq: &'a [u8],
+        xrb: usize,
+        n: usize,
+        out: SendPtr,
+    ) -> RowJob<'a> {
+        use crate::x86_q4k_r16::{group_bytes, group_rows, q4_k_group};
         let (rows, nb) = (self.rows, self.cols / 256);
-        let gbytes = nb * R8_BYTES;
-        group_job(self.data.bytes(), gbytes, 8, rows / 8, move |g, wg| {
+        let gr = group_rows(rows);
+        let gbytes = group_bytes(gr, nb);
+        group_job(self.data.bytes(), gbytes, gr, rows / gr, move |g, wg| {
             for t in 0..n {
-                let mut o = [[0f32; 8]; 1];
+                let mut o = [[0f32; 16]; 1];
                 // SAFETY: `repacked` is only set at Level::Avx512.
-                unsafe { q4_k_r8::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
-                // SAFETY: a group's eight rows of token t are in bounds and
+                unsafe { q4_k_group::<1, false>(gr, nb, wg, &xq[t * xrb..], xrb, &mut o) };
+                // SAFETY: a group's rows of token t are in bounds and
                 // written by this run only.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(o[0].as_ptr(), out.get().add(t * rows + 8 * g), 8)
+                    std::ptr::copy_nonoverlapping(
+                        o[0].as_ptr(),
+                        out.get().add(t * rows + gr * g),
+                        gr,
+                    )
                 };
             }
         })

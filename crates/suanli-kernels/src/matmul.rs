@@ -112,7 +112,8 @@ pub struct QMatrix {
     /// Rows are processed 8 at a time by interleaved kernels (see
     /// [`QMatrix::interleave`]); this fixes the dot products' summation order.
     pub interleaved: bool,
-    /// The data is in the 8-row repacked layout of [`crate::x86_q4k_r8`]
+    /// The data is in the 16- or 8-row repacked layout of
+    /// [`crate::x86_q4k_r16`] / [`crate::x86_q4k_r8`]
     /// (interleaved Q4_K on AVX-512 VNNI): rows cannot be sliced out.
     pub repacked: bool,
     /// The data is in the 16-row layout of [`crate::x86_r16`] (32-element
@@ -181,8 +182,9 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
             let nb = self.cols / 256;
-            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 8, |src, rows| {
-                crate::x86_q4k_r8::repack(src, rows, nb)
+            let g = crate::x86_q4k_r16::group_rows(self.rows);
+            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, g, |src, rows| {
+                crate::x86_q4k_r16::repack_groups(src, rows, nb)
             });
             self.data = packed;
             self.repacked = true;
@@ -536,11 +538,11 @@ impl QMatrix {
         }
         if self.repacked {
             // SAFETY: every (token, row) pair is written by one item only;
-            // a group's eight rows are in bounds (checked above).
-            let put8 = |t: usize, r: usize, v: &[f32; 8]| unsafe {
-                std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), 8)
+            // a group's rows are in bounds (checked above).
+            let put = |t: usize, r: usize, v: &[f32]| unsafe {
+                std::ptr::copy_nonoverlapping(v.as_ptr(), out_ptr.get().add(t * rows + r), v.len())
             };
-            return self.matmul_r8(xq, xrb, n, &put8);
+            return self.matmul_q4k_groups(xq, xrb, n, &put);
         }
         // SAFETY (both writers): every (token, row) pair is written by one
         // item only and is in bounds (checked above).
@@ -747,21 +749,22 @@ impl QMatrix {
             && (self.dtype != DType::F16 || self.cols.is_multiple_of(16))
     }
 
-    /// The product for repacked Q4_K: groups of 8 rows × tiles of 4 tokens
-    /// in the interleaved GEMM order below `n − n mod 4` tokens (from 4
-    /// tokens on), single tokens in the GEMV order otherwise — the orders
-    /// of [`QMatrix::vec_dot`].
-    fn matmul_r8(
+    /// The product for repacked Q4_K: groups of 16 (or 8) rows × tiles of
+    /// 4 tokens in the interleaved GEMM order below `n − n mod 4` tokens
+    /// (from 4 tokens on), single tokens in the GEMV order otherwise — the
+    /// orders of [`QMatrix::vec_dot`].
+    fn matmul_q4k_groups(
         &self,
         xq: &[u8],
         xrb: usize,
         n: usize,
-        put8: &(impl Fn(usize, usize, &[f32; 8]) + Sync),
+        put: &(impl Fn(usize, usize, &[f32]) + Sync),
     ) {
-        use crate::x86_q4k_r8::{q4_k_r8, R8_BYTES};
+        use crate::x86_q4k_r16::{group_bytes, group_rows, q4_k_group};
         let nb = self.cols / 256;
-        let gbytes = nb * R8_BYTES;
-        let groups = self.rows / 8;
+        let gr = group_rows(self.rows);
+        let gbytes = group_bytes(gr, nb);
+        let groups = self.rows / gr;
         let w = self.data.bytes();
         // Tiles of four tokens: in the GEMM order up to `limit`, in the GEMV
         // order when batch-invariant.
@@ -774,25 +777,25 @@ impl QMatrix {
                 let x = &xq[t * xrb..];
                 // SAFETY: `repacked` is only set at Level::Avx512.
                 if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
-                    let mut o = [[0f32; 8]; 4];
+                    let mut o = [[0f32; 16]; 4];
                     if fixed {
-                        unsafe { q4_k_r8::<4, false>(nb, wg, x, xrb, &mut o) };
+                        unsafe { q4_k_group::<4, false>(gr, nb, wg, x, xrb, &mut o) };
                     } else {
-                        unsafe { q4_k_r8::<4, true>(nb, wg, x, xrb, &mut o) };
+                        unsafe { q4_k_group::<4, true>(gr, nb, wg, x, xrb, &mut o) };
                     }
                     for (c, row) in o.iter().enumerate() {
-                        put8(t + c, 8 * g, row);
+                        put(t + c, gr * g, &row[..gr]);
                     }
                     t += 4;
                     continue;
                 }
-                let mut o = [[0f32; 8]; 1];
+                let mut o = [[0f32; 16]; 1];
                 if t < limit {
-                    unsafe { q4_k_r8::<1, true>(nb, wg, x, xrb, &mut o) };
+                    unsafe { q4_k_group::<1, true>(gr, nb, wg, x, xrb, &mut o) };
                 } else {
-                    unsafe { q4_k_r8::<1, false>(nb, wg, x, xrb, &mut o) };
+                    unsafe { q4_k_group::<1, false>(gr, nb, wg, x, xrb, &mut o) };
                 }
-                put8(t, 8 * g, &o[0]);
+                put(t, gr * g, &o[0][..gr]);
                 t += 1;
             }
         });

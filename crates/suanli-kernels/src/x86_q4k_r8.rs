@@ -4,7 +4,8 @@
 //! need no horizontal reductions and one weight load serves every token of
 //! a tile. The float steps are those of llama.cpp's interleaved Q4_K orders
 //! (`kquants::vec_dot_q4_k_q8_k_interleaved{,_gemm}`), lane by lane, so
-//! results are the reference's bits.
+//! results are the reference's bits. Matrices whose rows sixteen divides
+//! take the wider groups of [`crate::x86_q4k_r16`] instead.
 //!
 //! Layout of one group's block (`R8_BYTES`, the eight blocks' 1152 bytes:
 //! decode streams no more than the file holds): `d[8]`, `dmin[8]` (f16),
@@ -27,6 +28,8 @@
 
 use std::arch::x86_64::*;
 
+/// Rows of one group.
+pub const ROWS: usize = 8;
 /// Bytes of one 8-row block group.
 pub const R8_BYTES: usize = 16 + 16 + 96 + 1024;
 const QS: usize = 128;

@@ -377,58 +377,67 @@ fn q4_k_decode_kernel_equals_the_reference() {
     }
 }
 
-/// Repacked Q4_K (AVX-512 VNNI): every row of an 8-row group, in both
-/// interleaved orders and for tiles of 1 and 4 tokens, gets the bits of
-/// the one-row reference on the original layout.
+/// Repacked Q4_K (AVX-512 VNNI): every row of a 16-row group (32 rows) or
+/// an 8-row group (24 rows: 16 does not divide them), in both interleaved
+/// orders and for tiles of 1 and 4 tokens, gets the bits of the one-row
+/// reference on the original layout.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repacked_q4_k_equals_the_reference() {
-    use suanli_kernels::x86_q4k_r8::{q4_k_r8, repack};
+    use suanli_kernels::x86_q4k_r16::{group_bytes, group_rows, q4_k_group, repack_groups};
     if dispatch::detected() < dispatch::Level::Avx512 {
         eprintln!("no AVX-512 VNNI here: the repacked layout is not used on this CPU");
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
     let t = DType::Q4_K;
-    for n in [256usize, 1536] {
-        let (nb, wrb) = (n / 256, t.row_bytes(n).expect("row"));
-        let mut w: Vec<u8> = (0..16 * wrb).map(|_| rng.random()).collect();
-        for blk in w.chunks_exact_mut(t.block_bytes()) {
-            for &o in scales(t) {
-                let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
-                blk[o..o + 2].copy_from_slice(&v);
-            }
-        }
-        let packed = repack(&w, 16, nb);
-        let xrb = DType::Q8_K.row_bytes(n).expect("row");
-        let mut xq = vec![0u8; 4 * xrb];
-        for q in xq.chunks_exact_mut(xrb) {
-            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
-            (DType::Q8_K.traits().from_float.expect("quantize"))(&x, q);
-        }
-        for g in 0..2 {
-            let wg = &packed[g * packed.len() / 2..];
-            let (mut o4, mut g1, mut v1) = ([[0f32; 8]; 4], [[0f32; 8]; 1], [[0f32; 8]; 1]);
-            // SAFETY: AVX-512 VNNI was detected above.
-            unsafe {
-                q4_k_r8::<4, true>(nb, wg, &xq, xrb, &mut o4);
-                q4_k_r8::<1, true>(nb, wg, &xq, xrb, &mut g1);
-                q4_k_r8::<1, false>(nb, wg, &xq, xrb, &mut v1);
-            }
-            for r in 0..8 {
-                let row = &w[(8 * g + r) * wrb..(8 * g + r + 1) * wrb];
-                for c in 0..4 {
-                    let want = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq[c * xrb..]);
-                    assert_eq!(
-                        o4[c][r].to_bits(),
-                        want.to_bits(),
-                        "GEMM n={n} row {r} token {c}"
-                    );
+    for (rows, want_gr) in [(32usize, 16usize), (24, 8)] {
+        for n in [256usize, 1536] {
+            let (nb, wrb) = (n / 256, t.row_bytes(n).expect("row"));
+            let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
+            for blk in w.chunks_exact_mut(t.block_bytes()) {
+                for &o in scales(t) {
+                    let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+                    blk[o..o + 2].copy_from_slice(&v);
                 }
-                let gemm = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq);
-                let gemv = kquants::vec_dot_q4_k_q8_k_interleaved(n, row, &xq);
-                assert_eq!(g1[0][r].to_bits(), gemm.to_bits(), "GEMM x1 n={n} row {r}");
-                assert_eq!(v1[0][r].to_bits(), gemv.to_bits(), "GEMV n={n} row {r}");
+            }
+            let gr = group_rows(rows);
+            assert_eq!(gr, want_gr, "{rows} rows");
+            let packed = repack_groups(&w, rows, nb);
+            assert_eq!(packed.len(), w.len(), "the layout holds the file's bytes");
+            let gbytes = group_bytes(gr, nb);
+            let xrb = DType::Q8_K.row_bytes(n).expect("row");
+            let mut xq = vec![0u8; 4 * xrb];
+            for q in xq.chunks_exact_mut(xrb) {
+                let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                (DType::Q8_K.traits().from_float.expect("quantize"))(&x, q);
+            }
+            for g in 0..rows / gr {
+                let wg = &packed[g * gbytes..(g + 1) * gbytes];
+                let (mut o4, mut g1, mut v1) = ([[0f32; 16]; 4], [[0f32; 16]; 1], [[0f32; 16]; 1]);
+                // SAFETY: AVX-512 VNNI was detected above.
+                unsafe {
+                    q4_k_group::<4, true>(gr, nb, wg, &xq, xrb, &mut o4);
+                    q4_k_group::<1, true>(gr, nb, wg, &xq, xrb, &mut g1);
+                    q4_k_group::<1, false>(gr, nb, wg, &xq, xrb, &mut v1);
+                }
+                for r in 0..gr {
+                    let row = &w[(gr * g + r) * wrb..(gr * g + r + 1) * wrb];
+                    for c in 0..4 {
+                        let want =
+                            kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq[c * xrb..]);
+                        assert_eq!(
+                            o4[c][r].to_bits(),
+                            want.to_bits(),
+                            "GEMM {rows} rows n={n} row {r} token {c}"
+                        );
+                    }
+                    let gemm = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq);
+                    let gemv = kquants::vec_dot_q4_k_q8_k_interleaved(n, row, &xq);
+                    let at = format!("{rows} rows n={n} group {g} row {r}");
+                    assert_eq!(g1[0][r].to_bits(), gemm.to_bits(), "GEMM x1 {at}");
+                    assert_eq!(v1[0][r].to_bits(), gemv.to_bits(), "GEMV {at}");
+                }
             }
         }
     }
