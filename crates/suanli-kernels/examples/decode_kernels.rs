@@ -9,7 +9,7 @@
 fn main() {
     use std::arch::x86_64::_rdtsc;
 
-    use suanli_kernels::{dispatch, x86, x86_q4k_r16, x86_q4k_r8, x86_q6k_planes, DType};
+    use suanli_kernels::{dispatch, quants::kquants, x86, x86_q4k_r16, x86_q6k_planes, DType};
     if dispatch::detected() < dispatch::Level::Avx512 {
         eprintln!("decode_kernels times the AVX-512 VNNI kernels; this CPU has none");
         return;
@@ -49,54 +49,49 @@ fn main() {
         }
         best as f64 / (rows * nb) as f64
     };
-    // Repacked Q4_K in groups of 8 rows (ymm lanes) and 16 (zmm), one
-    // token (GEMV order) and four (GEMM order); the results' bits agree.
+    // Repacked Q4_K in groups of 16 rows (zmm lanes = rows), one token
+    // (GEMV order) and four (GEMM order); one token's bits are those of the
+    // scalar reference.
     let mut xq4 = vec![0u8; 4 * xrb];
     for c in xq4.chunks_exact_mut(xrb) {
         c.copy_from_slice(&xq);
     }
-    let mut outs: Vec<Vec<u32>> = Vec::new();
-    for gr in [8usize, 16] {
-        let raw = weights(DType::Q4_K);
-        let packed = if gr == 16 {
-            x86_q4k_r16::repack(&raw, rows, nb)
-        } else {
-            x86_q4k_r8::repack(&raw, rows, nb)
-        };
-        let gb = x86_q4k_r16::group_bytes(gr, nb);
-        // `out`: keep one token's results (else only time them).
-        let run = |x: &[u8], out: Option<&mut Vec<u32>>, four: bool| {
-            let mut out = out;
-            for g in packed.chunks_exact(gb) {
-                // SAFETY: AVX-512 VNNI was detected above.
-                if four {
-                    let mut o = [[0f32; 16]; 4];
-                    unsafe { x86_q4k_r16::q4_k_group::<4, true>(gr, nb, g, x, xrb, &mut o) };
-                    std::hint::black_box(o);
-                } else {
-                    let mut o = [[0f32; 16]; 1];
-                    unsafe { x86_q4k_r16::q4_k_group::<1, false>(gr, nb, g, x, xrb, &mut o) };
-                    match out.as_deref_mut() {
-                        Some(v) => v.extend(o[0][..gr].iter().map(|v| v.to_bits())),
-                        None => {
-                            std::hint::black_box(o);
-                        }
+    let raw = weights(DType::Q4_K);
+    let packed = x86_q4k_r16::repack(&raw, rows, nb);
+    let gb = nb * x86_q4k_r16::R16_BYTES;
+    // `out`: keep one token's results (else only time them).
+    let run = |x: &[u8], out: Option<&mut Vec<u32>>, four: bool| {
+        let mut out = out;
+        for g in packed.chunks_exact(gb) {
+            // SAFETY: AVX-512 VNNI was detected above.
+            if four {
+                let mut o = [[0f32; 16]; 4];
+                unsafe { x86_q4k_r16::q4_k_r16::<4, true>(nb, g, x, xrb, &mut o) };
+                std::hint::black_box(o);
+            } else {
+                let mut o = [[0f32; 16]; 1];
+                unsafe { x86_q4k_r16::q4_k_r16::<1, false>(nb, g, x, xrb, &mut o) };
+                match out.as_deref_mut() {
+                    Some(v) => v.extend(o[0].iter().map(|v| v.to_bits())),
+                    None => {
+                        std::hint::black_box(o);
                     }
                 }
             }
-        };
-        let mut bits = Vec::new();
-        run(&xq, Some(&mut bits), false);
-        outs.push(bits);
-        let gemv = time(&mut || run(&xq, None, false));
-        let gemm = time(&mut || run(&xq4, None, true));
-        println!(
-            "Q4_K repacked, {gr}-row groups: {gemv:.1} ticks per row-block (144 bytes) one token, {gemm:.1} four"
-        );
-    }
+        }
+    };
+    let mut bits = Vec::new();
+    run(&xq, Some(&mut bits), false);
+    let rb = DType::Q4_K.row_bytes(cols).unwrap_or(0);
+    let want: Vec<u32> = raw
+        .chunks_exact(rb)
+        .map(|w| kquants::vec_dot_q4_k_q8_k_interleaved(cols, w, &xq).to_bits())
+        .collect();
+    let gemv = time(&mut || run(&xq, None, false));
+    let gemm = time(&mut || run(&xq4, None, true));
     println!(
-        "Q4_K 8- and 16-row groups, same bits: {}",
-        outs[0] == outs[1]
+        "Q4_K repacked, 16-row groups: {gemv:.1} ticks per row-block (144 bytes) one token, {gemm:.1} four; reference bits: {}",
+        bits == want
     );
     let q6 = weights(DType::Q6_K);
     let mut out = vec![0f32; rows];

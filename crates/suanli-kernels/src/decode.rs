@@ -200,7 +200,7 @@ impl QMatrix {
     }
 
     /// Repacked Q4_K below four tokens: each token in the GEMV order over
-    /// runs of 16-row (or 8-row) groups.
+    /// runs of 16-row groups.
     #[cfg(target_arch = "x86_64")]
     fn q4k_groups_job<'a>(
         &'a self,
@@ -209,26 +209,30 @@ impl QMatrix {
         n: usize,
         out: SendPtr,
     ) -> RowJob<'a> {
-        use crate::x86_q4k_r16::{group_bytes, group_rows, q4_k_group};
+        use crate::x86_q4k_r16::{q4_k_r16, R16_BYTES, ROWS as GR};
         let (rows, nb) = (self.rows, self.cols / 256);
-        let gr = group_rows(rows);
-        let gbytes = group_bytes(gr, nb);
-        group_job(self.data.bytes(), gbytes, gr, rows / gr, move |g, wg| {
-            for t in 0..n {
-                let mut o = [[0f32; 16]; 1];
-                // SAFETY: `repacked` is only set at Level::Avx512.
-                unsafe { q4_k_group::<1, false>(gr, nb, wg, &xq[t * xrb..], xrb, &mut o) };
-                // SAFETY: a group's rows of token t are in bounds and
-                // written by this run only.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        o[0].as_ptr(),
-                        out.get().add(t * rows + gr * g),
-                        gr,
-                    )
-                };
-            }
-        })
+        group_job(
+            self.data.bytes(),
+            nb * R16_BYTES,
+            GR,
+            rows / GR,
+            move |g, wg| {
+                for t in 0..n {
+                    let mut o = [[0f32; 16]; 1];
+                    // SAFETY: `repacked` is only set at Level::Avx512.
+                    unsafe { q4_k_r16::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
+                    // SAFETY: a group's rows of token t are in bounds and
+                    // written by this run only.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            o[0].as_ptr(),
+                            out.get().add(t * rows + GR * g),
+                            GR,
+                        )
+                    };
+                }
+            },
+        )
     }
 
     /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.

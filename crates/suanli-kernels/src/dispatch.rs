@@ -492,8 +492,8 @@ pub fn k_quant_x8(ty: DType, interleaved: bool) -> Option<KQuantX8> {
 }
 
 /// [`k_quant_x8`] at a chosen level (capped by the CPU). Interleaved Q4_K
-/// has no VNNI variant here: at that level it is repacked at load and runs
-/// `x86_q4k_r16` (or `x86_q4k_r8`) instead.
+/// has no VNNI variant here: at that level a multiple of 16 rows is
+/// repacked at load and runs `x86_q4k_r16` instead.
 #[cfg(target_arch = "x86_64")]
 pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuantX8> {
     let f: KQuantX8 = match (level.min(detected()), ty, interleaved) {

@@ -22,8 +22,7 @@
 //!   run time by CPU features and bit-identical to them; [`x86_tile`]
 //!   (register-tiled prefill and multi-row decode kernels of the 32-element
 //!   formats), [`x86_kquant`] (K-quant kernels over eight tokens) and
-//!   [`x86_q4k_r16`] and [`x86_q4k_r8`] (Q4_K repacked into 16- or 8-row
-//!   groups for AVX-512 VNNI),
+//!   [`x86_q4k_r16`] (Q4_K repacked into 16-row groups for AVX-512 VNNI),
 //!   [`x86_r16`] (32-element formats in 16-row groups, batch-invariant).
 //! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
 //!   softmax, activations).
@@ -61,8 +60,6 @@ pub mod x86_float;
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q4k_r16;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_q4k_r8;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q6k_planes;
 #[cfg(target_arch = "x86_64")]

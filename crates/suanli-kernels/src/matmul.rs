@@ -112,8 +112,7 @@ pub struct QMatrix {
     /// Rows are processed 8 at a time by interleaved kernels (see
     /// [`QMatrix::interleave`]); this fixes the dot products' summation order.
     pub interleaved: bool,
-    /// The data is in the 16- or 8-row repacked layout of
-    /// [`crate::x86_q4k_r16`] / [`crate::x86_q4k_r8`]
+    /// The data is in the 16-row repacked layout of [`crate::x86_q4k_r16`]
     /// (interleaved Q4_K on AVX-512 VNNI): rows cannot be sliced out.
     pub repacked: bool,
     /// The data is in the 16-row layout of [`crate::x86_r16`] (32-element
@@ -169,8 +168,9 @@ impl QMatrix {
     }
 
     /// Use the interleaved kernels where [`Self::interleavable`] allows;
-    /// with AVX-512 VNNI the weights are repacked for them (the original
-    /// bytes are let go).
+    /// with AVX-512 VNNI and a multiple of 16 rows the weights are repacked
+    /// for them (the original bytes are let go; other row counts run the
+    /// AVX2 kernels on the file's layout, in the same orders).
     pub fn interleave(mut self) -> Self {
         self = self.repack_rows16();
         self = self.repack_rows4();
@@ -180,12 +180,16 @@ impl QMatrix {
         }
         self.interleaved = Self::interleavable(self.dtype, self.rows);
         #[cfg(target_arch = "x86_64")]
-        if self.interleaved && crate::dispatch::level() == crate::dispatch::Level::Avx512 {
+        if self.interleaved
+            && crate::dispatch::level() == crate::dispatch::Level::Avx512
+            && self.rows.is_multiple_of(crate::x86_q4k_r16::ROWS)
+        {
+            use crate::x86_q4k_r16::{repack, ROWS};
             let nb = self.cols / 256;
-            let g = crate::x86_q4k_r16::group_rows(self.rows);
-            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, g, |src, rows| {
-                crate::x86_q4k_r16::repack_groups(src, rows, nb)
-            });
+            let packed =
+                crate::hugemem::repack_streaming(&self.data, self.rows, ROWS, |src, rows| {
+                    repack(src, rows, nb)
+                });
             self.data = packed;
             self.repacked = true;
         }
@@ -749,7 +753,7 @@ impl QMatrix {
             && (self.dtype != DType::F16 || self.cols.is_multiple_of(16))
     }
 
-    /// The product for repacked Q4_K: groups of 16 (or 8) rows × tiles of
+    /// The product for repacked Q4_K: groups of 16 rows × tiles of
     /// 4 tokens in the interleaved GEMM order below `n − n mod 4` tokens
     /// (from 4 tokens on), single tokens in the GEMV order otherwise — the
     /// orders of [`QMatrix::vec_dot`].
@@ -760,11 +764,10 @@ impl QMatrix {
         n: usize,
         put: &(impl Fn(usize, usize, &[f32]) + Sync),
     ) {
-        use crate::x86_q4k_r16::{group_bytes, group_rows, q4_k_group};
+        use crate::x86_q4k_r16::{q4_k_r16, R16_BYTES, ROWS as GR};
         let nb = self.cols / 256;
-        let gr = group_rows(self.rows);
-        let gbytes = group_bytes(gr, nb);
-        let groups = self.rows / gr;
+        let gbytes = nb * R16_BYTES;
+        let groups = self.rows / GR;
         let w = self.data.bytes();
         // Tiles of four tokens: in the GEMM order up to `limit`, in the GEMV
         // order when batch-invariant.
@@ -779,23 +782,23 @@ impl QMatrix {
                 if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
                     let mut o = [[0f32; 16]; 4];
                     if fixed {
-                        unsafe { q4_k_group::<4, false>(gr, nb, wg, x, xrb, &mut o) };
+                        unsafe { q4_k_r16::<4, false>(nb, wg, x, xrb, &mut o) };
                     } else {
-                        unsafe { q4_k_group::<4, true>(gr, nb, wg, x, xrb, &mut o) };
+                        unsafe { q4_k_r16::<4, true>(nb, wg, x, xrb, &mut o) };
                     }
                     for (c, row) in o.iter().enumerate() {
-                        put(t + c, gr * g, &row[..gr]);
+                        put(t + c, GR * g, row);
                     }
                     t += 4;
                     continue;
                 }
                 let mut o = [[0f32; 16]; 1];
                 if t < limit {
-                    unsafe { q4_k_group::<1, true>(gr, nb, wg, x, xrb, &mut o) };
+                    unsafe { q4_k_r16::<1, true>(nb, wg, x, xrb, &mut o) };
                 } else {
-                    unsafe { q4_k_group::<1, false>(gr, nb, wg, x, xrb, &mut o) };
+                    unsafe { q4_k_r16::<1, false>(nb, wg, x, xrb, &mut o) };
                 }
-                put(t, gr * g, &o[0][..gr]);
+                put(t, GR * g, &o[0]);
                 t += 1;
             }
         });

@@ -1,11 +1,13 @@
 //! Q4_K repacked at load into groups of sixteen rows whose zmm lanes are
-//! rows: the [`crate::x86_q4k_r8`] scheme at twice the width. There, one
-//! token's product is bound by vector loads (two a cycle on Zen 4): every
-//! `vpdpbusd` of eight rows takes a broadcast activation dword, so a group
-//! block costs 32 weight loads and 64 broadcasts. Here one broadcast
-//! serves sixteen rows, halving the loads per weight byte. The float steps
-//! are those of llama.cpp's interleaved Q4_K orders, lane by lane, as in
-//! the 8-row kernel, so results are the reference's bits.
+//! rows. Each `vpdpbusd` multiplies one broadcast activation dword into
+//! sixteen rows' weight dwords, so a token's product costs one weight load
+//! and one broadcast per 64 weight bytes. (An eight-row ymm layout needs
+//! twice the broadcasts per weight byte, and one token's product is then
+//! bound by vector loads, two a cycle on Zen 4: 5.3 against 6.4 ticks a
+//! block row L2-resident.) The float steps are those of llama.cpp's
+//! interleaved Q4_K orders, lane by lane, so results are the reference's
+//! bits. Row counts that 16 does not divide keep the file layout and run
+//! the AVX2 interleaved kernels, in the same orders.
 //!
 //! Layout of one group's block (`R16_BYTES`, the sixteen blocks' 2304
 //! bytes): `d[16]`, `dmin[16]` (f16), the 6-bit scales and mins in 192
@@ -210,59 +212,5 @@ pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
     }
     for t in 0..T {
         _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], acc_m[t]));
-    }
-}
-
-/// Rows per group of a repacked Q4_K matrix of `rows` rows (a multiple of
-/// 8): sixteen where they divide it, else eight ([`crate::x86_q4k_r8`]).
-pub fn group_rows(rows: usize) -> usize {
-    if rows.is_multiple_of(ROWS) {
-        ROWS
-    } else {
-        crate::x86_q4k_r8::ROWS
-    }
-}
-
-/// Bytes of one group of `group_rows` rows and `nb` blocks.
-pub fn group_bytes(group_rows: usize, nb: usize) -> usize {
-    nb * if group_rows == ROWS {
-        R16_BYTES
-    } else {
-        crate::x86_q4k_r8::R8_BYTES
-    }
-}
-
-/// Repacks a Q4_K matrix of `rows` (a multiple of 8) × `nb` blocks into
-/// the groups of [`group_rows`] rows.
-pub fn repack_groups(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
-    if group_rows(rows) == ROWS {
-        repack(src, rows, nb)
-    } else {
-        crate::x86_q4k_r8::repack(src, rows, nb)
-    }
-}
-
-/// One group (`group_rows` rows, `nb` blocks at `w`) against `T` token
-/// rows: `out[t][..group_rows]`, by [`q4_k_r16`] or the 8-row kernel.
-///
-/// # Safety
-/// As [`q4_k_r16`].
-#[inline(always)]
-pub unsafe fn q4_k_group<const T: usize, const GEMM: bool>(
-    group_rows: usize,
-    nb: usize,
-    w: &[u8],
-    x: &[u8],
-    xrb: usize,
-    out: &mut [[f32; 16]; T],
-) {
-    if group_rows == ROWS {
-        q4_k_r16::<T, GEMM>(nb, w, x, xrb, out)
-    } else {
-        let mut o = [[0f32; 8]; T];
-        crate::x86_q4k_r8::q4_k_r8::<T, GEMM>(nb, w, x, xrb, &mut o);
-        for (d, s) in out.iter_mut().zip(&o) {
-            d[..8].copy_from_slice(s);
-        }
     }
 }

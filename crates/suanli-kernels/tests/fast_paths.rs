@@ -16,6 +16,55 @@ fn scales(t: DType) -> &'static [usize] {
     }
 }
 
+/// `rows` rows of `cols` random weights in `t`'s blocks, with finite f16
+/// scales of at most 0.05.
+fn random_weights(t: DType, rng: &mut impl Rng, rows: usize, cols: usize) -> Vec<u8> {
+    let mut w: Vec<u8> = (0..rows * t.row_bytes(cols).expect("row"))
+        .map(|_| rng.random())
+        .collect();
+    for blk in w.chunks_exact_mut(t.block_bytes()) {
+        for &o in scales(t) {
+            let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
+            blk[o..o + 2].copy_from_slice(&v);
+        }
+    }
+    w
+}
+
+/// Runs `m` over `n` tokens of `x` and checks every output against the
+/// per-row reference dot `dot(tok)` of row `r` of the file bytes `w` with the
+/// token quantized to `vt`; returns how many outputs it checked.
+fn assert_matmul_bits(
+    m: &suanli_kernels::QMatrix,
+    w: &[u8],
+    x: &[f32],
+    n: usize,
+    dot: impl Fn(usize) -> VecDot,
+    what: &str,
+) -> usize {
+    let (rows, cols) = (m.rows, m.cols);
+    let wrb = m.dtype.row_bytes(cols).expect("row");
+    let vt = m.dtype.traits().vec_dot_type;
+    let xrb = vt.row_bytes(cols).expect("row");
+    let mut got = vec![0f32; n * rows];
+    m.matmul(x, n, &mut got);
+    for tok in 0..n {
+        let mut xq = vec![0u8; xrb];
+        (vt.traits().from_float.expect("quantize"))(&x[tok * cols..(tok + 1) * cols], &mut xq);
+        let dot = dot(tok);
+        for r in 0..rows {
+            let want = dot(cols, &w[r * wrb..(r + 1) * wrb], &xq);
+            let g = got[tok * rows + r];
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "{what}, {n} tokens: token {tok} row {r}: {g} vs {want}"
+            );
+        }
+    }
+    n * rows
+}
+
 #[test]
 fn fast_dot_products_equal_the_reference() {
     eprintln!("kernels: {}", dispatch::isa());
@@ -311,15 +360,7 @@ fn k_quant_x8_kernels_equal_the_reference() {
             };
             let vt = t.traits().vec_dot_type;
             for n in [256usize, 1536] {
-                let mut w: Vec<u8> = (0..t.row_bytes(n).expect("row"))
-                    .map(|_| rng.random())
-                    .collect();
-                for blk in w.chunks_exact_mut(t.block_bytes()) {
-                    for &o in scales(t) {
-                        let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
-                        blk[o..o + 2].copy_from_slice(&v);
-                    }
-                }
+                let w = random_weights(t, &mut rng, 1, n);
                 let xrb = vt.row_bytes(n).expect("row");
                 let mut xq = vec![0u8; KC * xrb];
                 for q in xq.chunks_exact_mut(xrb) {
@@ -359,13 +400,7 @@ fn q4_k_decode_kernel_equals_the_reference() {
     let t = DType::Q4_K;
     for n in [256usize, 1536, 8960] {
         let wrb = t.row_bytes(n).expect("row");
-        let mut w: Vec<u8> = (0..KR * wrb).map(|_| rng.random()).collect();
-        for blk in w.chunks_exact_mut(t.block_bytes()) {
-            for &o in scales(t) {
-                let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
-                blk[o..o + 2].copy_from_slice(&v);
-            }
-        }
+        let w = random_weights(t, &mut rng, KR, n);
         let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
         let mut xq = vec![0u8; DType::Q8_K.row_bytes(n).expect("row")];
         (DType::Q8_K.traits().from_float.expect("quantize"))(&x, &mut xq);
@@ -377,70 +412,90 @@ fn q4_k_decode_kernel_equals_the_reference() {
     }
 }
 
-/// Repacked Q4_K (AVX-512 VNNI): every row of a 16-row group (32 rows) or
-/// an 8-row group (24 rows: 16 does not divide them), in both interleaved
-/// orders and for tiles of 1 and 4 tokens, gets the bits of the one-row
-/// reference on the original layout.
+/// Repacked Q4_K (AVX-512 VNNI): every row of the 16-row groups, in both
+/// interleaved orders and for tiles of 1 and 4 tokens, gets the bits of the
+/// one-row reference on the original layout; a matrix whose rows 16 does
+/// not divide (24) stays in the file's layout and its products keep the
+/// interleaved orders.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repacked_q4_k_equals_the_reference() {
-    use suanli_kernels::x86_q4k_r16::{group_bytes, group_rows, q4_k_group, repack_groups};
+    use suanli_kernels::x86_q4k_r16::{q4_k_r16, repack, R16_BYTES, ROWS};
+    use suanli_kernels::{Blob, QMatrix};
     if dispatch::detected() < dispatch::Level::Avx512 {
         eprintln!("no AVX-512 VNNI here: the repacked layout is not used on this CPU");
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
     let t = DType::Q4_K;
-    for (rows, want_gr) in [(32usize, 16usize), (24, 8)] {
-        for n in [256usize, 1536] {
-            let (nb, wrb) = (n / 256, t.row_bytes(n).expect("row"));
-            let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
-            for blk in w.chunks_exact_mut(t.block_bytes()) {
-                for &o in scales(t) {
-                    let v = f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes();
-                    blk[o..o + 2].copy_from_slice(&v);
-                }
+    let mut weights = |rows: usize, n: usize| random_weights(t, &mut rng, rows, n);
+    let mut rng2 = rand::rngs::StdRng::seed_from_u64(23);
+    let mut acts = |tokens: usize, n: usize| -> Vec<f32> {
+        (0..tokens * n)
+            .map(|_| rng2.random_range(-3.0f32..3.0))
+            .collect()
+    };
+    let rows = 32;
+    for n in [256usize, 1536] {
+        let (nb, wrb) = (n / 256, t.row_bytes(n).expect("row"));
+        let w = weights(rows, n);
+        let packed = repack(&w, rows, nb);
+        assert_eq!(packed.len(), w.len(), "the layout holds the file's bytes");
+        let gbytes = nb * R16_BYTES;
+        let xrb = DType::Q8_K.row_bytes(n).expect("row");
+        let mut xq = vec![0u8; 4 * xrb];
+        let x = acts(4, n);
+        for (q, x) in xq.chunks_exact_mut(xrb).zip(x.chunks_exact(n)) {
+            (DType::Q8_K.traits().from_float.expect("quantize"))(x, q);
+        }
+        for g in 0..rows / ROWS {
+            let wg = &packed[g * gbytes..(g + 1) * gbytes];
+            let (mut o4, mut g1, mut v1) = ([[0f32; 16]; 4], [[0f32; 16]; 1], [[0f32; 16]; 1]);
+            // SAFETY: AVX-512 VNNI was detected above.
+            unsafe {
+                q4_k_r16::<4, true>(nb, wg, &xq, xrb, &mut o4);
+                q4_k_r16::<1, true>(nb, wg, &xq, xrb, &mut g1);
+                q4_k_r16::<1, false>(nb, wg, &xq, xrb, &mut v1);
             }
-            let gr = group_rows(rows);
-            assert_eq!(gr, want_gr, "{rows} rows");
-            let packed = repack_groups(&w, rows, nb);
-            assert_eq!(packed.len(), w.len(), "the layout holds the file's bytes");
-            let gbytes = group_bytes(gr, nb);
-            let xrb = DType::Q8_K.row_bytes(n).expect("row");
-            let mut xq = vec![0u8; 4 * xrb];
-            for q in xq.chunks_exact_mut(xrb) {
-                let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
-                (DType::Q8_K.traits().from_float.expect("quantize"))(&x, q);
-            }
-            for g in 0..rows / gr {
-                let wg = &packed[g * gbytes..(g + 1) * gbytes];
-                let (mut o4, mut g1, mut v1) = ([[0f32; 16]; 4], [[0f32; 16]; 1], [[0f32; 16]; 1]);
-                // SAFETY: AVX-512 VNNI was detected above.
-                unsafe {
-                    q4_k_group::<4, true>(gr, nb, wg, &xq, xrb, &mut o4);
-                    q4_k_group::<1, true>(gr, nb, wg, &xq, xrb, &mut g1);
-                    q4_k_group::<1, false>(gr, nb, wg, &xq, xrb, &mut v1);
+            for r in 0..ROWS {
+                let row = &w[(ROWS * g + r) * wrb..(ROWS * g + r + 1) * wrb];
+                for c in 0..4 {
+                    let want = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq[c * xrb..]);
+                    assert_eq!(
+                        o4[c][r].to_bits(),
+                        want.to_bits(),
+                        "GEMM n={n} row {r} token {c}"
+                    );
                 }
-                for r in 0..gr {
-                    let row = &w[(gr * g + r) * wrb..(gr * g + r + 1) * wrb];
-                    for c in 0..4 {
-                        let want =
-                            kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq[c * xrb..]);
-                        assert_eq!(
-                            o4[c][r].to_bits(),
-                            want.to_bits(),
-                            "GEMM {rows} rows n={n} row {r} token {c}"
-                        );
-                    }
-                    let gemm = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq);
-                    let gemv = kquants::vec_dot_q4_k_q8_k_interleaved(n, row, &xq);
-                    let at = format!("{rows} rows n={n} group {g} row {r}");
-                    assert_eq!(g1[0][r].to_bits(), gemm.to_bits(), "GEMM x1 {at}");
-                    assert_eq!(v1[0][r].to_bits(), gemv.to_bits(), "GEMV {at}");
-                }
+                let gemm = kquants::vec_dot_q4_k_q8_k_interleaved_gemm(n, row, &xq);
+                let gemv = kquants::vec_dot_q4_k_q8_k_interleaved(n, row, &xq);
+                let at = format!("n={n} group {g} row {r}");
+                assert_eq!(g1[0][r].to_bits(), gemm.to_bits(), "GEMM x1 {at}");
+                assert_eq!(v1[0][r].to_bits(), gemv.to_bits(), "GEMV {at}");
             }
         }
     }
+    // Through the matrix: 32 rows repacked, 24 kept in the file's layout.
+    let fixed = dispatch::batch_invariant();
+    let mut checked = 0;
+    for rows in [32usize, 24] {
+        let n = 512;
+        let w = weights(rows, n);
+        let m = QMatrix::new(t, rows, n, Blob::from_vec(w.clone()))
+            .expect("matrix")
+            .interleave();
+        assert!(m.interleaved, "{rows} rows interleaved");
+        assert_eq!(m.repacked, rows % ROWS == 0, "{rows} rows repacked");
+        for tokens in [1usize, 2, 4, 6, 9] {
+            let x = acts(tokens, n);
+            let dot = |tok: usize| match !fixed && tok < tokens - tokens % 4 {
+                true => kquants::vec_dot_q4_k_q8_k_interleaved_gemm as VecDot,
+                false => kquants::vec_dot_q4_k_q8_k_interleaved,
+            };
+            checked += assert_matmul_bits(&m, &w, &x, tokens, dot, &format!("{rows} rows"));
+        }
+    }
+    assert!(checked > 0);
 }
 
 /// The reference twin of a float type's dot product at this CPU in a
@@ -546,32 +601,12 @@ fn float_matmul_equals_the_reference() {
             .flat_map(|_| enc(rng.random_range(-1.0f32..1.0)))
             .collect();
         let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone())).expect("matrix");
-        let wrb = w.len() / rows;
         for n in [1usize, 3, 4, 5, 8, 11, 37] {
             let x: Vec<f32> = (0..n * cols)
                 .map(|_| rng.random_range(-3.0f32..3.0))
                 .collect();
-            let mut got = vec![f32::NAN; n * rows];
-            m.matmul(&x, n, &mut got);
-            for tok in 0..n {
-                // The activations in the weights' format, as the product
-                // quantizes them.
-                let xq: Vec<u8> = x[tok * cols..(tok + 1) * cols]
-                    .iter()
-                    .flat_map(|&v| enc(v))
-                    .collect();
-                let reference = float_reference(t, n, cols);
-                for r in 0..rows {
-                    let want = reference(cols, &w[r * wrb..(r + 1) * wrb], &xq);
-                    let g = got[tok * rows + r];
-                    assert_eq!(
-                        g.to_bits(),
-                        want.to_bits(),
-                        "{t:?} n={n} token {tok} row {r}: {g} vs {want}"
-                    );
-                    checked += 1;
-                }
-            }
+            let dot = |_| float_reference(t, n, cols);
+            checked += assert_matmul_bits(&m, &w, &x, n, dot, &format!("{t:?}"));
         }
     }
     eprintln!("float matmul: {checked} outputs equal the reference");
@@ -608,7 +643,6 @@ fn q6_k_prefill_layout_equals_the_reference() {
     if !dispatch::q6_k_planes() {
         eprintln!("no AVX-512 VNNI with GFNI here: the planes layout is not used on this CPU");
     }
-    let xrb = DType::Q8_K.row_bytes(cols).expect("row");
     let to_float = t.traits().to_float.expect("to_float");
     for m in [&copy, &planes, &both] {
         for r in 0..rows {
@@ -630,29 +664,11 @@ fn q6_k_prefill_layout_equals_the_reference() {
         let x: Vec<f32> = (0..n * cols)
             .map(|_| rng.random_range(-3.0f32..3.0))
             .collect();
-        let mut got = vec![0f32; n * rows];
-        m.matmul(&x, n, &mut got);
-        for tok in 0..n {
-            let mut xq = vec![0u8; xrb];
-            (DType::Q8_K.traits().from_float.expect("quantize"))(
-                &x[tok * cols..(tok + 1) * cols],
-                &mut xq,
-            );
-            for r in 0..rows {
-                let row = &w[r * wrb..(r + 1) * wrb];
-                let want = if n >= 8 {
-                    kquants::vec_dot_q6_k_q8_k_tiled(cols, row, &xq)
-                } else {
-                    kquants::vec_dot_q6_k_q8_k(cols, row, &xq)
-                };
-                let g = got[tok * rows + r];
-                assert_eq!(
-                    g.to_bits(),
-                    want.to_bits(),
-                    "n={n} token {tok} row {r}: {g} vs {want}"
-                );
-            }
-        }
+        let dot = |_| match n >= 8 {
+            true => kquants::vec_dot_q6_k_q8_k_tiled as VecDot,
+            false => kquants::vec_dot_q6_k_q8_k,
+        };
+        assert_matmul_bits(m, &w, &x, n, dot, "Q6_K");
     }
 }
 
@@ -694,32 +710,12 @@ fn rows4_layout_equals_the_reference() {
             to_float(&w[r * wrb..(r + 1) * wrb], &mut want_row);
             assert_eq!(got_row, want_row, "{t:?} row {r} read back");
         }
-        let vt = t.traits().vec_dot_type;
-        let xrb = vt.row_bytes(cols).expect("row");
         let dot = t.traits().vec_dot.expect("reference");
         for n in [1usize, 2, 4, 5, 7, 8, 11, 37] {
             let x: Vec<f32> = (0..n * cols)
                 .map(|_| rng.random_range(-3.0f32..3.0))
                 .collect();
-            let mut got = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut got);
-            for tok in 0..n {
-                let mut xq = vec![0u8; xrb];
-                (vt.traits().from_float.expect("quantize"))(
-                    &x[tok * cols..(tok + 1) * cols],
-                    &mut xq,
-                );
-                for r in 0..rows {
-                    let want = dot(cols, &w[r * wrb..(r + 1) * wrb], &xq);
-                    let g = got[tok * rows + r];
-                    assert_eq!(
-                        g.to_bits(),
-                        want.to_bits(),
-                        "{t:?} n={n} token {tok} row {r}: {g} vs {want}"
-                    );
-                    checked += 1;
-                }
-            }
+            checked += assert_matmul_bits(&m, &w, &x, n, |_| dot, &format!("{t:?}"));
         }
     }
     assert!(checked > 0);
