@@ -22,6 +22,8 @@ fn main() {
     let flush: Vec<u8> = (0..64usize << 20).map(|i| i as u8).collect();
     for (ty, rows, cols) in [
         (DType::Q8_0, 151936, 896),
+        (DType::Q4_1, 131072, 576),
+        (DType::Q4_1, 1536, 576),
         (DType::Q5_0, 65536, 896),
         (DType::Q6_K, 16384, 4864),
         (DType::Q4_K, 65536, 1536),

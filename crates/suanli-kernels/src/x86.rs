@@ -56,6 +56,23 @@ pub(crate) unsafe fn high_bits(qh: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// Software prefetch into L2 of a weight stream `ahead` bytes in front of
+/// the span `[p, p + len)` a kernel is about to read: each cache line that
+/// starts in the span's shadow, so consecutive spans fetch every line once
+/// ([`crate::dispatch::prefetch_ahead`]). `ahead == 0` fetches nothing.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_ahead(p: *const u8, len: usize, ahead: usize) {
+    if ahead == 0 {
+        return;
+    }
+    let at = p as usize + ahead;
+    let mut a = (at + 63) & !63;
+    while a < at + len {
+        _mm_prefetch::<_MM_HINT_T1>(a as *const i8);
+        a += 64;
+    }
+}
+
 #[inline(always)]
 pub(crate) unsafe fn finish(acc: __m256) -> f32 {
     let mut a = [0f32; 8];

@@ -133,8 +133,11 @@ pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
     let mut acc = [_mm512_setzero_ps(); T];
     let mut acc_m = [_mm512_setzero_ps(); T];
     let mut six = [_mm512_setzero_si512(); 4];
+    // The group's next lines, one a weight load (`prefetch_ahead`).
+    let pf = crate::dispatch::prefetch_ahead();
     for i in 0..nb {
         let b = w.as_ptr().add(i * R16_BYTES);
+        crate::x86::prefetch_ahead(b, QS, pf);
         six_bits(b.add(SIX), &mut six);
         let o = six.as_ptr() as *const u8;
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(b as *const __m256i));
@@ -157,6 +160,7 @@ pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
             let mut slo = [[_mm512_setzero_si512(); CH]; T];
             let mut shi = [[_mm512_setzero_si512(); CH]; T];
             for k in 0..8 {
+                crate::x86::prefetch_ahead(b.add(QS + (8 * j + k) * 64), 64, pf);
                 let v = _mm512_loadu_si512(b.add(QS + (8 * j + k) * 64) as *const __m512i);
                 // High nibbles in place (16 times their value): the chunk's
                 // sum is shifted back once, exactly, below.

@@ -103,12 +103,14 @@ unsafe fn rows_in<const TILED: bool>(n: usize, w: &[u8], x: &[u8], out: &mut [f3
     let nb = n / 256;
     assert!(w.len() >= out.len() * nb * BLOCK && x.len() >= nb * XB);
     let pick = scale_words();
+    let pf = crate::dispatch::prefetch_ahead();
     for (r, o) in out.iter_mut().enumerate() {
         let wr = w.as_ptr().add(r * nb * BLOCK);
         let mut acc = _mm256_setzero_ps();
         let mut sum = 0f32;
         for i in 0..nb {
             let (wk, xk) = (wr.add(i * BLOCK), x.as_ptr().add(i * XB));
+            crate::x86::prefetch_ahead(wk, BLOCK, pf);
             let v = block_ints(wk, xk, &pick);
             let yd = std::ptr::read_unaligned(xk as *const f32);
             let wd = f16_at(wk.add(208));

@@ -92,10 +92,13 @@ unsafe fn group<const T: usize>(
     let nb = acts.nb;
     assert!(w.len() >= nb * GB && xq.len() >= (t0 + T) * xrb && acts.d.len() >= (t0 + T) * nb);
     let mut acc = [_mm512_setzero_ps(); T];
+    let pf = crate::dispatch::prefetch_ahead();
     for i in 0..nb {
         let b = w.as_ptr().add(i * GB);
+        crate::x86::prefetch_ahead(b, Q_AT, pf);
         let mut isum = [_mm512_setzero_si512(); T];
         for s in 0..16 {
+            crate::x86::prefetch_ahead(b.add(Q_AT + 256 * s), 256, pf);
             let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(SC_AT + G * s) as *const __m128i));
             let q: [__m512i; 4] = std::array::from_fn(|k| {
                 _mm512_loadu_si512(b.add(Q_AT + 64 * (4 * s + k)) as *const _)

@@ -278,8 +278,10 @@ unsafe fn group<const T: usize, const K: u8>(
     let mut acc = [_mm512_setzero_ps(); T];
     let mut summ = [_mm512_setzero_ps(); T];
     let xk: [*const u8; T] = std::array::from_fn(|t| xq.as_ptr().add((t0 + t) * xrb + acts.q_at));
+    let pf = crate::dispatch::prefetch_ahead();
     for i in 0..nb {
         let b = w.as_ptr().add(i * gbb);
+        crate::x86::prefetch_ahead(b, gbb, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(b as *const __m256i));
         let qs = b.add(k.qs_at());
         let mut v = [_mm512_setzero_si512(); 8];

@@ -198,8 +198,13 @@ macro_rules! tile_kernel {
             assert!(!($vnni && signed) || a.init.len() >= nb * TC * 8);
             // Decode streams the weights once. In the row layout, fetch
             // the rows three calls ahead (the prefetchers lose track of
-            // four interleaved rows); the 4-row layout is one stream.
+            // four interleaved rows); the 4-row layout is one stream,
+            // fetched into L2 ahead where `prefetch_ahead` says so.
             let ahead = if wbs == $wb { 3 * TR * wrb } else { 0 };
+            let pf = match TC == 1 && ahead == 0 {
+                true => crate::dispatch::prefetch_ahead(),
+                false => 0,
+            };
             let (wp, xp, ip) = (w.as_ptr(), x.as_ptr(), a.init.as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TC]; TR];
             let mut summs = [_mm256_setzero_ps(); 2];
@@ -218,6 +223,7 @@ macro_rules! tile_kernel {
                 );
                 for i in i0..i1 {
                     let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
+                    crate::x86::prefetch_ahead(wk, wbs, pf);
                     let y: [__m256i; TC] = std::array::from_fn(|c| {
                         _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
                     });

@@ -205,7 +205,7 @@ pub fn main(a: Args) -> Result<()> {
     let weights = model.decode_weights();
     // The roofline before one tg repetition: fixed, or streamed now.
     let roof_bw = || a.membw.unwrap_or_else(|| stream_gbps(&weights, 3));
-    let kernels = suanli_kernels::dispatch::isa();
+    let kernels = suanli_kernels::dispatch::kernels();
     let mut results = Vec::new();
     for (kind, n) in [("pp", a.n_prompt), ("tg", a.n_gen)] {
         if n == 0 {

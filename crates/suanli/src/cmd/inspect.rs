@@ -83,7 +83,10 @@ pub fn main(a: Args) -> Result<()> {
         "bytes read per generated token: {}\n",
         human(model.bytes_per_token())
     ));
-    out.push_str(&format!("kernels: {}\n", suanli_kernels::dispatch::isa()));
+    out.push_str(&format!(
+        "kernels: {}\n",
+        suanli_kernels::dispatch::kernels()
+    ));
     print!("{out}");
     Ok(())
 }

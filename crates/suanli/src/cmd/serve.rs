@@ -114,7 +114,7 @@ pub fn main(a: Args) -> Result<()> {
             a.parallel,
             n_blocks * a.block_size,
             max_len,
-            suanli_kernels::dispatch::isa()
+            suanli_kernels::dispatch::kernels()
         );
         suanli_server::serve(listener, state)
             .await
