@@ -11,7 +11,10 @@ attention at long context; the issue's targets are for -d 0 and are only
 checked there.
 
 MODEL: a .gguf path or a suanli model name (default: the three benchmark
-models). Needs llama.cpp built by ../shared/tools/build-llama-cpp.
+models). Needs llama.cpp built by ../shared/tools/build-llama-cpp, or
+LLAMA_CPP=DIR for a build at DIR/build (as one configured with
+-DGGML_NATIVE=OFF and the ISA's options where the native build's AMX tiles
+fault, as in some VMs).
 """
 import argparse
 import json
