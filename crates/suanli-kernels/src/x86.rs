@@ -56,6 +56,20 @@ pub(crate) unsafe fn high_bits(qh: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// Software prefetch into L2 of the head of a stream a thread is about to
+/// read, `[p, p + min(len, ahead))`: the part [`prefetch_ahead`] never
+/// covers. `ahead == 0` fetches nothing.
+#[inline(always)]
+pub(crate) fn prefetch_head(p: *const u8, len: usize, ahead: usize) {
+    let at = p as usize;
+    let mut a = at & !63;
+    while a < at + len.min(ahead) {
+        // SAFETY: a prefetch reads nothing and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(a as *const i8) };
+        a += 64;
+    }
+}
+
 /// Software prefetch into L2 of a weight stream `ahead` bytes in front of
 /// the span `[p, p + len)` a kernel is about to read: each cache line that
 /// starts in the span's shadow, so consecutive spans fetch every line once
