@@ -260,9 +260,24 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); D]; ROW_GROUP];
         let mut m = [f32::NEG_INFINITY; ROW_GROUP];
         let mut sum = [0f32; ROW_GROUP];
+        // The key and value rows a few positions on, where the weights
+        // are prefetched too (the rows are a page's stride apart and pages
+        // anywhere: 1.5B tg at 4096 positions, Intel, 19.8 -> 21.2 t/s).
+        let ahead = match crate::dispatch::prefetch_ahead() {
+            0 => usize::MAX,
+            _ => 8,
+        };
+        let end = keys.end;
         for j in keys {
             let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
             let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
+            if j.saturating_add(ahead) < end {
+                let r = s.pages.row(j + ahead);
+                let k = ks.as_ptr().wrapping_add(r * s.k_stride + kvh * hd);
+                let v = vs.as_ptr().wrapping_add(r * s.v_stride + kvh * hd);
+                crate::x86::prefetch_l1(k.cast(), 2 * hd);
+                crate::x86::prefetch_l1(v.cast(), 2 * hd);
+            }
             // Three passes, so that no vector is live across the calls of
             // `exp` (every vector register is caller-saved): the scores,
             // the exponentials, the updates.

@@ -56,6 +56,18 @@ pub(crate) unsafe fn high_bits(qh: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// Software prefetch into L1 of `[p, p + len)`.
+#[inline(always)]
+pub(crate) fn prefetch_l1(p: *const u8, len: usize) {
+    let at = p as usize;
+    let mut a = at & !63;
+    while a < at + len {
+        // SAFETY: a prefetch reads nothing and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(a as *const i8) };
+        a += 64;
+    }
+}
+
 /// Software prefetch into L2 of the head of a stream a thread is about to
 /// read, `[p, p + min(len, ahead))`: the part [`prefetch_ahead`] never
 /// covers. `ahead == 0` fetches nothing.
