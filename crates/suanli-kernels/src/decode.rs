@@ -135,12 +135,7 @@ impl QMatrix {
             };
             let ones = ActTables::new(self.dtype, xq, xrb, cols, 0..n, 1);
             let run = move |rr: Range<usize>| {
-                let head = &w[rr.start * wrb..rr.end * wrb];
-                crate::x86::prefetch_head(
-                    head.as_ptr(),
-                    head.len(),
-                    crate::dispatch::prefetch_ahead(),
-                );
+                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
                 let mut o = [[0f32; 1]; GR];
                 for ti in 0..n {
                     in_groups(
@@ -173,12 +168,7 @@ impl QMatrix {
             crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS,
         ) {
             let run = move |rr: Range<usize>| {
-                let head = &w[rr.start * wrb..rr.end * wrb];
-                crate::x86::prefetch_head(
-                    head.as_ptr(),
-                    head.len(),
-                    crate::dispatch::prefetch_ahead(),
-                );
+                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
                 for t in 0..n {
                     // SAFETY: token t's outputs for this run's rows are in
                     // bounds and written by this run only.
@@ -306,8 +296,7 @@ fn group_job<'a>(
         runs: decode_runs(groups, 1, gbytes),
         unit,
         run: Box::new(move |gs: Range<usize>| {
-            let head = &w[gs.start * gbytes..gs.end * gbytes];
-            crate::x86::prefetch_head(head.as_ptr(), head.len(), crate::dispatch::prefetch_ahead());
+            crate::x86::prefetch_head(&w[gs.start * gbytes..gs.end * gbytes]);
             for g in gs {
                 f(g, &w[g * gbytes..(g + 1) * gbytes]);
             }

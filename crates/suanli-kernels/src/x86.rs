@@ -56,30 +56,32 @@ pub(crate) unsafe fn high_bits(qh: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// Software prefetch into L1 of `[p, p + len)`.
+/// Prefetches with hint `H` every cache line that starts in `[lo, hi)`.
 #[inline(always)]
-pub(crate) fn prefetch_l1(p: *const u8, len: usize) {
-    let at = p as usize;
-    let mut a = at & !63;
-    while a < at + len {
+fn prefetch_lines<const H: i32>(lo: usize, hi: usize) {
+    let mut a = lo.next_multiple_of(64);
+    while a < hi {
         // SAFETY: a prefetch reads nothing and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(a as *const i8) };
+        unsafe { _mm_prefetch::<H>(a as *const i8) };
         a += 64;
     }
 }
 
-/// Software prefetch into L2 of the head of a stream a thread is about to
-/// read, `[p, p + min(len, ahead))`: the part [`prefetch_ahead`] never
-/// covers. `ahead == 0` fetches nothing.
+/// Software prefetch into L1 of every line of `[p, p + len)`.
 #[inline(always)]
-pub(crate) fn prefetch_head(p: *const u8, len: usize, ahead: usize) {
+pub(crate) fn prefetch_l1(p: *const u8, len: usize) {
     let at = p as usize;
-    let mut a = at & !63;
-    while a < at + len.min(ahead) {
-        // SAFETY: a prefetch reads nothing and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(a as *const i8) };
-        a += 64;
-    }
+    prefetch_lines::<_MM_HINT_T0>(at & !63, at + len);
+}
+
+/// Software prefetch into L2 of the head of a run of weights a thread is
+/// about to stream, its first [`crate::dispatch::prefetch_ahead`] bytes:
+/// the part [`prefetch_ahead`] never covers. Nothing where that is 0.
+#[inline(always)]
+pub(crate) fn prefetch_head(run: &[u8]) {
+    let at = run.as_ptr() as usize;
+    let len = run.len().min(crate::dispatch::prefetch_ahead());
+    prefetch_lines::<_MM_HINT_T1>(at & !63, at + len);
 }
 
 /// Software prefetch into L2 of a weight stream `ahead` bytes in front of
@@ -87,15 +89,10 @@ pub(crate) fn prefetch_head(p: *const u8, len: usize, ahead: usize) {
 /// starts in the span's shadow, so consecutive spans fetch every line once
 /// ([`crate::dispatch::prefetch_ahead`]). `ahead == 0` fetches nothing.
 #[inline(always)]
-pub(crate) unsafe fn prefetch_ahead(p: *const u8, len: usize, ahead: usize) {
-    if ahead == 0 {
-        return;
-    }
-    let at = p as usize + ahead;
-    let mut a = (at + 63) & !63;
-    while a < at + len {
-        _mm_prefetch::<_MM_HINT_T1>(a as *const i8);
-        a += 64;
+pub(crate) fn prefetch_ahead(p: *const u8, len: usize, ahead: usize) {
+    if ahead != 0 {
+        let at = p as usize + ahead;
+        prefetch_lines::<_MM_HINT_T1>(at, at + len);
     }
 }
 
