@@ -57,6 +57,8 @@ pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_float;
 #[cfg(target_arch = "x86_64")]
+mod x86_gemv_zmm;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q4k_r16;
