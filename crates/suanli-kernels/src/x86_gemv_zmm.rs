@@ -82,6 +82,24 @@ const fn quant_index(f: &Format) -> [u16; 32] {
     idx
 }
 
+/// [`quant_index`] in 32-bit lanes, for the formats whose rows of nibbles
+/// start on 4-byte boundaries (`vpermt2d`: a little faster than `vpermt2w`
+/// on the Intel cores measured).
+const fn quant_index_dwords(f: &Format) -> Option<[u32; 16]> {
+    if !(f.bb.is_multiple_of(4) && f.qs.is_multiple_of(4)) {
+        return None;
+    }
+    let words = quant_index(f);
+    let mut idx = [0u32; 16];
+    let mut k = 0;
+    while k < 16 {
+        assert!(words[2 * k].is_multiple_of(2) && words[2 * k + 1] == words[2 * k] + 1);
+        idx[k] = words[2 * k] as u32 / 2;
+        k += 1;
+    }
+    Some(idx)
+}
+
 /// The permute taking the group's scales: words 0–3 the rows' `d`, 4–7
 /// their `m`, 8–11 the low and 12–15 the high halves of their Q5 bits.
 const fn scale_index(f: &Format) -> [u16; 32] {
@@ -116,6 +134,7 @@ macro_rules! gemv_zmm {
             const F: Format = $f;
             const GB: usize = 4 * F.bb;
             const QI: [u16; 32] = quant_index(&F);
+            const QD: Option<[u32; 16]> = quant_index_dwords(&F);
             const SI: [u16; 32] = scale_index(&F);
             const MIN: bool = F.min.is_some();
             const SIGNED: bool = $off != 0;
@@ -126,6 +145,10 @@ macro_rules! gemv_zmm {
             assert!(!SIGNED || a.init.len() >= nb * 8);
             let pf = crate::dispatch::prefetch_ahead();
             let (qi, si) = (index(&QI), index(&SI));
+            let qd = match &QD {
+                Some(d) => _mm512_loadu_si512(d.as_ptr() as *const __m512i),
+                None => qi,
+            };
             // Lane 4r + j ← lane r of the 4 (or 8) scale products.
             let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
             let m4 = _mm512_set1_epi8(0x0F);
@@ -138,7 +161,10 @@ macro_rules! gemv_zmm {
                 let v1 = _mm512_loadu_si512(wk as *const __m512i);
                 let v2 = _mm512_loadu_si512(wk.add(GB - 64) as *const __m512i);
                 let s = _mm512_permutex2var_epi16(v1, si, v2);
-                let q = _mm512_permutex2var_epi16(v1, qi, v2);
+                let q = match QD {
+                    Some(_) => _mm512_permutex2var_epi32(v1, qd, v2),
+                    None => _mm512_permutex2var_epi16(v1, qi, v2),
+                };
                 // [d_w·d_x per row | m_w·s_x per row], rounded as the
                 // reference's scalar products.
                 let dm = _mm256_cvtph_ps(_mm512_castsi512_si128(s));
