@@ -186,6 +186,22 @@ pub fn prefetch_ahead() -> usize {
     })
 }
 
+/// Whether decode attention computes its exponentials 16 at a time
+/// ([`crate::x86_expf`]: glibc's `expf` bits, vectorized) instead of one
+/// `expf` call per score: at [`Level::Avx512`] where the process's own
+/// `expf` returns the same bits on a check at first use (every 99,991st
+/// input of the range, ~1 ms), or where `SUANLI_FAST_EXP=0` says not.
+pub fn vector_expf() -> bool {
+    static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if level() == Level::Avx512 && std::env::var("SUANLI_FAST_EXP").as_deref() != Ok("0") {
+            return crate::x86_expf::matches_libm(99_991);
+        }
+        false
+    })
+}
+
 /// Whether the CPU's vendor is Intel.
 fn intel() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -55,6 +55,8 @@ mod walk;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_expf;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_float;
 #[cfg(target_arch = "x86_64")]
 mod x86_gemv_zmm;

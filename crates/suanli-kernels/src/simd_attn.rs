@@ -267,57 +267,87 @@ mod x86 {
             0 => usize::MAX,
             _ => 8,
         };
+        let fast_exp = crate::dispatch::vector_expf();
         let end = keys.end;
-        for j in keys {
-            let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
-            let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
-            if j.saturating_add(ahead) < end {
-                let r = s.pages.row(j + ahead);
-                let k = ks.as_ptr().wrapping_add(r * s.k_stride + kvh * hd);
-                let v = vs.as_ptr().wrapping_add(r * s.v_stride + kvh * hd);
-                crate::x86::prefetch_l1(k.cast(), 2 * hd);
-                crate::x86::prefetch_l1(v.cast(), 2 * hd);
-            }
-            // Three passes, so that no vector is live across the calls of
-            // `exp` (every vector register is caller-saved): the scores,
-            // the exponentials, the updates.
-            let kf: [__m512; D] = std::array::from_fn(|c| ld16(k.as_ptr().add(16 * c)));
-            let mut x = [0f32; ROW_GROUP];
-            for (x, q) in x.iter_mut().zip(&q[..g]) {
-                let mut a = [_mm512_setzero_ps(); 4];
-                for c in 0..D {
-                    a[c % 4] = _mm512_fmadd_ps(kf[c], q[c], a[c % 4]);
+        // Keys in tiles of KT: every row's scores, then each row's running
+        // maximum key by key (what the per-key softmax would have), the
+        // tile's exponentials (16 at a time where `fast_exp`, else one
+        // `expf` call each), then the updates key by key — every value
+        // the per-key order computes, in its order.
+        const KT: usize = 16;
+        let mut j0 = keys.start;
+        while j0 < end {
+            let nk = (end - j0).min(KT);
+            let mut x = [[0f32; KT]; ROW_GROUP];
+            for t in 0..nk {
+                let j = j0 + t;
+                if j.saturating_add(ahead) < end {
+                    let r = s.pages.row(j + ahead);
+                    let k = ks.as_ptr().wrapping_add(r * s.k_stride + kvh * hd);
+                    let v = vs.as_ptr().wrapping_add(r * s.v_stride + kvh * hd);
+                    crate::x86::prefetch_l1(k.cast(), 2 * hd);
+                    crate::x86::prefetch_l1(v.cast(), 2 * hd);
                 }
-                let v16 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
-                *x = crate::x86_float::hsum16(v16) * s.scale;
-            }
-            let (mut ms, mut ws) = ([1f32; ROW_GROUP], [1f32; ROW_GROUP]);
-            for i in 0..g {
-                let x = match s.softcap {
-                    Some(cap) => cap * (x[i] / cap).tanh(),
-                    None => x[i],
-                };
-                if x > m[i] {
-                    ms[i] = (m[i] - x).exp();
-                    m[i] = x;
-                } else {
-                    ws[i] = (x - m[i]).exp();
+                let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
+                let kf: [__m512; D] = std::array::from_fn(|c| ld16(k.as_ptr().add(16 * c)));
+                for (x, q) in x.iter_mut().zip(&q[..g]) {
+                    let mut a = [_mm512_setzero_ps(); 4];
+                    for c in 0..D {
+                        a[c % 4] = _mm512_fmadd_ps(kf[c], q[c], a[c % 4]);
+                    }
+                    let v16 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+                    let d = crate::x86_float::hsum16(v16) * s.scale;
+                    x[t] = match s.softcap {
+                        Some(cap) => cap * (d / cap).tanh(),
+                        None => d,
+                    };
                 }
-                sum[i] = sum[i].mul_add(ms[i], ws[i]);
             }
-            let vf: [__m512; D] = std::array::from_fn(|c| ld16(v.as_ptr().add(16 * c)));
+            // Per row and key: the exponent's argument, and whether the
+            // key raised the maximum (its exponential then scales what came
+            // before, the key's own weight being 1).
+            let mut raised = [0u32; ROW_GROUP];
             for i in 0..g {
-                let acc = &mut acc[i];
-                if ms[i] != 1.0 {
-                    for a in acc.iter_mut() {
-                        *a = round(_mm512_mul_ps(*a, _mm512_set1_ps(ms[i])));
+                for t in 0..nk {
+                    let xt = x[i][t];
+                    if xt > m[i] {
+                        x[i][t] = m[i] - xt;
+                        m[i] = xt;
+                        raised[i] |= 1 << t;
+                    } else {
+                        x[i][t] = xt - m[i];
                     }
                 }
-                let w = _mm512_set1_ps(ws[i]);
-                for (a, v) in acc.iter_mut().zip(&vf) {
-                    *a = round(_mm512_fmadd_ps(*v, w, *a));
+                if fast_exp {
+                    let e = crate::x86_expf::expf16(_mm512_loadu_ps(x[i].as_ptr()));
+                    _mm512_storeu_ps(x[i].as_mut_ptr(), e);
+                } else {
+                    x[i][..nk].iter_mut().for_each(|a| *a = a.exp());
                 }
             }
+            for t in 0..nk {
+                let j = j0 + t;
+                let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
+                let vf: [__m512; D] = std::array::from_fn(|c| ld16(v.as_ptr().add(16 * c)));
+                for i in 0..g {
+                    let (ms, ws) = match raised[i] >> t & 1 {
+                        1 => (x[i][t], 1f32),
+                        _ => (1f32, x[i][t]),
+                    };
+                    sum[i] = sum[i].mul_add(ms, ws);
+                    let acc = &mut acc[i];
+                    if ms != 1.0 {
+                        for a in acc.iter_mut() {
+                            *a = round(_mm512_mul_ps(*a, _mm512_set1_ps(ms)));
+                        }
+                    }
+                    let w = _mm512_set1_ps(ws);
+                    for (a, v) in acc.iter_mut().zip(&vf) {
+                        *a = round(_mm512_fmadd_ps(*v, w, *a));
+                    }
+                }
+            }
+            j0 += nk;
         }
         for i in 0..g {
             mss[i] = (m[i], sum[i]);

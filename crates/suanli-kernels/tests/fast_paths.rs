@@ -720,3 +720,21 @@ fn rows4_layout_equals_the_reference() {
     }
     assert!(checked > 0);
 }
+
+/// Decode attention's 16-lane `expf` returns the C library's bits (every
+/// 997th input of [-110, 88] and the special cases): glibc's, where it is
+/// the C library, and the start-up check agrees wherever it runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vector_expf_equals_libm() {
+    use suanli_kernels::dispatch::Level;
+    if dispatch::level() < Level::Avx512 {
+        assert!(!dispatch::vector_expf(), "16-lane expf below AVX-512");
+        return;
+    }
+    let same = suanli_kernels::x86_expf::matches_libm(997);
+    if cfg!(target_env = "gnu") {
+        assert!(same, "16-lane expf differs from glibc's expf");
+    }
+    assert_eq!(dispatch::vector_expf(), same);
+}
