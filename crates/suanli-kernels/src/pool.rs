@@ -8,8 +8,10 @@
 //! or from inside an op, runs on the calling thread alone.
 
 use std::cell::Cell;
+
+use crossbeam_utils::CachePadded;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// How long idle workers spin before sleeping, in `spin_loop` hints (tens of
@@ -23,16 +25,33 @@ struct Job {
     n: usize,
 }
 
-struct Shared {
-    /// Bumped once per op; workers wait for it to change.
+/// What the submitter posts for the workers, on one cache line: the op
+/// and the epoch that announces it (a worker reads both in one transfer).
+struct Post {
+    /// Bumped once per op by the submitter (alone); workers wait for it to
+    /// change.
     epoch: AtomicUsize,
-    job: AtomicPtr<Job>,
-    next: AtomicUsize,
+    /// The current op: written before `epoch` is bumped, read after it is
+    /// seen, and left alone until every worker has left the op (`busy`).
+    job: std::cell::UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written only by the submitter while no worker is inside
+// an op (before the epoch's release) and read only by workers inside one.
+unsafe impl Sync for Post {}
+
+struct Shared {
+    post: CachePadded<Post>,
+    /// The next item to hand out; its own line, as `busy`: the submitter
+    /// waits on `busy` while the workers take items.
+    next: CachePadded<AtomicUsize>,
     /// Workers still inside the current op.
-    busy: AtomicUsize,
+    busy: CachePadded<AtomicUsize>,
     /// Set when an item panicked on a worker; the submitter re-raises it.
     panicked: AtomicBool,
-    sleep: Mutex<usize>,
+    /// Workers asleep (or about to be) on `wake`.
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
     wake: Condvar,
 }
 
@@ -69,12 +88,15 @@ fn pool() -> &'static Pool {
         };
         THREADS.store(n, Ordering::SeqCst);
         let shared = Arc::new(Shared {
-            epoch: AtomicUsize::new(0),
-            job: AtomicPtr::new(std::ptr::null_mut()),
-            next: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
+            post: CachePadded::new(Post {
+                epoch: AtomicUsize::new(0),
+                job: std::cell::UnsafeCell::new(None),
+            }),
+            next: CachePadded::new(AtomicUsize::new(0)),
+            busy: CachePadded::new(AtomicUsize::new(0)),
             panicked: AtomicBool::new(false),
-            sleep: Mutex::new(0),
+            sleepers: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
         let mut workers = 0;
@@ -118,7 +140,7 @@ fn worker(sh: &Shared) {
     loop {
         let mut spins = 0u32;
         loop {
-            let e = sh.epoch.load(Ordering::Acquire);
+            let e = sh.post.epoch.load(Ordering::Acquire);
             if e != seen {
                 seen = e;
                 break;
@@ -127,18 +149,21 @@ fn worker(sh: &Shared) {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
+                // No lost wake-up: the submitter bumps the epoch, then reads
+                // `sleepers` (both SeqCst); a sleeper counts itself, then
+                // reads the epoch — one of them sees the other.
                 let mut g = sh.sleep.lock().unwrap_or_else(|e| e.into_inner());
-                *g += 1;
-                while sh.epoch.load(Ordering::Acquire) == seen {
+                sh.sleepers.fetch_add(1, Ordering::SeqCst);
+                while sh.post.epoch.load(Ordering::SeqCst) == seen {
                     g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
-                *g -= 1;
+                sh.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let job = sh.job.load(Ordering::Acquire);
-        // SAFETY: the submitter keeps the job alive until `busy` drops to 0,
-        // which it cannot before this worker's decrement below.
-        if let Some(job) = unsafe { job.as_ref() } {
+        // SAFETY: the submitter wrote the op before the epoch this worker
+        // acquired, and leaves it until `busy` drops to 0, which it cannot
+        // before this worker's decrement below.
+        if let Some(job) = unsafe { &*sh.post.job.get() } {
             let r = catch_unwind(AssertUnwindSafe(|| run_items(sh, job)));
             if r.is_err() {
                 sh.panicked.store(true, Ordering::Release);
@@ -172,26 +197,31 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     };
     sh.next.store(0, Ordering::Relaxed);
     sh.busy.store(p.workers, Ordering::Relaxed);
-    sh.job
-        .store(&job as *const Job as *mut Job, Ordering::Release);
-    sh.epoch.fetch_add(1, Ordering::AcqRel);
-    {
-        let g = sh.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        if *g > 0 {
-            sh.wake.notify_all();
-        }
+    // SAFETY: no worker is inside an op (the last one ended with `busy` at
+    // 0), and the submit lock makes this the only submitter.
+    unsafe { *sh.post.job.get() = Some(job) };
+    let e = sh.post.epoch.load(Ordering::Relaxed);
+    sh.post.epoch.store(e.wrapping_add(1), Ordering::SeqCst);
+    if sh.sleepers.load(Ordering::SeqCst) > 0 {
+        let _g = sh.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        sh.wake.notify_all();
     }
     INSIDE.with(|c| c.set(true));
-    let mine = catch_unwind(AssertUnwindSafe(|| run_items(sh, &job)));
+    // SAFETY: written above; only read until the op ends.
+    let Some(job) = (unsafe { &*sh.post.job.get() }) else {
+        unreachable!("posted above")
+    };
+    let mine = catch_unwind(AssertUnwindSafe(|| run_items(sh, job)));
     INSIDE.with(|c| c.set(false));
     while sh.busy.load(Ordering::Acquire) != 0 {
         std::hint::spin_loop();
     }
-    sh.job.store(std::ptr::null_mut(), Ordering::Release);
+    // SAFETY: every worker has left the op.
+    unsafe { *sh.post.job.get() = None };
     if let Err(e) = mine {
         resume_unwind(e);
     }
-    if sh.panicked.swap(false, Ordering::AcqRel) {
+    if sh.panicked.load(Ordering::Acquire) && sh.panicked.swap(false, Ordering::AcqRel) {
         panic!("a parallel op panicked on a worker thread");
     }
 }
@@ -256,3 +286,50 @@ fn pin_to(cpu: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn pin_to(_cpu: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every item of every op runs once — back to back, and after the
+    /// workers have gone to sleep (the wake-up must not be lost).
+    #[test]
+    fn every_item_runs_once_awake_or_asleep() {
+        set_threads(2);
+        for round in 0..40 {
+            let n = 1 + round * 7 % 61;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            for_each(n, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            for (i, h) in hits.iter().enumerate() {
+                assert_eq!(h.load(Ordering::Relaxed), 1, "round {round}: item {i} of {n}");
+            }
+            if round % 8 == 7 {
+                // Far past the spin: idle workers are asleep on the condvar.
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+        }
+    }
+
+    /// A panicking item reaches the caller, and the pool still serves.
+    #[test]
+    fn a_panic_reaches_the_caller_and_the_pool_goes_on() {
+        set_threads(2);
+        for _ in 0..3 {
+            let r = catch_unwind(|| {
+                for_each(64, |i| {
+                    if i == 63 {
+                        panic!("item 63");
+                    }
+                })
+            });
+            assert!(r.is_err());
+            let sum = AtomicUsize::new(0);
+            for_each(100, |i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), 4950);
+        }
+    }
+}

@@ -111,17 +111,22 @@ pub fn widen_scales_of(
     with_sums: bool,
     xs: &mut Vec<f32>,
 ) {
-    xs.clear();
-    let at = |c: usize, i: usize, o: usize| {
-        let p = c * xrb + i * xb + o;
-        half::f16::from_le_bytes([x[p], x[p + 1]]).to_f32()
-    };
+    use half::slice::HalfFloatSliceExt;
     let offsets: &[usize] = if with_sums { &[0, 2] } else { &[0] };
+    let mut h = Vec::with_capacity(offsets.len() * nb * rows);
     for &o in offsets {
         for i in 0..nb {
-            xs.extend((0..rows).map(|c| at(c, i, o)));
+            h.extend((0..rows).map(|c| {
+                let p = c * xrb + i * xb + o;
+                half::f16::from_le_bytes([x[p], x[p + 1]])
+            }));
         }
     }
+    // One conversion of the whole slice (F16C where the CPU has it): a
+    // call per value cost ~0.9 µs a decode matmul, 4% of SmolLM2's token.
+    xs.clear();
+    xs.resize(h.len(), 0.0);
+    h.convert_to_f32_slice(xs);
 }
 
 /// `w_r · x_c` in lane `r·C + c` (of two vectors), for the f16 at
