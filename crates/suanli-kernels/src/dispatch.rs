@@ -203,7 +203,7 @@ pub fn vector_expf() -> bool {
 }
 
 /// Whether the CPU's vendor is Intel.
-fn intel() -> bool {
+pub(crate) fn intel() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: CPUID leaf 0 exists on every x86-64 CPU (a safe function

@@ -303,7 +303,11 @@ mod tests {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
             for (i, h) in hits.iter().enumerate() {
-                assert_eq!(h.load(Ordering::Relaxed), 1, "round {round}: item {i} of {n}");
+                assert_eq!(
+                    h.load(Ordering::Relaxed),
+                    1,
+                    "round {round}: item {i} of {n}"
+                );
             }
             if round % 8 == 7 {
                 // Far past the spin: idle workers are asleep on the condvar.
