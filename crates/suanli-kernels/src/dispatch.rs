@@ -140,17 +140,25 @@ pub fn isa() -> &'static str {
     }
 }
 
-/// [`isa`] and the weight prefetch ([`prefetch_ahead`]), as `inspect`,
+/// [`isa`], the weight prefetch ([`prefetch_ahead`]), the Intel prefill
+/// tile and the 16-lane `expf` ([`vector_expf`]), as `inspect`,
 /// `bench` and `serve` report them.
 pub fn kernels() -> String {
-    match prefetch_ahead() {
+    let mut k = match prefetch_ahead() {
         0 => format!("{}; hardware prefetch only", isa()),
         b => format!(
             "{}; weights prefetched {} KiB ahead into L2",
             isa(),
             b >> 10
         ),
+    };
+    if level() == Level::Avx512 && intel() {
+        k.push_str("; 32-element prefill two tokens a zmm");
     }
+    if vector_expf() {
+        k.push_str("; attention expf 16 lanes (libm's bits)");
+    }
+    k
 }
 
 /// How far ahead of the weight stream the decode kernels (repacked Q4_K,
