@@ -125,6 +125,33 @@ impl QMatrix {
                 run: Box::new(run),
             });
         }
+        // The 4-row layout with a whole-run kernel: one call a run (and
+        // token), the set-up once for all its groups.
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(groups)) = (self.rows4, crate::x86_gemv_zmm::gemv_groups(self.dtype)) {
+            use crate::x86_tile::GR;
+            let ones = ActTables::new(self.dtype, xq, xrb, cols, 0..n, 1);
+            let run = move |rr: Range<usize>| {
+                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
+                debug_assert!(rr.start.is_multiple_of(GR) && rr.len().is_multiple_of(GR));
+                for ti in 0..n {
+                    // SAFETY: token ti's outputs for this run's rows are in
+                    // bounds and written by this run only.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get().add(ti * rows + rr.start),
+                            rr.len(),
+                        )
+                    };
+                    groups(cols, &w[rr.start * wrb..], rr.len() / GR, ones.acts(ti), o);
+                }
+            };
+            return Some(RowJob {
+                runs,
+                unit: 1,
+                run: Box::new(run),
+            });
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
             use crate::x86_tile::{Strides, GR};

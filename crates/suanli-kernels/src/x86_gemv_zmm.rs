@@ -126,11 +126,11 @@ unsafe fn index(i: &[u16; 32]) -> __m512i {
 
 macro_rules! gemv_zmm {
     ($name:ident, $f:expr, $xq:expr, $off:expr) => {
-        /// `out[r][0] = w_r · x` for the [`GR`] rows of a 4-row group
-        /// (`Strides::rows4`) and one activation row, with the reference's
-        /// bits.
+        /// `out[4g + r] = w_4g+r · x` for `groups` consecutive 4-row
+        /// groups (`Strides::rows4`) and one activation row, with the
+        /// reference's bits (the set-up once for all the groups).
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $name(n: usize, w: &[u8], a: Acts, out: &mut [[f32; 1]; GR]) {
+        unsafe fn $name(n: usize, w: &[u8], groups: usize, a: Acts, out: &mut [f32]) {
             const F: Format = $f;
             const GB: usize = 4 * F.bb;
             const QI: [u16; 32] = quant_index(&F);
@@ -140,7 +140,8 @@ macro_rules! gemv_zmm {
             const SIGNED: bool = $off != 0;
             let nb = n / 32;
             let xb = if MIN { 36 } else { 34 };
-            assert!(nb > 0 && w.len() >= nb * GB && a.x.len() >= nb * xb);
+            assert!(nb > 0 && w.len() >= groups * nb * GB && a.x.len() >= nb * xb);
+            assert!(out.len() >= GR * groups);
             assert!(a.xs.len() >= if MIN { 2 } else { 1 } * nb);
             assert!(!SIGNED || a.init.len() >= nb * 8);
             let pf = crate::dispatch::prefetch_ahead();
@@ -152,73 +153,76 @@ macro_rules! gemv_zmm {
             // Lane 4r + j ← lane r of the 4 (or 8) scale products.
             let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
             let m4 = _mm512_set1_epi8(0x0F);
-            let (wp, xp, xs, ip) = (w.as_ptr(), a.x.as_ptr(), a.xs.as_ptr(), a.init.as_ptr());
-            let (mut lo_acc, mut hi_acc) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut summs = _mm256_setzero_ps();
-            for i in 0..nb {
-                let wk = wp.add(i * GB);
-                crate::x86::prefetch_ahead(wk, GB, pf);
-                let v1 = _mm512_loadu_si512(wk as *const __m512i);
-                let v2 = _mm512_loadu_si512(wk.add(GB - 64) as *const __m512i);
-                let s = _mm512_permutex2var_epi16(v1, si, v2);
-                let q = match QD {
-                    Some(_) => _mm512_permutex2var_epi32(v1, qd, v2),
-                    None => _mm512_permutex2var_epi16(v1, qi, v2),
-                };
-                // [d_w·d_x per row | m_w·s_x per row], rounded as the
-                // reference's scalar products.
-                let dm = _mm256_cvtph_ps(_mm512_castsi512_si128(s));
-                let dx = _mm256_broadcast_ss(&*xs.add(i));
-                let p = if MIN {
-                    let sx = _mm256_broadcast_ss(&*xs.add(nb + i));
-                    _mm256_mul_ps(dm, _mm256_blend_ps::<0xF0>(dx, sx))
-                } else {
-                    _mm256_mul_ps(dm, dx)
-                };
-                if MIN {
-                    summs = _mm256_add_ps(summs, p);
+            let (xp, xs, ip) = (a.x.as_ptr(), a.xs.as_ptr(), a.init.as_ptr());
+            for (g, out) in out[..GR * groups].chunks_exact_mut(GR).enumerate() {
+                let wp = w.as_ptr().add(g * nb * GB);
+                let (mut lo_acc, mut hi_acc) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut summs = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let wk = wp.add(i * GB);
+                    crate::x86::prefetch_ahead(wk, GB, pf);
+                    let v1 = _mm512_loadu_si512(wk as *const __m512i);
+                    let v2 = _mm512_loadu_si512(wk.add(GB - 64) as *const __m512i);
+                    let s = _mm512_permutex2var_epi16(v1, si, v2);
+                    let q = match QD {
+                        Some(_) => _mm512_permutex2var_epi32(v1, qd, v2),
+                        None => _mm512_permutex2var_epi16(v1, qi, v2),
+                    };
+                    // [d_w·d_x per row | m_w·s_x per row], rounded as the
+                    // reference's scalar products.
+                    let dm = _mm256_cvtph_ps(_mm512_castsi512_si128(s));
+                    let dx = _mm256_broadcast_ss(&*xs.add(i));
+                    let p = if MIN {
+                        let sx = _mm256_broadcast_ss(&*xs.add(nb + i));
+                        _mm256_mul_ps(dm, _mm256_blend_ps::<0xF0>(dx, sx))
+                    } else {
+                        _mm256_mul_ps(dm, dx)
+                    };
+                    if MIN {
+                        summs = _mm256_add_ps(summs, p);
+                    }
+                    let d = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(p));
+                    let mut lo = _mm512_and_si512(q, m4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    if F.qh.is_some() {
+                        let hh = _mm256_extracti128_si256::<1>(_mm512_castsi512_si256(s));
+                        let klo = _mm_cvtsi128_si64(hh) as u64;
+                        let khi = _mm_extract_epi64::<1>(hh) as u64;
+                        lo = _mm512_mask_add_epi8(lo, klo, lo, _mm512_set1_epi8(0x10));
+                        hi = _mm512_mask_add_epi8(hi, khi, hi, _mm512_set1_epi8(0x10));
+                    }
+                    let xk = xp.add(i * xb + $xq);
+                    let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(xk as *const __m128i));
+                    let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(xk.add(16) as *const __m128i));
+                    let (ilo, ihi) = if SIGNED {
+                        let init = ip.add(i * 8) as *const __m128i;
+                        (
+                            _mm512_broadcast_i32x4(_mm_loadu_si128(init)),
+                            _mm512_broadcast_i32x4(_mm_loadu_si128(init.add(1))),
+                        )
+                    } else {
+                        (_mm512_setzero_si512(), _mm512_setzero_si512())
+                    };
+                    let slo = _mm512_dpbusd_epi32(ilo, lo, ylo);
+                    let shi = _mm512_dpbusd_epi32(ihi, hi, yhi);
+                    lo_acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo_acc);
+                    hi_acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi_acc);
                 }
-                let d = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(p));
-                let mut lo = _mm512_and_si512(q, m4);
-                let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                if F.qh.is_some() {
-                    let hh = _mm256_extracti128_si256::<1>(_mm512_castsi512_si256(s));
-                    let klo = _mm_cvtsi128_si64(hh) as u64;
-                    let khi = _mm_extract_epi64::<1>(hh) as u64;
-                    lo = _mm512_mask_add_epi8(lo, klo, lo, _mm512_set1_epi8(0x10));
-                    hi = _mm512_mask_add_epi8(hi, khi, hi, _mm512_set1_epi8(0x10));
+                let (mut l, mut h, mut m) = ([0f32; 16], [0f32; 16], [0f32; 8]);
+                _mm512_storeu_ps(l.as_mut_ptr(), lo_acc);
+                _mm512_storeu_ps(h.as_mut_ptr(), hi_acc);
+                _mm256_storeu_ps(m.as_mut_ptr(), summs);
+                for (r, o) in out.iter_mut().enumerate() {
+                    let mut lanes = [0f32; 8];
+                    lanes[..4].copy_from_slice(&l[4 * r..4 * r + 4]);
+                    lanes[4..].copy_from_slice(&h[4 * r..4 * r + 4]);
+                    // (No `+ 0.0` without a min: it would turn −0 into +0.)
+                    *o = if MIN {
+                        hsum8(&lanes) + m[4 + r]
+                    } else {
+                        hsum8(&lanes)
+                    };
                 }
-                let xk = xp.add(i * xb + $xq);
-                let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(xk as *const __m128i));
-                let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(xk.add(16) as *const __m128i));
-                let (ilo, ihi) = if SIGNED {
-                    let init = ip.add(i * 8) as *const __m128i;
-                    (
-                        _mm512_broadcast_i32x4(_mm_loadu_si128(init)),
-                        _mm512_broadcast_i32x4(_mm_loadu_si128(init.add(1))),
-                    )
-                } else {
-                    (_mm512_setzero_si512(), _mm512_setzero_si512())
-                };
-                let slo = _mm512_dpbusd_epi32(ilo, lo, ylo);
-                let shi = _mm512_dpbusd_epi32(ihi, hi, yhi);
-                lo_acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(slo), lo_acc);
-                hi_acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(shi), hi_acc);
-            }
-            let (mut l, mut h, mut m) = ([0f32; 16], [0f32; 16], [0f32; 8]);
-            _mm512_storeu_ps(l.as_mut_ptr(), lo_acc);
-            _mm512_storeu_ps(h.as_mut_ptr(), hi_acc);
-            _mm256_storeu_ps(m.as_mut_ptr(), summs);
-            for (r, o) in out.iter_mut().enumerate() {
-                let mut lanes = [0f32; 8];
-                lanes[..4].copy_from_slice(&l[4 * r..4 * r + 4]);
-                lanes[4..].copy_from_slice(&h[4 * r..4 * r + 4]);
-                // (No `+ 0.0` without a min: it would turn −0 into +0.)
-                o[0] = if MIN {
-                    hsum8(&lanes) + m[4 + r]
-                } else {
-                    hsum8(&lanes)
-                };
             }
         }
     };
@@ -232,26 +236,56 @@ gemv_zmm!(g4_1, Q4_1, 4, 0);
 gemv_zmm!(g5_0, Q5_0, 2, 16);
 gemv_zmm!(g5_1, Q5_1, 4, 0);
 
+/// `out[4g + r] = w_4g+r · x` for `groups` consecutive groups of the
+/// 4-row layout: the decode kernel over a whole run of a matrix.
+pub(crate) type GemvGroups = fn(n: usize, w: &[u8], groups: usize, a: Acts, out: &mut [f32]);
+
 macro_rules! entry {
-    ($($safe:ident => $zmm:ident, $tile:ident, $bb:expr);* $(;)?) => {
+    ($($safe:ident, $groups:ident => $zmm:ident, $tile:ident, $bb:expr);* $(;)?) => {
         $(
             /// The 4-row layout in 512-bit registers; other layouts through
             /// the 256-bit tile kernel.
             pub(crate) fn $safe(n: usize, w: &[u8], ws: Strides, a: Acts, out: &mut [[f32; 1]; GR]) {
                 if ws.row == $bb && ws.block == 4 * $bb {
+                    let mut o = [0f32; GR];
                     // SAFETY: handed out by `gemv_dot` only at Level::Avx512.
-                    unsafe { $zmm(n, w, a, out) }
+                    unsafe { $zmm(n, w, 1, a, &mut o) };
+                    for (d, s) in out.iter_mut().zip(o) {
+                        d[0] = s;
+                    }
                 } else {
                     crate::x86_tile::$tile(n, w, ws, a, out)
                 }
+            }
+
+            fn $groups(n: usize, w: &[u8], groups: usize, a: Acts, out: &mut [f32]) {
+                // SAFETY: handed out by `gemv_groups` only at Level::Avx512.
+                unsafe { $zmm(n, w, groups, a, out) }
             }
         )*
     };
 }
 
 entry! {
-    z_g4_0 => g4_0, s_g4_0_vnni, 18;
-    z_g4_1 => g4_1, s_g4_1_vnni, 20;
-    z_g5_0 => g5_0, s_g5_0_vnni, 22;
-    z_g5_1 => g5_1, s_g5_1_vnni, 24;
+    z_g4_0, r_g4_0 => g4_0, s_g4_0_vnni, 18;
+    z_g4_1, r_g4_1 => g4_1, s_g4_1_vnni, 20;
+    z_g5_0, r_g5_0 => g5_0, s_g5_0_vnni, 22;
+    z_g5_1, r_g5_1 => g5_1, s_g5_1_vnni, 24;
+}
+
+/// The whole-run decode kernel of `ty` over the 4-row layout, where this
+/// module has one (AVX-512 VNNI).
+pub(crate) fn gemv_groups(ty: crate::DType) -> Option<GemvGroups> {
+    use crate::DType::*;
+    if crate::dispatch::level() != crate::dispatch::Level::Avx512 {
+        return None;
+    }
+    let f: GemvGroups = match ty {
+        Q4_0 => r_g4_0,
+        Q4_1 => r_g4_1,
+        Q5_0 => r_g5_0,
+        Q5_1 => r_g5_1,
+        _ => return None,
+    };
+    Some(f)
 }
