@@ -83,6 +83,21 @@ unpack!(u_q5_1, s_u_q5_1, 24, true, |b: *const u8| {
     with_high_bits::<true>(nibbles(b.add(8)), qh)
 });
 
+/// The blocks of a tile call over `n` elements, once its buffers are
+/// checked to hold them (four activation rows of `XB`-byte blocks).
+fn checked<const MIN: bool, const SIGNED: bool, const XB: usize>(
+    n: usize,
+    buf: &[u8],
+    a: &Acts,
+) -> usize {
+    let nb = n / 32;
+    assert!(nb > 0 && buf.len() >= nb * UB);
+    assert!(a.x.len() >= 3 * a.xrb + nb * XB);
+    assert!(a.xs.len() >= if MIN { 2 } else { 1 } * nb * 4);
+    assert!(!SIGNED || a.init.len() >= nb * 4 * 8);
+    nb
+}
+
 /// The tile over unpacked rows: `MIN` formats add `m · s` per block,
 /// `SIGNED` ones start their lanes at [`Acts::init`]; activation blocks of
 /// `XB` bytes, values at `XQ`.
@@ -96,13 +111,9 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
     const TR: usize = 4;
     const TC: usize = 4;
     use crate::x86_tile::CH;
-    let nb = n / 32;
-    let (x, xrb, xs) = (a.x, a.xrb, a.xs);
-    assert!(nb > 0 && buf.len() >= nb * UB);
-    assert!(x.len() >= (TC - 1) * xrb + nb * XB);
-    assert!(xs.len() >= if MIN { 2 } else { 1 } * nb * TC);
-    assert!(!SIGNED || a.init.len() >= nb * TC * 8);
-    let (bp, xp, ip) = (buf.as_ptr(), x.as_ptr(), a.init.as_ptr());
+    let nb = checked::<MIN, SIGNED, XB>(n, buf, &a);
+    let (xrb, xs) = (a.xrb, a.xs);
+    let (bp, xp, ip) = (buf.as_ptr(), a.x.as_ptr(), a.init.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); TC]; TR];
     let mut summs = [_mm256_setzero_ps(); 2];
     // Written before read, block by block: no zeroing.
@@ -156,13 +167,9 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
     const TR: usize = 4;
     const TC: usize = 4;
     use crate::x86_tile::CH;
-    let nb = n / 32;
-    let (x, xrb, xs) = (a.x, a.xrb, a.xs);
-    assert!(nb > 0 && buf.len() >= nb * UB);
-    assert!(x.len() >= (TC - 1) * xrb + nb * XB);
-    assert!(xs.len() >= if MIN { 2 } else { 1 } * nb * TC);
-    assert!(!SIGNED || a.init.len() >= nb * TC * 8);
-    let (bp, xp, ip) = (buf.as_ptr(), x.as_ptr(), a.init.as_ptr());
+    let nb = checked::<MIN, SIGNED, XB>(n, buf, &a);
+    let (xrb, xs) = (a.xrb, a.xs);
+    let (bp, xp, ip) = (buf.as_ptr(), a.x.as_ptr(), a.init.as_ptr());
     // Dword j of the first source to lane 2j, of the second to 2j + 1; and
     // a row's dword j to both.
     let pair = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
