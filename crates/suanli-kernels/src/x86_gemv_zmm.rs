@@ -12,7 +12,10 @@
 //! the count of instructions a block: one pair of word permutes takes the
 //! four rows' scales and quants out of the group's bytes, where the 256-bit
 //! tile kernel unpacked each row and each scale on its own (13.8 GB/s of
-//! Q4_1 from L2 on one core, below the bandwidth two cores share).
+//! Q4_1 from L2 on one core, below the bandwidth two cores share). Each
+//! kernel runs over a whole run of groups ([`gemv_groups`]): its index
+//! vectors and constants are set up once a run, not once a group (SmolLM2's
+//! rows are 18 blocks long).
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
