@@ -7,7 +7,7 @@
 //! with `k`'s high bits added to its exponent, a cubic in `r`, one rounding
 //! to f32 at the end. Its x86-64 build for CPUs with FMA (the variant its
 //! ifunc picks wherever this module's AVX-512 runs) contracts five of the
-//! products into FMAs; [`expf16`] performs that build's operations in that
+//! products into FMAs; `expf16` performs that build's operations in that
 //! order (read from its machine code) on 8 doubles at a time, so every
 //! lane rounds as the scalar call does. Lanes with |x| ≥ 88, ±∞ or NaN,
 //! which the scalar code routes elsewhere, call it.
@@ -134,7 +134,7 @@ pub(crate) unsafe fn expf16(x: __m512) -> __m512 {
 /// `expf16` over a slice, in place (tests and the start-up check).
 ///
 /// # Safety
-/// As [`expf16`].
+/// As `expf16`.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn expf_slice(v: &mut [f32]) {
     for c in v.chunks_mut(16) {
@@ -147,7 +147,7 @@ pub(crate) unsafe fn expf_slice(v: &mut [f32]) {
     }
 }
 
-/// Whether [`expf16`] returns this process's `f32::exp` bits on a spread
+/// Whether `expf16` returns this process's `f32::exp` bits on a spread
 /// of inputs (every `stride`-th f32 bit pattern of [-110, 88], the edges of
 /// glibc's special cases, ±∞ and NaN). Needs AVX-512 F and FMA (callers
 /// check the level first).
