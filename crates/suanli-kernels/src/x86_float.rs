@@ -370,7 +370,7 @@ unsafe fn zmm_step<S: ZmmStep, const R: usize, const C: usize>(
 /// Each is [`zmm_tile`] with `$features` enabled.
 macro_rules! zmm_entry_points {
     ($features:literal, $dot:ident: $one:ty, $tile:ident: $step:ty, $c:literal, $tail:ident) => {
-        /// One row · one activation row (see [`zmm_entry_points`]).
+        /// One row · one activation row (see `zmm_entry_points!`).
         ///
         /// # Safety
         /// The CPU has the features; `w` and `x` hold `n` values each.
@@ -381,10 +381,10 @@ macro_rules! zmm_entry_points {
             o[0][0]
         }
 
-        /// A tile of 4 rows × several tokens (see [`zmm_entry_points`]).
+        /// A tile of 4 rows × several tokens (see `zmm_entry_points!`).
         ///
         /// # Safety
-        /// As [`zmm_tile`], and the CPU has the features.
+        /// As `zmm_tile`, and the CPU has the features.
         #[target_feature(enable = $features)]
         pub unsafe fn $tile(
             n: usize,
@@ -397,10 +397,10 @@ macro_rules! zmm_entry_points {
             zmm_tile::<$step, 4, $c>(n, w, wrb, x, xrb, o)
         }
 
-        /// A tile's one-token tail (see [`zmm_entry_points`]).
+        /// A tile's one-token tail (see `zmm_entry_points!`).
         ///
         /// # Safety
-        /// As [`zmm_tile`], and the CPU has the features.
+        /// As `zmm_tile`, and the CPU has the features.
         #[target_feature(enable = $features)]
         pub unsafe fn $tail(
             n: usize,
