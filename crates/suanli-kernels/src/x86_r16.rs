@@ -335,7 +335,7 @@ unsafe fn group<const T: usize, const K: u8>(
 /// Up to four tokens (`t0..t0 + nt`) against one group; calls `put(t, lane, v)`.
 ///
 /// # Safety
-/// As [`group`]; `ty` must be supported ([`supports`]).
+/// As `group`; `ty` must be supported ([`supports`]).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn tokens(
     ty: DType,
