@@ -2,7 +2,7 @@
 //!
 //! - [`sampler`]: greedy, temperature, top-k, top-p, min-p, repetition /
 //!   presence / frequency penalties, seeded.
-//! - [`generate`]: the single-sequence loop (prefill the prompt, then decode
+//! - [`generate`](mod@generate): the single-sequence loop (prefill the prompt, then decode
 //!   one token at a time) shared by `run`, `chat` and the tests.
 //! - [`blocks`]: the paged KV cache's block manager with prefix caching.
 //! - [`scheduler`]: continuous batching as a state machine (token budget,
