@@ -238,30 +238,29 @@ impl QMatrix {
         n: usize,
         out: SendPtr,
     ) -> RowJob<'a> {
-        use crate::x86_q4k_r16::{q4_k_r16, R16_BYTES, ROWS as GR};
+        use crate::x86_q4k_r16::{q4_k_r16_run, R16_BYTES, ROWS as GR};
         let (rows, nb) = (self.rows, self.cols / 256);
-        group_job(
-            self.data.bytes(),
-            nb * R16_BYTES,
-            GR,
-            rows / GR,
-            move |g, wg| {
+        let (w, gbytes) = (self.data.bytes(), nb * R16_BYTES);
+        RowJob {
+            runs: decode_runs(rows / GR, 1, gbytes),
+            unit: GR,
+            run: Box::new(move |gs: Range<usize>| {
+                let wr = &w[gs.start * gbytes..gs.end * gbytes];
+                crate::x86::prefetch_head(wr);
                 for t in 0..n {
-                    let mut o = [[0f32; 16]; 1];
-                    // SAFETY: `repacked` is only set at Level::Avx512.
-                    unsafe { q4_k_r16::<1, false>(nb, wg, &xq[t * xrb..], xrb, &mut o) };
-                    // SAFETY: a group's rows of token t are in bounds and
+                    // SAFETY: the run's rows of token t are in bounds and
                     // written by this run only.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            o[0].as_ptr(),
-                            out.get().add(t * rows + GR * g),
-                            GR,
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get().add(t * rows + GR * gs.start),
+                            GR * gs.len(),
                         )
                     };
+                    // SAFETY: `repacked` is only set at Level::Avx512.
+                    unsafe { q4_k_r16_run(nb, wr, gs.len(), &xq[t * xrb..], o) };
                 }
-            },
-        )
+            }),
+        }
     }
 
     /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.

@@ -120,6 +120,7 @@ unsafe fn bytes16(p: *const u8) -> __m512i {
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
 pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
     nb: usize,
     w: &[u8],
@@ -216,5 +217,20 @@ pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
     }
     for t in 0..T {
         _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], acc_m[t]));
+    }
+}
+
+/// One token's GEMV order over `groups` consecutive groups at `w` (a run
+/// of a matrix): `out[16g + row]`, the kernel entered once a run.
+///
+/// # Safety
+/// As [`q4_k_r16`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q4_k_r16_run(nb: usize, w: &[u8], groups: usize, x: &[u8], out: &mut [f32]) {
+    assert!(w.len() >= groups * nb * R16_BYTES && out.len() >= groups * ROWS);
+    for (g, o) in out[..groups * ROWS].chunks_exact_mut(ROWS).enumerate() {
+        let mut acc = [[0f32; ROWS]; 1];
+        q4_k_r16::<1, false>(nb, &w[g * nb * R16_BYTES..], x, 0, &mut acc);
+        o.copy_from_slice(&acc[0]);
     }
 }
