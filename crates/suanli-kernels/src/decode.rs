@@ -137,12 +137,7 @@ impl QMatrix {
                 for ti in 0..n {
                     // SAFETY: token ti's outputs for this run's rows are in
                     // bounds and written by this run only.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(ti * rows + rr.start),
-                            rr.len(),
-                        )
-                    };
+                    let o = unsafe { token_outputs(out, ti, rows, rr.clone()) };
                     groups(cols, &w[rr.start * wrb..], rr.len() / GR, ones.acts(ti), o);
                 }
             };
@@ -199,9 +194,7 @@ impl QMatrix {
                 for t in 0..n {
                     // SAFETY: token t's outputs for this run's rows are in
                     // bounds and written by this run only.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(out.get().add(t * rows + rr.start), rr.len())
-                    };
+                    let o = unsafe { token_outputs(out, t, rows, rr.clone()) };
                     rows_dot(
                         cols,
                         &w[rr.start * wrb..rr.end * wrb],
@@ -240,27 +233,16 @@ impl QMatrix {
     ) -> RowJob<'a> {
         use crate::x86_q4k_r16::{q4_k_r16_run, R16_BYTES, ROWS as GR};
         let (rows, nb) = (self.rows, self.cols / 256);
-        let (w, gbytes) = (self.data.bytes(), nb * R16_BYTES);
-        RowJob {
-            runs: decode_runs(rows / GR, 1, gbytes),
-            unit: GR,
-            run: Box::new(move |gs: Range<usize>| {
-                let wr = &w[gs.start * gbytes..gs.end * gbytes];
-                crate::x86::prefetch_head(wr);
-                for t in 0..n {
-                    // SAFETY: the run's rows of token t are in bounds and
-                    // written by this run only.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(t * rows + GR * gs.start),
-                            GR * gs.len(),
-                        )
-                    };
-                    // SAFETY: `repacked` is only set at Level::Avx512.
-                    unsafe { q4_k_r16_run(nb, wr, gs.len(), &xq[t * xrb..], o) };
-                }
-            }),
-        }
+        let gbytes = nb * R16_BYTES;
+        run_job(self.data.bytes(), gbytes, GR, rows / GR, move |gs, wr| {
+            for t in 0..n {
+                // SAFETY: the run's rows of token t are in bounds and
+                // written by this run only.
+                let o = unsafe { token_outputs(out, t, rows, GR * gs.start..GR * gs.end) };
+                // SAFETY: `repacked` is only set at Level::Avx512.
+                unsafe { q4_k_r16_run(nb, wr, gs.len(), &xq[t * xrb..], o) };
+            }
+        })
     }
 
     /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.
@@ -308,8 +290,28 @@ impl QMatrix {
 }
 
 /// Decode over a row-group layout: runs of the `groups` groups (`gbytes`
-/// each at `w`, `unit` rows each), `f(g, group g's bytes)` for every group
-/// of a run.
+/// each at `w`, `unit` rows each), `f(groups of the run, their bytes)` for
+/// each run, its head prefetched first.
+#[cfg(target_arch = "x86_64")]
+fn run_job<'a>(
+    w: &'a [u8],
+    gbytes: usize,
+    unit: usize,
+    groups: usize,
+    f: impl Fn(Range<usize>, &'a [u8]) + Sync + 'a,
+) -> RowJob<'a> {
+    RowJob {
+        runs: decode_runs(groups, 1, gbytes),
+        unit,
+        run: Box::new(move |gs: Range<usize>| {
+            let wr = &w[gs.start * gbytes..gs.end * gbytes];
+            crate::x86::prefetch_head(wr);
+            f(gs, wr)
+        }),
+    }
+}
+
+/// [`run_job`] with `f(g, group g's bytes)` for every group of a run.
 #[cfg(target_arch = "x86_64")]
 fn group_job<'a>(
     w: &'a [u8],
@@ -318,16 +320,25 @@ fn group_job<'a>(
     groups: usize,
     f: impl Fn(usize, &'a [u8]) + Sync + 'a,
 ) -> RowJob<'a> {
-    RowJob {
-        runs: decode_runs(groups, 1, gbytes),
-        unit,
-        run: Box::new(move |gs: Range<usize>| {
-            crate::x86::prefetch_head(&w[gs.start * gbytes..gs.end * gbytes]);
-            for g in gs {
-                f(g, &w[g * gbytes..(g + 1) * gbytes]);
-            }
-        }),
-    }
+    run_job(w, gbytes, unit, groups, move |gs, wr| {
+        for (g, wg) in gs.zip(wr.chunks_exact(gbytes)) {
+            f(g, wg)
+        }
+    })
+}
+
+/// Token `t`'s outputs `rows` (of a matrix of `rows_total` rows) in `out`.
+///
+/// # Safety
+/// They must be in bounds and written by the caller's run only.
+#[cfg(target_arch = "x86_64")]
+unsafe fn token_outputs<'o>(
+    out: SendPtr,
+    t: usize,
+    rows_total: usize,
+    rows: Range<usize>,
+) -> &'o mut [f32] {
+    std::slice::from_raw_parts_mut(out.get().add(t * rows_total + rows.start), rows.len())
 }
 
 /// `whole(r)` for each group of `g` rows of `rows` starting at `r`, then
