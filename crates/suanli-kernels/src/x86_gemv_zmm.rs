@@ -60,17 +60,23 @@ const Q5_1: Format = Format {
     qs: 8,
 };
 
+/// The `vpermt2w` index of word `w` of a group read as two 64-byte
+/// vectors loaded at words `lo` and `hi`.
+const fn place(w: usize, lo: usize, hi: usize) -> u16 {
+    if w >= lo && w < lo + 32 {
+        (w - lo) as u16
+    } else {
+        assert!(w >= hi && w < hi + 32);
+        (32 + w - hi) as u16
+    }
+}
+
 /// The `vpermt2w` index of the 16-bit word at byte `at` of a 4-row group
 /// (`4·bb` bytes) read as two 64-byte vectors: its first and its last 64
 /// bytes.
 const fn word(f: &Format, at: usize) -> u16 {
     assert!(at.is_multiple_of(2) && 4 * f.bb >= 64 && at + 2 <= 4 * f.bb);
-    let w = at / 2;
-    if w < 32 {
-        w as u16
-    } else {
-        (32 + w - (4 * f.bb - 64) / 2) as u16
-    }
+    place(at / 2, 0, (4 * f.bb - 64) / 2)
 }
 
 /// The permute taking the group's four rows of nibbles, row `r` at bytes
@@ -245,13 +251,7 @@ const fn pick(words: [usize; 32], lo: usize, hi: usize) -> [u16; 32] {
     let mut idx = [0u16; 32];
     let mut k = 0;
     while k < 32 {
-        let w = words[k];
-        idx[k] = if w >= lo && w < lo + 32 {
-            (w - lo) as u16
-        } else {
-            assert!(w >= hi && w < hi + 32);
-            (32 + w - hi) as u16
-        };
+        idx[k] = place(words[k], lo, hi);
         k += 1;
     }
     idx
