@@ -3,6 +3,7 @@
 
 use crate::dtype::VecDot;
 use crate::DType;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The SIMD level kernels run at, chosen once at start from the CPU's
 /// features (`SUANLI_ISA=generic|avx2|avx512` lowers it, for comparisons).
@@ -164,7 +165,9 @@ pub fn kernels() -> String {
 /// How far ahead of the weight stream the decode kernels (repacked Q4_K,
 /// Q6_K planes, the 4- and 16-row layouts of the 32-element formats) ask
 /// for lines into L2 with `prefetcht1`, in bytes; 0: none, the hardware
-/// prefetchers alone. `SUANLI_PREFETCH=BYTES` sets it (0 turns it off).
+/// prefetchers alone. `SUANLI_PREFETCH=BYTES` sets it (0 turns it off);
+/// otherwise [`prefetch_for_weights`] picks it when a model is loaded
+/// ([`FROM_MEMORY`] until then).
 ///
 /// On by default on Intel, where it was measured (a KVM guest of a Xeon
 /// with AMX, 2 vCPUs; 2 threads, alternating runs of the same binary with
@@ -173,25 +176,107 @@ pub fn kernels() -> String {
 /// 135 → 231, Qwen2.5-Coder-0.5B 48 → 56. One thread decoding alone there
 /// streamed ~11 GB/s of the ~16 a plain read reaches: the hardware
 /// prefetchers do not run far enough ahead of a kernel that also computes.
-/// 8 KiB ahead into L2 beat 1.5–3 KiB into L1 (`prefetcht0`; from 4 KiB
-/// into L1 the gain went, the fill buffers full) and L3 (`prefetcht2`).
-/// Off on other x86 CPUs until measured there: on this project's Zen 4
-/// decode already reaches 91–93% of the bandwidth in one of the VM's two
-/// bandwidth states.
+/// Into L2 beat 1.5–3 KiB into L1 (`prefetcht0`; from 4 KiB into L1 the
+/// gain went, the fill buffers full) and L3 (`prefetcht2`). Off on other
+/// x86 CPUs until measured there: on this project's Zen 4 decode already
+/// reaches 91–93% of the bandwidth in one of the VM's two bandwidth states.
 pub fn prefetch_ahead() -> usize {
-    static B: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match AHEAD.load(Ordering::Relaxed) {
+        UNSET => {
+            let b = fixed_prefetch().unwrap_or_else(|| default_prefetch(FROM_MEMORY));
+            AHEAD.store(b, Ordering::Relaxed);
+            b
+        }
+        b => b,
+    }
+}
+
+/// [`prefetch_ahead`] for weights that come from memory: lines asked for
+/// 3 KiB ahead, about as many as one core keeps in flight to DRAM. Further
+/// ahead, the stream slowed (Intel guest above, alternating runs, 2
+/// threads): Qwen2.5-Coder-1.5B tg32 ~29.4 t/s at 2.5–3.5 KiB, ~28.3 at
+/// 5–8 KiB (the Q6_K matrices 26 → 28 GB/s); Qwen2.5-Coder-0.5B tg128
+/// 56.8 → 64.0 at 3 vs 8 KiB (its 145 MB Q8_0 output 26.6 → 30.2 GB/s);
+/// Gemma-3-270M tg64 105 → 112.
+pub const FROM_MEMORY: usize = 3 << 10;
+
+/// [`prefetch_ahead`] for weights that stay in the last-level cache from
+/// one token to the next: there the longer distance streamed faster
+/// (SmolLM2-135M, 98 MB a token against the guest's 480 MiB L3: tg128
+/// ~293 t/s at 8 KiB and ~302 at 6 KiB, ~274 at 3 KiB; its 30 MB output
+/// 46 GB/s at 8 KiB, 39 at 3).
+pub const FROM_CACHE: usize = 8 << 10;
+
+const UNSET: usize = usize::MAX;
+static AHEAD: AtomicUsize = AtomicUsize::new(UNSET);
+
+/// `SUANLI_PREFETCH`, when set to a number (rounded up to a cache line).
+fn fixed_prefetch() -> Option<usize> {
+    static B: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *B.get_or_init(|| {
-        if let Some(b) = std::env::var("SUANLI_PREFETCH")
+        std::env::var("SUANLI_PREFETCH")
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            return b.next_multiple_of(64);
-        }
-        match level() >= Level::Avx2 && intel() {
-            true => 8 << 10,
-            false => 0,
-        }
+            .map(|b| b.next_multiple_of(64))
     })
+}
+
+/// `bytes` where software prefetch is on by default (Intel), else 0.
+fn default_prefetch(bytes: usize) -> usize {
+    match level() >= Level::Avx2 && intel() {
+        true => bytes,
+        false => 0,
+    }
+}
+
+/// Sets [`prefetch_ahead`] for a model that reads `bytes` of weights a
+/// decoded token: [`FROM_CACHE`] where they fit in a quarter of the
+/// last-level cache (the rest of it is the KV cache's, the activations',
+/// and — in a VM — other tenants': Gemma-3-270M's 235 MB a token against
+/// the 480 MiB L3 above came from memory, its output 30 GB/s), else
+/// [`FROM_MEMORY`]. `SUANLI_PREFETCH` overrides it; the last model loaded
+/// decides.
+pub fn prefetch_for_weights(bytes: u64) {
+    if fixed_prefetch().is_some() {
+        return;
+    }
+    let cached = last_level_cache().is_some_and(|llc| bytes.saturating_mul(4) <= llc);
+    let b = match cached {
+        true => FROM_CACHE,
+        false => FROM_MEMORY,
+    };
+    AHEAD.store(default_prefetch(b), Ordering::Relaxed);
+}
+
+/// The size of the largest cache CPU 0 reports (Linux sysfs), in bytes.
+fn last_level_cache() -> Option<u64> {
+    static LLC: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LLC.get_or_init(|| {
+        let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+        dir.filter_map(|e| {
+            let s = std::fs::read_to_string(e.ok()?.path().join("size")).ok()?;
+            parse_cache_size(&s)
+        })
+        .max()
+    })
+}
+
+/// A sysfs cache size: `"491520K"`, `"32M"`, or bytes.
+fn parse_cache_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// Whether decode attention computes its exponentials 16 at a time
@@ -607,4 +692,20 @@ pub fn q4_k_gemv_x4() -> Option<Q4kGemv> {
         unsafe { crate::x86_kquant::q4_k_gemv_x4(n, w, wrb, x) }
     }
     has_avx2_fma().then_some(f as Q4kGemv)
+}
+
+#[cfg(test)]
+mod prefetch_tests {
+    use super::parse_cache_size;
+
+    #[test]
+    fn sysfs_cache_sizes_parse() {
+        assert_eq!(parse_cache_size("491520K\n"), Some(491520 << 10));
+        assert_eq!(parse_cache_size("32M"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
+        assert_eq!(parse_cache_size("4096"), Some(4096));
+        assert_eq!(parse_cache_size("12Q"), None);
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("K"), None);
+    }
 }

@@ -303,10 +303,14 @@ pub trait Model: Send + Sync {
 /// Open a model: a `.gguf` file or a directory with `config.json` and safetensors.
 pub fn load(path: &std::path::Path) -> Result<Box<dyn Model>> {
     let src = loader::open(path)?;
-    arch::build(src.as_ref())
+    load_source(src.as_ref())
 }
 
-/// Build a model from an open weight source.
+/// Build a model from an open weight source. The decode kernels' weight
+/// prefetch is set for its size (where the weights a token reads come
+/// from: [`suanli_kernels::dispatch::prefetch_for_weights`]).
 pub fn load_source(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    arch::build(src)
+    let m = arch::build(src)?;
+    suanli_kernels::dispatch::prefetch_for_weights(m.bytes_per_token());
+    Ok(m)
 }
