@@ -148,9 +148,10 @@ pub fn kernels() -> String {
     let mut k = match prefetch_ahead() {
         0 => format!("{}; hardware prefetch only", isa()),
         b => format!(
-            "{}; weights prefetched {} KiB ahead into L2",
+            "{}; weights prefetched {} KiB ahead into L2, {} KiB into L1",
             isa(),
-            b >> 10
+            b >> 10,
+            L1_AHEAD >> 10
         ),
     };
     if level() == Level::Avx512 && intel() {
@@ -176,8 +177,9 @@ pub fn kernels() -> String {
 /// 135 → 231, Qwen2.5-Coder-0.5B 48 → 56. One thread decoding alone there
 /// streamed ~11 GB/s of the ~16 a plain read reaches: the hardware
 /// prefetchers do not run far enough ahead of a kernel that also computes.
-/// Into L2 beat 1.5–3 KiB into L1 (`prefetcht0`; from 4 KiB into L1 the
-/// gain went, the fill buffers full) and L3 (`prefetcht2`). Off on other
+/// Into L2 beat 1.5–3 KiB into L1 alone (`prefetcht0`; from 4 KiB into
+/// L1 the gain went, the fill buffers full) and L3 (`prefetcht2`); the
+/// lines move on into L1 [`L1_AHEAD`] bytes ahead. Off on other
 /// x86 CPUs until measured there: on this project's Zen 4 decode already
 /// reaches 91–93% of the bandwidth in one of the VM's two bandwidth states.
 pub fn prefetch_ahead() -> usize {
@@ -206,6 +208,17 @@ pub const FROM_MEMORY: usize = 3 << 10;
 /// ~293 t/s at 8 KiB and ~302 at 6 KiB, ~274 at 3 KiB; its 30 MB output
 /// 46 GB/s at 8 KiB, 39 at 3).
 pub const FROM_CACHE: usize = 8 << 10;
+
+/// How far ahead of a decode kernel the weight prefetch ([`prefetch_ahead`]) moves the lines
+/// it asked into L2 on into L1 (`prefetcht0`), in bytes. The kernels'
+/// demand loads otherwise wait on L2, and the compute around them holds
+/// the stream back. In one process, alternating with no L1 stage every
+/// pass over 1.2 GB of matrices (10 rounds, twice): Q6_K planes
+/// 1536×8960 27.3/27.5 → 28.9/29.3 GB/s, Q5_0 4864×896 23.7/24.3 →
+/// 25.4/25.4, Q8_0 151936×896 30.2/29.4 → 30.7/30.5, Q4_1 1536×576
+/// 23.1/24.1 → 24.0/24.7, repacked Q4_K within noise (32.1/31.5 →
+/// 32.1/31.4); 1.5 and 2 KiB about the same, 256–512 bytes less.
+pub const L1_AHEAD: usize = 1024;
 
 const UNSET: usize = usize::MAX;
 static AHEAD: AtomicUsize = AtomicUsize::new(UNSET);

@@ -84,20 +84,9 @@ pub(crate) fn prefetch_head(run: &[u8]) {
     prefetch_lines::<_MM_HINT_T1>(at & !63, at + len);
 }
 
-/// How far ahead of a decode kernel [`prefetch_ahead`] moves the lines
-/// it asked into L2 on into L1 (`prefetcht0`), in bytes. The kernels'
-/// demand loads otherwise wait on L2, and the compute around them holds
-/// the stream back. In one process, alternating with no L1 stage every
-/// pass over 1.2 GB of matrices (10 rounds, twice): Q6_K planes
-/// 1536×8960 27.3/27.5 → 28.9/29.3 GB/s, Q5_0 4864×896 23.7/24.3 →
-/// 25.4/25.4, Q8_0 151936×896 30.2/29.4 → 30.7/30.5, Q4_1 1536×576
-/// 23.1/24.1 → 24.0/24.7, repacked Q4_K within noise (32.1/31.5 →
-/// 32.1/31.4); 1.5 and 2 KiB about the same, 256–512 bytes less.
-const L1_AHEAD: usize = 1024;
-
 /// Software prefetch into L2 of a weight stream `ahead` bytes in front of
 /// the span `[p, p + len)` a kernel is about to read, and into L1
-/// [`L1_AHEAD`] bytes in front of it: the lines holding
+/// [`crate::dispatch::L1_AHEAD`] bytes in front of it: the lines holding
 /// every 64th byte of the span's shadow from its first, `⌈len / 64⌉` of
 /// them — consecutive spans fetch every line, a line at most twice — and
 /// a count fixed by `len` alone (a format's block or group, a constant
@@ -114,7 +103,7 @@ pub(crate) fn prefetch_ahead(p: *const u8, len: usize, ahead: usize) {
             // SAFETY: a prefetch reads nothing and never faults.
             unsafe { _mm_prefetch::<_MM_HINT_T1>((at + 64 * i) as *const i8) };
         }
-        let at = p as usize + L1_AHEAD;
+        let at = p as usize + crate::dispatch::L1_AHEAD;
         for i in 0..len.div_ceil(64) {
             // SAFETY: as above.
             unsafe { _mm_prefetch::<_MM_HINT_T0>((at + 64 * i) as *const i8) };
