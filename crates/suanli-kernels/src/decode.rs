@@ -179,16 +179,17 @@ impl QMatrix {
                 run: Box::new(run),
             });
         }
-        // A whole run of rows per call, where the reference order has
-        // such a kernel.
+        // A whole run of rows per call, where the order in use (tiled with
+        // batch-invariant numerics) has such a kernel.
         #[cfg(target_arch = "x86_64")]
-        if let (Some(rows_dot), false) = (
-            match self.q6_planes {
-                true => Some(crate::dispatch::q6_k_planes_kernels().2),
-                false => crate::dispatch::rows_dot(self.dtype),
-            },
-            crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS,
-        ) {
+        let tiled = crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(rows_dot) = match (self.q6_planes, tiled) {
+            (true, false) => Some(crate::dispatch::q6_k_planes_kernels().rows),
+            (true, true) => Some(crate::dispatch::q6_k_planes_kernels().rows_tiled),
+            (false, false) => crate::dispatch::rows_dot(self.dtype),
+            (false, true) => None,
+        } {
             let run = move |rr: Range<usize>| {
                 crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
                 for t in 0..n {

@@ -369,26 +369,39 @@ pub fn bf16_dot_products() -> bool {
 
 /// Whether Q6_K matrices move at load into the planes layout of
 /// [`crate::x86_q6k_planes`] (AVX-512 VNNI with GFNI: Zen 4, Ice Lake on),
-/// whose kernels take fewer instructions a block for the same bits. Not
-/// with batch-invariant numerics, whose Q6_K products read the 16-row copy.
+/// whose kernels take fewer instructions a block for the same bits. With
+/// batch-invariant numerics, only where a matrix has no 16-row copy (the
+/// output projection, tied embeddings): the copy serves every batch there.
 pub fn q6_k_planes() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static GFNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         level() == Level::Avx512
-            && !batch_invariant()
             && *GFNI.get_or_init(|| std::arch::is_x86_feature_detected!("gfni"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
-/// The kernels of a Q6_K matrix in the planes layout: the reference-order
-/// and tiled-order dot products, the reference-order run of rows, and the
-/// eight-token tiled kernel — each with the bits of its twin on Q6_K's own
-/// layout.
+/// The kernels of a Q6_K matrix in the planes layout, each with the bits
+/// of its twin on Q6_K's own layout.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn q6_k_planes_kernels() -> (VecDot, VecDot, RowsDot, KQuantX8) {
+pub(crate) struct PlanesKernels {
+    /// One row in the reference (per-row) order.
+    pub dot: VecDot,
+    /// One row in the tiled order.
+    pub tiled: VecDot,
+    /// A run of rows in the reference order.
+    pub rows: RowsDot,
+    /// A run of rows in the tiled order (batch-invariant decoding).
+    pub rows_tiled: RowsDot,
+    /// Eight tokens in the tiled order.
+    pub x8: KQuantX8,
+}
+
+/// [`PlanesKernels`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn q6_k_planes_kernels() -> PlanesKernels {
     use crate::x86_kquant::{KActs, KState};
     use crate::x86_q6k_planes as p;
     use std::ops::Range;
@@ -403,10 +416,19 @@ pub(crate) fn q6_k_planes_kernels() -> (VecDot, VecDot, RowsDot, KQuantX8) {
     fn rows(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
         unsafe { p::rows(n, w, x, out) }
     }
+    fn rows_tiled(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
+        unsafe { p::rows_tiled(n, w, x, out) }
+    }
     fn x8(b: Range<usize>, w: &[u8], _: &[u8], _: usize, a: &KActs, s: &mut KState) {
         unsafe { p::tiled_x8_vnni(b, w, a, s) }
     }
-    (dot, tiled, rows, x8)
+    PlanesKernels {
+        dot,
+        tiled,
+        rows,
+        rows_tiled,
+        x8,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -232,8 +232,14 @@ impl QMatrix {
     /// before this.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn q6_k_planes(mut self) -> Self {
+        // With batch-invariant numerics a 16-row copy serves every batch
+        // (and the original is let go).
         #[cfg(target_arch = "x86_64")]
-        if self.dtype == DType::Q6_K && crate::dispatch::q6_k_planes() && !self.q6_planes {
+        if self.dtype == DType::Q6_K
+            && crate::dispatch::q6_k_planes()
+            && !self.q6_planes
+            && !(crate::dispatch::batch_invariant() && self.prefill.is_some())
+        {
             use crate::x86_q6k_planes::{plane_block, BLOCK};
             let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 1, |src, _| {
                 let mut out = vec![0u8; src.len()];
@@ -324,11 +330,11 @@ impl QMatrix {
         let fixed = crate::dispatch::batch_invariant();
         #[cfg(target_arch = "x86_64")]
         if self.q6_planes {
-            let (dot, tiled, _, _) = crate::dispatch::q6_k_planes_kernels();
+            let k = crate::dispatch::q6_k_planes_kernels();
             return Some(if fixed || n >= TILED_MIN_ROWS {
-                tiled
+                k.tiled
             } else {
-                dot
+                k.dot
             });
         }
         if self.interleaved && self.dtype == DType::Q4_K {
@@ -368,7 +374,7 @@ impl QMatrix {
         }
         (n >= TILED_MIN_ROWS || batch_invariant()).then_some(())?;
         if self.q6_planes {
-            return Some((crate::dispatch::q6_k_planes_kernels().3, n));
+            return Some((crate::dispatch::q6_k_planes_kernels().x8, n));
         }
         Some((k_quant_x8(self.dtype, false)?, n))
     }

@@ -178,6 +178,16 @@ pub unsafe fn rows(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
     rows_in::<false>(n, w, x, out)
 }
 
+/// Every row of `w` (planes layout) with `x`, in the tiled order (as
+/// [`dot_tiled`] row by row).
+///
+/// # Safety
+/// As [`rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn rows_tiled(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
+    rows_in::<true>(n, w, x, out)
+}
+
 /// One row (planes layout) · `x` in the reference lane order.
 ///
 /// # Safety

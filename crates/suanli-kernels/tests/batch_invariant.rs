@@ -271,3 +271,41 @@ fn block_sum_twins_agree_with_the_llama_order_to_rounding() {
     }
     eprintln!("largest difference relative to Σ|w·x|: {worst:e}");
 }
+
+/// A Q6_K matrix without a 16-row copy (the output projection, tied
+/// embeddings) moves into the planes layout where this CPU has it, and
+/// every batch size returns the tiled order's bits, row by row.
+#[test]
+fn q6_k_without_a_copy_takes_the_tiled_order() {
+    dispatch::set_batch_invariant(true);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let t = DType::Q6_K;
+    let (rows, cols) = (80, 1024);
+    let w = weights(&mut rng, t, rows, cols);
+    let m = matrix(t, rows, cols, &w);
+    assert_eq!(m.q6_planes, dispatch::q6_k_planes());
+    assert!(m.prefill.is_none());
+    let quant = DType::Q8_K.traits().from_float.expect("quantize");
+    let xrb = DType::Q8_K.row_bytes(cols).expect("row");
+    let wrb = t.row_bytes(cols).expect("row");
+    for n in [1usize, 2, 3, 4, 8, 9] {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        let mut got = vec![0f32; n * rows];
+        m.matmul(&x, n, &mut got);
+        for tok in 0..n {
+            let mut xq = vec![0u8; xrb];
+            quant(&x[tok * cols..(tok + 1) * cols], &mut xq);
+            for r in 0..rows {
+                let want = suanli_kernels::quants::kquants::vec_dot_q6_k_q8_k_tiled(
+                    cols,
+                    &w[r * wrb..(r + 1) * wrb],
+                    &xq,
+                );
+                let g = got[tok * rows + r];
+                assert_eq!(g.to_bits(), want.to_bits(), "n={n} token {tok} row {r}");
+            }
+        }
+    }
+}
