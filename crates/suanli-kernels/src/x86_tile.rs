@@ -228,7 +228,7 @@ macro_rules! tile_kernel {
                 );
                 for i in i0..i1 {
                     let (wk, xk) = (wp.add(i * wbs), xp.add(i * $xb));
-                    crate::x86::prefetch_ahead(wk, wbs, pf);
+                    crate::x86::prefetch_shadow_l2(wk, wbs, pf);
                     let y: [__m256i; TC] = std::array::from_fn(|c| {
                         _mm256_loadu_si256(xk.add(c * xrb + $xq) as *const __m256i)
                     });

@@ -486,7 +486,13 @@ fn repacked_q4_k_equals_the_reference() {
             .expect("matrix")
             .interleave();
         assert!(m.interleaved, "{rows} rows interleaved");
-        assert_eq!(m.repacked, rows % ROWS == 0, "{rows} rows repacked");
+        // (The layout follows the level in use: `SUANLI_ISA` may cap it.)
+        let avx512 = dispatch::level() == dispatch::Level::Avx512;
+        assert_eq!(
+            m.repacked,
+            avx512 && rows % ROWS == 0,
+            "{rows} rows repacked"
+        );
         for tokens in [1usize, 2, 4, 6, 9] {
             let x = acts(tokens, n);
             let dot = |tok: usize| match !fixed && tok < tokens - tokens % 4 {
