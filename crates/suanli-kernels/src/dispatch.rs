@@ -209,10 +209,11 @@ pub const FROM_MEMORY: usize = 3 << 10;
 /// 46 GB/s at 8 KiB, 39 at 3).
 pub const FROM_CACHE: usize = 8 << 10;
 
-/// How far ahead of a decode kernel the weight prefetch ([`prefetch_ahead`]) moves the lines
-/// it asked into L2 on into L1 (`prefetcht0`), in bytes. The kernels'
-/// demand loads otherwise wait on L2, and the compute around them holds
-/// the stream back. In one process, alternating with no L1 stage every
+/// How far ahead of an AVX-512 decode kernel the weight prefetch
+/// ([`prefetch_ahead`]) moves the lines it asked into L2 on into L1
+/// (`prefetcht0`), in bytes (the AVX2 decode tile, bound by its
+/// arithmetic, asks for L2 alone). The kernels' demand loads otherwise
+/// wait on L2, and the compute around them holds the stream back. In one process, alternating with no L1 stage every
 /// pass over 1.2 GB of matrices (10 rounds, twice): Q6_K planes
 /// 1536×8960 27.3/27.5 → 28.9/29.3 GB/s, Q5_0 4864×896 23.7/24.3 →
 /// 25.4/25.4, Q8_0 151936×896 30.2/29.4 → 30.7/30.5, Q4_1 1536×576
