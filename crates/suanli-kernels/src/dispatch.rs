@@ -494,6 +494,9 @@ mod avx2 {
     pub fn q6_k_avx512(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q6_k_q8_k_avx512(n, w, x) }
     }
+    pub fn q6_k_rows(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
+        unsafe { x86::q6k_rows_avx2(n, w, x, out) }
+    }
     /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
     pub fn q6_k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
         unsafe { x86::q6k_rows_avx512(n, w, x, out) }
@@ -644,6 +647,10 @@ pub fn rows_dot(ty: DType) -> Option<RowsDot> {
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 && ty == DType::Q6_K {
         return Some(avx2::q6_k_rows_avx512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && ty == DType::Q6_K {
+        return Some(avx2::q6_k_rows);
     }
     let _ = ty;
     None

@@ -745,3 +745,30 @@ fn vector_expf_equals_libm() {
     }
     assert_eq!(dispatch::vector_expf(), same);
 }
+
+/// The AVX2 run-of-rows Q6_K kernel (decode at that level) gives every
+/// row the reference dot's bits, whatever level the process runs at.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q6_k_rows_avx2_equal_the_reference() {
+    if dispatch::detected() < dispatch::Level::Avx2 {
+        eprintln!("no AVX2 here: the kernel is not used on this CPU");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
+    let t = DType::Q6_K;
+    for (rows, cols) in [(1usize, 256usize), (7, 1536), (3, 8960)] {
+        let w = random_weights(t, &mut rng, rows, cols);
+        let xf: Vec<f32> = (0..cols).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let mut xq = vec![0u8; DType::Q8_K.row_bytes(cols).expect("row")];
+        (DType::Q8_K.traits().from_float.expect("quantize"))(&xf, &mut xq);
+        let mut got = vec![0f32; rows];
+        // SAFETY: AVX2 (with FMA and F16C, as `detected` requires) is here.
+        unsafe { suanli_kernels::x86::q6k_rows_avx2(cols, &w, &xq, &mut got) };
+        let wrb = t.row_bytes(cols).expect("row");
+        for (r, g) in got.iter().enumerate() {
+            let want = kquants::vec_dot_q6_k_q8_k(cols, &w[r * wrb..(r + 1) * wrb], &xq);
+            assert_eq!(g.to_bits(), want.to_bits(), "{rows}x{cols} row {r}");
+        }
+    }
+}
