@@ -7,6 +7,7 @@
 use half::f16;
 use rand::{Rng, SeedableRng};
 use suanli_kernels::attention::{attention, AttnShape, Kv, Pages};
+use suanli_kernels::dtype::VecDot;
 use suanli_kernels::{dispatch, Blob, DType, QMatrix};
 
 /// Byte offsets of a block's f16 scales, set to finite values.
@@ -141,28 +142,35 @@ fn repacked_rows16_kernels_equal_their_block_sum_twin() {
         let m = matrix(t, rows, cols, &w);
         assert!(m.r16, "{t:?} was not repacked");
         let twin = suanli_kernels::quants::legacy::blocksum_vec_dot(t).expect("twin");
-        let vt = t.traits().vec_dot_type;
-        let quant = vt.traits().from_float.expect("quantize");
-        let xrb = vt.row_bytes(cols).expect("row");
-        let wrb = t.row_bytes(cols).expect("row");
-        for n in [1usize, 2, 3, 4, 5, 7, 11] {
-            let x: Vec<f32> = (0..n * cols)
-                .map(|_| rng.random_range(-3.0f32..3.0))
-                .collect();
-            let mut got = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut got);
-            for tok in 0..n {
-                let mut xq = vec![0u8; xrb];
-                quant(&x[tok * cols..(tok + 1) * cols], &mut xq);
-                for r in 0..rows {
-                    let want = twin(cols, &w[r * wrb..(r + 1) * wrb], &xq);
-                    let g = got[tok * rows + r];
-                    assert_eq!(
-                        g.to_bits(),
-                        want.to_bits(),
-                        "{t:?} n={n} token {tok} row {r}"
-                    );
-                }
+        each_output_is(twin, &m, &w, &[1, 2, 3, 4, 5, 7, 11], &mut rng);
+    }
+}
+
+/// Every output of `m` (over `w`'s bytes) in batches of each size in
+/// `ns` has the bits of `twin` on that row and token alone.
+fn each_output_is(twin: VecDot, m: &QMatrix, w: &[u8], ns: &[usize], rng: &mut impl Rng) {
+    let (t, rows, cols) = (m.dtype, m.rows, m.cols);
+    let vt = t.traits().vec_dot_type;
+    let quant = vt.traits().from_float.expect("quantize");
+    let xrb = vt.row_bytes(cols).expect("row");
+    let wrb = t.row_bytes(cols).expect("row");
+    for &n in ns {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        let mut got = vec![0f32; n * rows];
+        m.matmul(&x, n, &mut got);
+        for tok in 0..n {
+            let mut xq = vec![0u8; xrb];
+            quant(&x[tok * cols..(tok + 1) * cols], &mut xq);
+            for r in 0..rows {
+                let want = twin(cols, &w[r * wrb..(r + 1) * wrb], &xq);
+                let g = got[tok * rows + r];
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{t:?} n={n} token {tok} row {r}"
+                );
             }
         }
     }
@@ -285,27 +293,6 @@ fn q6_k_without_a_copy_takes_the_tiled_order() {
     let m = matrix(t, rows, cols, &w);
     assert_eq!(m.q6_planes, dispatch::q6_k_planes());
     assert!(m.prefill.is_none());
-    let quant = DType::Q8_K.traits().from_float.expect("quantize");
-    let xrb = DType::Q8_K.row_bytes(cols).expect("row");
-    let wrb = t.row_bytes(cols).expect("row");
-    for n in [1usize, 2, 3, 4, 8, 9] {
-        let x: Vec<f32> = (0..n * cols)
-            .map(|_| rng.random_range(-3.0f32..3.0))
-            .collect();
-        let mut got = vec![0f32; n * rows];
-        m.matmul(&x, n, &mut got);
-        for tok in 0..n {
-            let mut xq = vec![0u8; xrb];
-            quant(&x[tok * cols..(tok + 1) * cols], &mut xq);
-            for r in 0..rows {
-                let want = suanli_kernels::quants::kquants::vec_dot_q6_k_q8_k_tiled(
-                    cols,
-                    &w[r * wrb..(r + 1) * wrb],
-                    &xq,
-                );
-                let g = got[tok * rows + r];
-                assert_eq!(g.to_bits(), want.to_bits(), "n={n} token {tok} row {r}");
-            }
-        }
-    }
+    let tiled = suanli_kernels::quants::kquants::vec_dot_q6_k_q8_k_tiled;
+    each_output_is(tiled, &m, &w, &[1, 2, 3, 4, 8, 9], &mut rng);
 }
