@@ -98,6 +98,38 @@ fn checked<const MIN: bool, const SIGNED: bool, const XB: usize>(
     nb
 }
 
+/// The block loop both tile kernels share: the buffers checked, then for
+/// every block `i` of four unpacked rows, `block(i, its unpacked bytes,
+/// the four activation rows' block, its (row, token) scale products)`,
+/// the scale table made a chunk of [`crate::x86_tile::CH`] blocks at a
+/// time. Returns the `MIN` formats' sums for [`finish_tile`].
+#[inline(always)]
+unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize>(
+    n: usize,
+    buf: &[u8],
+    a: &Acts,
+    mut block: impl FnMut(usize, *const u8, *const u8, *const f32),
+) -> [__m256; 2] {
+    const TR: usize = 4;
+    const TC: usize = 4;
+    use crate::x86_tile::CH;
+    let nb = checked::<MIN, SIGNED, XB>(n, buf, a);
+    let (bp, xp) = (buf.as_ptr(), a.x.as_ptr());
+    let mut summs = [_mm256_setzero_ps(); 2];
+    // Written before read, block by block: no zeroing.
+    let mut d = std::mem::MaybeUninit::<[f32; CH * TR * TC]>::uninit();
+    let d = d.as_mut_ptr() as *mut f32;
+    for i0 in (0..nb).step_by(CH) {
+        let i1 = (i0 + CH).min(nb);
+        scale_table::<TR, TC, MIN>(i0..i1, |i| (bp.add(i * UB), 2, 8), a.xs, nb, d, &mut summs);
+        for i in i0..i1 {
+            let dk = d.add((i - i0) * TR * TC) as *const f32;
+            block(i, bp.add(i * UB), xp.add(i * XB), dk);
+        }
+    }
+    summs
+}
+
 /// The tile over unpacked rows: `MIN` formats add `m · s` per block,
 /// `SIGNED` ones start their lanes at [`Acts::init`]; activation blocks of
 /// `XB` bytes, values at `XQ`.
@@ -110,43 +142,26 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
 ) {
     const TR: usize = 4;
     const TC: usize = 4;
-    use crate::x86_tile::CH;
-    let nb = checked::<MIN, SIGNED, XB>(n, buf, &a);
-    let (xrb, xs) = (a.xrb, a.xs);
-    let (bp, xp, ip) = (buf.as_ptr(), a.x.as_ptr(), a.init.as_ptr());
+    let (xrb, ip) = (a.xrb, a.init.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); TC]; TR];
-    let mut summs = [_mm256_setzero_ps(); 2];
-    // Written before read, block by block: no zeroing.
-    let mut d = std::mem::MaybeUninit::<[f32; CH * TR * TC]>::uninit();
-    let d = d.as_mut_ptr() as *mut f32;
-    for i0 in (0..nb).step_by(CH) {
-        let i1 = (i0 + CH).min(nb);
-        scale_table::<TR, TC, MIN>(i0..i1, |i| (bp.add(i * UB), 2, 8), xs, nb, d, &mut summs);
-        for i in i0..i1 {
-            let (bk, xk) = (bp.add(i * UB), xp.add(i * XB));
-            let y: [__m256i; TC] =
-                std::array::from_fn(|c| _mm256_loadu_si256(xk.add(c * xrb + XQ) as *const __m256i));
-            let init: [__m256i; TC] = std::array::from_fn(|c| {
-                if SIGNED {
-                    _mm256_loadu_si256(ip.add((i * TC + c) * 8) as *const __m256i)
-                } else {
-                    _mm256_setzero_si256()
-                }
-            });
-            let dk = d.add((i - i0) * TR * TC) as *const f32;
-            for r in 0..TR {
-                let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
-                for c in 0..TC {
-                    let lanes = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(init[c], q, y[c]));
-                    acc[r][c] = _mm256_fmadd_ps(
-                        _mm256_broadcast_ss(&*dk.add(r * TC + c)),
-                        lanes,
-                        acc[r][c],
-                    );
-                }
+    let summs = each_block::<MIN, SIGNED, XB>(n, buf, &a, |i, bk, xk, dk| {
+        let y: [__m256i; TC] =
+            std::array::from_fn(|c| _mm256_loadu_si256(xk.add(c * xrb + XQ) as *const __m256i));
+        let init: [__m256i; TC] = std::array::from_fn(|c| {
+            if SIGNED {
+                _mm256_loadu_si256(ip.add((i * TC + c) * 8) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let lanes = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(init[c], q, y[c]));
+                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*dk.add(r * TC + c)), lanes, *acc);
             }
         }
-    }
+    });
     finish_tile::<TR, TC, MIN>(&acc, summs, out);
 }
 
@@ -166,10 +181,7 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
 ) {
     const TR: usize = 4;
     const TC: usize = 4;
-    use crate::x86_tile::CH;
-    let nb = checked::<MIN, SIGNED, XB>(n, buf, &a);
-    let (xrb, xs) = (a.xrb, a.xs);
-    let (bp, xp, ip) = (buf.as_ptr(), a.x.as_ptr(), a.init.as_ptr());
+    let (xrb, ip) = (a.xrb, a.init.as_ptr());
     // Dword j of the first source to lane 2j, of the second to 2j + 1; and
     // a row's dword j to both.
     let pair = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -182,36 +194,26 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
         )
     };
     let mut acc = [[_mm512_setzero_ps(); 2]; TR];
-    let mut summs = [_mm256_setzero_ps(); 2];
-    // Written before read, block by block: no zeroing.
-    let mut d = std::mem::MaybeUninit::<[f32; CH * TR * TC]>::uninit();
-    let d = d.as_mut_ptr() as *mut f32;
-    for i0 in (0..nb).step_by(CH) {
-        let i1 = (i0 + CH).min(nb);
-        scale_table::<TR, TC, MIN>(i0..i1, |i| (bp.add(i * UB), 2, 8), xs, nb, d, &mut summs);
-        for i in i0..i1 {
-            let (bk, xk) = (bp.add(i * UB), xp.add(i * XB));
-            let y: [__m512i; 2] = std::array::from_fn(|p| both(xk.add(2 * p * xrb + XQ), xrb));
-            let init: [__m512i; 2] = std::array::from_fn(|p| {
-                if SIGNED {
-                    both(ip.add((i * TC + 2 * p) * 8) as *const u8, 32)
-                } else {
-                    _mm512_setzero_si512()
-                }
-            });
-            let dk = d.add((i - i0) * TR * TC) as *const f32;
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
-                let q = _mm512_permutexvar_epi32(twice, _mm512_castsi256_si512(q));
-                for (p, acc) in acc.iter_mut().enumerate() {
-                    let lanes = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init[p], q, y[p]));
-                    // The pair's two scales, side by side in the table.
-                    let s = (dk.add(r * TC + 2 * p) as *const f64).read_unaligned();
-                    *acc = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(s)), lanes, *acc);
-                }
+    let summs = each_block::<MIN, SIGNED, XB>(n, buf, &a, |i, bk, xk, dk| {
+        let y: [__m512i; 2] = std::array::from_fn(|p| both(xk.add(2 * p * xrb + XQ), xrb));
+        let init: [__m512i; 2] = std::array::from_fn(|p| {
+            if SIGNED {
+                both(ip.add((i * TC + 2 * p) * 8) as *const u8, 32)
+            } else {
+                _mm512_setzero_si512()
+            }
+        });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
+            let q = _mm512_permutexvar_epi32(twice, _mm512_castsi256_si512(q));
+            for (p, acc) in acc.iter_mut().enumerate() {
+                let lanes = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init[p], q, y[p]));
+                // The pair's two scales, side by side in the table.
+                let s = (dk.add(r * TC + 2 * p) as *const f64).read_unaligned();
+                *acc = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(s)), lanes, *acc);
             }
         }
-    }
+    });
     // Back to one 8-lane accumulator per (row, token) for the reference's
     // horizontal sums.
     let mut whole = [[_mm256_setzero_ps(); TC]; TR];
