@@ -6,7 +6,8 @@
 // Usage: llama_logits MODEL PROMPT_FILE N_GEN THREADS LOGITS_OUT.bin
 // The prompt is tokenized with add_special=true, parse_special=true (as
 // llama-completion does); logits of every prompt position and of each
-// generated step are appended to LOGITS_OUT.bin as f32.
+// generated step are appended to LOGITS_OUT.bin as f32. A PROMPT_FILE whose
+// name ends in .ids holds whitespace-separated token ids, decoded as given.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,12 @@ int main(int argc, char **argv) {
     cp.n_ctx = 2048; cp.n_batch = 2048; cp.n_ubatch = 512;
     cp.n_threads = threads; cp.n_threads_batch = threads;
     if (getenv("LLAMA_TRACE")) { cp.cb_eval = trace_cb; cp.cb_eval_user_data = NULL; }
+    // LLAMA_F32_ATTN set: f32 KV cache and no flash attention (whose CPU
+    // kernel rounds to f16 whatever the cache type), for f32 reference logits.
+    if (getenv("LLAMA_F32_ATTN")) {
+        cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
     struct llama_context *ctx = llama_init_from_model(model, cp);
 
     FILE *out = fopen(argv[5], "wb");

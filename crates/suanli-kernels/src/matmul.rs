@@ -47,6 +47,17 @@ impl Blob {
         (owner.bytes().len() >= end).then_some(Blob { owner, off, len })
     }
 
+    /// Bytes `off..off + len` of this view, as a view of their own (one
+    /// expert of a 3-D tensor), or `None` when out of range.
+    pub fn slice(&self, off: usize, len: usize) -> Option<Self> {
+        let end = off.checked_add(len)?;
+        (end <= self.len).then(|| Blob {
+            owner: self.owner.clone(),
+            off: self.off + off,
+            len,
+        })
+    }
+
     /// Tells the storage these bytes will not be read again.
     pub fn release(&self) {
         self.owner.release(self.off, self.len);

@@ -57,9 +57,36 @@ pub struct ModelConfig {
     pub ggml_numerics: bool,
     /// Multiplier of the token embeddings (Gemma: √n_embd).
     pub embed_scale: Option<f32>,
+    /// The mixture of experts of the layers the plan gives one to.
+    pub moe: Option<MoeConfig>,
+}
+
+/// A mixture-of-experts feed-forward's shape and router, and which layers
+/// have one.
+#[derive(Debug, Clone)]
+pub struct MoeConfig {
+    /// Experts of a layer (each token goes to `router.n_used` of them).
+    pub n_expert: usize,
+    /// Rows of each expert's gate and up.
+    pub n_ff_exp: usize,
+    /// Rows of the shared expert's gate and up (0: none).
+    pub n_ff_shexp: usize,
+    pub router: crate::nn::Router,
+    /// Layers before the first mixture are dense (DeepSeek's leading dense
+    /// layers).
+    pub leading_dense: usize,
+    /// From there on, layer `il` has a mixture when `(il + 1) % step == 0`.
+    pub step: usize,
 }
 
 impl ModelConfig {
+    /// Whether layer `il`'s feed-forward is a mixture of experts.
+    pub fn is_moe_layer(&self, il: usize) -> bool {
+        self.moe
+            .as_ref()
+            .is_some_and(|m| il >= m.leading_dense && (il + 1).is_multiple_of(m.step.max(1)))
+    }
+
     /// Llama 3 `rope_scaling` as per-frequency divisors, the form GGUF's
     /// `rope_freqs.weight` stores (see transformers' `_compute_llama3_parameters`).
     pub fn llama3_freq_factors(s: &Llama3Scaling, theta: f32, rope_dim: usize) -> Vec<f32> {

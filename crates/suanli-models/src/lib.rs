@@ -294,9 +294,28 @@ pub trait Model: Send + Sync {
     /// roofline of decode is the time to stream them.
     fn decode_weights(&self) -> Vec<&[u8]>;
 
-    /// Bytes of weights read to generate one token.
+    /// Bytes of weights read to generate one token: the weights every
+    /// token reads, plus for a mixture of experts the bytes of as many
+    /// experts as a token is routed to (each layer's average expert).
     fn bytes_per_token(&self) -> u64 {
-        self.decode_weights().iter().map(|s| s.len() as u64).sum()
+        self.decode_weights()
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum::<u64>()
+            + self.active_expert_bytes()
+    }
+
+    /// Bytes of the routed experts one token reads, on average (0 for a
+    /// dense model).
+    fn active_expert_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Routed-expert weight bytes streamed by every pass so far: over a
+    /// run of decode steps, the difference is what the experts the tokens
+    /// were actually routed to cost (0 for a dense model).
+    fn expert_bytes_read(&self) -> u64 {
+        0
     }
 }
 

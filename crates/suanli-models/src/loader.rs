@@ -83,6 +83,74 @@ impl<'a> Loader<'a> {
             .interleave())
     }
 
+    /// The `n_expert` matrices `(rows, cols)` of layer `il`'s experts' `which`
+    /// (`gate`, `up` or `down`): slices of llama.cpp's 3-D
+    /// `ffn_{which}_exps` tensor (`[cols, rows, n_expert]`), of its merged
+    /// `ffn_gate_up_exps` (`[cols, 2·rows, n_expert]`, each expert's gate
+    /// rows then its up rows), or one 2-D tensor per expert
+    /// (`ffn_{which}_exps.{e}`, from per-expert checkpoints).
+    pub fn experts(
+        &self,
+        il: usize,
+        which: &str,
+        n_expert: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<QMatrix>> {
+        let name = format!("blk.{il}.ffn_{which}_exps.weight");
+        let merged = format!("blk.{il}.ffn_gate_up_exps.weight");
+        let (w, name, parts, part) = match self.src.get(&name) {
+            Some(w) => (w, name, 1, 0),
+            None => match self.src.get(&merged) {
+                Some(w) if which != "down" => (w, merged, 2, usize::from(which == "up")),
+                _ => {
+                    return (0..n_expert)
+                        .map(|e| {
+                            self.matrix(
+                                &format!("blk.{il}.ffn_{which}_exps.{e}.weight"),
+                                rows,
+                                cols,
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()
+                        .map_err(|err| match err {
+                            ModelError::MissingTensor { .. } => self.missing(&name),
+                            other => other,
+                        });
+                }
+            },
+        };
+        if w.shape != [cols, rows * parts, n_expert] {
+            return Err(self.bad(
+                &name,
+                format!(
+                    "shape {:?}, expected [{cols}, {}, {n_expert}] ({n_expert} experts)",
+                    w.shape,
+                    rows * parts
+                ),
+            ));
+        }
+        let rb = w
+            .dtype
+            .row_bytes(cols)
+            .ok_or_else(|| self.bad(&name, format!("rows of {cols} do not fit {:?}", w.dtype)))?;
+        if w.data.len() != rb * rows * parts * n_expert {
+            return Err(self.bad(&name, "data size does not match shape".into()));
+        }
+        (0..n_expert)
+            .map(|e| {
+                let off = (e * parts + part) * rows * rb;
+                let data = w
+                    .data
+                    .slice(off, rows * rb)
+                    .ok_or_else(|| self.bad(&name, "expert out of range".into()))?;
+                let m = QMatrix::new(w.dtype, rows, cols, data)
+                    .map_err(|err| self.bad(&name, err.to_string()))?;
+                Ok(m.with_prefill_layout().interleave())
+            })
+            .collect()
+    }
+
     /// The output projection: as [`Self::matrix`] without a prefill copy
     /// (generation multiplies it by one row per sequence).
     pub fn output_opt(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {
@@ -279,6 +347,10 @@ pub struct HfSource {
 fn hf_arch(model_type: &str) -> &str {
     match model_type {
         "gemma3_text" | "gemma3" => "gemma3",
+        "qwen2_moe" => "qwen2moe",
+        "qwen3_moe" => "qwen3moe",
+        // Mixtral is llama.cpp's `llama` with experts.
+        "mixtral" => "llama",
         other => other,
     }
 }
@@ -295,6 +367,26 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
     let rest = name.strip_prefix("model.layers.")?;
     let (il, rest) = rest.split_once('.')?;
     let il: usize = il.parse().ok()?;
+    // transformers 5's fused expert tensors: [experts, 2·ff, d] (each
+    // expert's gate rows, then its up rows) and [experts, d, ff].
+    match rest {
+        "mlp.experts.gate_up_proj" => return Some(format!("blk.{il}.ffn_gate_up_exps.weight")),
+        "mlp.experts.down_proj" => return Some(format!("blk.{il}.ffn_down_exps.weight")),
+        _ => {}
+    }
+    // One tensor per expert: `ffn_{gate,up,down}_exps.{e}`.
+    for prefix in ["mlp.experts.", "block_sparse_moe.experts."] {
+        if let Some((e, proj)) = rest.strip_prefix(prefix).and_then(|r| r.split_once('.')) {
+            let e: usize = e.parse().ok()?;
+            let which = match proj {
+                "gate_proj.weight" | "w1.weight" => "gate",
+                "up_proj.weight" | "w3.weight" => "up",
+                "down_proj.weight" | "w2.weight" => "down",
+                _ => return None,
+            };
+            return Some(format!("blk.{il}.ffn_{which}_exps.{e}.weight"));
+        }
+    }
     let (stem, suffix) = rest.rsplit_once('.')?;
     let gguf = match stem {
         "input_layernorm" => "attn_norm",
@@ -311,6 +403,11 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
+        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
+        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
         _ => return None,
     };
     Some(format!("blk.{il}.{gguf}.{suffix}"))
@@ -436,6 +533,19 @@ impl WeightSource for HfSource {
             "vocab_size" => "vocab_size",
             "final_logit_softcapping" => "final_logit_softcapping",
             "attn_logit_softcapping" => "attn_logit_softcapping",
+            "expert_count" => {
+                if c.get("num_local_experts").is_some() {
+                    "num_local_experts"
+                } else {
+                    "num_experts"
+                }
+            }
+            "expert_used_count" => "num_experts_per_tok",
+            "expert_feed_forward_length" => "moe_intermediate_size",
+            "expert_shared_feed_forward_length" => "shared_expert_intermediate_size",
+            "expert_weights_norm" => "norm_topk_prob",
+            "leading_dense_block_count" => "first_k_dense_replace",
+            "interleave_moe_layer_step" => "decoder_sparse_step",
             _ => return None,
         };
         c.get(hf).and_then(json_to_value)

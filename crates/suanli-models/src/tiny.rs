@@ -24,6 +24,11 @@ fn head_dim(arch: &str) -> usize {
 }
 pub const N_FF: usize = 128;
 pub const N_LAYER: usize = 6;
+/// Experts of the mixture-of-experts models, each token to [`N_EXPERT_USED`],
+/// each expert [`N_FF_EXP`] wide.
+pub const N_EXPERT: usize = 8;
+pub const N_EXPERT_USED: usize = 2;
+pub const N_FF_EXP: usize = 64;
 
 /// A GPT-2 byte-level vocabulary of the 256 byte symbols plus BOS/EOS.
 fn byte_vocab() -> Vec<String> {
@@ -57,8 +62,28 @@ impl Rng {
     }
 }
 
+/// Every tiny model the registry test builds: each registered architecture
+/// (with experts where the entry has them), and the dense architectures that
+/// also come with experts (Mixtral is `llama` with experts).
+pub fn variants() -> Vec<(&'static str, bool)> {
+    let mut v: Vec<(&str, bool)> = crate::arch::REGISTRY
+        .iter()
+        .map(|e| (e.name, e.moe))
+        .collect();
+    v.push(("llama", true));
+    v
+}
+
 /// Write a tiny random `arch` model to `path`; matrices in Q8_0, vectors F32.
 pub fn write_tiny_gguf(arch: &str, path: &Path, seed: u64) -> suanli_formats::Result<()> {
+    let moe = crate::arch::REGISTRY
+        .iter()
+        .any(|e| e.name == arch && e.moe);
+    write_tiny(arch, moe, path, seed)
+}
+
+/// [`write_tiny_gguf`], with a mixture of experts in every layer or not.
+pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_formats::Result<()> {
     let vocab = byte_vocab();
     let n_vocab = vocab.len();
     let mut rng = Rng(seed.max(1));
@@ -78,6 +103,23 @@ pub fn write_tiny_gguf(arch: &str, path: &Path, seed: u64) -> suanli_formats::Re
         w.add(key("attention.value_length"), Value::U32(hd as u32));
     }
     w.add(key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    let entry = crate::arch::REGISTRY.iter().find(|e| e.name == arch);
+    let extra = entry.map(|e| e.extra_tensors).unwrap_or(&[]);
+    let shared = moe && extra.contains(&"ffn_gate_inp_shexp.weight");
+    if moe {
+        w.add(key("expert_count"), Value::U32(N_EXPERT as u32));
+        w.add(key("expert_used_count"), Value::U32(N_EXPERT_USED as u32));
+        w.add(
+            key("expert_feed_forward_length"),
+            Value::U32(N_FF_EXP as u32),
+        );
+        if shared {
+            w.add(
+                key("expert_shared_feed_forward_length"),
+                Value::U32(N_FF as u32),
+            );
+        }
+    }
     w.add(key("rope.freq_base"), Value::F32(10000.0));
     if arch == "gemma3" {
         w.add(key("attention.sliding_window"), Value::U32(4));
@@ -106,39 +148,70 @@ pub fn write_tiny_gguf(arch: &str, path: &Path, seed: u64) -> suanli_formats::Re
     w.add("tokenizer.ggml.eos_token_id", Value::U32(257));
     w.add("tokenizer.ggml.add_bos_token", Value::Bool(false));
 
-    let mut matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, scale: f32| {
-        let x: Vec<f32> = (0..rows * cols).map(|_| rng.next() * scale).collect();
-        let mut q = vec![0u8; DType::Q8_0.row_bytes(rows * cols).unwrap_or(0)];
-        quantize_q8_0(&x, &mut q);
-        w.add_tensor(name, &[cols as u64, rows as u64], DType::Q8_0, q);
-    };
+    // `rows × cols` matrices, `n` of them (a 3-D tensor when more than one).
+    let mut tensor =
+        |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, n: usize, scale: f32| {
+            let x: Vec<f32> = (0..n * rows * cols).map(|_| rng.next() * scale).collect();
+            let mut q = vec![0u8; DType::Q8_0.row_bytes(n * rows * cols).unwrap_or(0)];
+            quantize_q8_0(&x, &mut q);
+            let shape: &[u64] = if n > 1 {
+                &[cols as u64, rows as u64, n as u64]
+            } else {
+                &[cols as u64, rows as u64]
+            };
+            w.add_tensor(name, shape, DType::Q8_0, q);
+        };
     let vector = |w: &mut GgufWriter, name: &str, n: usize, v: f32| {
         let b: Vec<u8> = (0..n).flat_map(|_| v.to_le_bytes()).collect();
         w.add_tensor(name, &[n as u64], DType::F32, b);
     };
     let (q_dim, kv_dim) = (N_HEAD * hd, N_HEAD_KV * hd);
-    matrix(&mut w, "token_embd.weight", n_vocab, N_EMBD, 1.0);
+    tensor(&mut w, "token_embd.weight", n_vocab, N_EMBD, 1, 1.0);
+    if moe {
+        // llama.cpp's Qwen2-MoE requires an untied output.
+        tensor(&mut w, "output.weight", n_vocab, N_EMBD, 1, 1.0);
+    }
     vector(&mut w, "output_norm.weight", N_EMBD, 1.0);
-    let entry = crate::arch::REGISTRY.iter().find(|e| e.name == arch);
     for il in 0..N_LAYER {
         let p = |s: &str| format!("blk.{il}.{s}");
         vector(&mut w, &p("attn_norm.weight"), N_EMBD, 1.0);
-        matrix(&mut w, &p("attn_q.weight"), q_dim, N_EMBD, 0.3);
-        matrix(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 0.3);
-        matrix(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 0.3);
-        matrix(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 0.3);
+        tensor(&mut w, &p("attn_q.weight"), q_dim, N_EMBD, 1, 0.3);
+        tensor(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 1, 0.3);
+        tensor(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 1, 0.3);
+        tensor(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 1, 0.3);
         vector(&mut w, &p("ffn_norm.weight"), N_EMBD, 1.0);
-        matrix(&mut w, &p("ffn_gate.weight"), N_FF, N_EMBD, 0.3);
-        matrix(&mut w, &p("ffn_up.weight"), N_FF, N_EMBD, 0.3);
-        matrix(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 0.3);
-        for t in entry.map(|e| e.extra_tensors).unwrap_or(&[]) {
+        if moe {
+            // The router in Q8_0 too (llama.cpp's converter keeps it F32;
+            // either loads).
+            tensor(&mut w, &p("ffn_gate_inp.weight"), N_EXPERT, N_EMBD, 1, 1.0);
+            let e = N_EXPERT;
+            tensor(&mut w, &p("ffn_gate_exps.weight"), N_FF_EXP, N_EMBD, e, 0.3);
+            tensor(&mut w, &p("ffn_up_exps.weight"), N_FF_EXP, N_EMBD, e, 0.3);
+            tensor(&mut w, &p("ffn_down_exps.weight"), N_EMBD, N_FF_EXP, e, 0.3);
+            if shared {
+                tensor(&mut w, &p("ffn_gate_shexp.weight"), N_FF, N_EMBD, 1, 0.3);
+                tensor(&mut w, &p("ffn_up_shexp.weight"), N_FF, N_EMBD, 1, 0.3);
+                tensor(&mut w, &p("ffn_down_shexp.weight"), N_EMBD, N_FF, 1, 0.3);
+            }
+        } else {
+            tensor(&mut w, &p("ffn_gate.weight"), N_FF, N_EMBD, 1, 0.3);
+            tensor(&mut w, &p("ffn_up.weight"), N_FF, N_EMBD, 1, 0.3);
+            tensor(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 1, 0.3);
+        }
+        for t in extra {
             let n = match *t {
                 "attn_q.bias" => q_dim,
                 "attn_k.bias" | "attn_v.bias" => kv_dim,
                 "attn_q_norm.weight" | "attn_k_norm.weight" => hd,
                 _ => N_EMBD,
             };
-            let v = if t.ends_with("bias") { 0.1 } else { 1.0 };
+            let v = if t.ends_with("bias") {
+                0.1
+            } else if t.contains("shexp") {
+                0.05
+            } else {
+                1.0
+            };
             vector(&mut w, &p(t), n, v);
         }
     }

@@ -16,7 +16,12 @@ fn fixture(arch: &str) -> PathBuf {
 }
 
 fn check(arch: &str) {
-    let dir = fixture(arch);
+    check_dir(arch, arch);
+}
+
+/// The fixture `name`, an `arch` model.
+fn check_dir(name: &str, arch: &str) {
+    let dir = fixture(name);
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"),
     )
@@ -81,9 +86,54 @@ fn check(arch: &str) {
             .all(|(a, b)| a.to_bits() == b.to_bits()),
         "{arch}: traced and fused passes differ"
     );
-    for step in ["attn_norm", "Kcur", "ffn_norm", "ffn_glu"] {
+    let moe = model.active_expert_bytes() > 0;
+    let glu = if moe { "ffn_moe_glu" } else { "ffn_glu" };
+    for step in ["attn_norm", "Kcur", "ffn_norm", glu] {
         assert!(names.contains(step), "{arch}: no {step} in the trace");
     }
+
+    // Greedy continuation as transformers' generate() makes it.
+    if let Some(g) = expected.get("greedy") {
+        let want: Vec<u32> = serde_json::from_value(g.clone()).expect("greedy");
+        let mut kv = model.new_cache(ids.len() + want.len(), KvDtype::F32);
+        let mut logits = model
+            .forward(&ids, &mut ForwardCtx::new(&mut kv, Logits::Last))
+            .expect("prefill");
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let t = argmax(&logits);
+            got.push(t);
+            logits = model
+                .forward(&[t], &mut ForwardCtx::new(&mut kv, Logits::Last))
+                .expect("decode");
+        }
+        assert_eq!(got, want, "{name}: greedy continuation");
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn qwen2moe_matches_transformers() {
+    check("qwen2moe");
+}
+
+#[test]
+fn qwen3moe_matches_transformers() {
+    check("qwen3moe");
+}
+
+#[test]
+fn mixtral_matches_transformers() {
+    check_dir("mixtral", "llama");
 }
 
 #[test]

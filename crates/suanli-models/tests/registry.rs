@@ -3,19 +3,32 @@
 //! same logits as one pass over the whole sequence.
 
 use suanli_models::arch::REGISTRY;
+use suanli_models::tiny::variants;
 use suanli_models::{ForwardCtx, KvDtype, Logits};
+
+/// A variant's name in messages and file names (`llama+moe`: Mixtral).
+fn label(arch: &str, moe: bool) -> String {
+    let dense_arch = REGISTRY.iter().any(|e| e.name == arch && !e.moe);
+    if moe && dense_arch {
+        format!("{arch}+moe")
+    } else {
+        arch.to_string()
+    }
+}
 
 #[test]
 fn every_architecture_prefills_and_decodes_consistently() {
-    assert!(REGISTRY.len() >= 4);
+    assert!(REGISTRY.len() >= 6);
     let dir = std::env::temp_dir().join(format!("suanli-registry-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let tokens: Vec<u32> = vec![72, 101, 108, 108, 111, 32, 119, 111, 114, 108];
-    for entry in REGISTRY {
-        let path = dir.join(format!("{}.gguf", entry.name));
-        suanli_models::tiny::write_tiny_gguf(entry.name, &path, 7).expect("write");
-        let model = suanli_models::load(&path).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-        assert_eq!(model.config().arch, entry.name);
+    for (arch, moe) in variants() {
+        let name = label(arch, moe);
+        let path = dir.join(format!("{name}.gguf"));
+        suanli_models::tiny::write_tiny(arch, moe, &path, 7).expect("write");
+        let model = suanli_models::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(model.active_expert_bytes() > 0, moe, "{name}");
+        assert_eq!(model.config().arch, arch);
         let nv = model.config().n_vocab;
         for dtype in [KvDtype::F16, KvDtype::F32] {
             let mut kv = model.new_cache(32, dtype);
@@ -26,7 +39,7 @@ fn every_architecture_prefills_and_decodes_consistently() {
             assert!(
                 all.iter().all(|v| v.is_finite()),
                 "{}: non-finite logits",
-                entry.name
+                name
             );
             let mut kv = model.new_cache(32, dtype);
             let mut last = model
@@ -42,7 +55,7 @@ fn every_architecture_prefills_and_decodes_consistently() {
                 assert!(
                     d <= 1e-4,
                     "{} {dtype:?}: position {}: decode differs from the batch by {d}",
-                    entry.name,
+                    name,
                     p - 1
                 );
                 last = model
@@ -58,7 +71,7 @@ fn every_architecture_prefills_and_decodes_consistently() {
             assert!(
                 matches!(err, Err(suanli_models::ModelError::ContextFull { .. })),
                 "{}: context overflow not reported",
-                entry.name
+                name
             );
         }
     }
@@ -79,10 +92,12 @@ fn every_architecture_batches_sequences_like_single_runs() {
         &[33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43],
     ];
     const B: usize = 4;
-    for entry in REGISTRY {
-        let path = dir.join(format!("{}.gguf", entry.name));
-        suanli_models::tiny::write_tiny_gguf(entry.name, &path, 3).expect("write");
-        let model = suanli_models::load(&path).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+    for (arch, moe) in variants() {
+        let name = label(arch, moe);
+        let path = dir.join(format!("{name}.gguf"));
+        suanli_models::tiny::write_tiny(arch, moe, &path, 3).expect("write");
+        let model = suanli_models::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(model.active_expert_bytes() > 0, moe, "{name}");
         let nv = model.config().n_vocab;
         let steps = 3;
         // Alone: prompt (all logits), then `steps` decode steps of fixed tokens.
@@ -151,7 +166,7 @@ fn every_architecture_batches_sequences_like_single_runs() {
                 .zip(&alone[i])
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(d <= 1e-4, "{}: sequence {i} differs by {d}", entry.name);
+            assert!(d <= 1e-4, "{}: sequence {i} differs by {d}", name);
         }
         // A table that does not cover the span is an error, not a panic.
         let short = [SeqSpan {

@@ -4,7 +4,7 @@
 
 use super::{base_config, ArchEntry};
 use crate::loader::{Loader, WeightSource};
-use crate::nn::{gated_ffn, rms_norm_rows, self_attention, Input, Transformer};
+use crate::nn::{feed_forward, rms_norm_rows, self_attention, Input, Transformer};
 use crate::{Batch, Model, ModelError, Result};
 use suanli_kernels::ops;
 
@@ -17,6 +17,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
         "post_attention_norm.weight",
         "post_ffw_norm.weight",
     ],
+    moe: false,
 };
 
 /// One global layer per this many (Gemma 3's `sliding_window_pattern`).
@@ -93,8 +94,8 @@ fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     };
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
-    let f = gated_ffn(
-        l,
+    let f = feed_forward(
+        &l.ffn,
         il,
         Input::rms_norm(x, &l.ffn_norm, eps),
         n,

@@ -1,17 +1,21 @@
 //! Llama (Touvron et al. 2023; Llama 3 with its RoPE scaling) and SmolLM2:
-//! pre-norm decoder, RMSNorm, RoPE, grouped-query attention, SwiGLU.
+//! pre-norm decoder, RMSNorm, RoPE, grouped-query attention, SwiGLU. With
+//! experts (`expert_count`), Mixtral: every layer's feed-forward a mixture,
+//! softmax router, top-k weights renormalised.
 
 use suanli_kernels::ops::{self, RopeStyle};
 
-use super::{base_config, gguf_permuted, ArchEntry};
+use super::{base_config, gguf_permuted, moe_config, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
-use crate::nn::{gated_ffn, self_attention, Input, Transformer};
+use crate::nn::Gating;
+use crate::nn::{feed_forward, self_attention, Input, Transformer};
 use crate::{Batch, Model, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "llama",
     build,
     extra_tensors: &[],
+    moe: false,
 };
 
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
@@ -24,6 +28,12 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     if gguf_permuted(src) {
         cfg.rope_style = RopeStyle::Normal;
     }
+    let moe = MoeDefaults {
+        gating: Gating::Softmax,
+        norm: true,
+        shared_default: false,
+    };
+    cfg.moe = moe_config(&ld, &cfg, moe)?;
     Ok(Box::new(Transformer::load(&ld, cfg, layer)?))
 }
 
@@ -35,7 +45,7 @@ pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batc
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
     let h = Input::rms_norm(x, &l.ffn_norm, c.rms_eps);
-    let f = gated_ffn(l, il, h, n, ops::Glu::SwiGlu, ctx);
+    let f = feed_forward(&l.ffn, il, h, n, ops::Glu::SwiGlu, ctx);
     ctx.trace("ffn_out", il, &f);
     ops::add_inplace(x, &f);
 }

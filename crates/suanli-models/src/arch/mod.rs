@@ -4,12 +4,15 @@
 pub mod gemma3;
 pub mod llama;
 pub mod qwen2;
+pub mod qwen2moe;
 pub mod qwen3;
+pub mod qwen3moe;
 
 use suanli_kernels::ops::RopeStyle;
 
-use crate::config::{Llama3Scaling, ModelConfig};
+use crate::config::{Llama3Scaling, ModelConfig, MoeConfig};
 use crate::loader::{Loader, SourceFormat, WeightSource};
+use crate::nn::{Gating, Router};
 use crate::{Model, ModelError, Result};
 
 pub struct ArchEntry {
@@ -19,9 +22,18 @@ pub struct ArchEntry {
     /// Per-layer tensors beyond the common llama set, by name suffix (the
     /// tiny test models of [`crate::tiny`] are built from this).
     pub extra_tensors: &'static [&'static str],
+    /// The feed-forward is a mixture of experts (the tiny models get one).
+    pub moe: bool,
 }
 
-pub static REGISTRY: &[ArchEntry] = &[llama::ENTRY, qwen2::ENTRY, qwen3::ENTRY, gemma3::ENTRY];
+pub static REGISTRY: &[ArchEntry] = &[
+    llama::ENTRY,
+    qwen2::ENTRY,
+    qwen3::ENTRY,
+    gemma3::ENTRY,
+    qwen2moe::ENTRY,
+    qwen3moe::ENTRY,
+];
 
 pub fn known() -> String {
     REGISTRY
@@ -146,10 +158,77 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         final_softcap: None,
         embed_scale: None,
         ggml_numerics: src.format() == SourceFormat::Gguf,
+        moe: None,
     })
 }
 
 /// Whether the source stores Q/K rows permuted for adjacent-pair RoPE.
 pub fn gguf_permuted(src: &dyn WeightSource) -> bool {
     src.format() == SourceFormat::Gguf
+}
+
+/// How an architecture routes when the file does not say (llama.cpp
+/// hard-codes these per architecture; the GGUF keys
+/// `expert_weights_norm`, `expert_gating_func`, `expert_weights_scale`
+/// override them where present).
+pub struct MoeDefaults {
+    pub gating: Gating,
+    pub norm: bool,
+    /// The shared expert is `expert_shared_feed_forward_length` wide, or
+    /// `feed_forward_length` when that key is absent (Qwen2-MoE); `false`:
+    /// no shared expert unless the key says one.
+    pub shared_default: bool,
+}
+
+/// The mixture-of-experts settings of a file, or `None` for a dense model
+/// (no `expert_count`, or zero).
+pub fn moe_config(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<Option<MoeConfig>> {
+    let n_expert = match ld.usize_opt("expert_count")? {
+        None | Some(0) => return Ok(None),
+        Some(n) => n,
+    };
+    let n_used = ld.usize("expert_used_count")?;
+    let n_ff_exp = ld
+        .usize_opt("expert_feed_forward_length")?
+        .unwrap_or(c.n_ff);
+    let n_ff_shexp = match ld.usize_opt("expert_shared_feed_forward_length")? {
+        Some(n) => n * ld.usize_opt("expert_shared_count")?.unwrap_or(1),
+        None if d.shared_default => c.n_ff,
+        None => n_ff_exp * ld.usize_opt("expert_shared_count")?.unwrap_or(0),
+    };
+    let gating = match ld.usize_opt("expert_gating_func")? {
+        None | Some(0) => d.gating,
+        Some(1) => Gating::Softmax,
+        Some(2) => Gating::Sigmoid,
+        Some(3) => Gating::SoftmaxTopK,
+        Some(other) => {
+            return Err(ModelError::Config {
+                path: ld.src.path().to_path_buf(),
+                key: "expert_gating_func".into(),
+                why: format!("{other} is not a gating function suanli knows (1 softmax, 2 sigmoid, 3 softmax of the top k)"),
+            })
+        }
+    };
+    let norm = match ld.src.hparam("expert_weights_norm") {
+        Some(v) => v.as_bool().unwrap_or(d.norm),
+        None => d.norm,
+    };
+    let mut router = Router::softmax(n_used, norm);
+    router.gating = gating;
+    router.scale = ld.f32_opt("expert_weights_scale")?.unwrap_or(1.0);
+    router.groups = ld.usize_opt("expert_group_count")?.unwrap_or(1).max(1);
+    router.groups_used = ld
+        .usize_opt("expert_group_used_count")?
+        .unwrap_or(router.groups);
+    Ok(Some(MoeConfig {
+        n_expert,
+        n_ff_exp,
+        n_ff_shexp,
+        router,
+        leading_dense: ld.usize_opt("leading_dense_block_count")?.unwrap_or(0),
+        step: ld
+            .usize_opt("interleave_moe_layer_step")?
+            .unwrap_or(1)
+            .max(1),
+    }))
 }

@@ -10,6 +10,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen2",
     build,
     extra_tensors: &["attn_q.bias", "attn_k.bias", "attn_v.bias"],
+    moe: false,
 };
 
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {

@@ -10,6 +10,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen3",
     build,
     extra_tensors: &["attn_q_norm.weight", "attn_k_norm.weight"],
+    moe: false,
 };
 
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {

@@ -150,7 +150,9 @@ fn tokens(n: usize, n_vocab: usize, seed: usize) -> Vec<u32> {
 }
 
 /// Tokens/s of one test: `n` tokens as one batch (pp) or one at a time
-/// (tg), after `depth` tokens prefilled untimed (in batches of 512).
+/// (tg), after `depth` tokens prefilled untimed (in batches of 512); and
+/// the routed experts' weight bytes the timed tokens read (a mixture of
+/// experts' share of the roofline; 0 for a dense model).
 fn run_test(
     model: &dyn Model,
     depth: usize,
@@ -158,7 +160,7 @@ fn run_test(
     batch: bool,
     rep: usize,
     kv_dtype: KvDtype,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let mut kv = model.new_cache(depth + n + 1, kv_dtype);
     let n_vocab = model.config().n_vocab;
     for chunk in tokens(depth, n_vocab, rep.wrapping_add(1 << 20)).chunks(512) {
@@ -166,11 +168,13 @@ fn run_test(
     }
     let toks = tokens(n, n_vocab, rep);
     let step = if batch { n } else { 1 };
+    let read = model.expert_bytes_read();
     let t = Instant::now();
     for chunk in toks.chunks(step) {
         model.forward(chunk, &mut ForwardCtx::new(&mut kv, Logits::Last))?;
     }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
+    let secs = t.elapsed().as_secs_f64();
+    Ok((n as f64 / secs, model.expert_bytes_read() - read))
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -201,7 +205,10 @@ pub fn main(a: Args) -> Result<()> {
         probe.bytes() as f64 / 64.0
     };
     let kv_read = kv_per_pos * (a.n_depth as f64 + a.n_gen.saturating_sub(1) as f64 / 2.0);
-    let bytes = model.bytes_per_token() + kv_read as u64;
+    // A mixture of experts' routed bytes are those its tokens' experts
+    // actually had (counted over tg's repetitions below); until then, the
+    // average expert's.
+    let mut bytes = model.bytes_per_token() + kv_read as u64;
     let weights = model.decode_weights();
     // The roofline before one tg repetition: fixed, or streamed now.
     let roof_bw = || a.membw.unwrap_or_else(|| stream_gbps(&weights, 3));
@@ -216,14 +223,21 @@ pub fn main(a: Args) -> Result<()> {
         run(usize::MAX).with_context(|| format!("{kind}{n} at depth {}", a.n_depth))?;
         let mut samples = Vec::new();
         let mut bw = Vec::new();
+        let mut routed = 0u64;
         for r in 0..a.reps.max(1) {
             if kind == "tg" && r == 0 {
                 bw.push(roof_bw());
             }
-            samples.push(run(r)?);
+            let (ts, read) = run(r)?;
+            samples.push(ts);
+            routed += read;
             if kind == "tg" {
                 bw.push(roof_bw());
             }
+        }
+        if kind == "tg" && routed > 0 {
+            let per_token = routed / (n * samples.len()) as u64;
+            bytes = bytes - model.active_expert_bytes() + per_token;
         }
         let (mean, sd) = stats(&samples);
         // Each repetition against the mean of the readings around it.
@@ -275,8 +289,12 @@ pub fn main(a: Args) -> Result<()> {
             model.config().arch
         );
         println!(
-            "weights read per token: {:.1} MiB{}",
-            model.bytes_per_token() as f64 / (1 << 20) as f64,
+            "weights read per token: {:.1} MiB{}{}",
+            (bytes as f64 - kv_read) / (1 << 20) as f64,
+            match model.active_expert_bytes() {
+                0 => String::new(),
+                _ => " (the routed experts' as tg read them)".into(),
+            },
             match a.n_depth {
                 0 => String::new(),
                 _ => format!(

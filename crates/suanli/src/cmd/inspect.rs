@@ -22,6 +22,7 @@ fn human(n: u64) -> String {
 pub fn main(a: Args) -> Result<()> {
     let path = super::resolve_model(&a.model)?;
     let mut out = String::new();
+    let mut total_params = None;
     let model = if path.is_dir() {
         let src = HfSource::open(&path)?;
         out.push_str(&format!("file: {} (safetensors)\n", path.display()));
@@ -59,6 +60,7 @@ pub fn main(a: Args) -> Result<()> {
             params as f64 / 1e6
         ));
         out.push_str(&format!("tensor data: {}\n", human(f.data_bytes())));
+        total_params = Some(params);
         suanli_models::load_source(&GgufSource::new(f)?)?
     };
     let c = model.config();
@@ -66,6 +68,54 @@ pub fn main(a: Args) -> Result<()> {
         "architecture: {} — {} layers, n_embd {}, heads {}/{} (kv), head_dim {}, n_ff {}, vocab {}, ctx {}\n",
         c.arch, c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.n_ctx_train
     ));
+    if let Some(m) = &c.moe {
+        let r = &m.router;
+        let layers = (0..c.n_layer).filter(|&il| c.is_moe_layer(il)).count();
+        out.push_str(&format!(
+            "experts: {} a layer, {} used a token, {} wide{}; on {layers} of {} layers{}\n",
+            m.n_expert,
+            r.n_used,
+            m.n_ff_exp,
+            match m.n_ff_shexp {
+                0 => String::new(),
+                w => format!(", shared expert {w} wide"),
+            },
+            c.n_layer,
+            match (m.leading_dense, m.step) {
+                (0, 1) => String::new(),
+                (d, s) => format!(" ({d} dense first, then every {s})"),
+            }
+        ));
+        out.push_str(&format!(
+            "router: {:?}, top {}{}{}{}\n",
+            r.gating,
+            r.n_used,
+            if r.norm { ", weights renormalised" } else { "" },
+            if r.scale != 1.0 && r.scale != 0.0 {
+                format!(", scaled by {}", r.scale)
+            } else {
+                String::new()
+            },
+            if r.groups > 1 {
+                format!(", {} of {} expert groups", r.groups_used, r.groups)
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(total) = total_params {
+            let routed = (3 * m.n_ff_exp * c.n_embd * m.n_expert * layers) as u64;
+            let active = total - routed + routed * r.n_used as u64 / m.n_expert as u64;
+            let count = |n: u64| match n {
+                n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+                n => format!("{:.1} M", n as f64 / 1e6),
+            };
+            out.push_str(&format!(
+                "parameters: {} total, {} active a token\n",
+                count(total),
+                count(active)
+            ));
+        }
+    }
     let swa = match c.sliding_window {
         Some(w) => format!(
             "; sliding window {w} (theta {}) on {} of {} layers",

@@ -1,0 +1,113 @@
+//! The attention block: grouped-query attention over the paged KV cache.
+
+use suanli_kernels::attention::{attention, AttnShape};
+use suanli_kernels::ops;
+
+use super::{linear, linear_many, rope_angles, rope_rows, Input, Transformer};
+use crate::config::ModelConfig;
+use crate::Batch;
+
+/// Multi-head attention with grouped K/V heads (GQA), causal and optionally
+/// windowed, each sequence of the batch over its own cached K/V: `q` is
+/// `n × n_head·hd` (already rotated), the batch's K/V already written.
+/// Returns `n × n_head·hdv`.
+///
+/// The kernel follows llama.cpp's CPU flash attention (see
+/// [`suanli_kernels::attention`]), so greedy outputs agree token for token.
+pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> Vec<f32> {
+    let window = if c.swa_layers.get(il).copied().unwrap_or(false) {
+        c.sliding_window
+    } else {
+        None
+    };
+    let (qw, ow) = (c.n_head * c.head_dim, c.n_head * c.head_dim_v);
+    let mut out = vec![0f32; n * ow];
+    let mut t0 = 0;
+    for s in ctx.seqs {
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            k_stride: ctx.kv.k_width,
+            v_stride: ctx.kv.v_width,
+            scale: if c.scale_q { 1.0 } else { c.attn_scale },
+            softcap: c.attn_softcap,
+            window,
+            pages: s.pages,
+        };
+        attention(
+            &shape,
+            &q[t0 * qw..(t0 + s.n) * qw],
+            s.n,
+            s.pos0,
+            ctx.kv.keys(il),
+            ctx.kv.values(il),
+            &mut out[t0 * ow..(t0 + s.n) * ow],
+        );
+        t0 += s.n;
+    }
+    out
+}
+
+/// The attention block: projections, optional biases and Q/K norms, RoPE,
+/// cache write, attention, output projection.
+pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut Batch) -> Vec<f32> {
+    let (c, l) = (&m.cfg, &m.layers[il]);
+    if ctx.tracing() {
+        ctx.trace("attn_norm", il, &h.rows());
+    }
+    let [mut q, mut k, v] = linear_many(
+        [
+            (&l.wq, l.bq.as_deref()),
+            (&l.wk, l.bk.as_deref()),
+            (&l.wv, l.bv.as_deref()),
+        ],
+        h,
+        n,
+    );
+    ctx.trace("Qraw", il, &q);
+    if let Some(w) = &l.q_norm {
+        q.chunks_exact_mut(c.head_dim)
+            .for_each(|x| ops::rms_norm_inplace(x, w, c.rms_eps));
+    }
+    if let Some(w) = &l.k_norm {
+        k.chunks_exact_mut(c.head_dim)
+            .for_each(|x| ops::rms_norm_inplace(x, w, c.rms_eps));
+    }
+    ctx.trace("Qnorm", il, &q);
+    ctx.trace("Knorm", il, &k);
+    let swa = c.swa_layers.get(il).copied().unwrap_or(false);
+    let (base, scale, factors) = if swa {
+        (c.rope_theta_swa, 1.0, false)
+    } else {
+        (c.rope_theta, c.rope_freq_scale, true)
+    };
+    let angles = rope_angles(ctx, c, base, scale, factors);
+    rope_rows(&mut q, c.n_head, c, angles);
+    if c.scale_q {
+        q.iter_mut().for_each(|v| *v *= c.attn_scale);
+    }
+    if ctx.tracing() {
+        let angles = rope_angles(ctx, c, base, scale, factors);
+        rope_rows(&mut k, c.n_head_kv, c, angles);
+        ctx.trace("Qcur", il, &q);
+        ctx.trace("Kcur", il, &k);
+        ctx.kv.write_rows(il, &ctx.rows, &k, &v);
+    } else {
+        // RoPE fused into the cache write: each key row is rotated on its
+        // way into the cache.
+        let Batch { kv, rows, rope, .. } = ctx;
+        let key = (base.to_bits(), scale.to_bits(), factors);
+        let Some(angles) = rope.iter().find(|a| a.key == key) else {
+            unreachable!("made above")
+        };
+        kv.write_rows_with(il, rows, &k, &v, |t, row| {
+            let (sin, cos) = angles.of(t);
+            ops::rope(row, c.head_dim, c.rope_style, sin, cos);
+        });
+    }
+    let a = attend(&q, n, c, il, ctx);
+    ctx.trace("kqv_out", il, &a);
+    linear(&l.wo, None, &a, n)
+}

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Tiny random mixture-of-experts checkpoints with transformers' and llama.cpp's
+logits, for suanli's MoE architectures.
+
+For each model below this writes
+  tests/fixtures/hf/<dir>/    config.json, model.safetensors (f32) and
+                              expected.json: input ids, transformers' logits at
+                              every position (f32, eager attention) and
+                              "greedy", the tokens generate(do_sample=False)
+                              appends;
+  tests/fixtures/gguf/<dir>.gguf and <dir>-q8_0.gguf
+                              the checkpoint converted by llama.cpp's own
+                              convert_hf_to_gguf.py (f32 and q8_0);
+  tests/goldens/moe/<dir>.json and <dir>-q8_0.json
+                              llama.cpp's logits at every position and greedy
+                              continuation for the same ids on that GGUF
+                              (scripts/llama_logits.c, 2 threads), with its
+                              default attention ("logits", "greedy": CPU
+                              flash attention, which rounds to f16) and with
+                              f32 KV and no flash attention ("logits_f32_attn",
+                              "greedy_f32_attn").
+
+Configs are tiny but exercise what differs between the MoE architectures:
+Qwen2-MoE's shared expert with its sigmoid gate, q/k/v biases and unnormalised
+top-k weights; Qwen3-MoE's normalised top-k, q/k norms and head_dim !=
+n_embd/n_head; Mixtral's block_sparse_moe; ERNIE 4.5's leading dense layer,
+shared experts and score-correction bias that only steers expert selection;
+HunYuan's shared MLP and q/k norms applied after RoPE.
+
+The converter needs a tokenizer, so a tiny byte-level BPE one (256 bytes, a few
+merges, 3 specials) is written into a temporary copy of each checkpoint; its
+pre-tokenizer is unknown to the converter, which is told "default" by
+monkeypatching rather than by editing llama.cpp. ERNIE and HunYuan normally
+ship SentencePiece / tiktoken vocabularies; their set_vocab is pointed at the
+same GPT-2 style path. Token ids are fed to llama.cpp directly, so the
+tokenizer never affects the logits.
+
+    pip install torch transformers tokenizers safetensors numpy
+    python3 scripts/gen_moe_fixtures.py [DIR ...]
+Needs llama.cpp built by ../shared/tools/build-llama-cpp (or LLAMA_CPP=...).
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from transformers import (Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config, HunYuanMoEV1ForCausalLM,
+                          MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+HF_DIR = REPO / "tests/fixtures/hf"
+GGUF_DIR = REPO / "tests/fixtures/gguf"
+GOLDEN_DIR = REPO / "tests/goldens/moe"
+LLAMA = pathlib.Path(os.environ.get("LLAMA_CPP", pathlib.Path.home() / ".cache/suanli-anchors/llama.cpp"))
+SEQ = 14
+N_GEN = 8
+THREADS = 2
+# Seeds 0, 1, ... are tried until every token of input and greedy continuation
+# has its k-th and (k+1)-th expert scores at least this far apart, so that
+# f16 rounding in llama.cpp's attention cannot flip a routing decision. (q8_0
+# errors are larger: its logits are a llama.cpp reference, not transformers'.)
+MIN_MARGIN = 2e-3
+
+# Tokenizer: ids 0..255 are the bytes (GPT-2 byte-to-unicode spelling), then
+# merges, then specials. The model vocab is exactly that size.
+MERGES = [("Ġ", "t"), ("h", "e"), ("i", "n"), ("e", "r"), ("a", "n"), ("Ġ", "a"), ("o", "n"), ("r", "e"),
+          ("Ġt", "he"), ("Ġ", "s"), ("e", "n"), ("o", "r"), ("in", "g")]
+N_NORMAL = 256 + len(MERGES)
+BOS, EOS, PAD = N_NORMAL, N_NORMAL + 1, N_NORMAL + 2
+SPECIALS = {"<|bos|>": BOS, "<|eos|>": EOS, "<|pad|>": PAD}
+VOCAB = N_NORMAL + len(SPECIALS)  # 272
+
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+              bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+
+MODELS = {
+    "qwen2moe": (Qwen2MoeForCausalLM, Qwen2MoeConfig(
+        **COMMON, intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=64, num_experts=8,
+        num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], qkv_bias=True,
+        rope_theta=1000000.0)),
+    "qwen3moe": (Qwen3MoeForCausalLM, Qwen3MoeConfig(
+        **COMMON, head_dim=32, intermediate_size=64, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=4,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], rope_theta=1000000.0)),
+    "mixtral": (MixtralForCausalLM, MixtralConfig(
+        **COMMON, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0)),
+    # Layer 0 dense (intermediate_size), layers 1-2 MoE with one shared expert.
+    # llama.cpp writes expert_shared_feed_forward_length as
+    # intermediate_size // num_key_value_heads (true of the real 21B-A3B), so
+    # 64 // 2 = 32 = moe_intermediate_size * moe_num_shared_experts keeps it honest.
+    "ernie4_5-moe": (Ernie4_5_MoeForCausalLM, Ernie4_5_MoeConfig(
+        **{**COMMON, "num_hidden_layers": 3}, intermediate_size=64, moe_intermediate_size=32, moe_num_experts=8,
+        moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_end_index=2, moe_layer_interval=1,
+        use_bias=False, rope_theta=500000.0)),
+    # HF HunYuan uses intermediate_size for experts and the shared MLP alike;
+    # the converter reads the per-layer lists below.
+    "hunyuan-moe": (HunYuanMoEV1ForCausalLM, HunYuanMoEV1Config(
+        **COMMON, intermediate_size=32, num_experts=8, moe_topk=[2, 2], moe_intermediate_size=[32, 32],
+        num_shared_expert=[1, 1], head_dim=16, eod_token_id=EOS, sep_token_id=PAD, rope_theta=10000.0)),
+}
+
+
+def init_weights(model):
+    """Like gen_hf_fixtures.py: randn * 0.2, RMSNorm weights around 1.0; every
+    bias (q/k/v, ERNIE's score correction) random rather than zero."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("e_score_correction_bias"):
+                # Added to softmax probabilities (0..1) for selection only.
+                p.copy_(torch.randn_like(p) * 0.1)
+            else:
+                p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "norm" in name else 0.0))
+
+
+def router_margin(model, ids):
+    """Smallest gap, over tokens and layers, between the k-th and (k+1)-th
+    expert selection score: how far routing is from a tie that rounding
+    differences between implementations could flip."""
+    gaps, hooks, bias = [], [], {}
+    cfg = model.config
+    k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_k", None) or cfg.moe_topk[0]
+
+    def hook(mod, inp, out):
+        scores = torch.softmax(out.float().reshape(-1, out.shape[-1]), dim=-1)
+        if mod in bias:  # ERNIE selects on softmax + e_score_correction_bias
+            scores = scores + bias[mod].reshape(-1)
+        top = scores.topk(k + 1, dim=-1).values
+        gaps.append((top[:, k - 1] - top[:, k]).min().item())
+
+    for name, mod in model.named_modules():
+        if name.endswith("mlp.gate"):
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            if hasattr(parent, "moe_statics"):
+                bias[mod] = parent.moe_statics.e_score_correction_bias
+            hooks.append(mod.register_forward_hook(hook))
+        elif name.endswith("block_sparse_moe.gate"):
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        model(ids)
+    for h in hooks:
+        h.remove()
+    return min(gaps)
+
+
+def write_tokenizer(dest):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    b2u = bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    for a, b in MERGES:
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIALS))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>",
+                                   pad_token="<|pad|>")
+    fast.save_pretrained(dest)
+    assert fast.convert_tokens_to_ids(list(SPECIALS)) == list(SPECIALS.values()), "special token ids moved"
+
+
+def load_converter():
+    sys.path.insert(0, str(LLAMA / "gguf-py"))
+    sys.path.insert(0, str(LLAMA))
+    import convert_hf_to_gguf
+    from conversion import base, ernie, hunyuan
+    # Our toy pre-tokenizer has no registered hash.
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+    # ERNIE ships SentencePiece and HunYuan tiktoken; use the GPT-2 BPE path.
+    ernie.Ernie4_5Model.set_vocab = lambda self: self._set_vocab_gpt2()
+    hunyuan.HunYuanMoEModel.set_vocab = lambda self: self._set_vocab_gpt2()
+    return convert_hf_to_gguf
+
+
+def convert(converter, src, out, outtype):
+    argv = sys.argv
+    sys.argv = ["convert_hf_to_gguf.py", str(src), "--outfile", str(out), "--outtype", outtype]
+    try:
+        converter.main()
+    finally:
+        sys.argv = argv
+
+
+def build_llama_logits(tmp):
+    exe = tmp / "llama_logits"
+    subprocess.run(["gcc", "-O2", str(REPO / "scripts/llama_logits.c"), f"-I{LLAMA}/include", f"-I{LLAMA}/ggml/include",
+                    f"-L{LLAMA}/build/bin", "-lllama", "-lggml", "-lggml-base", f"-Wl,-rpath,{LLAMA}/build/bin",
+                    "-o", str(exe)], check=True)
+    return exe
+
+
+def llama_cpp_logits(exe, gguf, ids, tmp, f32_attn=False):
+    """llama.cpp's logits at every position of ids and its greedy tokens, with
+    its default attention (CPU flash attention, which rounds K, V and Q.K to
+    f16) or (f32_attn) f32 KV cache without flash attention."""
+    ids_file, bin_file = tmp / "prompt.ids", tmp / "logits.bin"
+    ids_file.write_text(" ".join(map(str, ids)))
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_F32_ATTN"}
+    if f32_attn:
+        env["LLAMA_F32_ATTN"] = "1"
+    res = subprocess.run([str(exe), str(gguf), str(ids_file), str(N_GEN), str(THREADS), str(bin_file)],
+                         check=True, capture_output=True, text=True, env=env)
+    meta = json.loads(res.stdout)
+    assert meta["prompt_tokens"] == ids
+    logits = np.fromfile(bin_file, dtype=np.float32).reshape(-1, meta["n_vocab"])[:len(ids)]
+    return logits, meta["generated"]
+
+
+def main():
+    names = sys.argv[1:] or list(MODELS)
+    converter = load_converter()
+    GGUF_DIR.mkdir(parents=True, exist_ok=True)
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmpname:
+        tmp = pathlib.Path(tmpname)
+        exe = build_llama_logits(tmp)
+        for name in names:
+            cls, cfg = MODELS[name]
+            # Ordinary tokens only, so no special token ends generation early.
+            ids = torch.randint(0, N_NORMAL, (1, SEQ), generator=torch.Generator().manual_seed(1))
+            for seed in range(100):
+                torch.manual_seed(seed)
+                model = cls._from_config(cfg, attn_implementation="eager").to(torch.float32).eval()
+                init_weights(model)
+                with torch.no_grad():
+                    logits = model(ids).logits[0]
+                    full = model.generate(ids, do_sample=False, max_new_tokens=N_GEN, pad_token_id=PAD)
+                margin = router_margin(model, full)
+                if margin >= MIN_MARGIN:
+                    break
+            else:
+                raise RuntimeError(f"{name}: no seed gives a router margin of {MIN_MARGIN}")
+            gen = full[0, SEQ:].tolist()
+            out = HF_DIR / name
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            model.save_pretrained(out, safe_serialization=True)
+            (out / "generation_config.json").unlink(missing_ok=True)
+
+            (out / "expected.json").write_text(json.dumps(
+                {"input_ids": ids[0].tolist(), "logits": logits.tolist(), "greedy": gen}))
+            size = sum(f.stat().st_size for f in out.iterdir())
+
+            # Convert from a scratch copy that also holds the tokenizer.
+            src = tmp / name
+            shutil.copytree(out, src)
+            (src / "expected.json").unlink()
+            write_tokenizer(src)
+            for outtype, suffix in [("f32", ""), ("q8_0", "-q8_0")]:
+                gguf = GGUF_DIR / f"{name}{suffix}.gguf"
+                convert(converter, src, gguf, outtype)
+                ref, ref_gen = llama_cpp_logits(exe, gguf, ids[0].tolist(), tmp)
+                ref32, ref32_gen = llama_cpp_logits(exe, gguf, ids[0].tolist(), tmp, f32_attn=True)
+                (GOLDEN_DIR / f"{name}{suffix}.json").write_text(json.dumps(
+                    {"input_ids": ids[0].tolist(), "logits": ref.tolist(), "greedy": ref_gen, "threads": THREADS,
+                     "logits_f32_attn": ref32.tolist(), "greedy_f32_attn": ref32_gen}))
+                d16, d32 = np.abs(ref - logits.numpy()).max(), np.abs(ref32 - logits.numpy()).max()
+                print(f"{name}{suffix}: hf {size} bytes, gguf {gguf.stat().st_size} bytes; max |logit| "
+                      f"{logits.abs().max():.3g}; max |delta logit| transformers vs llama.cpp {d16:.3g} "
+                      f"(default attention), {d32:.3g} (f32 attention); greedy "
+                      f"{'agree' if gen == ref_gen == ref32_gen else 'DIFFER'} (hf {gen}, llama.cpp {ref_gen}, "
+                      f"f32 attention {ref32_gen}); seed {seed}, router margin {margin:.3g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
