@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Tiny random mixture-of-experts checkpoints with transformers' and llama.cpp's
-logits, for suanli's MoE architectures.
+logits, for suanli's MoE architectures (and the dense siblings ERNIE 4.5 and
+HunYuan dense, whose goldens live in the same directory).
 
 For each model below this writes
   tests/fixtures/hf/<dir>/    config.json, model.safetensors (f32) and
@@ -25,7 +26,9 @@ Qwen2-MoE's shared expert with its sigmoid gate, q/k/v biases and unnormalised
 top-k weights; Qwen3-MoE's normalised top-k, q/k norms and head_dim !=
 n_embd/n_head; Mixtral's block_sparse_moe; ERNIE 4.5's leading dense layer,
 shared experts and score-correction bias that only steers expert selection;
-HunYuan's shared MLP and q/k norms applied after RoPE.
+HunYuan's shared MLP and q/k norms applied after RoPE. The dense ERNIE 4.5
+and HunYuan models have head_dim != n_embd/n_head; HunYuan dense keeps its q/k
+norms after RoPE.
 
 The converter needs a tokenizer, so a tiny byte-level BPE one (256 bytes, a few
 merges, 3 specials) is written into a temporary copy of each checkpoint; its
@@ -49,9 +52,10 @@ import tempfile
 
 import numpy as np
 import torch
-from transformers import (Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config, HunYuanMoEV1ForCausalLM,
-                          MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast, Qwen2MoeConfig,
-                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+from transformers import (Ernie4_5Config, Ernie4_5ForCausalLM, Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM,
+                          HunYuanDenseV1Config, HunYuanDenseV1ForCausalLM, HunYuanMoEV1Config,
+                          HunYuanMoEV1ForCausalLM, MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast,
+                          Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 HF_DIR = REPO / "tests/fixtures/hf"
@@ -103,6 +107,21 @@ MODELS = {
     "hunyuan-moe": (HunYuanMoEV1ForCausalLM, HunYuanMoEV1Config(
         **COMMON, intermediate_size=32, num_experts=8, moe_topk=[2, 2], moe_intermediate_size=[32, 32],
         num_shared_expert=[1, 1], head_dim=16, eod_token_id=EOS, sep_token_id=PAD, rope_theta=10000.0)),
+    # Dense models (no router, so any seed will do). ERNIE 4.5 (0.3B) has
+    # head_dim 128 with 16 heads over hidden 1024: n_head * head_dim =
+    # 2 * n_embd, as here. use_bias stays False: llama.cpp loads
+    # attn_output.bias but never adds it (and has no MLP biases), so with it
+    # the two references would disagree. RoPE rotates interleaved pairs.
+    "ernie4_5": (Ernie4_5ForCausalLM, Ernie4_5Config(
+        **{**COMMON, "num_hidden_layers": 3}, intermediate_size=64, head_dim=32, use_bias=False,
+        rope_theta=500000.0)),
+    # HunYuan dense: q/k RMS norms after RoPE (always on in transformers;
+    # use_qk_norm is what the real configs say), head_dim != n_embd/n_head
+    # (as in Hunyuan-0.5B: 16 x 128 over 1024). attention_bias and mlp_bias
+    # stay off: llama.cpp's hunyuan-dense has no o/MLP biases.
+    "hunyuan-dense": (HunYuanDenseV1ForCausalLM, HunYuanDenseV1Config(
+        **COMMON, intermediate_size=64, head_dim=32, use_qk_norm=True, attention_bias=False, mlp_bias=False,
+        eod_token_id=EOS, sep_token_id=PAD, rope_theta=10000.0)),
 }
 
 
@@ -121,7 +140,10 @@ def init_weights(model):
 def router_margin(model, ids):
     """Smallest gap, over tokens and layers, between the k-th and (k+1)-th
     expert selection score: how far routing is from a tie that rounding
-    differences between implementations could flip."""
+    differences between implementations could flip. Infinite for a dense
+    model."""
+    if not any(n.endswith(("mlp.gate", "block_sparse_moe.gate")) for n, _ in model.named_modules()):
+        return float("inf")
     gaps, hooks, bias = [], [], {}
     cfg = model.config
     k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_k", None) or cfg.moe_topk[0]

@@ -50,6 +50,8 @@ pub struct ModelConfig {
     /// (Gemma's query_pre_attn_scalar); it decides what Q rounds to in f16.
     pub scale_q: bool,
     pub attn_softcap: Option<f32>,
+    /// The per-head Q/K norms come after RoPE, not before (HunYuan).
+    pub qk_norm_after_rope: bool,
     pub final_softcap: Option<f32>,
     /// Reproduce ggml's approximations (GELU through an f16 table) so GGUF
     /// models agree with llama.cpp bit for bit; off for Hugging Face

@@ -348,6 +348,9 @@ fn hf_arch(model_type: &str) -> &str {
     match model_type {
         "gemma3_text" | "gemma3" => "gemma3",
         "qwen2_moe" => "qwen2moe",
+        "ernie4_5_moe" => "ernie4_5-moe",
+        "hunyuan_v1_moe" => "hunyuan-moe",
+        "hunyuan_v1_dense" => "hunyuan-dense",
         "qwen3_moe" => "qwen3moe",
         // Mixtral is llama.cpp's `llama` with experts.
         "mixtral" => "llama",
@@ -394,8 +397,8 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
+        "self_attn.q_norm" | "self_attn.query_layernorm" => "attn_q_norm",
+        "self_attn.k_norm" | "self_attn.key_layernorm" => "attn_k_norm",
         "post_attention_layernorm" if arch == "gemma3" => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
         "pre_feedforward_layernorm" => "ffn_norm",
@@ -403,11 +406,19 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
-        "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
-        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
-        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
-        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
+        "mlp.gate" | "mlp.gate.wg" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        "mlp.shared_expert.gate_proj"
+        | "mlp.shared_experts.gate_proj"
+        | "mlp.shared_mlp.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" | "mlp.shared_experts.up_proj" | "mlp.shared_mlp.up_proj" => {
+            "ffn_up_shexp"
+        }
+        "mlp.shared_expert.down_proj"
+        | "mlp.shared_experts.down_proj"
+        | "mlp.shared_mlp.down_proj" => "ffn_down_shexp",
         "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
+        // ERNIE's selection-only bias (`e_score_correction_bias`).
+        "mlp.moe_statics" => return Some(format!("blk.{il}.exp_probs_b.bias")),
         _ => return None,
     };
     Some(format!("blk.{il}.{gguf}.{suffix}"))
@@ -482,6 +493,16 @@ pub fn hf_rope<'c>(c: &'c serde_json::Value, layer_type: &str) -> Option<&'c ser
     }
 }
 
+/// The first of `keys` that `c` has, as a metadata value (a list's first
+/// element: per-layer settings that are equal in every layer).
+fn first_of(c: &serde_json::Value, keys: &[&str]) -> Option<Value> {
+    let v = keys.iter().find_map(|k| c.get(*k))?;
+    match v {
+        serde_json::Value::Array(a) => a.first().and_then(json_to_value),
+        v => json_to_value(v),
+    }
+}
+
 fn json_to_value(v: &serde_json::Value) -> Option<Value> {
     match v {
         serde_json::Value::Number(n) => {
@@ -533,22 +554,34 @@ impl WeightSource for HfSource {
             "vocab_size" => "vocab_size",
             "final_logit_softcapping" => "final_logit_softcapping",
             "attn_logit_softcapping" => "attn_logit_softcapping",
+            // Each family spells the mixture's settings its own way; a
+            // per-layer list (HunYuan) gives its first layer's.
             "expert_count" => {
-                if c.get("num_local_experts").is_some() {
-                    "num_local_experts"
-                } else {
-                    "num_experts"
-                }
+                return first_of(c, &["num_local_experts", "num_experts", "moe_num_experts"])
             }
-            "expert_used_count" => "num_experts_per_tok",
+            "expert_used_count" => {
+                return first_of(c, &["num_experts_per_tok", "moe_k", "moe_topk"])
+            }
             "expert_feed_forward_length" => "moe_intermediate_size",
-            "expert_shared_feed_forward_length" => "shared_expert_intermediate_size",
+            "expert_shared_feed_forward_length" => {
+                if let Some(v) = first_of(c, &["shared_expert_intermediate_size"]) {
+                    return Some(v);
+                }
+                // ERNIE: moe_num_shared_experts experts of moe_intermediate_size.
+                let n = first_of(c, &["moe_num_shared_experts"])?.as_u64()?;
+                let w = first_of(c, &["moe_intermediate_size"])?.as_u64()?;
+                return Some(Value::U64(n * w));
+            }
             "expert_weights_norm" => "norm_topk_prob",
-            "leading_dense_block_count" => "first_k_dense_replace",
-            "interleave_moe_layer_step" => "decoder_sparse_step",
+            "leading_dense_block_count" => {
+                return first_of(c, &["first_k_dense_replace", "moe_layer_start_index"])
+            }
+            "interleave_moe_layer_step" => {
+                return first_of(c, &["decoder_sparse_step", "moe_layer_interval"])
+            }
             _ => return None,
         };
-        c.get(hf).and_then(json_to_value)
+        first_of(c, &[hf])
     }
     fn hf_config(&self) -> Option<&serde_json::Value> {
         Some(&self.config)

@@ -30,6 +30,13 @@ pub const N_EXPERT: usize = 8;
 pub const N_EXPERT_USED: usize = 2;
 pub const N_FF_EXP: usize = 64;
 
+/// The shared expert's matrices, written with the experts.
+const SHARED_MLP: [&str; 3] = [
+    "ffn_gate_shexp.weight",
+    "ffn_up_shexp.weight",
+    "ffn_down_shexp.weight",
+];
+
 /// A GPT-2 byte-level vocabulary of the 256 byte symbols plus BOS/EOS.
 fn byte_vocab() -> Vec<String> {
     let printable =
@@ -94,7 +101,11 @@ pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_forma
     w.add(key("block_count"), Value::U32(N_LAYER as u32));
     w.add(key("context_length"), Value::U32(512));
     w.add(key("embedding_length"), Value::U32(N_EMBD as u32));
-    w.add(key("feed_forward_length"), Value::U32(N_FF as u32));
+    // Mixtral's and HunYuan's experts are `feed_forward_length` wide
+    // (llama.cpp reads no other key for them).
+    let mixtral = moe && matches!(arch, "llama" | "hunyuan-moe");
+    let n_ff = if mixtral { N_FF_EXP } else { N_FF };
+    w.add(key("feed_forward_length"), Value::U32(n_ff as u32));
     w.add(key("attention.head_count"), Value::U32(N_HEAD as u32));
     w.add(key("attention.head_count_kv"), Value::U32(N_HEAD_KV as u32));
     let hd = head_dim(arch);
@@ -105,14 +116,18 @@ pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_forma
     w.add(key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
     let entry = crate::arch::REGISTRY.iter().find(|e| e.name == arch);
     let extra = entry.map(|e| e.extra_tensors).unwrap_or(&[]);
-    let shared = moe && extra.contains(&"ffn_gate_inp_shexp.weight");
+    // A shared expert where the entry names one of its tensors.
+    let shared = moe && extra.iter().any(|t| t.contains("_shexp"));
     if moe {
         w.add(key("expert_count"), Value::U32(N_EXPERT as u32));
         w.add(key("expert_used_count"), Value::U32(N_EXPERT_USED as u32));
-        w.add(
-            key("expert_feed_forward_length"),
-            Value::U32(N_FF_EXP as u32),
-        );
+        if arch != "llama" {
+            w.add(
+                key("expert_feed_forward_length"),
+                Value::U32(N_FF_EXP as u32),
+            );
+        }
+        w.add(key("interleave_moe_layer_step"), Value::U32(1));
         if shared {
             w.add(
                 key("expert_shared_feed_forward_length"),
@@ -198,11 +213,12 @@ pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_forma
             tensor(&mut w, &p("ffn_up.weight"), N_FF, N_EMBD, 1, 0.3);
             tensor(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 1, 0.3);
         }
-        for t in extra {
+        for t in extra.iter().filter(|t| !SHARED_MLP.contains(t)) {
             let n = match *t {
                 "attn_q.bias" => q_dim,
                 "attn_k.bias" | "attn_v.bias" => kv_dim,
                 "attn_q_norm.weight" | "attn_k_norm.weight" => hd,
+                "exp_probs_b.bias" => N_EXPERT,
                 _ => N_EMBD,
             };
             let v = if t.ends_with("bias") {

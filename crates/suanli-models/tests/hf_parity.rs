@@ -132,6 +132,26 @@ fn qwen3moe_matches_transformers() {
 }
 
 #[test]
+fn ernie4_5_moe_matches_transformers() {
+    check("ernie4_5-moe");
+}
+
+#[test]
+fn hunyuan_moe_matches_transformers() {
+    check("hunyuan-moe");
+}
+
+#[test]
+fn ernie4_5_matches_transformers() {
+    check("ernie4_5");
+}
+
+#[test]
+fn hunyuan_dense_matches_transformers() {
+    check("hunyuan-dense");
+}
+
+#[test]
 fn mixtral_matches_transformers() {
     check_dir("mixtral", "llama");
 }

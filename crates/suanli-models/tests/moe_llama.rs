@@ -1,4 +1,5 @@
-//! Mixture-of-experts checkpoints converted by llama.cpp's own
+//! Mixture-of-experts checkpoints (and the dense siblings of the MoE
+//! families, ERNIE 4.5 and HunYuan) converted by llama.cpp's own
 //! `convert_hf_to_gguf.py` (tests/fixtures/gguf, made with the transformers
 //! checkpoints of tests/fixtures/hf by scripts/gen_moe_fixtures.py) against
 //! llama.cpp's logits on the same files (tests/goldens/moe): every position
@@ -38,7 +39,8 @@ fn check(name: &str, arch: &str, tol: f32) -> f32 {
     let model = suanli_models::load(&root().join(format!("tests/fixtures/gguf/{name}.gguf")))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(model.config().arch, arch);
-    assert!(model.active_expert_bytes() > 0, "{name}: no experts");
+    let dense = !name.contains("moe") && !name.starts_with("mixtral");
+    assert_eq!(model.active_expert_bytes() == 0, dense, "{name}: experts");
     let mut kv = model.new_cache(ids.len() + greedy.len(), KvDtype::F16);
     let all = model
         .forward(&ids, &mut ForwardCtx::new(&mut kv, Logits::All))
@@ -89,4 +91,28 @@ fn qwen3moe_matches_llama_cpp() {
 fn mixtral_matches_llama_cpp() {
     assert_eq!(check("mixtral-q8_0", "llama", 0.0), 0.0);
     check("mixtral", "llama", F32_TOL);
+}
+
+#[test]
+fn ernie4_5_moe_matches_llama_cpp() {
+    assert_eq!(check("ernie4_5-moe-q8_0", "ernie4_5-moe", 0.0), 0.0);
+    check("ernie4_5-moe", "ernie4_5-moe", F32_TOL);
+}
+
+#[test]
+fn hunyuan_moe_matches_llama_cpp() {
+    assert_eq!(check("hunyuan-moe-q8_0", "hunyuan-moe", 0.0), 0.0);
+    check("hunyuan-moe", "hunyuan-moe", F32_TOL);
+}
+
+#[test]
+fn ernie4_5_matches_llama_cpp() {
+    assert_eq!(check("ernie4_5-q8_0", "ernie4_5", 0.0), 0.0);
+    check("ernie4_5", "ernie4_5", F32_TOL);
+}
+
+#[test]
+fn hunyuan_dense_matches_llama_cpp() {
+    assert_eq!(check("hunyuan-dense-q8_0", "hunyuan-dense", 0.0), 0.0);
+    check("hunyuan-dense", "hunyuan-dense", F32_TOL);
 }

@@ -34,6 +34,10 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         shared_default: false,
     };
     cfg.moe = moe_config(&ld, &cfg, moe)?;
+    // Mixtral's experts are feed_forward_length wide (as llama.cpp reads it).
+    if let Some(m) = &mut cfg.moe {
+        m.n_ff_exp = cfg.n_ff;
+    }
     Ok(Box::new(Transformer::load(&ld, cfg, layer)?))
 }
 

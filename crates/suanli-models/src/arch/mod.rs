@@ -1,7 +1,9 @@
 //! The architecture registry: adding one is a file here plus a line in
 //! [`REGISTRY`]. A registry-wide test builds a tiny model of every entry.
 
+pub mod ernie4_5;
 pub mod gemma3;
+pub mod hunyuan;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen2moe;
@@ -33,6 +35,10 @@ pub static REGISTRY: &[ArchEntry] = &[
     gemma3::ENTRY,
     qwen2moe::ENTRY,
     qwen3moe::ENTRY,
+    ernie4_5::ENTRY,
+    ernie4_5::ENTRY_MOE,
+    hunyuan::ENTRY_DENSE,
+    hunyuan::ENTRY_MOE,
 ];
 
 pub fn known() -> String {
@@ -155,6 +161,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         attn_scale: 1.0 / (head_dim as f32).sqrt(),
         scale_q: false,
         attn_softcap: None,
+        qk_norm_after_rope: false,
         final_softcap: None,
         embed_scale: None,
         ggml_numerics: src.format() == SourceFormat::Gguf,
@@ -192,7 +199,7 @@ pub fn moe_config(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<Option
         .usize_opt("expert_feed_forward_length")?
         .unwrap_or(c.n_ff);
     let n_ff_shexp = match ld.usize_opt("expert_shared_feed_forward_length")? {
-        Some(n) => n * ld.usize_opt("expert_shared_count")?.unwrap_or(1),
+        Some(n) => n,
         None if d.shared_default => c.n_ff,
         None => n_ff_exp * ld.usize_opt("expert_shared_count")?.unwrap_or(0),
     };

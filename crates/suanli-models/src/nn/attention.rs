@@ -67,13 +67,16 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
         n,
     );
     ctx.trace("Qraw", il, &q);
-    if let Some(w) = &l.q_norm {
-        q.chunks_exact_mut(c.head_dim)
-            .for_each(|x| ops::rms_norm_inplace(x, w, c.rms_eps));
-    }
-    if let Some(w) = &l.k_norm {
-        k.chunks_exact_mut(c.head_dim)
-            .for_each(|x| ops::rms_norm_inplace(x, w, c.rms_eps));
+    // Per-head Q/K norms, before RoPE or (HunYuan) after it.
+    let head_norm = |x: &mut [f32], w: &Option<Vec<f32>>| {
+        if let Some(w) = w {
+            x.chunks_exact_mut(c.head_dim)
+                .for_each(|h| ops::rms_norm_inplace(h, w, c.rms_eps));
+        }
+    };
+    if !c.qk_norm_after_rope {
+        head_norm(&mut q, &l.q_norm);
+        head_norm(&mut k, &l.k_norm);
     }
     ctx.trace("Qnorm", il, &q);
     ctx.trace("Knorm", il, &k);
@@ -85,12 +88,18 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
     };
     let angles = rope_angles(ctx, c, base, scale, factors);
     rope_rows(&mut q, c.n_head, c, angles);
+    if c.qk_norm_after_rope {
+        head_norm(&mut q, &l.q_norm);
+    }
     if c.scale_q {
         q.iter_mut().for_each(|v| *v *= c.attn_scale);
     }
     if ctx.tracing() {
         let angles = rope_angles(ctx, c, base, scale, factors);
         rope_rows(&mut k, c.n_head_kv, c, angles);
+        if c.qk_norm_after_rope {
+            head_norm(&mut k, &l.k_norm);
+        }
         ctx.trace("Qcur", il, &q);
         ctx.trace("Kcur", il, &k);
         ctx.kv.write_rows(il, &ctx.rows, &k, &v);
@@ -105,6 +114,9 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
         kv.write_rows_with(il, rows, &k, &v, |t, row| {
             let (sin, cos) = angles.of(t);
             ops::rope(row, c.head_dim, c.rope_style, sin, cos);
+            if c.qk_norm_after_rope {
+                head_norm(row, &l.k_norm);
+            }
         });
     }
     let a = attend(&q, n, c, il, ctx);

@@ -1,0 +1,63 @@
+//! Tencent HunYuan (Hunyuan-A13B and its dense siblings): the Llama layer
+//! with per-head RMSNorm on Q and K applied after RoPE (NeoX style), and —
+//! in `hunyuan-moe` — a mixture of experts in every layer: a softmax
+//! router, the top k's weights renormalised, and a shared MLP every token
+//! goes through.
+
+use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
+use crate::loader::{Loader, WeightSource};
+use crate::nn::{Gating, Transformer};
+use crate::{Model, ModelError, Result};
+
+pub const ENTRY_DENSE: ArchEntry = ArchEntry {
+    name: "hunyuan-dense",
+    build,
+    extra_tensors: &["attn_q_norm.weight", "attn_k_norm.weight"],
+    moe: false,
+};
+
+pub const ENTRY_MOE: ArchEntry = ArchEntry {
+    name: "hunyuan-moe",
+    build,
+    extra_tensors: &[
+        "attn_q_norm.weight",
+        "attn_k_norm.weight",
+        "ffn_gate_shexp.weight",
+    ],
+    moe: true,
+};
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let ld = Loader::new(src);
+    let mut cfg = base_config(&ld)?;
+    cfg.qk_norm_after_rope = true;
+    if src.arch() == ENTRY_MOE.name {
+        let moe = MoeDefaults {
+            gating: Gating::Softmax,
+            norm: true,
+            shared_default: true,
+        };
+        cfg.moe = Some(
+            moe_config(&ld, &cfg, moe)?.ok_or_else(|| ModelError::Config {
+                path: src.path().to_path_buf(),
+                key: "expert_count".into(),
+                why: "missing: a HunYuan-MoE model has experts".into(),
+            })?,
+        );
+        // The experts are feed_forward_length wide (as llama.cpp reads it).
+        if let Some(m) = &mut cfg.moe {
+            m.n_ff_exp = cfg.n_ff;
+        }
+    }
+    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    if m.layers
+        .iter()
+        .any(|l| l.q_norm.is_none() || l.k_norm.is_none())
+    {
+        return Err(ModelError::MissingTensor {
+            path: src.path().to_path_buf(),
+            name: "blk.N.attn_q_norm.weight / attn_k_norm.weight".into(),
+        });
+    }
+    Ok(Box::new(m))
+}
