@@ -88,7 +88,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         Some(w) if w.shape.len() == 2 => w.shape[1],
         _ => ld.usize("vocab_size")?,
     };
-    let rope_theta = ld.f32_opt("rope.freq_base")?.unwrap_or(10000.0);
+    let mut rope_theta = ld.f32_opt("rope.freq_base")?.unwrap_or(10000.0);
     let rope_dim = ld.usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
     let mut rope_freq_factors = Vec::new();
     let mut rope_freq_scale = 1.0;
@@ -124,12 +124,22 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
                 rope_freq_factors = ModelConfig::llama3_freq_factors(&s, rope_theta, rope_dim);
             }
             "linear" => rope_freq_scale = 1.0 / f("factor").unwrap_or(1.0),
+            // HunYuan's NTK-alpha scaling: a larger base, fixed (llama.cpp's
+            // converter bakes the same base into the GGUF).
+            "dynamic" if f("alpha").is_some() => {
+                let alpha = f("alpha").unwrap_or(1.0);
+                let d = head_dim as f32;
+                rope_theta =
+                    (rope_theta as f64 * (alpha as f64).powf(d as f64 / (d as f64 - 2.0))) as f32;
+            }
             "default" | "" => {}
             other => {
                 return Err(ModelError::Config {
                     path: src.path().to_path_buf(),
                     key: "rope_scaling.rope_type".into(),
-                    why: format!("'{other}' is not supported (llama3, linear are)"),
+                    why: format!(
+                        "'{other}' is not supported (llama3, linear, dynamic with alpha are)"
+                    ),
                 })
             }
         }
