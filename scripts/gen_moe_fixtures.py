@@ -52,7 +52,9 @@ import tempfile
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (Ernie4_5Config, Ernie4_5ForCausalLM, Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM,
+                          GptOssConfig, GptOssForCausalLM,
                           HunYuanDenseV1Config, HunYuanDenseV1ForCausalLM, HunYuanMoEV1Config,
                           HunYuanMoEV1ForCausalLM, MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast,
                           Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
@@ -122,19 +124,102 @@ MODELS = {
     "hunyuan-dense": (HunYuanDenseV1ForCausalLM, HunYuanDenseV1Config(
         **COMMON, intermediate_size=64, head_dim=32, use_qk_norm=True, attention_bias=False, mlp_bias=False,
         eod_token_id=EOS, sep_token_id=PAD, rope_theta=10000.0)),
+    # gpt-oss: attention sinks, biases everywhere (q/k/v/o, router, experts),
+    # alternating sliding (layer 0 first, window 4 < 14 tokens) and full
+    # attention, YaRN as the real config has it (theta 150000, factor 32 over
+    # 4096, truncate false; max_position_embeddings 131072 is only metadata),
+    # n_head * head_dim = 128 != n_embd (as 64 x 64 over 2880 in the real
+    # model), router top-k on logits then softmax over the k, fused
+    # interleaved gate_up_proj with swiglu_oai (alpha 1.702, limit 7). Expert
+    # weights are exactly representable in MXFP4 (init_weights) and reach the
+    # converter as MXFP4 blocks/scales (mxfp4_checkpoint), as in the real
+    # checkpoint, so the GGUF's experts are MXFP4 with the same values.
+    "gpt-oss": (GptOssForCausalLM, GptOssConfig(
+        **{**COMMON, "num_hidden_layers": 4, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5},
+        head_dim=32, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2, rope_theta=150000.0,
+        rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                      "original_max_position_embeddings": 4096})),
 }
+
+# MXFP4 (OCP microscaling): blocks of 32 values along the input dimension, each
+# an E2M1 code (this grid; code 8 + i is -FP4_GRID[i]) times one power-of-two
+# scale stored as a biased exponent byte (E8M0).
+FP4_GRID = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def mxfp4_round(w, dim):
+    """w rounded to the nearest value MXFP4 represents with 32-element blocks
+    along dim, the block scale chosen as ggml's quantize_row_mxfp4 does
+    (2^(floor(log2(amax)) - 2), so that amax maps into [4, 8))."""
+    x = w.movedim(dim, -1)
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    amax = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+    scale = torch.exp2(torch.floor(torch.log2(amax)) - 2)
+    mag = (blocks.abs() / scale).clamp_max(6.0)
+    code = (mag.unsqueeze(-1) - FP4_GRID).abs().argmin(-1)
+    q = FP4_GRID[code] * torch.sign(blocks) * scale
+    return q.reshape(x.shape).movedim(-1, dim)
+
+
+def mxfp4_encode(w):
+    """HF gpt-oss "_blocks"/"_scales" for w [..., n] (n a multiple of 32, every
+    block exactly representable): blocks [..., n/32, 16] uint8 with value 2j in
+    the low nibble and 2j+1 in the high one, scales [..., n/32] uint8 = exponent
+    + 127 (transformers' convert_moe_packed_tensors is the inverse)."""
+    blocks = w.reshape(*w.shape[:-1], -1, 32)
+    amax = blocks.abs().amax(-1)
+    exp = torch.where(amax > 0, torch.floor(torch.log2(amax.clamp_min(1e-30))) - 2, torch.zeros_like(amax))
+    mag = blocks.abs() / torch.exp2(exp).unsqueeze(-1)
+    code = (mag.unsqueeze(-1) - FP4_GRID).abs().argmin(-1)
+    assert torch.equal(FP4_GRID[code], mag), "weights not exactly representable in MXFP4"
+    code = code + 8 * ((blocks < 0) & (code > 0))
+    packed = (code[..., 0::2] | (code[..., 1::2] << 4)).to(torch.uint8)
+    return packed, (exp + 127).to(torch.uint8)
+
+
+def mxfp4_checkpoint(src):
+    """Rewrite the f32 checkpoint in src as the real gpt-oss checkpoint stores
+    its experts: gate_up_proj [E, n_embd, 2 n_ff] -> gate_up_proj_blocks
+    [E, 2 n_ff, n_embd/32, 16] + _scales, down_proj [E, n_ff, n_embd] ->
+    down_proj_blocks [E, n_embd, n_ff/32, 16] + _scales (output rows, blocks
+    along the input), with quantization_config.quant_method "mxfp4", which makes
+    llama.cpp's converter repack them into ggml MXFP4 rather than write f32."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+    tensors = load_file(src / "model.safetensors")
+    for name in [n for n in tensors if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        w = tensors.pop(name)  # [E, in, out]
+        blocks, scales = mxfp4_encode(w.transpose(1, 2))
+        # What transformers loads from these blocks is the f32 parameter.
+        assert torch.equal(convert_moe_packed_tensors(blocks, scales, dtype=torch.float32), w), name
+        tensors[name + "_blocks"], tensors[name + "_scales"] = blocks, scales
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (src / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
 def init_weights(model):
     """Like gen_hf_fixtures.py: randn * 0.2, RMSNorm weights around 1.0; every
-    bias (q/k/v, ERNIE's score correction) random rather than zero."""
+    bias (q/k/v, ERNIE's score correction, gpt-oss's o/router/expert biases)
+    random rather than zero; gpt-oss sinks randn and experts MXFP4-exact."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("e_score_correction_bias"):
                 # Added to softmax probabilities (0..1) for selection only.
                 p.copy_(torch.randn_like(p) * 0.1)
+            elif name.endswith("sinks"):
+                # gpt-oss attention sinks: a per-head logit joining each
+                # softmax; of the order of the attention scores.
+                p.copy_(torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "norm" in name else 0.0))
+        for name, p in model.named_parameters():
+            # gpt-oss experts ([E, in, out]): exactly representable in MXFP4
+            # along the input dimension, so the MXFP4 GGUF holds these values.
+            if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                p.copy_(mxfp4_round(p, 1))
 
 
 def router_margin(model, ids):
@@ -142,7 +227,7 @@ def router_margin(model, ids):
     expert selection score: how far routing is from a tie that rounding
     differences between implementations could flip. Infinite for a dense
     model."""
-    if not any(n.endswith(("mlp.gate", "block_sparse_moe.gate")) for n, _ in model.named_modules()):
+    if not any(n.endswith(("mlp.gate", "block_sparse_moe.gate", "mlp.router")) for n, _ in model.named_modules()):
         return float("inf")
     gaps, hooks, bias = [], [], {}
     cfg = model.config
@@ -155,6 +240,12 @@ def router_margin(model, ids):
         top = scores.topk(k + 1, dim=-1).values
         gaps.append((top[:, k - 1] - top[:, k]).min().item())
 
+    def logit_hook(mod, inp, out):
+        # gpt-oss selects the top k router logits (softmax over those k after).
+        logits = torch.nn.functional.linear(inp[0].reshape(-1, mod.hidden_dim), mod.weight, mod.bias)
+        top = logits.topk(k + 1, dim=-1).values
+        gaps.append((top[:, k - 1] - top[:, k]).min().item())
+
     for name, mod in model.named_modules():
         if name.endswith("mlp.gate"):
             parent = model.get_submodule(name.rsplit(".", 1)[0])
@@ -163,6 +254,8 @@ def router_margin(model, ids):
             hooks.append(mod.register_forward_hook(hook))
         elif name.endswith("block_sparse_moe.gate"):
             hooks.append(mod.register_forward_hook(hook))
+        elif name.endswith("mlp.router"):
+            hooks.append(mod.register_forward_hook(logit_hook))
     with torch.no_grad():
         model(ids)
     for h in hooks:
@@ -274,6 +367,8 @@ def main():
             shutil.copytree(out, src)
             (src / "expected.json").unlink()
             write_tokenizer(src)
+            if name == "gpt-oss":
+                mxfp4_checkpoint(src)
             for outtype, suffix in [("f32", ""), ("q8_0", "-q8_0")]:
                 gguf = GGUF_DIR / f"{name}{suffix}.gguf"
                 convert(converter, src, gguf, outtype)

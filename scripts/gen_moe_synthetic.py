@@ -5,10 +5,10 @@ speed comparisons between suanli and llama.cpp on the *same* file.
 No real MoE weights are reachable from this machine, so this writes a GGUF whose
 metadata, tensor names, shapes and tensor types are those a real model would
 have, filled with random but numerically sane weights. Only the number of
-layers is cut down (default 12 of 48) so the file stays small; per-layer and
+layers is cut down (qwen3moe default 12 of 48) so the file stays small; per-layer and
 per-token costs are those of the real model.
 
-Model implemented (the default, --model qwen3moe-30b-a3b):
+First model (the default, --model qwen3moe-30b-a3b):
   `qwen3moe` architecture with Qwen3-30B-A3B's shapes: hidden 2048, 32 query
   heads / 4 KV heads of 128, q/k RMS norms, 128 experts (8 used) of FFN 768,
   no shared expert, vocab 151936, untied output, rope theta 1e6, rms eps 1e-6,
@@ -49,17 +49,59 @@ Weights (deterministic from --seed, one PCG64 stream per tensor):
   Tensor data is generated and streamed to the file in chunks of <= 64 MiB;
   the header is written first by gguf-py's GGUFWriter.
 
-Second model, NOT implemented: the table below also describes gpt-oss-20b
-(`gpt-oss` architecture, MXFP4 experts). Writing MXFP4 blocks would be easy
-(17 bytes: e8m0 scale + 16 bytes of nibbles per 32 weights), but the rest is
-not: attention sinks, q/k/v/o and expert biases, alternating sliding-window
-layers, YaRN rope metadata, and above all the o200k_harmony tokenizer, of which
-no GGUF is stored on this machine. Selecting it exits with an error.
+Second model, --model gpt-oss-20b:
+  `gpt-oss` architecture (llama.cpp src/models/openai-moe.cpp) with
+  openai/gpt-oss-20b's shapes: hidden 2880, 64 query heads / 8 KV heads of 64
+  (q 4096, kv 512), 32 experts (4 used) of FFN 2880, SwiGLU-OAI experts,
+  vocab 201088, untied output, rms eps 1e-5, context 131072, rope theta 150000
+  with YaRN (factor 32, original context 4096, beta_fast 32, beta_slow 1),
+  sliding window 128 on the even layers (0, 2, ...; llama.cpp's default
+  pattern for this arch: n_pattern 2, no sliding_window_pattern key), a
+  learned attention sink per query head, biases on q/k/v/o, router and experts.
+  Default layer count: as many of the 24 as keep the tensor data <= 10 GB
+  (19; all 24 would be ~12.1 GB, the size of the real release).
+  Metadata: the `gpt-oss.*` keys conversion/gpt_oss.py (GptOssModel) plus
+  TextModel.set_gguf_parameters write, in their order: block_count,
+  context_length, embedding_length, feed_forward_length, attention.head_count,
+  attention.head_count_kv, rope.scaling.type = yarn, rope.scaling.factor,
+  rope.scaling.original_context_length, rope.scaling.yarn_beta_fast,
+  rope.scaling.yarn_beta_slow, rope.freq_base, attention.layer_norm_rms_epsilon,
+  expert_count, expert_used_count, attention.key_length,
+  attention.value_length, general.file_type = 38 (MOSTLY_MXFP4_MOE),
+  attention.sliding_window, expert_feed_forward_length. No
+  expert_gating_func key is written (config.json has no scoring function);
+  llama.cpp hard-codes softmax over the selected top-k logits
+  (LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT) for this arch. The
+  original Aug-2025 converter wrote no yarn_beta_* keys (llama.cpp's defaults
+  are the same 32 / 1); --no-yarn-beta-keys leaves them out.
+  Tensor types: those of ggml-org/gpt-oss-20b-GGUF gpt-oss-20b-mxfp4.gguf
+  (llama.cpp reports f32 289 / q8_0 98 / mxfp4 72 for it; it is also what
+  `llama-quantize ... MXFP4_MOE` gives: 3-D expert tensors MXFP4, every other
+  2-D tensor Q8_0, routers never quantized):
+    token_embd, output                       Q8_0
+    attn_q / attn_k / attn_v / attn_output   Q8_0
+    ffn_gate_exps / ffn_up_exps / ffn_down_exps  MXFP4
+    ffn_gate_inp (router, 2-D)               F32
+    all biases, attn_sinks, *_norm (1-D/2-D)  F32
+  (the expert biases ffn_{gate,up,down}_exps.bias are 2-D [n_ff|n_embd,
+  n_expert] F32.)
+  Tokenizer: the o200k_harmony vocab is not on this machine, so the Qwen
+  tokenizer.* keys are copied as for qwen3moe, with tokens / token_type
+  (/ scores if present) padded to 201088 entries by unused placeholders
+  "[PAD<id>]" of type UNUSED (5) -- the convention the Qwen GGUF itself uses
+  for its own padding -- so that llama.cpp's vocab size equals the
+  token_embd / output rows.
+  Weights: MXFP4 blocks have random nibbles (e2m1 values {0, +-0.5 .. +-6})
+  and E8M0 scale 119 or 120 (x 2^-9 / 2^-8 on the doubled kvalues), weight
+  std ~0.018; Q8_0 blocks random int8 in [-127, 127] with f16
+  d ~ U[0.8, 1.2] * 0.02/73.6 (std ~0.02); biases N(0, 0.01) (router bias
+  N(0, 0.05)); attention sinks N(0, 0.5); router N(0, 0.05); norms 1.0.
 
 Usage:
     python3 scripts/gen_moe_synthetic.py                      # 12 layers
     python3 scripts/gen_moe_synthetic.py --layers 48 --out /tmp/full.gguf
     python3 scripts/gen_moe_synthetic.py --dry-run            # plan + sizes only
+    python3 scripts/gen_moe_synthetic.py --model gpt-oss-20b  # 19 of 24 layers, ~9.8 GB
 
 Uses the gguf-py of the llama.cpp anchor tree when present
 (~/.cache/suanli-anchors/llama.cpp/gguf-py), else the `gguf` pip package.
@@ -84,7 +126,8 @@ import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as T  # noqa: E402
 
 QK_K = 256
-BLOCK_BYTES = {T.Q4_K: 144, T.Q6_K: 210}
+BLOCK_BYTES = {T.Q4_K: 144, T.Q6_K: 210, T.Q8_0: 34, T.MXFP4: 17}
+BLOCK_SIZE = {T.Q4_K: QK_K, T.Q6_K: QK_K, T.Q8_0: 32, T.MXFP4: 32}
 MAX_FILE_BYTES = 10 * 10**9
 CHUNK_BYTES = 64 << 20
 DEFAULT_TOKENIZER = HOME / ".cache/suanli-assets/qwen2.5-coder-0.5b-instruct.gguf"
@@ -92,6 +135,8 @@ DEFAULT_TOKENIZER = HOME / ".cache/suanli-assets/qwen2.5-coder-0.5b-instruct.ggu
 # Target weight std and the f16 block scales that give it (see docstring).
 Q4K_D = 0.02 / 9.22     # std(2q - 15), q ~ U{0..15}, is 9.22
 Q6K_D = 0.02 / (18.48 * 6.1)  # rms(q - 32), q ~ U{0..63}, is 18.48; rms(U{4..8}) ~ 6.1
+Q80_D = 0.02 / 73.6     # rms(q), q ~ U{-127..127}, is 73.6
+MXFP4_E = (119, 120)    # e8m0 scales: w = kvalue * 2^(e - 128), rms(kvalues) = 5.85
 
 
 @dataclass
@@ -113,6 +158,7 @@ class ModelShape:
     n_ctx: int
     ftype: str           # quantization mix to imitate
     implemented: bool
+    default_layers: int | None = None   # None: as many as fit MAX_FILE_BYTES
     extra: dict = field(default_factory=dict)
 
 
@@ -123,19 +169,19 @@ MODELS: dict[str, ModelShape] = {
         n_embd=2048, n_head=32, n_head_kv=4, head_dim=128,
         n_expert=128, n_expert_used=8, n_ff_exp=768, n_ff=6144,
         n_vocab=151936, rope_theta=1e6, rms_eps=1e-6, n_ctx=40960,
-        ftype="q4_k_m", implemented=True),
-    # openai/gpt-oss-20b config.json -- NOT implemented (see docstring).
+        ftype="q4_k_m", implemented=True, default_layers=12),
+    # openai/gpt-oss-20b config.json
     "gpt-oss-20b": ModelShape(
         arch="gpt-oss", name="synthetic gpt-oss-20b shapes", n_layer_real=24,
         n_embd=2880, n_head=64, n_head_kv=8, head_dim=64,
         n_expert=32, n_expert_used=4, n_ff_exp=2880, n_ff=2880,
         n_vocab=201088, rope_theta=150000.0, rms_eps=1e-5, n_ctx=131072,
-        ftype="mxfp4_moe", implemented=False,
+        ftype="mxfp4", implemented=True,
         extra=dict(sliding_window=128, swa_pattern="alternating, layer 0 sliding",
                    rope_scaling="yarn factor 32, original ctx 4096",
                    attn_sinks=True, biases="attn q/k/v/o, router, experts",
                    expert_type="MXFP4 (32 weights / 17 bytes)", other_type="Q8_0 (MXFP4_MOE mix)",
-                   tokenizer="o200k_harmony (not available here)")),
+                   tokenizer="o200k_harmony not available here: Qwen's, padded to 201088")),
 }
 
 DEFAULT_MODEL = "qwen3moe-30b-a3b"
@@ -154,9 +200,10 @@ class TensorPlan:
     name: str
     ne: tuple            # ggml order: ne[0] is the contiguous (row) dimension
     type: T
-    kind: str            # "norm" | "router" | "quant"
+    kind: str            # "norm" (F32 ones) | "router" (F32 N(0, std)) | "quant"
     layer: int | None = None
-    expert: bool = False
+    expert: bool = False   # one slice per expert along the last dimension
+    std: float = 0.05      # "router" kind only (used for every random F32 tensor)
 
     @property
     def n_elements(self) -> int:
@@ -169,8 +216,8 @@ class TensorPlan:
     def nbytes(self) -> int:
         if self.type == T.F32:
             return 4 * self.n_elements
-        assert self.ne[0] % QK_K == 0, self.name
-        return self.n_elements // QK_K * BLOCK_BYTES[self.type]
+        assert self.ne[0] % BLOCK_SIZE[self.type] == 0, self.name
+        return self.n_elements // BLOCK_SIZE[self.type] * BLOCK_BYTES[self.type]
 
 
 def q4_k_m_type(name: str, i_layer: int | None, n_layer: int, i_attn_v: int, n_attn_v: int) -> T:
@@ -221,6 +268,56 @@ def plan_qwen3moe(m: ModelShape, n_layer: int) -> list[TensorPlan]:
     return plans
 
 
+def plan_gpt_oss(m: ModelShape, n_layer: int) -> list[TensorPlan]:
+    """Tensor names / shapes of llama_model_openai_moe::load_arch_tensors,
+    types of the ggml-org MXFP4 release (= llama-quantize MXFP4_MOE)."""
+    E, H, F = m.n_embd, m.n_expert, m.n_ff_exp
+    q_dim, kv_dim = m.n_head * m.head_dim, m.n_head_kv * m.head_dim
+    plans: list[TensorPlan] = [TensorPlan("token_embd.weight", (E, m.n_vocab), T.Q8_0, "quant")]
+
+    def f32(name, ne, i, std=None, expert=False):
+        if std is None:
+            plans.append(TensorPlan(name, ne, T.F32, "norm", i, expert))
+        else:
+            plans.append(TensorPlan(name, ne, T.F32, "router", i, expert, std))
+
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        f32(p + "attn_norm.weight", (E,), i)
+        for t, dim in (("attn_q", q_dim), ("attn_k", kv_dim), ("attn_v", kv_dim)):
+            plans.append(TensorPlan(p + t + ".weight", (E, dim), T.Q8_0, "quant", i))
+            f32(p + t + ".bias", (dim,), i, 0.01)
+        plans.append(TensorPlan(p + "attn_output.weight", (q_dim, E), T.Q8_0, "quant", i))
+        f32(p + "attn_output.bias", (E,), i, 0.01)
+        f32(p + "attn_sinks.weight", (m.n_head,), i, 0.5)
+        f32(p + "post_attention_norm.weight", (E,), i)
+        f32(p + "ffn_gate_inp.weight", (E, H), i, 0.05)
+        f32(p + "ffn_gate_inp.bias", (H,), i, 0.05)
+        plans.append(TensorPlan(p + "ffn_gate_exps.weight", (E, F, H), T.MXFP4, "quant", i, True))
+        f32(p + "ffn_gate_exps.bias", (F, H), i, 0.01, expert=True)
+        plans.append(TensorPlan(p + "ffn_up_exps.weight", (E, F, H), T.MXFP4, "quant", i, True))
+        f32(p + "ffn_up_exps.bias", (F, H), i, 0.01, expert=True)
+        plans.append(TensorPlan(p + "ffn_down_exps.weight", (F, E, H), T.MXFP4, "quant", i, True))
+        f32(p + "ffn_down_exps.bias", (E, H), i, 0.01, expert=True)
+    f32("output_norm.weight", (E,), None)
+    plans.append(TensorPlan("output.weight", (E, m.n_vocab), T.Q8_0, "quant"))
+    return plans
+
+
+PLANNERS = {"qwen3moe": plan_qwen3moe, "gpt-oss": plan_gpt_oss}
+
+
+def data_bytes_of(plans: list[TensorPlan]) -> int:
+    return sum(gguf.GGUFWriter.ggml_pad(p.nbytes, gguf.GGUF_DEFAULT_ALIGNMENT) for p in plans)
+
+
+def max_layers_fitting(m: ModelShape) -> int:
+    n = m.n_layer_real
+    while n > 1 and data_bytes_of(PLANNERS[m.arch](m, n)) > MAX_FILE_BYTES:
+        n -= 1
+    return n
+
+
 # --------------------------------------------------------------------------
 # random block generators
 
@@ -244,14 +341,27 @@ def q6_k_blocks(rng: np.random.Generator, nb: int) -> np.ndarray:
     return b
 
 
-GEN = {T.Q4_K: q4_k_blocks, T.Q6_K: q6_k_blocks}
+def q8_0_blocks(rng: np.random.Generator, nb: int) -> np.ndarray:
+    b = np.empty((nb, 34), dtype=np.uint8)
+    b[:, 2:] = rng.integers(-127, 128, size=(nb, 32), dtype=np.int8).view(np.uint8)
+    b[:, 0:2] = (Q80_D * rng.uniform(0.8, 1.2, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    return b
 
 
-def self_check(seed: int) -> None:
+def mxfp4_blocks(rng: np.random.Generator, nb: int) -> np.ndarray:
+    b = np.frombuffer(rng.bytes(nb * 17), dtype=np.uint8).reshape(nb, 17).copy()  # qs = b[:, 1:]
+    b[:, 0] = rng.integers(MXFP4_E[0], MXFP4_E[1] + 1, size=nb, dtype=np.uint8)   # e8m0 scale
+    return b
+
+
+GEN = {T.Q4_K: q4_k_blocks, T.Q6_K: q6_k_blocks, T.Q8_0: q8_0_blocks, T.MXFP4: mxfp4_blocks}
+
+
+def self_check(seed: int, types) -> None:
     """Dequantize sample blocks with gguf-py to confirm the weight magnitudes."""
     from gguf.quants import dequantize
     rng = np.random.Generator(np.random.PCG64(seed))
-    for t in (T.Q4_K, T.Q6_K):
+    for t in types:
         w = dequantize(GEN[t](rng, 256), t)
         assert np.isfinite(w).all()
         print(f"  self-check {t.name}: mean {w.mean():+.5f} std {w.std():.5f} max|w| {np.abs(w).max():.4f}")
@@ -262,7 +372,7 @@ def tensor_chunks(p: TensorPlan, rng: np.random.Generator):
         yield np.ones(p.n_elements, dtype=np.float32)
         return
     if p.kind == "router":
-        yield (rng.standard_normal(p.n_elements, dtype=np.float32) * np.float32(0.05))
+        yield (rng.standard_normal(p.n_elements, dtype=np.float32) * np.float32(p.std))
         return
     bb = BLOCK_BYTES[p.type]
     nb_total = p.nbytes // bb
@@ -278,8 +388,20 @@ def tensor_chunks(p: TensorPlan, rng: np.random.Generator):
 # tokenizer copy
 
 
-def copy_tokenizer(writer: gguf.GGUFWriter, src: pathlib.Path) -> dict:
+PAD_ARRAYS = {  # per-token arrays and the placeholder each padded id gets
+    "tokenizer.ggml.tokens": lambda i: f"[PAD{i}]".encode(),
+    "tokenizer.ggml.token_type": lambda i: int(gguf.TokenType.UNUSED),
+    "tokenizer.ggml.scores": lambda i: 0.0,
+}
+
+
+def copy_tokenizer(writer: gguf.GGUFWriter, src: pathlib.Path, n_vocab: int) -> dict:
+    """Copy every tokenizer.* key; pad the per-token arrays to n_vocab entries
+    with unused "[PAD<id>]" tokens (what the Qwen GGUF does for its own padding)."""
     r = gguf.GGUFReader(str(src))
+    n_src = len(r.fields["tokenizer.ggml.tokens"].data)
+    if n_src > n_vocab:
+        sys.exit(f"{src}: {n_src} tokens, more than the model's vocab {n_vocab}")
     info = {}
     for key, f in r.fields.items():
         if not key.startswith("tokenizer."):
@@ -291,8 +413,13 @@ def copy_tokenizer(writer: gguf.GGUFWriter, src: pathlib.Path) -> dict:
                 val = [bytes(f.parts[i]) for i in f.data]
             else:
                 val = [f.parts[i][0].item() for i in f.data]
+            pad = ""
+            if key in PAD_ARRAYS and len(val) < n_vocab:
+                assert len(val) == n_src, key
+                pad = f" (padded from {len(val)})"
+                val += [PAD_ARRAYS[key](i) for i in range(len(val), n_vocab)]
             writer.add_key_value(key, val, vtype, sub_type=sub)
-            info[key] = f"{sub.name}[{len(val)}]"
+            info[key] = f"{sub.name}[{len(val)}]{pad}"
         elif vtype == gguf.GGUFValueType.STRING:
             val = bytes(f.parts[f.data[0]])
             writer.add_key_value(key, val, vtype)
@@ -320,10 +447,18 @@ def report(m: ModelShape, plans: list[TensorPlan], n_layer: int) -> None:
     print("tensor types:")
     for t, (n, b) in by_type.items():
         print(f"  {t:5s} {n:4d} tensors  {fmt_bytes(b):>14s}")
-    down = [p for p in plans if "ffn_down_exps" in p.name]
-    v = [p for p in plans if "attn_v.weight" in p.name]
-    print("  ffn_down_exps Q6_K layers:", [p.layer for p in down if p.type == T.Q6_K])
-    print("  attn_v        Q6_K layers:", [p.layer for p in v if p.type == T.Q6_K])
+    if m.arch == "qwen3moe":
+        down = [p for p in plans if "ffn_down_exps" in p.name]
+        v = [p for p in plans if "attn_v.weight" in p.name]
+        print("  ffn_down_exps Q6_K layers:", [p.layer for p in down if p.type == T.Q6_K])
+        print("  attn_v        Q6_K layers:", [p.layer for p in v if p.type == T.Q6_K])
+    else:
+        by_role: OrderedDict[str, set] = OrderedDict()
+        for p in plans:
+            role = p.name.split(".", 2)[2] if p.name.startswith("blk.") else p.name
+            by_role.setdefault(p.type.name, set()).add(role)
+        for t, roles in by_role.items():
+            print(f"  {t:5s}: " + ", ".join(sorted(roles)))
 
     shared, experts, head, emb_row = active_bytes(m, plans)
     total = shared + experts + head + emb_row
@@ -334,8 +469,10 @@ def report(m: ModelShape, plans: list[TensorPlan], n_layer: int) -> None:
     print(f"  token_embd row        {emb_row:>8d} B")
     print(f"  total                 {fmt_bytes(total):>12s}  ({total:,} B)")
     if n_layer != m.n_layer_real:
-        full = sum(active_bytes(m, plan_qwen3moe(m, m.n_layer_real)))
-        print(f"  (the real {m.n_layer_real}-layer Q4_K_M model: {fmt_bytes(full)} ({full:,} B) per token)")
+        full_plans = PLANNERS[m.arch](m, m.n_layer_real)
+        full = sum(active_bytes(m, full_plans))
+        print(f"  (the real {m.n_layer_real}-layer {m.ftype} model: {fmt_bytes(full)} ({full:,} B) per token; "
+              f"tensor data {fmt_bytes(data_bytes_of(full_plans))}, {data_bytes_of(full_plans) / 1e9:.2f} GB)")
 
 
 def active_bytes(m: ModelShape, plans: list[TensorPlan]) -> tuple[int, int, int, int]:
@@ -355,49 +492,9 @@ def active_bytes(m: ModelShape, plans: list[TensorPlan]) -> tuple[int, int, int,
     return shared, experts, head, emb_row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=pathlib.Path, default=None)
-    ap.add_argument("--tokenizer-from", type=pathlib.Path, default=DEFAULT_TOKENIZER,
-                    help="GGUF whose tokenizer.* keys are copied")
-    ap.add_argument("--expert-weights-norm-key", action="store_true",
-                    help="also write <arch>.expert_weights_norm = true (real Qwen3-MoE GGUFs lack it)")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
-    args = ap.parse_args()
-
-    m = MODELS[args.model]
-    if not m.implemented:
-        sys.exit(f"{args.model}: shapes are listed but writing it is not implemented (see the docstring)")
-    n_layer = args.layers
-    if not 1 <= n_layer <= m.n_layer_real:
-        sys.exit(f"--layers must be in [1, {m.n_layer_real}]")
-    out = args.out or HOME / f".cache/suanli/synthetic/qwen3moe-30b-a3b-shapes-L{n_layer}-q4_k_m.gguf"
-
-    plans = plan_qwen3moe(m, n_layer)
-    data_bytes = sum(gguf.GGUFWriter.ggml_pad(p.nbytes, gguf.GGUF_DEFAULT_ALIGNMENT) for p in plans)
-    print(f"{m.name}: {n_layer} of {m.n_layer_real} layers, {len(plans)} tensors, "
-          f"{fmt_bytes(data_bytes)} of tensor data")
-    report(m, plans, n_layer)
-    self_check(args.seed)
-    if data_bytes > MAX_FILE_BYTES:
-        sys.exit(f"tensor data {data_bytes:,} B exceeds the {MAX_FILE_BYTES:,} B limit; use fewer --layers")
-    if args.dry_run:
-        return
-    if not args.tokenizer_from.is_file():
-        sys.exit(f"{args.tokenizer_from} missing: run ../shared/tools/fetch-models qwen2.5-coder-0.5b-instruct")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    w = gguf.GGUFWriter(str(tmp), m.arch)
+def write_qwen3moe_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -> None:
+    """The keys convert_hf_to_gguf.py writes for Qwen3MoeForCausalLM, in its order."""
     a = m.arch
-    w.add_type("model")
-    w.add_name(m.name)
-    w.add_description(f"random weights; {m.name}; {n_layer} of {m.n_layer_real} layers; "
-                      f"seed {args.seed}; written by suanli scripts/gen_moe_synthetic.py")
-    # the keys convert_hf_to_gguf.py writes for Qwen3MoeForCausalLM, in its order
     w.add_uint32(f"{a}.block_count", n_layer)
     w.add_uint32(f"{a}.context_length", m.n_ctx)
     w.add_uint32(f"{a}.embedding_length", m.n_embd)
@@ -414,7 +511,93 @@ def main() -> None:
     w.add_uint32(f"{a}.expert_feed_forward_length", m.n_ff_exp)
     if args.expert_weights_norm_key:
         w.add_bool(f"{a}.expert_weights_norm", True)
-    tok = copy_tokenizer(w, args.tokenizer_from)
+
+
+def write_gpt_oss_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -> None:
+    """The keys TextModel.set_gguf_parameters + GptOssModel.set_gguf_parameters
+    (conversion/gpt_oss.py) write for openai/gpt-oss-20b's config.json, in their order."""
+    a = m.arch
+    w.add_uint32(f"{a}.block_count", n_layer)
+    w.add_uint32(f"{a}.context_length", m.n_ctx)
+    w.add_uint32(f"{a}.embedding_length", m.n_embd)
+    w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
+    w.add_uint32(f"{a}.attention.head_count", m.n_head)
+    w.add_uint32(f"{a}.attention.head_count_kv", m.n_head_kv)
+    # config.json rope_scaling: yarn, factor 32, original_max_position_embeddings 4096,
+    # beta_fast 32, beta_slow 1 (truncate: false is not written)
+    w.add_string(f"{a}.rope.scaling.type", gguf.RopeScalingType.YARN.value)
+    w.add_float32(f"{a}.rope.scaling.factor", 32.0)
+    w.add_uint32(f"{a}.rope.scaling.original_context_length", 4096)
+    if not args.no_yarn_beta_keys:
+        w.add_float32(f"{a}.rope.scaling.yarn_beta_fast", 32.0)
+        w.add_float32(f"{a}.rope.scaling.yarn_beta_slow", 1.0)
+    w.add_float32(f"{a}.rope.freq_base", m.rope_theta)
+    w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", m.rms_eps)
+    w.add_uint32(f"{a}.expert_count", m.n_expert)
+    w.add_uint32(f"{a}.expert_used_count", m.n_expert_used)
+    w.add_uint32(f"{a}.attention.key_length", m.head_dim)
+    w.add_uint32(f"{a}.attention.value_length", m.head_dim)
+    w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE))
+    w.add_uint32(f"{a}.attention.sliding_window", m.extra["sliding_window"])
+    w.add_uint32(f"{a}.expert_feed_forward_length", m.n_ff_exp)
+    if args.expert_weights_norm_key:
+        w.add_bool(f"{a}.expert_weights_norm", True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
+    ap.add_argument("--layers", type=int, default=None,
+                    help="layers to write (default: 12 for qwen3moe-30b-a3b; for gpt-oss-20b as many "
+                         "as keep the tensor data <= 10 GB, i.e. 19)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=pathlib.Path, default=None)
+    ap.add_argument("--tokenizer-from", type=pathlib.Path, default=DEFAULT_TOKENIZER,
+                    help="GGUF whose tokenizer.* keys are copied")
+    ap.add_argument("--expert-weights-norm-key", action="store_true",
+                    help="also write <arch>.expert_weights_norm = true (real Qwen3-MoE GGUFs lack it)")
+    ap.add_argument("--no-yarn-beta-keys", action="store_true",
+                    help="gpt-oss: omit rope.scaling.yarn_beta_fast/slow, as the Aug-2025 converter did")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and sizes, write nothing")
+    args = ap.parse_args()
+
+    m = MODELS[args.model]
+    if not m.implemented:
+        sys.exit(f"{args.model}: shapes are listed but writing it is not implemented (see the docstring)")
+    n_layer = args.layers
+    if n_layer is None:
+        n_layer = m.default_layers or max_layers_fitting(m)
+        print(f"--layers not given: using {n_layer} of {m.n_layer_real}")
+    if not 1 <= n_layer <= m.n_layer_real:
+        sys.exit(f"--layers must be in [1, {m.n_layer_real}]")
+    out = args.out or HOME / f".cache/suanli/synthetic/{args.model}-shapes-L{n_layer}-{m.ftype}.gguf"
+
+    plans = PLANNERS[m.arch](m, n_layer)
+    data_bytes = data_bytes_of(plans)
+    print(f"{m.name}: {n_layer} of {m.n_layer_real} layers, {len(plans)} tensors, "
+          f"{fmt_bytes(data_bytes)} ({data_bytes / 1e9:.2f} GB) of tensor data")
+    report(m, plans, n_layer)
+    self_check(args.seed, sorted({p.type for p in plans if p.type in GEN}))
+    if data_bytes > MAX_FILE_BYTES:
+        sys.exit(f"tensor data {data_bytes:,} B exceeds the {MAX_FILE_BYTES:,} B limit; use fewer --layers")
+    if args.dry_run:
+        return
+    if not args.tokenizer_from.is_file():
+        sys.exit(f"{args.tokenizer_from} missing: run ../shared/tools/fetch-models qwen2.5-coder-0.5b-instruct")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    w = gguf.GGUFWriter(str(tmp), m.arch)
+    a = m.arch
+    w.add_type("model")
+    w.add_name(m.name)
+    w.add_description(f"random weights; {m.name}; {n_layer} of {m.n_layer_real} layers; "
+                      f"seed {args.seed}; written by suanli scripts/gen_moe_synthetic.py")
+    if a == "qwen3moe":
+        write_qwen3moe_keys(w, m, n_layer, args)
+    else:
+        write_gpt_oss_keys(w, m, n_layer, args)
+    tok = copy_tokenizer(w, args.tokenizer_from, m.n_vocab)
     print(f"tokenizer keys from {args.tokenizer_from.name}: " + ", ".join(f"{k} {v}" for k, v in tok.items()))
     w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
 

@@ -9,7 +9,7 @@
 fn main() {
     use std::arch::x86_64::_rdtsc;
 
-    use suanli_kernels::{dispatch, quants::kquants, x86, x86_q4k_r16, x86_q6k_planes, DType};
+    use suanli_kernels::{dispatch, quants::kquants, x86, DType};
     if dispatch::detected() < dispatch::Level::Avx512 {
         eprintln!("decode_kernels times the AVX-512 VNNI kernels; this CPU has none");
         return;
@@ -57,8 +57,8 @@ fn main() {
         c.copy_from_slice(&xq);
     }
     let raw = weights(DType::Q4_K);
-    let packed = x86_q4k_r16::repack(&raw, rows, nb);
-    let gb = nb * x86_q4k_r16::R16_BYTES;
+    let packed = x86::q4k_r16::repack(&raw, rows, nb);
+    let gb = nb * x86::q4k_r16::R16_BYTES;
     // `out`: keep one token's results (else only time them).
     let run = |x: &[u8], out: Option<&mut Vec<u32>>, four: bool| {
         let mut out = out;
@@ -66,11 +66,11 @@ fn main() {
             // SAFETY: AVX-512 VNNI was detected above.
             if four {
                 let mut o = [[0f32; 16]; 4];
-                unsafe { x86_q4k_r16::q4_k_r16::<4, true>(nb, g, x, xrb, &mut o) };
+                unsafe { x86::q4k_r16::q4_k_r16::<4, true>(nb, g, x, xrb, &mut o) };
                 std::hint::black_box(o);
             } else {
                 let mut o = [[0f32; 16]; 1];
-                unsafe { x86_q4k_r16::q4_k_r16::<1, false>(nb, g, x, xrb, &mut o) };
+                unsafe { x86::q4k_r16::q4_k_r16::<1, false>(nb, g, x, xrb, &mut o) };
                 match out.as_deref_mut() {
                     Some(v) => v.extend(o[0].iter().map(|v| v.to_bits())),
                     None => {
@@ -103,12 +103,12 @@ fn main() {
     println!("Q6_K rows: {t:.1} ticks per row-block (210 bytes)");
     let mut planes = q6.clone();
     for (s, d) in q6.chunks_exact(210).zip(planes.chunks_exact_mut(210)) {
-        x86_q6k_planes::plane_block(s, d);
+        x86::q6k_planes::plane_block(s, d);
     }
     let mut out2 = vec![0f32; rows];
     let t = time(&mut || {
         // SAFETY: AVX-512 VNNI was detected above.
-        unsafe { x86_q6k_planes::rows(cols, &planes, &xq, &mut out2) };
+        unsafe { x86::q6k_planes::rows(cols, &planes, &xq, &mut out2) };
         std::hint::black_box(&out2);
     });
     let same = out

@@ -41,7 +41,7 @@ fn main() {
         );
     }
     {
-        use suanli_kernels::x86_kquant::{KActs, KC};
+        use suanli_kernels::x86::kquant::{KActs, KC};
         let n = 1536;
         let nb = n / 256;
         use dispatch::Level;
@@ -74,7 +74,7 @@ fn main() {
             println!("{ty:?} x8 at {level:?}: {best:.2} ns per block-token (best of 20)");
         }
         let vt = DType::Q8_0;
-        if let Some(tile) = suanli_kernels::x86_tile::tile_dot(
+        if let Some(tile) = suanli_kernels::x86::tile::tile_dot(
             DType::Q5_0,
             if std::env::var_os("AVX2").is_some() {
                 dispatch::Level::Avx2
@@ -82,7 +82,7 @@ fn main() {
                 dispatch::level()
             },
         ) {
-            use suanli_kernels::x86_tile::{lane_starts, widen_scales, Acts, Strides, TC, TR};
+            use suanli_kernels::x86::tile::{lane_starts, widen_scales, Acts, Strides, TC, TR};
             let n = 896;
             let wrb = DType::Q5_0.row_bytes(n).unwrap_or(0);
             let xrb = vt.row_bytes(n).unwrap_or(0);
@@ -119,9 +119,9 @@ fn main() {
             }
             let ns = best / (reps * (n / 32) * TR * TC) as f64;
             if let Some((unpack, tile8)) =
-                suanli_kernels::x86_tile_u8::kernels(DType::Q5_0, dispatch::level())
+                suanli_kernels::x86::tile_u8::kernels(DType::Q5_0, dispatch::level())
             {
-                let mut buf = vec![0u8; n / 32 * suanli_kernels::x86_tile_u8::UB];
+                let mut buf = vec![0u8; n / 32 * suanli_kernels::x86::tile_u8::UB];
                 unpack(
                     n,
                     &w,

@@ -11,7 +11,7 @@ use std::ops::Range;
 use crate::matmul::TILED_MIN_ROWS;
 use crate::matmul::{QMatrix, SendPtr};
 #[cfg(target_arch = "x86_64")]
-use crate::walk::ActTables;
+use crate::x86::walk::ActTables;
 #[cfg(target_arch = "x86_64")]
 use crate::DType;
 
@@ -71,7 +71,7 @@ impl QMatrix {
             if n > 1 && self.k_quant_x8(n).is_some() {
                 return None;
             }
-            if n >= crate::x86_tile::TC && self.float_tiled() {
+            if n >= crate::x86::tile::TC && self.float_tiled() {
                 return None;
             }
         }
@@ -103,7 +103,7 @@ impl QMatrix {
             crate::dispatch::q4_k_gemv_x4(),
         ) {
             // Below four tokens every token takes the interleaved GEMV order.
-            use crate::x86_kquant::KR;
+            use crate::x86::kquant::KR;
             let run = move |rr: Range<usize>| {
                 for (ti, xr) in xq[..n * xrb].chunks_exact(xrb).enumerate() {
                     in_groups(
@@ -128,8 +128,8 @@ impl QMatrix {
         // The 4-row layout with a whole-run kernel: one call a run (and
         // token), the set-up once for all its groups.
         #[cfg(target_arch = "x86_64")]
-        if let (true, Some(groups)) = (self.rows4, crate::x86_gemv_zmm::gemv_groups(self.dtype)) {
-            use crate::x86_tile::GR;
+        if let (true, Some(groups)) = (self.rows4, crate::x86::gemv_zmm::gemv_groups(self.dtype)) {
+            use crate::x86::tile::GR;
             let ones = ActTables::new(self.dtype, xq, xrb, cols, 0..n, 1);
             let run = move |rr: Range<usize>| {
                 crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
@@ -149,7 +149,7 @@ impl QMatrix {
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(gemv) = crate::dispatch::gemv_dot(self.dtype) {
-            use crate::x86_tile::{Strides, GR};
+            use crate::x86::tile::{Strides, GR};
             let bb = self.dtype.block_bytes();
             let ws = match self.rows4 {
                 true => Strides::rows4(bb),
@@ -232,7 +232,7 @@ impl QMatrix {
         n: usize,
         out: SendPtr,
     ) -> RowJob<'a> {
-        use crate::x86_q4k_r16::{q4_k_r16_run, R16_BYTES, ROWS as GR};
+        use crate::x86::q4k_r16::{q4_k_r16_run, R16_BYTES, ROWS as GR};
         let (rows, nb) = (self.rows, self.cols / 256);
         let gbytes = nb * R16_BYTES;
         run_job(self.data.bytes(), gbytes, GR, rows / GR, move |gs, wr| {
@@ -246,7 +246,7 @@ impl QMatrix {
         })
     }
 
-    /// A 16-row repacked matrix ([`crate::x86_r16`]) below four tokens.
+    /// A 16-row repacked matrix ([`crate::x86::r16`]) below four tokens.
     #[cfg(target_arch = "x86_64")]
     fn r16_job<'a>(
         &'a self,
@@ -255,7 +255,7 @@ impl QMatrix {
         n: usize,
         put: impl Fn(usize, usize, f32) + Sync + Copy + 'a,
     ) -> RowJob<'a> {
-        use crate::x86_r16::{group_block_bytes, tokens, Acts, G};
+        use crate::x86::r16::{group_block_bytes, tokens, Acts, G};
         let nb = self.cols / 32;
         let gbytes = nb * group_block_bytes(self.dtype);
         let acts = Acts::new(self.dtype, xq, xrb, n, nb);
@@ -267,7 +267,7 @@ impl QMatrix {
         })
     }
 
-    /// Q6_K from its 16-row copy ([`crate::x86_q6k_r16`]) below four tokens
+    /// Q6_K from its 16-row copy ([`crate::x86::q6k_r16`]) below four tokens
     /// (batch-invariant decode).
     #[cfg(target_arch = "x86_64")]
     fn q6k_r16_job<'a>(
@@ -278,7 +278,7 @@ impl QMatrix {
         n: usize,
         put: impl Fn(usize, usize, f32) + Sync + Copy + 'a,
     ) -> RowJob<'a> {
-        use crate::x86_q6k_r16::{tokens, Acts, G, GB};
+        use crate::x86::q6k_r16::{tokens, Acts, G, GB};
         let nb = self.cols / 256;
         let gbytes = nb * GB;
         let acts = Acts::new(xq, xrb, n, nb);

@@ -294,7 +294,7 @@ fn parse_cache_size(s: &str) -> Option<u64> {
 }
 
 /// Whether decode attention computes its exponentials 16 at a time
-/// ([`crate::x86_expf`]: glibc's `expf` bits, vectorized) instead of one
+/// ([`crate::x86::expf`]: glibc's `expf` bits, vectorized) instead of one
 /// `expf` call per score: at [`Level::Avx512`] where the process's own
 /// `expf` returns the same bits on a check at first use (every 99,991st
 /// input of the range, ~1 ms), or where `SUANLI_FAST_EXP=0` says not.
@@ -303,7 +303,7 @@ pub fn vector_expf() -> bool {
     *V.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         if level() == Level::Avx512 && std::env::var("SUANLI_FAST_EXP").as_deref() != Ok("0") {
-            return crate::x86_expf::matches_libm(99_991);
+            return crate::x86::expf::matches_libm(99_991);
         }
         false
     })
@@ -369,7 +369,7 @@ pub fn bf16_dot_products() -> bool {
 }
 
 /// Whether Q6_K matrices move at load into the planes layout of
-/// [`crate::x86_q6k_planes`] (AVX-512 VNNI with GFNI: Zen 4, Ice Lake on),
+/// [`crate::x86::q6k_planes`] (AVX-512 VNNI with GFNI: Zen 4, Ice Lake on),
 /// whose kernels take fewer instructions a block for the same bits. With
 /// batch-invariant numerics, only where a matrix has no 16-row copy (the
 /// output projection, tied embeddings): the copy serves every batch there.
@@ -403,8 +403,8 @@ pub(crate) struct PlanesKernels {
 /// [`PlanesKernels`].
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn q6_k_planes_kernels() -> PlanesKernels {
-    use crate::x86_kquant::{KActs, KState};
-    use crate::x86_q6k_planes as p;
+    use crate::x86::kquant::{KActs, KState};
+    use crate::x86::q6k_planes as p;
     use std::ops::Range;
     // SAFETY (all): a matrix is in the planes layout only after
     // `q6_k_planes` saw AVX-512 VNNI and GFNI.
@@ -451,29 +451,29 @@ mod avx2 {
         unsafe { x86::vec_dot_q5_k_q8_k_tiled(n, w, x) }
     }
     pub fn f32(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_f32(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_f32(n, w, x) }
     }
     pub fn f16(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_f16(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_f16(n, w, x) }
     }
     pub fn bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_bf16(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_bf16(n, w, x) }
     }
     /// Handed out only where [`super::bf16_dot_products`] holds.
     pub fn bf16_dp(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_bf16_dp(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_bf16_dp(n, w, x) }
     }
     /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
     pub fn f16_zmm_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_f16_zmm_gemv(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_f16_zmm_gemv(n, w, x) }
     }
     /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
     pub fn f16_zmm_tile(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_f16_zmm_tile(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_f16_zmm_tile(n, w, x) }
     }
     /// Handed out only where [`super::bf16_dot_products`] holds.
     pub fn bf16_dp_gemv(n: usize, w: &[u8], x: &[u8]) -> f32 {
-        unsafe { crate::x86_float::vec_dot_bf16_dp_gemv(n, w, x) }
+        unsafe { crate::x86::float::vec_dot_bf16_dp_gemv(n, w, x) }
     }
     pub fn q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q4_0_q8_0(n, w, x) }
@@ -520,7 +520,7 @@ mod avx2 {
 pub fn vec_dot(ty: DType) -> Option<VecDot> {
     #[cfg(target_arch = "aarch64")]
     if level() == Level::Neon {
-        use crate::neon;
+        use crate::aarch64::neon;
         let f: Option<VecDot> = match ty {
             DType::Q8_0 => Some(neon::vec_dot_q8_0_q8_0),
             DType::Q4_0 => Some(neon::vec_dot_q4_0_q8_0),
@@ -578,7 +578,7 @@ pub fn q4_k_interleaved() -> (VecDot, VecDot) {
     }
     #[cfg(target_arch = "aarch64")]
     if level() == Level::Neon {
-        use crate::neon;
+        use crate::aarch64::neon;
         return (
             neon::vec_dot_q4_k_q8_k_interleaved,
             neon::vec_dot_q4_k_q8_k_interleaved_gemm,
@@ -633,8 +633,8 @@ pub fn from_float(ty: DType) -> Option<crate::dtype::FromFloat> {
 /// A multi-row decode kernel for `ty` (`GR` weight rows × one token per
 /// call, each output bit-identical to `vec_dot`), where the level has one.
 #[cfg(target_arch = "x86_64")]
-pub fn gemv_dot(ty: DType) -> Option<crate::x86_tile::GemvDot> {
-    crate::x86_tile::gemv_dot(ty, level())
+pub fn gemv_dot(ty: DType) -> Option<crate::x86::tile::GemvDot> {
+    crate::x86::tile::gemv_dot(ty, level())
 }
 
 /// `out[r] = vec_dot(n, row r of w, x)` for consecutive rows in one call,
@@ -659,27 +659,27 @@ pub fn rows_dot(ty: DType) -> Option<RowsDot> {
 /// A register-tiled kernel for `ty` (`TR` weight rows × `TC` tokens per
 /// call, each output bit-identical to `vec_dot`), where the level has one.
 #[cfg(target_arch = "x86_64")]
-pub fn tile_dot(ty: DType) -> Option<crate::x86_tile::TileDot> {
-    crate::x86_tile::tile_dot(ty, level())
+pub fn tile_dot(ty: DType) -> Option<crate::x86::tile::TileDot> {
+    crate::x86::tile::tile_dot(ty, level())
 }
 
 /// One K-quant weight row against `KC` Q8_K activation rows (`x + c·xrb`)
-/// over a range of blocks, continuing a [`crate::x86_kquant::KState`].
+/// over a range of blocks, continuing a [`crate::x86::kquant::KState`].
 #[cfg(target_arch = "x86_64")]
 pub type KQuantX8 = fn(
     blocks: std::ops::Range<usize>,
     w: &[u8],
     x: &[u8],
     xrb: usize,
-    acts: &crate::x86_kquant::KActs,
-    state: &mut crate::x86_kquant::KState,
+    acts: &crate::x86::kquant::KActs,
+    state: &mut crate::x86::kquant::KState,
 );
 
 #[cfg(target_arch = "x86_64")]
 mod kx8 {
     use std::ops::Range;
 
-    use crate::x86_kquant::{self as k, KActs, KState};
+    use crate::x86::kquant::{self as k, KActs, KState};
     // SAFETY (both): handed out by `k_quant_x8` only after AVX2, FMA and F16C were detected.
     pub fn q4_k_gemm(b: Range<usize>, w: &[u8], x: &[u8], xrb: usize, a: &KActs, s: &mut KState) {
         unsafe { k::q4_k_gemm_x8(b, w, x, xrb, a, s) }
@@ -709,7 +709,7 @@ pub fn k_quant_x8(ty: DType, interleaved: bool) -> Option<KQuantX8> {
 
 /// [`k_quant_x8`] at a chosen level (capped by the CPU). Interleaved Q4_K
 /// has no VNNI variant here: at that level a multiple of 16 rows is
-/// repacked at load and runs `x86_q4k_r16` instead.
+/// repacked at load and runs `x86::q4k_r16` instead.
 #[cfg(target_arch = "x86_64")]
 pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuantX8> {
     let f: KQuantX8 = match (level.min(detected()), ty, interleaved) {
@@ -722,17 +722,17 @@ pub fn k_quant_x8_at(level: Level, ty: DType, interleaved: bool) -> Option<KQuan
     Some(f)
 }
 
-/// `x86_kquant::KR` Q4_K rows (`w + r·wrb`) · one Q8_K row.
+/// `x86::kquant::KR` Q4_K rows (`w + r·wrb`) · one Q8_K row.
 #[cfg(target_arch = "x86_64")]
-pub type Q4kGemv = fn(usize, &[u8], usize, &[u8]) -> [f32; crate::x86_kquant::KR];
+pub type Q4kGemv = fn(usize, &[u8], usize, &[u8]) -> [f32; crate::x86::kquant::KR];
 
 /// The Q4_K decode kernel (rows of the original layout × one token in the
 /// interleaved GEMV order), where the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 pub fn q4_k_gemv_x4() -> Option<Q4kGemv> {
-    fn f(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; crate::x86_kquant::KR] {
+    fn f(n: usize, w: &[u8], wrb: usize, x: &[u8]) -> [f32; crate::x86::kquant::KR] {
         // SAFETY: handed out only after AVX2, FMA and F16C were detected.
-        unsafe { crate::x86_kquant::q4_k_gemv_x4(n, w, wrb, x) }
+        unsafe { crate::x86::kquant::q4_k_gemv_x4(n, w, wrb, x) }
     }
     has_avx2_fma().then_some(f as Q4kGemv)
 }

@@ -18,12 +18,13 @@
 //!   activation and the down projection's activation quantization fused
 //!   into one pass) and [`matmul_many_quantized`] (products over rows
 //!   already quantized).
-//! - [`dispatch`] and [`x86`]: SIMD twins of the reference kernels, chosen at
-//!   run time by CPU features and bit-identical to them; [`x86_tile`]
-//!   (register-tiled prefill and multi-row decode kernels of the 32-element
-//!   formats), [`x86_kquant`] (K-quant kernels over eight tokens) and
-//!   [`x86_q4k_r16`] (Q4_K repacked into 16-row groups for AVX-512 VNNI),
-//!   [`x86_r16`] (32-element formats in 16-row groups, batch-invariant).
+//! - [`dispatch`] and the per-ISA folders `x86/` and `aarch64/` (one `cfg`
+//!   each): SIMD twins of the reference kernels, chosen at run time by CPU
+//!   features and bit-identical to them; on x86, `x86::tile` (register-tiled
+//!   prefill and multi-row decode kernels of the 32-element formats),
+//!   `x86::kquant` (K-quant kernels over eight tokens), `x86::q4k_r16` (Q4_K
+//!   repacked into 16-row groups for AVX-512 VNNI) and `x86::r16` (32-element
+//!   formats in 16-row groups, batch-invariant).
 //! - [`ops`]: element-wise and row ops of the forward pass (RMSNorm, RoPE,
 //!   softmax, activations).
 //! - [`attention`]: causal GQA attention over the KV cache in llama.cpp's
@@ -36,6 +37,8 @@
 // that form so they can be read against the spec.
 #![allow(clippy::needless_range_loop)]
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod attention;
 mod decode;
 pub mod dispatch;
@@ -44,36 +47,12 @@ mod glu;
 mod grouped;
 mod hugemem;
 pub mod matmul;
-#[cfg(target_arch = "aarch64")]
-mod neon;
 pub mod ops;
 pub mod pool;
 pub mod quants;
 mod simd_attn;
 #[cfg(target_arch = "x86_64")]
-mod walk;
-#[cfg(target_arch = "x86_64")]
 pub mod x86;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_expf;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_float;
-#[cfg(target_arch = "x86_64")]
-mod x86_gemv_zmm;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_kquant;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_q4k_r16;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_q6k_planes;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_q6k_r16;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_r16;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_tile;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_tile_u8;
 
 pub use decode::{matmul_many, matmul_many_acts, matmul_many_quantized, Acts, Quantized};
 pub use dtype::{DType, TypeTraits};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 #[cfg(target_arch = "x86_64")]
-use crate::walk::{blocked, blocked_unpacked, group_tiles, ActTables};
+use crate::x86::walk::{blocked, blocked_unpacked, group_tiles, ActTables};
 use crate::{DType, KernelError};
 
 /// Memory a [`Blob`] views: an owned buffer or a file mapping.
@@ -123,19 +123,19 @@ pub struct QMatrix {
     /// Rows are processed 8 at a time by interleaved kernels (see
     /// [`QMatrix::interleave`]); this fixes the dot products' summation order.
     pub interleaved: bool,
-    /// The data is in the 16-row repacked layout of [`crate::x86_q4k_r16`]
+    /// The data is in the 16-row repacked layout of [`crate::x86::q4k_r16`]
     /// (interleaved Q4_K on AVX-512 VNNI): rows cannot be sliced out.
     pub repacked: bool,
-    /// The data is in the 16-row layout of [`crate::x86_r16`] (32-element
+    /// The data is in the 16-row layout of [`crate::x86::r16`] (32-element
     /// formats, batch-invariant numerics on AVX-512 VNNI).
     pub r16: bool,
-    /// The data is in the 4-row layout of [`crate::x86_tile::repack_rows4`]
+    /// The data is in the 4-row layout of [`crate::x86::tile::repack_rows4`]
     /// (32-element formats with tile kernels, llama.cpp's sums).
     pub rows4: bool,
     /// A second copy of a Q6_K matrix in the 16-row layout of
-    /// [`crate::x86_q6k_r16`], for products in the tiled order (prefill).
+    /// [`crate::x86::q6k_r16`], for products in the tiled order (prefill).
     pub prefill: Option<Blob>,
-    /// The data is Q6_K in the planes layout of [`crate::x86_q6k_planes`]
+    /// The data is Q6_K in the planes layout of [`crate::x86::q6k_planes`]
     /// (rows one after another, each block re-laid in place).
     pub q6_planes: bool,
 }
@@ -193,9 +193,9 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if self.interleaved
             && crate::dispatch::level() == crate::dispatch::Level::Avx512
-            && self.rows.is_multiple_of(crate::x86_q4k_r16::ROWS)
+            && self.rows.is_multiple_of(crate::x86::q4k_r16::ROWS)
         {
-            use crate::x86_q4k_r16::{repack, ROWS};
+            use crate::x86::q4k_r16::{repack, ROWS};
             let nb = self.cols / 256;
             let packed =
                 crate::hugemem::repack_streaming(&self.data, self.rows, ROWS, |src, rows| {
@@ -209,7 +209,7 @@ impl QMatrix {
 
     /// Where this CPU has tile kernels for a 32-element format, a matrix
     /// with a multiple of 4 rows (and not in another layout) moves into the
-    /// 4-row layout of [`crate::x86_tile::repack_rows4`]: one stream per
+    /// 4-row layout of [`crate::x86::tile::repack_rows4`]: one stream per
     /// tile or decode call instead of four rows a row apart (decoding Q8_0
     /// from memory: 17 → 33 GB/s on this project's Zen 4), the same sums.
     /// Rows can still be read, so embeddings tied to the output take it.
@@ -217,7 +217,7 @@ impl QMatrix {
     pub fn repack_rows4(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
         if crate::dispatch::tile_dot(self.dtype).is_some()
-            && self.rows.is_multiple_of(crate::x86_tile::G4)
+            && self.rows.is_multiple_of(crate::x86::tile::G4)
             && !self.rows4
             && !self.r16
             && !self.repacked
@@ -226,8 +226,8 @@ impl QMatrix {
             let packed = crate::hugemem::repack_streaming(
                 &self.data,
                 self.rows,
-                crate::x86_tile::G4,
-                |src, rows| crate::x86_tile::repack_rows4(src, rows, nb, bb),
+                crate::x86::tile::G4,
+                |src, rows| crate::x86::tile::repack_rows4(src, rows, nb, bb),
             );
             self.data = packed;
             self.rows4 = true;
@@ -236,7 +236,7 @@ impl QMatrix {
     }
 
     /// Where [`crate::dispatch::q6_k_planes`] says so, a Q6_K matrix moves
-    /// into the planes layout of [`crate::x86_q6k_planes`] (the same bytes
+    /// into the planes layout of [`crate::x86::q6k_planes`] (the same bytes
     /// a block, about half the instructions to unpack; the same sums).
     /// Rows can still be read ([`Self::dequantize_row`]). A prefill copy
     /// ([`Self::with_prefill_layout`]) is made from Q6_K's own layout, so
@@ -251,7 +251,7 @@ impl QMatrix {
             && !self.q6_planes
             && !(crate::dispatch::batch_invariant() && self.prefill.is_some())
         {
-            use crate::x86_q6k_planes::{plane_block, BLOCK};
+            use crate::x86::q6k_planes::{plane_block, BLOCK};
             let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 1, |src, _| {
                 let mut out = vec![0u8; src.len()];
                 for (s, d) in src.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
@@ -267,7 +267,7 @@ impl QMatrix {
 
     /// With batch-invariant numerics on AVX-512 VNNI, a 32-element format
     /// with a multiple of 16 rows moves into the 16-row layout of
-    /// [`crate::x86_r16`] (block-sum order; the original bytes are let go).
+    /// [`crate::x86::r16`] (block-sum order; the original bytes are let go).
     /// Rows can still be read ([`Self::dequantize_row`]), so embeddings
     /// tied to the output take it too.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
@@ -275,8 +275,8 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if crate::dispatch::batch_invariant()
             && crate::dispatch::level() == crate::dispatch::Level::Avx512
-            && crate::x86_r16::supports(self.dtype)
-            && self.rows.is_multiple_of(crate::x86_r16::G)
+            && crate::x86::r16::supports(self.dtype)
+            && self.rows.is_multiple_of(crate::x86::r16::G)
             && !self.repacked
             && !self.r16
         {
@@ -284,8 +284,8 @@ impl QMatrix {
             let packed = crate::hugemem::repack_streaming(
                 &self.data,
                 self.rows,
-                crate::x86_r16::G,
-                |src, rows| crate::x86_r16::repack(ty, src, rows, nb),
+                crate::x86::r16::G,
+                |src, rows| crate::x86::r16::repack(ty, src, rows, nb),
             );
             self.data = packed;
             self.r16 = true;
@@ -294,7 +294,7 @@ impl QMatrix {
     }
 
     /// On AVX-512 VNNI, a Q6_K matrix with a multiple of 16 rows gets a
-    /// second copy in the 16-row layout of [`crate::x86_q6k_r16`], which
+    /// second copy in the 16-row layout of [`crate::x86::q6k_r16`], which
     /// runs its tiled-order products (prefill) several times faster than
     /// the row layout; decoding keeps reading the original (with
     /// batch-invariant numerics the copy serves every batch and the
@@ -305,13 +305,13 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::Q6_K
             && crate::dispatch::level() == crate::dispatch::Level::Avx512
-            && self.rows.is_multiple_of(crate::x86_q6k_r16::G)
+            && self.rows.is_multiple_of(crate::x86::q6k_r16::G)
             && !self.r16
             && !self.repacked
             && !self.q6_planes
         {
             let nb = self.cols / 256;
-            let copy = crate::x86_q6k_r16::repack(self.data.bytes(), self.rows, nb);
+            let copy = crate::x86::q6k_r16::repack(self.data.bytes(), self.rows, nb);
             self.prefill = Some(Blob::from_vec(copy));
             if crate::dispatch::batch_invariant() {
                 // Every batch size reads the copy: let the original go (a
@@ -419,7 +419,7 @@ impl QMatrix {
             };
             let nb = self.cols / 32;
             for (i, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
-                let b = crate::x86_r16::original_block(self.dtype, self.data.bytes(), nb, r, i);
+                let b = crate::x86::r16::original_block(self.dtype, self.data.bytes(), nb, r, i);
                 f(&b[..self.dtype.block_bytes()], o);
             }
             return;
@@ -432,7 +432,7 @@ impl QMatrix {
             let (nb, bb) = (self.cols / 32, self.dtype.block_bytes());
             for (i, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
                 f(
-                    crate::x86_tile::block_of_rows4(self.data.bytes(), nb, bb, r, i),
+                    crate::x86::tile::block_of_rows4(self.data.bytes(), nb, bb, r, i),
                     o,
                 );
             }
@@ -440,7 +440,7 @@ impl QMatrix {
         }
         #[cfg(target_arch = "x86_64")]
         if self.q6_planes {
-            use crate::x86_q6k_planes::{unplane_block, BLOCK};
+            use crate::x86::q6k_planes::{unplane_block, BLOCK};
             let Some(f) = self.dtype.traits().to_float else {
                 return;
             };
@@ -572,11 +572,11 @@ impl QMatrix {
         let ws = {
             let bb = self.dtype.block_bytes();
             match self.rows4 {
-                true => crate::x86_tile::Strides::rows4(bb),
-                false => crate::x86_tile::Strides::rows(wrb / bb, bb),
+                true => crate::x86::tile::Strides::rows4(bb),
+                false => crate::x86::tile::Strides::rows(wrb / bb, bb),
             }
         };
-        if n >= crate::x86_tile::TC && self.float_tiled() {
+        if n >= crate::x86::tile::TC && self.float_tiled() {
             let single = |t: usize, r: usize| {
                 dots[t](
                     cols,
@@ -584,7 +584,7 @@ impl QMatrix {
                     &xq[t * xrb..(t + 1) * xrb],
                 )
             };
-            use crate::x86_float as xf;
+            use crate::x86::float as xf;
             if self.dtype == DType::F16 {
                 // Tiles of 4 rows × 6 tokens (llama.cpp's shape for F16 on
                 // AVX-512), reading the activations widened to f32 once here.
@@ -631,7 +631,7 @@ impl QMatrix {
                 crate::dispatch::tile_dot(self.dtype),
                 crate::dispatch::gemv_dot(self.dtype),
             ) {
-                use crate::x86_tile::{TC, TR};
+                use crate::x86::tile::{TC, TR};
                 // Whole tiles of TC tokens, then the rest one at a time.
                 let whole = n - n % TC;
                 let tiles = ActTables::new(self.dtype, xq, xrb, cols, 0..whole, TC);
@@ -641,7 +641,7 @@ impl QMatrix {
                 };
                 // Unpacking a row group once pays from a few tiles of tokens.
                 if let (Some((unpack, tile8)), true) = (
-                    crate::x86_tile_u8::kernels(self.dtype, crate::dispatch::level()),
+                    crate::x86::tile_u8::kernels(self.dtype, crate::dispatch::level()),
                     rows.is_multiple_of(TR) && n >= UNPACKED_MIN_ROWS,
                 ) {
                     let unpack = |r: usize, buf: &mut [u8]| unpack(cols, &w[r * wrb..], ws, buf);
@@ -760,7 +760,7 @@ unsafe fn float_blocked<const C: usize>(
 #[cfg(target_arch = "x86_64")]
 impl QMatrix {
     /// Whether this float matrix (F32, F16, BF16) takes the register
-    /// tiles of [`crate::x86_float::float_tile`] for batches of tokens.
+    /// tiles of [`crate::x86::float::float_tile`] for batches of tokens.
     pub(crate) fn float_tiled(&self) -> bool {
         matches!(self.dtype, DType::F32 | DType::F16 | DType::BF16)
             && crate::dispatch::level() == crate::dispatch::Level::Avx512
@@ -781,7 +781,7 @@ impl QMatrix {
         n: usize,
         put: &(impl Fn(usize, usize, &[f32]) + Sync),
     ) {
-        use crate::x86_q4k_r16::{q4_k_r16, R16_BYTES, ROWS as GR};
+        use crate::x86::q4k_r16::{q4_k_r16, R16_BYTES, ROWS as GR};
         let nb = self.cols / 256;
         let gbytes = nb * R16_BYTES;
         let groups = self.rows / GR;
@@ -821,7 +821,7 @@ impl QMatrix {
         });
     }
 
-    /// The product for a 16-row repacked matrix ([`crate::x86_r16`]):
+    /// The product for a 16-row repacked matrix ([`crate::x86::r16`]):
     /// groups × tiles of up to four tokens, contiguous runs of groups per
     /// thread when decoding.
     fn matmul_r16(
@@ -831,7 +831,7 @@ impl QMatrix {
         n: usize,
         put: &(impl Fn(usize, usize, f32) + Sync),
     ) {
-        use crate::x86_r16::{group_block_bytes, tokens, Acts, G};
+        use crate::x86::r16::{group_block_bytes, tokens, Acts, G};
         let nb = self.cols / 32;
         let gbytes = nb * group_block_bytes(self.dtype);
         let groups = self.rows / G;
@@ -851,7 +851,7 @@ impl QMatrix {
         });
     }
 
-    /// Q6_K in the tiled order from the 16-row copy ([`crate::x86_q6k_r16`]).
+    /// Q6_K in the tiled order from the 16-row copy ([`crate::x86::q6k_r16`]).
     fn matmul_q6k_r16(
         &self,
         w: &[u8],
@@ -860,7 +860,7 @@ impl QMatrix {
         n: usize,
         put: &(impl Fn(usize, usize, f32) + Sync),
     ) {
-        use crate::x86_q6k_r16::{tokens, Acts, G, GB};
+        use crate::x86::q6k_r16::{tokens, Acts, G, GB};
         let nb = self.cols / 256;
         let gbytes = nb * GB;
         let acts = Acts::new(xq, xrb, n, nb);
@@ -890,7 +890,7 @@ impl QMatrix {
         put: &(impl Fn(usize, usize, f32) + Sync),
         single: &(impl Fn(usize, usize) -> f32 + Sync),
     ) {
-        use crate::x86_kquant::{finish, KActs, KState, KC};
+        use crate::x86::kquant::{finish, KActs, KState, KC};
         const RB: usize = 32;
         const KB: usize = 8;
         let (rows, nb, wrb) = (self.rows, self.cols / 256, self.row_bytes());
@@ -940,7 +940,7 @@ impl QMatrix {
 /// Batches from this many activation rows on use the tiled K-quant order.
 pub const TILED_MIN_ROWS: usize = 8;
 /// Tokens from which the 32-element formats' prefill unpacks its weights
-/// ([`crate::x86_tile_u8`]); the bits are the same either way.
+/// ([`crate::x86::tile_u8`]); the bits are the same either way.
 #[cfg(target_arch = "x86_64")]
 const UNPACKED_MIN_ROWS: usize = 16;
 

@@ -296,7 +296,7 @@ mod x86 {
                         a[c % 4] = _mm512_fmadd_ps(kf[c], q[c], a[c % 4]);
                     }
                     let v16 = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
-                    let d = crate::x86_float::hsum16(v16) * s.scale;
+                    let d = crate::x86::float::hsum16(v16) * s.scale;
                     x[t] = match s.softcap {
                         Some(cap) => cap * (d / cap).tanh(),
                         None => d,
@@ -319,7 +319,7 @@ mod x86 {
                     }
                 }
                 if fast_exp {
-                    let e = crate::x86_expf::expf16(_mm512_loadu_ps(x[i].as_ptr()));
+                    let e = crate::x86::expf::expf16(_mm512_loadu_ps(x[i].as_ptr()));
                     _mm512_storeu_ps(x[i].as_mut_ptr(), e);
                 } else {
                     x[i][..nk].iter_mut().for_each(|a| *a = a.exp());

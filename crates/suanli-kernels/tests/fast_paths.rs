@@ -240,7 +240,7 @@ fn fast_row_ops_equal_the_reference() {
 #[test]
 fn tile_kernels_equal_the_reference() {
     use suanli_kernels::dispatch::Level;
-    use suanli_kernels::x86_tile::{
+    use suanli_kernels::x86::tile::{
         gemv_dot, lane_starts, tile_dot, vnni_offset, widen_scales, widen_scales_of, Acts, Strides,
         GR, TC, TR,
     };
@@ -340,7 +340,7 @@ fn tile_kernels_equal_the_reference() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn k_quant_x8_kernels_equal_the_reference() {
-    use suanli_kernels::x86_kquant::{finish, KActs, KC};
+    use suanli_kernels::x86::kquant::{finish, KActs, KC};
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let cases: [(DType, bool, VecDot); 2] = [
         (
@@ -392,7 +392,7 @@ fn k_quant_x8_kernels_equal_the_reference() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_k_decode_kernel_equals_the_reference() {
-    use suanli_kernels::x86_kquant::KR;
+    use suanli_kernels::x86::kquant::KR;
     let Some(gemv) = dispatch::q4_k_gemv_x4() else {
         assert!(dispatch::detected() == dispatch::Level::Generic);
         return;
@@ -421,7 +421,7 @@ fn q4_k_decode_kernel_equals_the_reference() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repacked_q4_k_equals_the_reference() {
-    use suanli_kernels::x86_q4k_r16::{q4_k_r16, repack, R16_BYTES, ROWS};
+    use suanli_kernels::x86::q4k_r16::{q4_k_r16, repack, R16_BYTES, ROWS};
     use suanli_kernels::{Blob, QMatrix};
     if dispatch::detected() < dispatch::Level::Avx512 {
         eprintln!("no AVX-512 VNNI here: the repacked layout is not used on this CPU");
@@ -739,7 +739,7 @@ fn vector_expf_equals_libm() {
         assert!(!dispatch::vector_expf(), "16-lane expf below AVX-512");
         return;
     }
-    let same = suanli_kernels::x86_expf::matches_libm(997);
+    let same = suanli_kernels::x86::expf::matches_libm(997);
     if cfg!(target_env = "gnu") {
         assert!(same, "16-lane expf differs from glibc's expf");
     }

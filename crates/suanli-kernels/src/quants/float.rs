@@ -109,7 +109,7 @@ pub fn vec_dot_bf16(n: usize, w: &[u8], x: &[u8]) -> f32 {
 }
 
 /// BF16 · BF16 in the order of AVX512_BF16's `vdpbf16ps`, the order of
-/// [`crate::x86_float::vec_dot_bf16_dp`]: 16 lanes, lane `l` adding the
+/// [`crate::x86::float::vec_dot_bf16_dp`]: 16 lanes, lane `l` adding the
 /// products of elements `2l + 1` then `2l` of every 32-element chunk (the
 /// last chunk padded with zeros), each add rounded, subnormal inputs and
 /// sums flushed to zero as the instruction does; the lanes summed as

@@ -213,7 +213,7 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
 }
 
 /// The block-sum order, for kernels whose vector lanes are weight rows
-/// ([`crate::x86_r16`]): per block the exact integer `Σ q·x`, then one FMA
+/// ([`crate::x86::r16`]): per block the exact integer `Σ q·x`, then one FMA
 /// `acc = (d_w·d_x)·Σ + acc`; formats with a min add `m·s` into a second
 /// sum by FMAs, `acc + Σm·s` at the end. Not llama.cpp's order (it keeps
 /// eight float lanes per block); used where outputs need not match it

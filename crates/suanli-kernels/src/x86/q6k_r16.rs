@@ -138,5 +138,5 @@ pub unsafe fn tokens(
     nt: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    crate::x86_r16::up_to_four_tokens!(nt, t0, put, |o| group::<_>(w, xq, xrb, acts, t0, o));
+    crate::x86::r16::up_to_four_tokens!(nt, t0, put, |o| group::<_>(w, xq, xrb, acts, t0, o));
 }

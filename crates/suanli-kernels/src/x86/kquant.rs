@@ -287,7 +287,7 @@ pub unsafe fn q6_k_tiled_x8_vnni(
 }
 
 /// [`q6_k_tiled_x8_vnni`] over blocks whose values `unpack` writes (in
-/// element order) — Q6_K's layout or [`crate::x86_q6k_planes`]'s.
+/// element order) — Q6_K's layout or [`crate::x86::q6k_planes`]'s.
 #[inline(always)]
 pub(crate) unsafe fn q6_k_tiled_x8_vnni_in(
     blocks: std::ops::Range<usize>,

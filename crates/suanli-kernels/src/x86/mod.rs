@@ -5,8 +5,26 @@
 //! products (`maddubs` + `madd`), `acc = fma(d, lane, acc)` per block, the
 //! same horizontal sum. So they are bit-identical to the reference, which
 //! `tests/fast_paths.rs` checks.
+//!
+//! Every x86 kernel of the crate lives in this folder, behind the one
+//! `cfg(target_arch = "x86_64")` on this module: register tiles ([`tile`],
+//! [`tile_u8`]), K-quant tiles ([`kquant`]), repacked layouts ([`q4k_r16`],
+//! [`q6k_r16`], [`q6k_planes`], [`r16`]), float kernels ([`float`]), the
+//! 16-lane `expf` ([`expf`]) and the decode walks over row groups.
 
 #![allow(unsafe_op_in_unsafe_fn)]
+
+pub mod expf;
+pub mod float;
+pub(crate) mod gemv_zmm;
+pub mod kquant;
+pub mod q4k_r16;
+pub mod q6k_planes;
+pub mod q6k_r16;
+pub mod r16;
+pub mod tile;
+pub mod tile_u8;
+pub(crate) mod walk;
 
 use std::arch::x86_64::*;
 
@@ -112,7 +130,7 @@ pub(crate) fn prefetch_ahead(p: *const u8, len: usize, ahead: usize) {
 
 /// The L2 prefetch of [`prefetch_ahead`] alone, in the lines that start in the span's shadow
 /// (1 or 2 for a 4-row group of Q5_0, say): the fewest prefetches, for
-/// the AVX2 decode tile ([`crate::x86_tile`]), whose arithmetic already
+/// the AVX2 decode tile ([`crate::x86::tile`]), whose arithmetic already
 /// bounds it — Qwen2.5-Coder-0.5B tg32 under `SUANLI_ISA=avx2` on the
 /// Intel guest: 45.8 t/s so, 42.1 with the fixed count, 39.9 with the L1
 /// stage too.

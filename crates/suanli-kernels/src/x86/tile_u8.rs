@@ -1,7 +1,7 @@
 //! Prefill of the 32-element formats at the AVX-512 VNNI level from
 //! weights unpacked once per group of four rows and many tokens.
 //!
-//! The register tile of [`crate::x86_tile`] unpacks each weight block
+//! The register tile of [`crate::x86::tile`] unpacks each weight block
 //! (nibbles, fifth bits) again for every four tokens: seven vector
 //! operations per row and block against one `vpdpbusd` per (row, token),
 //! whose single pipe on Zen 4 is the floor. Here [`Unpack`] writes four
@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use crate::x86::nibbles;
-use crate::x86_tile::{finish_tile, scale_table, with_high_bits, Acts, Strides, G4};
+use crate::x86::tile::{finish_tile, scale_table, with_high_bits, Acts, Strides, G4};
 
 /// Bytes of one unpacked block of four rows: `d` (4 × f16), `m` (4 × f16,
 /// zero where the format has none), then each row's 32 values as u8.
@@ -101,7 +101,7 @@ fn checked<const MIN: bool, const SIGNED: bool, const XB: usize>(
 /// The block loop both tile kernels share: the buffers checked, then for
 /// every block `i` of four unpacked rows, `block(i, its unpacked bytes,
 /// the four activation rows' block, its (row, token) scale products)`,
-/// the scale table made a chunk of [`crate::x86_tile::CH`] blocks at a
+/// the scale table made a chunk of [`crate::x86::tile::CH`] blocks at a
 /// time. Returns the `MIN` formats' sums for [`finish_tile`].
 #[inline(always)]
 unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize>(
@@ -112,7 +112,7 @@ unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize>(
 ) -> [__m256; 2] {
     const TR: usize = 4;
     const TC: usize = 4;
-    use crate::x86_tile::CH;
+    use crate::x86::tile::CH;
     let nb = checked::<MIN, SIGNED, XB>(n, buf, a);
     let (bp, xp) = (buf.as_ptr(), a.x.as_ptr());
     let mut summs = [_mm256_setzero_ps(); 2];

@@ -1,6 +1,6 @@
 //! One-token (decode) kernels of the 32-element block formats (Q4_0, Q4_1,
 //! Q5_0, Q5_1 and, below, Q8_0) over the 4-row layout
-//! ([`crate::x86_tile::repack_rows4`]), in 512-bit registers.
+//! ([`crate::x86::tile::repack_rows4`]), in 512-bit registers.
 //!
 //! The reference (`x86.rs`, llama.cpp's AVX2 order) keeps, per output, an
 //! 8-lane f32 accumulator: lane `j` gathers `d_w·d_x · Σ w_k·x_k` over the
@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 
 use crate::quants::hsum8;
-use crate::x86_tile::{Acts, Strides, GR};
+use crate::x86::tile::{Acts, Strides, GR};
 
 /// Where a format keeps its fields in a block of `bb` bytes.
 struct Format {
@@ -239,7 +239,7 @@ macro_rules! gemv_zmm {
 
 // The Q8_0 activations' quants start 2 bytes into a block, Q8_1's 4 bytes.
 // The signed formats run on unsigned bytes offset by their zero point, the
-// excess taken out by the lanes' starts (`Acts::init`), as in x86_tile.
+// excess taken out by the lanes' starts (`Acts::init`), as in x86::tile.
 gemv_zmm!(g4_0, Q4_0, 2, 8);
 gemv_zmm!(g4_1, Q4_1, 4, 0);
 gemv_zmm!(g5_0, Q5_0, 2, 16);
@@ -355,7 +355,7 @@ macro_rules! entry {
                         d[0] = s;
                     }
                 } else {
-                    crate::x86_tile::$tile(n, w, ws, a, out)
+                    crate::x86::tile::$tile(n, w, ws, a, out)
                 }
             }
 

@@ -210,7 +210,7 @@ pub unsafe fn dot_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
     o[0]
 }
 
-/// [`crate::x86_kquant::q6_k_tiled_x8_vnni`] over a row in the planes
+/// [`crate::x86::kquant::q6_k_tiled_x8_vnni`] over a row in the planes
 /// layout (the same bits).
 ///
 /// # Safety
@@ -219,10 +219,10 @@ pub unsafe fn dot_tiled(n: usize, w: &[u8], x: &[u8]) -> f32 {
 pub unsafe fn tiled_x8_vnni(
     blocks: std::ops::Range<usize>,
     w: &[u8],
-    a: &crate::x86_kquant::KActs,
-    st: &mut crate::x86_kquant::KState,
+    a: &crate::x86::kquant::KActs,
+    st: &mut crate::x86::kquant::KState,
 ) {
-    crate::x86_kquant::q6_k_tiled_x8_vnni_in(blocks, w, a, st, |wk, q| {
+    crate::x86::kquant::q6_k_tiled_x8_vnni_in(blocks, w, a, st, |wk, q| {
         for (k, v) in values(wk).into_iter().enumerate() {
             _mm512_store_si512(q.0.as_mut_ptr().add(64 * k) as *mut __m512i, v);
         }

@@ -514,10 +514,10 @@ pub fn gemv_dot(ty: crate::DType, level: crate::dispatch::Level) -> Option<GemvD
     use crate::DType::*;
     let f: GemvDot = match (level, ty) {
         (Level::Avx512, Q8_0) => s_g8_0_vnni,
-        (Level::Avx512, Q4_0) => crate::x86_gemv_zmm::z_g4_0,
-        (Level::Avx512, Q5_0) => crate::x86_gemv_zmm::z_g5_0,
-        (Level::Avx512, Q4_1) => crate::x86_gemv_zmm::z_g4_1,
-        (Level::Avx512, Q5_1) => crate::x86_gemv_zmm::z_g5_1,
+        (Level::Avx512, Q4_0) => crate::x86::gemv_zmm::z_g4_0,
+        (Level::Avx512, Q5_0) => crate::x86::gemv_zmm::z_g5_0,
+        (Level::Avx512, Q4_1) => crate::x86::gemv_zmm::z_g4_1,
+        (Level::Avx512, Q5_1) => crate::x86::gemv_zmm::z_g5_1,
         (Level::Avx2, Q8_0) => s_g8_0_avx2,
         (Level::Avx2, Q4_0) => s_g4_0_avx2,
         (Level::Avx2, Q5_0) => s_g5_0_avx2,

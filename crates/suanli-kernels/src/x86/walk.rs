@@ -7,7 +7,7 @@ use crate::DType;
 /// The per-call activation data of the 32-element formats' tile and
 /// decode kernels, for tokens `range` in groups of `g`: scales widened to
 /// f32 and, for VNNI kernels of formats with a zero point, the lanes'
-/// starts ([`crate::x86_tile::lane_starts`]) — once per matmul instead of
+/// starts ([`crate::x86::tile::lane_starts`]) — once per matmul instead of
 /// once per tile.
 pub(crate) struct ActTables<'a> {
     xq: &'a [u8],
@@ -29,7 +29,7 @@ impl<'a> ActTables<'a> {
         range: std::ops::Range<usize>,
         g: usize,
     ) -> Self {
-        use crate::x86_tile::{lane_starts, vnni_offset, widen_scales_of};
+        use crate::x86::tile::{lane_starts, vnni_offset, widen_scales_of};
         let vt = ty.traits().vec_dot_type;
         let (nb, xb, sums) = (cols / 32, vt.block_bytes(), vt == DType::Q8_1);
         let off =
@@ -58,9 +58,9 @@ impl<'a> ActTables<'a> {
     }
 
     /// The group starting at token `t`.
-    pub(crate) fn acts(&self, t: usize) -> crate::x86_tile::Acts<'_> {
+    pub(crate) fn acts(&self, t: usize) -> crate::x86::tile::Acts<'_> {
         let k = (t - self.t0) / self.g;
-        crate::x86_tile::Acts {
+        crate::x86::tile::Acts {
             x: &self.xq[t * self.xrb..],
             xrb: self.xrb,
             xs: &self.xs[k * self.per_xs..][..self.per_xs],
@@ -71,7 +71,7 @@ impl<'a> ActTables<'a> {
 
 /// Walks `rows × n` outputs (`rows` a multiple of 4) in blocks of rows ×
 /// tokens spread over the pool: a block's groups of four rows are unpacked
-/// once ([`crate::x86_tile_u8`]), then `tile(buf, t, out)` runs each group
+/// once ([`crate::x86::tile_u8`]), then `tile(buf, t, out)` runs each group
 /// against four tokens at a time, tokens outer so their activations stay
 /// in L1; `tail(r, t, out)` takes the tokens past the last whole tile.
 pub(crate) fn blocked_unpacked(
@@ -92,7 +92,7 @@ pub(crate) fn blocked_unpacked(
     crate::pool::for_each(nrb * ntb, |item| {
         let (r0, t0) = (item / ntb * RB, item % ntb * TB);
         let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
-        let gb = nb * crate::x86_tile_u8::UB;
+        let gb = nb * crate::x86::tile_u8::UB;
         let mut buf = vec![0u8; (r1 - r0) / 4 * gb];
         for (g, b) in buf.chunks_exact_mut(gb).enumerate() {
             unpack(r0 + 4 * g, b);

@@ -1,0 +1,3 @@
+//! aarch64 twins of the reference kernels (NEON), behind one `cfg`.
+
+pub(crate) mod neon;
