@@ -12,13 +12,13 @@ gcc -O2 scripts/llama_logits.c -I"$LLAMA/include" -I"$LLAMA/ggml/include" -L"$LL
 cargo build -q --release -p suanli-models --example write_tiny
 cargo build -q --release -p suanli --example logits_dump
 printf 'Hello world, this is a tiny model.' > "$tmp/p.txt"
-for variant in llama qwen2 qwen3 gemma3 qwen2moe qwen3moe llama+moe ernie4_5 ernie4_5-moe hunyuan-dense hunyuan-moe; do
-  arch="${variant%+moe}"
-  # llama+moe: Mixtral (llama with experts).
-  target/release/examples/write_tiny "$arch" "$tmp/$arch.gguf" $([ "$variant" != "$arch" ] && echo moe)
+for variant in llama qwen2 qwen3 gemma3 qwen2moe qwen3moe llama+moe ernie4_5 ernie4_5-moe hunyuan-dense hunyuan-moe qwen2+yarn qwen3moe+yarn; do
+  arch="${variant%+*}"
+  # llama+moe: Mixtral (llama with experts); +yarn: YaRN RoPE scaling.
+  target/release/examples/write_tiny "$arch" "$tmp/$arch.gguf" $([ "$variant" != "$arch" ] && echo "${variant#*+}")
   "$tmp/llama_logits" "$tmp/$arch.gguf" "$tmp/p.txt" 8 2 "$tmp/ref.bin" 2>/dev/null > "$tmp/ref.json"
   target/release/examples/logits_dump "$tmp/$arch.gguf" "$tmp/p.txt" "$tmp/ours.bin" 8 > "$tmp/ours.json"
-  python3 - "$arch" "$tmp" <<'PY'
+  python3 - "$variant" "$tmp" <<'PY'
 import json, sys, numpy as np
 arch, tmp = sys.argv[1], sys.argv[2]
 r = json.load(open(f"{tmp}/ref.json")); o = json.load(open(f"{tmp}/ours.json"))

@@ -1,18 +1,21 @@
 //! Write the tiny random GGUF model of an architecture:
-//! write_tiny ARCH OUT.gguf [moe] (`moe`: with experts, as `llama moe` is Mixtral)
+//! write_tiny ARCH OUT.gguf [moe] [yarn] (`moe`: with experts, as `llama moe`
+//! is Mixtral; `yarn`: YaRN RoPE scaling, factor 4 over 64 positions)
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    if a.len() != 3 && !(a.len() == 4 && a[3] == "moe") {
-        eprintln!("usage: write_tiny ARCH OUT.gguf [moe]");
+    let flags = a.get(3..).unwrap_or(&[]);
+    if a.len() < 3 || flags.iter().any(|f| f != "moe" && f != "yarn") {
+        eprintln!("usage: write_tiny ARCH OUT.gguf [moe] [yarn]");
         std::process::exit(2);
     }
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let moe = has("moe")
+        || suanli_models::arch::REGISTRY
+            .iter()
+            .any(|e| e.name == a[1] && e.moe);
+    let yarn = has("yarn").then_some((4.0, 64));
     let path = std::path::Path::new(&a[2]);
-    let r = if a.len() == 4 {
-        suanli_models::tiny::write_tiny(&a[1], true, path, 7)
-    } else {
-        suanli_models::tiny::write_tiny_gguf(&a[1], path, 7)
-    };
-    if let Err(e) = r {
+    if let Err(e) = suanli_models::tiny::write_tiny_with(&a[1], moe, yarn, path, 7) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -40,6 +40,12 @@ pub struct ModelConfig {
     pub rope_freq_factors: Vec<f32>,
     /// Linear position scaling (1.0 for none) of full-attention layers.
     pub rope_freq_scale: f32,
+    /// YaRN's blend of interpolated and extrapolated frequencies on the
+    /// layers with `rope_freq_scale` (gpt-oss, DeepSeek, Qwen long context).
+    pub yarn: Option<Yarn>,
+    /// Sliding-window layers use the full layers' scaling too (gpt-oss);
+    /// otherwise none (Gemma 3).
+    pub swa_scaled: bool,
     /// Sliding window width for SWA layers.
     pub sliding_window: Option<usize>,
     /// `swa_layers[i]`: layer i uses the sliding window.
@@ -61,6 +67,68 @@ pub struct ModelConfig {
     pub embed_scale: Option<f32>,
     /// The mixture of experts of the layers the plan gives one to.
     pub moe: Option<MoeConfig>,
+}
+
+/// YaRN (Peng et al. 2023) as ggml's `rope_yarn` computes it: dimension
+/// pair `i` rotates by `θ_interp·(1 − mix) + θ_extrap·mix`, with `mix` a
+/// ramp over `corr_dims` times `ext_factor`, and sines and cosines scaled
+/// by `mscale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    pub ext_factor: f32,
+    /// The ramp's start and end (dimension pairs).
+    pub corr_dims: [f32; 2],
+    /// Multiplier of every sine and cosine.
+    pub mscale: f32,
+}
+
+impl Yarn {
+    /// llama.cpp's YaRN for scaling `factor` of a model trained on
+    /// `n_ctx_orig` positions: the correction range from `beta_fast` and
+    /// `beta_slow` (floored and ceiled unless `!truncate`, as transformers
+    /// allows), `ext_factor` 1, and the magnitude `attn_factor · (1 + 0.1 ln
+    /// factor)` — llama.cpp divides the attention factor by that last term
+    /// and `rope_yarn` multiplies it back, in f32, which this repeats.
+    /// `mscale` is the attention factor before that division (`0.1 ln
+    /// factor + 1`, or DeepSeek's ratio of two such terms).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        factor: f32,
+        n_ctx_orig: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+        base: f32,
+        rope_dim: usize,
+        mscale: f32,
+        rope_attn_factor: f32,
+        truncate: bool,
+    ) -> Yarn {
+        let dim = |rot: f32| {
+            rope_dim as f32 * (n_ctx_orig / (rot * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let (mut lo, mut hi) = (dim(beta_fast), dim(beta_slow));
+        if truncate {
+            (lo, hi) = (lo.floor(), hi.ceil());
+        }
+        let corr_dims = [lo.max(0.0), hi.min(rope_dim as f32 - 1.0)];
+        let freq_scale = 1.0 / factor;
+        let attn = mscale * (1.0 / (1.0 + 0.1 * factor.ln())) * rope_attn_factor;
+        Yarn {
+            ext_factor: 1.0,
+            corr_dims,
+            mscale: attn * (1.0 + 0.1 * (1.0 / freq_scale).ln()),
+        }
+    }
+
+    /// The rotation of dimension pair `i` for extrapolated angle `theta`.
+    pub fn theta(&self, theta_extrap: f32, freq_scale: f32, i: usize) -> f32 {
+        let theta_interp = freq_scale * theta_extrap;
+        let [lo, hi] = self.corr_dims;
+        let y = (i as f32 - lo) / (hi - lo).max(0.001);
+        let mix = (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor;
+        theta_interp * (1.0 - mix) + theta_extrap * mix
+    }
 }
 
 /// A mixture-of-experts feed-forward's shape and router, and which layers
@@ -109,5 +177,14 @@ impl ModelConfig {
                 }
             })
             .collect()
+    }
+}
+
+/// YaRN's magnitude term for scaling `factor` (1 when not extending).
+pub fn yarn_get_mscale(factor: f32, mscale: f32) -> f32 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * factor.ln() + 1.0
     }
 }

@@ -91,6 +91,18 @@ pub fn write_tiny_gguf(arch: &str, path: &Path, seed: u64) -> suanli_formats::Re
 
 /// [`write_tiny_gguf`], with a mixture of experts in every layer or not.
 pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_formats::Result<()> {
+    write_tiny_with(arch, moe, None, path, seed)
+}
+
+/// [`write_tiny`], with YaRN RoPE scaling (`factor`, original context)
+/// where given.
+pub fn write_tiny_with(
+    arch: &str,
+    moe: bool,
+    yarn: Option<(f32, u32)>,
+    path: &Path,
+    seed: u64,
+) -> suanli_formats::Result<()> {
     let vocab = byte_vocab();
     let n_vocab = vocab.len();
     let mut rng = Rng(seed.max(1));
@@ -136,6 +148,14 @@ pub fn write_tiny(arch: &str, moe: bool, path: &Path, seed: u64) -> suanli_forma
         }
     }
     w.add(key("rope.freq_base"), Value::F32(10000.0));
+    if let Some((factor, orig)) = yarn {
+        w.add(key("rope.scaling.type"), Value::String("yarn".into()));
+        w.add(key("rope.scaling.factor"), Value::F32(factor));
+        w.add(
+            key("rope.scaling.original_context_length"),
+            Value::U32(orig),
+        );
+    }
     if arch == "gemma3" {
         w.add(key("attention.sliding_window"), Value::U32(4));
     }

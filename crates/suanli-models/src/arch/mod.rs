@@ -12,7 +12,7 @@ pub mod qwen3moe;
 
 use suanli_kernels::ops::RopeStyle;
 
-use crate::config::{Llama3Scaling, ModelConfig, MoeConfig};
+use crate::config::{yarn_get_mscale, Llama3Scaling, ModelConfig, MoeConfig, Yarn};
 use crate::loader::{Loader, SourceFormat, WeightSource};
 use crate::nn::{Gating, Router};
 use crate::{Model, ModelError, Result};
@@ -92,6 +92,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
     let rope_dim = ld.usize_opt("rope.dimension_count")?.unwrap_or(head_dim);
     let mut rope_freq_factors = Vec::new();
     let mut rope_freq_scale = 1.0;
+    let mut yarn = None;
     if let Some(f) = ld.vector_opt("rope_freqs.weight", rope_dim / 2)? {
         rope_freq_factors = f;
     }
@@ -99,8 +100,38 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         .hparam("rope.scaling.type")
         .and_then(|v| v.as_str().map(str::to_string))
     {
-        if v == "linear" {
+        if v == "linear" || v == "yarn" {
             rope_freq_scale = 1.0 / ld.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
+        }
+        if v == "yarn" {
+            let factor = 1.0 / rope_freq_scale;
+            let log_mul = ld
+                .f32_opt("rope.scaling.yarn_log_multiplier")?
+                .unwrap_or(0.0);
+            let mscale = if log_mul != 0.0 {
+                // llama.cpp's DeepSeek-V2 reading of a log multiplier.
+                let m = if src.arch() == "deepseek2" && log_mul != 1.0 {
+                    log_mul
+                } else {
+                    1.0
+                };
+                yarn_get_mscale(factor, m) / yarn_get_mscale(factor, log_mul)
+            } else {
+                yarn_get_mscale(factor, 1.0)
+            };
+            let n_ctx = ld.usize_opt("context_length")?.unwrap_or(4096);
+            yarn = Some(Yarn::new(
+                factor,
+                ld.usize_opt("rope.scaling.original_context_length")?
+                    .unwrap_or(n_ctx) as f32,
+                ld.f32_opt("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
+                ld.f32_opt("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
+                rope_theta,
+                rope_dim,
+                mscale,
+                ld.f32_opt("rope.scaling.attn_factor")?.unwrap_or(1.0),
+                true,
+            ));
         }
     }
     if let Some(rs) = src
@@ -124,6 +155,32 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
                 rope_freq_factors = ModelConfig::llama3_freq_factors(&s, rope_theta, rope_dim);
             }
             "linear" => rope_freq_scale = 1.0 / f("factor").unwrap_or(1.0),
+            "yarn" => {
+                let factor = f("factor").unwrap_or(1.0);
+                rope_freq_scale = 1.0 / factor;
+                let mscale = match (f("attention_factor"), f("mscale"), f("mscale_all_dim")) {
+                    (Some(a), _, _) => a,
+                    (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                        yarn_get_mscale(factor, m) / yarn_get_mscale(factor, all)
+                    }
+                    _ => yarn_get_mscale(factor, 1.0),
+                };
+                let orig = f("original_max_position_embeddings")
+                    .or_else(|| ld.f32_opt("context_length").ok().flatten())
+                    .unwrap_or(4096.0);
+                let truncate = rs.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true);
+                yarn = Some(Yarn::new(
+                    factor,
+                    orig,
+                    f("beta_fast").unwrap_or(32.0),
+                    f("beta_slow").unwrap_or(1.0),
+                    rope_theta,
+                    rope_dim,
+                    mscale,
+                    1.0,
+                    truncate,
+                ));
+            }
             // HunYuan's NTK-alpha scaling: a larger base, fixed (llama.cpp's
             // converter bakes the same base into the GGUF).
             "dynamic" if f("alpha").is_some() => {
@@ -166,6 +223,8 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         rope_style: RopeStyle::Neox,
         rope_freq_factors,
         rope_freq_scale,
+        yarn,
+        swa_scaled: false,
         sliding_window: None,
         swa_layers: vec![false; n_layer],
         attn_scale: 1.0 / (head_dim as f32).sqrt(),

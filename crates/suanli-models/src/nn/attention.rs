@@ -82,7 +82,10 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
     ctx.trace("Knorm", il, &k);
     let swa = c.swa_layers.get(il).copied().unwrap_or(false);
     let (base, scale, factors) = if swa {
-        (c.rope_theta_swa, 1.0, false)
+        match c.swa_scaled {
+            true => (c.rope_theta_swa, c.rope_freq_scale, true),
+            false => (c.rope_theta_swa, 1.0, false),
+        }
     } else {
         (c.rope_theta, c.rope_freq_scale, true)
     };

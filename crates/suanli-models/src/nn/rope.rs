@@ -25,7 +25,7 @@ impl RopeAngles {
 }
 
 /// The batch's angles for `base`, `freq_scale` and (optionally) the
-/// model's frequency factors: made on first use in a forward pass, then
+/// model's frequency factors and YaRN: made on first use in a forward pass, then
 /// shared by every layer and by Q and K.
 pub fn rope_angles<'b>(
     ctx: &'b mut Batch,
@@ -39,6 +39,8 @@ pub fn rope_angles<'b>(
         Some(i) => i,
         None => {
             let half = c.rope_dim / 2;
+            // YaRN applies where the model's scaling does.
+            let yarn = if use_factors { c.yarn } else { None };
             let theta_scale = base.powf(-2.0 / c.rope_dim as f32);
             let n = ctx.pos.len();
             let (mut sin, mut cos) = (vec![0f32; n * half], vec![0f32; n * half]);
@@ -51,7 +53,13 @@ pub fn rope_angles<'b>(
                     } else {
                         1.0
                     };
-                    (*s, *co) = (freq_scale * (theta / ff)).sin_cos();
+                    (*s, *co) = match yarn {
+                        Some(y) => {
+                            let (s, co) = y.theta(theta / ff, freq_scale, i).sin_cos();
+                            (s * y.mscale, co * y.mscale)
+                        }
+                        None => (freq_scale * (theta / ff)).sin_cos(),
+                    };
                     theta *= theta_scale;
                 }
             }
