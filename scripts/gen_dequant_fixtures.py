@@ -28,7 +28,7 @@ N_BLOCKS = 64
 
 # Byte offsets of f16 scale fields, set to finite values.
 SCALES = {T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0], T.Q2_K: [80, 82], T.Q3_K: [108],
-          T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.F16: None, T.BF16: None, T.F32: None}
+          T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.F16: None, T.BF16: None, T.F32: None, T.MXFP4: []}
 
 
 def random_blocks(t, rng):
@@ -43,6 +43,10 @@ def random_blocks(t, rng):
     raw = rng.integers(0, 256, size=(N_BLOCKS, size), dtype=np.uint8)
     for off in SCALES[t]:
         raw[:, off:off + 2] = rng.uniform(-0.05, 0.05, N_BLOCKS).astype(np.float16).view(np.uint8).reshape(N_BLOCKS, 2)
+    if t == T.MXFP4:
+        # E8M0 scales from the subnormals (0, 1) up to 2^2, so every value is finite.
+        raw[:, 0] = rng.integers(0, 130, size=N_BLOCKS, dtype=np.uint8)
+        raw[:2, 0] = [0, 1]
     return raw.reshape(-1)
 
 

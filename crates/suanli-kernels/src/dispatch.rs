@@ -478,6 +478,9 @@ mod avx2 {
     pub fn q4_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q4_0_q8_0(n, w, x) }
     }
+    pub fn mxfp4(n: usize, w: &[u8], x: &[u8]) -> f32 {
+        unsafe { x86::vec_dot_mxfp4_q8_0(n, w, x) }
+    }
     pub fn q5_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         unsafe { x86::vec_dot_q5_0_q8_0(n, w, x) }
     }
@@ -552,6 +555,7 @@ pub fn vec_dot(ty: DType) -> Option<VecDot> {
         let f: Option<VecDot> = match ty {
             DType::Q8_0 => Some(avx2::q8_0),
             DType::Q4_0 => Some(avx2::q4_0),
+            DType::MXFP4 => Some(avx2::mxfp4),
             DType::Q5_0 => Some(avx2::q5_0),
             DType::Q4_1 => Some(avx2::q4_1),
             DType::Q5_1 => Some(avx2::q5_1),

@@ -3,7 +3,7 @@
 //! Ids and block geometry follow the GGUF specification (`ggml_type` in
 //! ggml.h); the table mirrors ggml's `type_traits` / `type_traits_cpu`.
 
-use crate::quants::{float, kquants, legacy};
+use crate::quants::{float, fp4, kquants, legacy};
 
 /// A tensor element type as numbered in GGUF files.
 #[allow(non_camel_case_types)]
@@ -29,6 +29,8 @@ pub enum DType {
     I64,
     F64,
     BF16,
+    /// OCP microscaling FP4 (gpt-oss's experts).
+    MXFP4,
 }
 
 /// Elements per super-block of the K-quants.
@@ -59,6 +61,7 @@ impl DType {
             27 => DType::I64,
             28 => DType::F64,
             30 => DType::BF16,
+            39 => DType::MXFP4,
             _ => return None,
         })
     }
@@ -85,6 +88,7 @@ impl DType {
             DType::I64 => 27,
             DType::F64 => 28,
             DType::BF16 => 30,
+            DType::MXFP4 => 39,
         }
     }
 
@@ -148,7 +152,7 @@ const fn plain(name: &'static str, bytes: usize, ty: DType) -> TypeTraits {
 }
 
 /// Indexed by `DType as usize`; order must follow the enum.
-static TRAITS: [TypeTraits; 20] = [
+static TRAITS: [TypeTraits; 21] = [
     TypeTraits {
         name: "F32",
         block: 1,
@@ -288,5 +292,14 @@ static TRAITS: [TypeTraits; 20] = [
         from_float: Some(float::bf16_from_float),
         vec_dot_type: DType::BF16,
         vec_dot: Some(float::vec_dot_bf16),
+    },
+    TypeTraits {
+        name: "MXFP4",
+        block: 32,
+        bytes: fp4::BLOCK_BYTES,
+        to_float: Some(fp4::dequantize_mxfp4),
+        from_float: None,
+        vec_dot_type: DType::Q8_0,
+        vec_dot: Some(fp4::vec_dot_mxfp4_q8_0),
     },
 ];

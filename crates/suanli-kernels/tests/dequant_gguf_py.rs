@@ -41,6 +41,7 @@ fn every_format_matches_gguf_py_bit_for_bit() {
         ("Q4_K", DType::Q4_K),
         ("Q5_K", DType::Q5_K),
         ("Q6_K", DType::Q6_K),
+        ("MXFP4", DType::MXFP4),
     ] {
         check(name, t);
     }

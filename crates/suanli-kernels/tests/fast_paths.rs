@@ -12,6 +12,7 @@ fn scales(t: DType) -> &'static [usize] {
     match t {
         DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
         DType::Q6_K => &[208],
+        DType::MXFP4 => &[],
         _ => &[0],
     }
 }
@@ -150,6 +151,12 @@ fn fast_dot_products_equal_the_reference() {
             kquants::vec_dot_q6_k_q8_k_tiled,
             dispatch::tiled_vec_dot(DType::Q6_K).expect("tiled"),
         ),
+        (
+            "MXFP4",
+            DType::MXFP4,
+            reference(DType::MXFP4),
+            fast(DType::MXFP4),
+        ),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for (name, t, reference, fast) in pairs {
@@ -157,7 +164,7 @@ fn fast_dot_products_equal_the_reference() {
         let sizes: &[usize] = if t.block_size() == 256 {
             &[256, 1024, 4864]
         } else {
-            &[32, 256, 896, 4864]
+            &[32, 160, 256, 896, 4864]
         };
         for &n in sizes {
             for _ in 0..20 {
@@ -169,6 +176,10 @@ fn fast_dot_products_equal_the_reference() {
                         blk[o..o + 2].copy_from_slice(
                             &f16::from_f32(rng.random_range(-0.05f32..0.05)).to_le_bytes(),
                         );
+                    }
+                    if t == DType::MXFP4 {
+                        // A power-of-two scale between 2^-18 and 2^6.
+                        blk[0] = rng.random_range(110..134);
                     }
                 }
                 let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
@@ -769,6 +780,51 @@ fn q6_k_rows_avx2_equal_the_reference() {
         for (r, g) in got.iter().enumerate() {
             let want = kquants::vec_dot_q6_k_q8_k(cols, &w[r * wrb..(r + 1) * wrb], &xq);
             assert_eq!(g.to_bits(), want.to_bits(), "{rows}x{cols} row {r}");
+        }
+    }
+}
+
+/// MXFP4 matrices (gpt-oss's experts): every batch size returns the
+/// per-row reference dot's bits, through the matmul and the grouped
+/// matmul a mixture of experts runs.
+#[test]
+fn mxfp4_matmul_equals_the_reference() {
+    use suanli_kernels::{matmul_grouped, Acts, Blob, Product, QMatrix};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let t = DType::MXFP4;
+    let (rows, cols) = (48, 352);
+    let wrb = t.row_bytes(cols).expect("row");
+    let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
+    for blk in w.chunks_exact_mut(t.block_bytes()) {
+        blk[0] = rng.random_range(118..126);
+    }
+    let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
+        .expect("matrix")
+        .with_prefill_layout()
+        .interleave();
+    let dot = t.traits().vec_dot.expect("reference");
+    for n in [1usize, 3, 8, 17] {
+        let x: Vec<f32> = (0..n * cols)
+            .map(|_| rng.random_range(-3.0f32..3.0))
+            .collect();
+        assert_matmul_bits(&m, &w, &x, n, |_| dot, "MXFP4");
+        // Every other row through the grouped matmul.
+        let take: Vec<usize> = (0..n).step_by(2).collect();
+        let mut out = vec![0f32; take.len() * rows];
+        let mut products = [Product {
+            w: &m,
+            take: Some(&take),
+            out: &mut out,
+        }];
+        matmul_grouped(Acts::Rows(&x), n, cols, &mut products).expect("grouped");
+        let mut full = vec![0f32; n * rows];
+        m.matmul(&x, n, &mut full);
+        for (i, &tok) in take.iter().enumerate() {
+            assert_eq!(
+                out[i * rows..(i + 1) * rows],
+                full[tok * rows..(tok + 1) * rows],
+                "MXFP4 grouped, {n} tokens: token {tok}"
+            );
         }
     }
 }

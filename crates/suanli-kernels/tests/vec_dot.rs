@@ -19,6 +19,7 @@ const WEIGHT_TYPES: &[DType] = &[
     DType::Q4_K,
     DType::Q5_K,
     DType::Q6_K,
+    DType::MXFP4,
 ];
 
 /// Byte offsets of the f16 scale fields of a block, so random blocks carry
@@ -50,6 +51,10 @@ pub fn random_row(t: DType, n: usize, rng: &mut impl Rng) -> Vec<u8> {
                 for &o in scale_offsets(t) {
                     let v = f16::from_f32(rng.random_range(0.001f32..0.02));
                     blk[o..o + 2].copy_from_slice(&v.to_le_bytes());
+                }
+                if t == DType::MXFP4 {
+                    // A power-of-two scale between 2^-12 and 2^-6.
+                    blk[0] = rng.random_range(116..122);
                 }
             }
             out

@@ -18,6 +18,7 @@
 //! [`crate::DType::row_bytes`]).
 
 pub mod float;
+pub mod fp4;
 pub mod kquants;
 pub mod legacy;
 

@@ -189,6 +189,47 @@ sym_dot!(vec_dot_q5_0_q8_0, 22, |wk: *const u8| {
     )
 });
 
+/// MXFP4's reference `vec_dot` ([`crate::quants::fp4`]) with AVX2: codes
+/// looked up by `vpshufb`, even and odd blocks in two accumulators.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    use crate::quants::fp4::{e8m0_half, values, BLOCK_BYTES as WB, KVALUES};
+    let nb = n / 32;
+    assert!(w.len() >= nb * WB && x.len() >= nb * 34);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES.as_ptr() as *const __m128i));
+    let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 1 < nb {
+        let (w0, x0) = (w.as_ptr().add(i * WB), x.as_ptr().add(i * 34));
+        let (w1, x1) = (w0.add(WB), x0.add(34));
+        let d0 = f16_at(x, i * 34) * e8m0_half(*w0);
+        let d1 = f16_at(x, (i + 1) * 34) * e8m0_half(*w1);
+        let q0 = _mm256_shuffle_epi8(table, nibbles(w0.add(1)));
+        let q1 = _mm256_shuffle_epi8(table, nibbles(w1.add(1)));
+        let l0 = lanes_i8_i8(q0, _mm256_loadu_si256(x0.add(2) as *const __m256i));
+        let l1 = lanes_i8_i8(q1, _mm256_loadu_si256(x1.add(2) as *const __m256i));
+        even = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(l0), even);
+        odd = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(l1), odd);
+        i += 2;
+    }
+    let mut sum = finish(_mm256_add_ps(even, odd));
+    if i < nb {
+        let (wk, xk) = (&w[i * WB..(i + 1) * WB], &x[i * 34..(i + 1) * 34]);
+        let d = f16_at(x, i * 34) * e8m0_half(wk[0]);
+        let v = values(&wk[1..]);
+        let s: i32 = v
+            .iter()
+            .zip(&xk[2..])
+            .map(|(&a, &b)| a * b as i8 as i32)
+            .sum();
+        sum = d.mul_add(s as f32, sum);
+    }
+    sum
+}
+
 macro_rules! min_dot {
     ($name:ident, $wb:expr, $vals:expr) => {
         /// The reference `vec_dot` of this format, with AVX2.

@@ -1,0 +1,80 @@
+//! MXFP4 (OCP Microscaling, as gpt-oss ships its experts): blocks of 32
+//! values, one E8M0 power-of-two scale byte then 16 bytes of 4-bit E2M1
+//! codes (element `j` in the low nibble of byte `j`, element `j + 16` in
+//! its high nibble). As ggml stores it: the codes map to twice their E2M1
+//! value (`KVALUES`, integers) and the scale to half its power of two, so
+//! products stay integer until the block's one float multiply.
+//!
+//! The dot product with Q8_0 activations sums in llama.cpp's x86 order for
+//! this format (`ggml_vec_dot_mxfp4_q8_0` with AVX2): blocks in pairs, the
+//! even blocks into one set of 8 lanes and the odd ones into another —
+//! lane `l` of a block the exact integer sum of its elements `4l..4l + 4`,
+//! `acc = fma(d, lane, acc)` — the two sets added lane by lane and summed
+//! by `hsum8`, a last odd block added as `fma(d, Σ, sum)`.
+
+use super::{as_i8, f16_at, hsum8, lanes32};
+
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 17;
+
+/// Twice the E2M1 value of each 4-bit code.
+pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Half the power of two an E8M0 scale byte stands for (`2^(e − 128)`,
+/// ggml's `ggml_e8m0_to_fp32_half`; 0 and 1 are the two subnormals).
+#[inline(always)]
+pub fn e8m0_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e as u32 - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// The 32 codes of a block as their integer values, in element order.
+#[inline(always)]
+pub fn values(qs: &[u8]) -> [i32; 32] {
+    let mut v = [0i32; 32];
+    for j in 0..16 {
+        v[j] = KVALUES[(qs[j] & 0xF) as usize] as i32;
+        v[j + 16] = KVALUES[(qs[j] >> 4) as usize] as i32;
+    }
+    v
+}
+
+pub fn dequantize_mxfp4(src: &[u8], out: &mut [f32]) {
+    for (b, o) in src.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(32)) {
+        let d = e8m0_half(b[0]);
+        for (o, v) in o.iter_mut().zip(values(&b[1..17])) {
+            *o = v as f32 * d;
+        }
+    }
+}
+
+pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    let nb = n / 32;
+    let (mut even, mut odd) = ([0f32; 8], [0f32; 8]);
+    let block = |i: usize| {
+        let (wk, xk) = (&w[i * BLOCK_BYTES..], &x[i * 34..]);
+        let d = f16_at(xk, 0) * e8m0_half(wk[0]);
+        (d, lanes32(&values(&wk[1..17]), as_i8(&xk[2..34])))
+    };
+    let mut i = 0;
+    while i + 1 < nb {
+        for (acc, k) in [(&mut even, i), (&mut odd, i + 1)] {
+            let (d, lanes) = block(k);
+            for (a, &l) in acc.iter_mut().zip(&lanes) {
+                *a = d.mul_add(l as f32, *a);
+            }
+        }
+        i += 2;
+    }
+    let both: [f32; 8] = std::array::from_fn(|l| even[l] + odd[l]);
+    let mut sum = hsum8(&both);
+    if i < nb {
+        let (d, lanes) = block(i);
+        sum = d.mul_add(lanes.iter().sum::<i32>() as f32, sum);
+    }
+    sum
+}
