@@ -30,6 +30,18 @@ HunYuan's shared MLP and q/k norms applied after RoPE. The dense ERNIE 4.5
 and HunYuan models have head_dim != n_embd/n_head; HunYuan dense keeps its q/k
 norms after RoPE.
 
+gpt-oss: attention sinks, biases on q/k/v/o, router and experts, alternating
+sliding-window (window 4) and full attention, YaRN, top-k on router logits
+then softmax, swiglu_oai experts. Its experts are MXFP4 in the real GGUF, so
+here their f32 values are exactly representable in MXFP4 and the converter
+gets them as the HF "_blocks"/"_scales" the real checkpoint has: the GGUF's
+ffn_{gate,up,down}_exps are MXFP4 (<dir>-q8_0 has them MXFP4 too, the rest
+q8_0). llama.cpp differs from transformers here by design, not only by
+rounding: its YaRN always rounds the correction range to whole dimensions
+(transformers honours truncate: false) and its CPU MXFP4 matmul rounds the
+expert inputs to q8_0. The run prints llama.cpp against transformers with
+both reproduced (llama_view), which agree to ~1e-5 up to rare q8_0 ties.
+
 The converter needs a tokenizer, so a tiny byte-level BPE one (256 bytes, a few
 merges, 3 specials) is written into a temporary copy of each checkpoint; its
 pre-tokenizer is unknown to the converter, which is told "default" by
@@ -433,8 +445,10 @@ def main():
                 d16, d32 = np.abs(ref - logits.numpy()).max(), np.abs(ref32 - logits.numpy()).max()
                 if name == "gpt-oss" and not suffix:
                     view = llama_view(model, ids)
-                    # Larger would mean a routing decision flipped.
-                    assert np.abs(ref32 - view).max() < 1e-3, "llama.cpp routes differently"
+                    # Inputs within ~1e-7 of a q8_0 rounding tie may round the
+                    # other way (each such flip moves logits by ~1e-2); a
+                    # routing decision that flipped would move them by ~1.
+                    assert np.abs(ref32 - view).max() < 5e-2, "llama.cpp routes differently"
                     print(f"{name}: max |delta logit| llama.cpp vs transformers with YaRN truncate=true and q8_0 "
                           f"expert inputs {np.abs(ref32 - view).max():.3g} (f32 attention), "
                           f"{np.abs(ref - view).max():.3g} (default attention)", flush=True)
