@@ -27,6 +27,7 @@ fn main() {
             softcap: None,
             window: None,
             pages: Pages::CONTIGUOUS,
+            sinks: None,
         };
         let kv: Vec<f16> = (0..(p + 1) * nkv * hd)
             .map(|i| f16::from_f32(((i * 7919 % 1013) as f32 - 506.0) / 300.0))

@@ -121,6 +121,9 @@ pub struct AttnShape<'a> {
     pub window: Option<usize>,
     /// The cache's block table ([`Pages::CONTIGUOUS`] for a flat cache).
     pub pages: Pages<'a>,
+    /// One learned logit per query head that joins every row's softmax
+    /// with no value behind it (gpt-oss's attention sinks).
+    pub sinks: Option<&'a [f32]>,
 }
 
 /// From this many query rows on, llama.cpp runs the tiled kernel
@@ -194,18 +197,21 @@ pub fn attention_reference(
         match (keys, values) {
             (Kv::F16(ks), Kv::F16(vs)) if per_row_f16(keys, values, n) => {
                 let ranges = per_row_ranges(s, n, p);
-                if ranges.len() == 1 {
-                    per_row_reference(s, qh, p, kvh, ks, vs, o)
+                let mut parts: Vec<(f32, f32, Vec<f32>)> = ranges
+                    .into_iter()
+                    .map(|r| {
+                        let mut acc = vec![0f32; hdv];
+                        let (m, sum) = per_row_partial_reference(s, qh, r, kvh, ks, vs, &mut acc);
+                        (m, sum, acc)
+                    })
+                    .collect();
+                if let (Some(sk), Some((m, sum, acc))) = (s.sinks, parts.first_mut()) {
+                    add_sink(sk[h], m, sum, acc);
+                }
+                if let [(_, sum, acc)] = &parts[..] {
+                    o.copy_from_slice(acc);
+                    per_row_finish(o, *sum);
                 } else {
-                    let parts: Vec<(f32, f32, Vec<f32>)> = ranges
-                        .into_iter()
-                        .map(|r| {
-                            let mut acc = vec![0f32; hdv];
-                            let (m, sum) =
-                                per_row_partial_reference(s, qh, r, kvh, ks, vs, &mut acc);
-                            (m, sum, acc)
-                        })
-                        .collect();
                     per_row_combine(parts.iter().map(|(m, s, v)| (*m, *s, &v[..])), o);
                 }
             }
@@ -249,6 +255,9 @@ pub fn attention_reference(
                             *a = e.mul_add(*v, *a);
                         }
                     }
+                }
+                if let Some(sk) = s.sinks {
+                    add_sink(sk[h], &mut m, &mut sum, o);
                 }
                 let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
                 o.iter_mut().for_each(|v| *v *= inv);
@@ -394,6 +403,11 @@ pub fn attention(
             }
         });
         for (row, o) in out[..n * nh * hdv].chunks_exact_mut(hdv).enumerate() {
+            // The sink joins the first range's sums, as in ggml.
+            if let Some(sk) = s.sinks {
+                let (m, sum) = &mut stats[row * nr];
+                add_sink(sk[row % nh], m, sum, &mut parts[row * nr * hdv..][..hdv]);
+            }
             let part = |c: usize| {
                 let (m, sum) = stats[row * nr + c];
                 (m, sum, &parts[(row * nr + c) * hdv..][..hdv])
@@ -518,6 +532,9 @@ fn tiled_item(
         }
     }
     for r in 0..nr {
+        if let Some(sk) = s.sinks {
+            add_sink(sk[kvh * group + r % group], &mut m[r], &mut sum[r], orow(r));
+        }
         let inv = if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] };
         orow(r).iter_mut().for_each(|v| *v *= inv);
     }
@@ -743,6 +760,22 @@ pub(crate) fn per_row_ranges(s: &AttnShape, n: usize, p: usize) -> Vec<std::ops:
     std::iter::once(first..p + 1).collect()
 }
 
+/// Folds an attention sink — a logit with no value — into a row's running
+/// maximum, sum and accumulator (not yet divided by the sum), as ggml's
+/// flash attention does once the keys are done: `S = S·ms + vs` (one FMA,
+/// as GCC contracts it).
+pub(crate) fn add_sink(sink: f32, m: &mut f32, sum: &mut f32, o: &mut [f32]) {
+    let (ms, vs) = if sink > *m {
+        let ms = (*m - sink).exp();
+        *m = sink;
+        o.iter_mut().for_each(|v| *v *= ms);
+        (ms, 1.0)
+    } else {
+        (1.0, (sink - *m).exp())
+    };
+    *sum = sum.mul_add(ms, vs);
+}
+
 /// `o /= sum` as the per-row kernel ends (0 for an empty sum).
 pub(crate) fn per_row_finish(o: &mut [f32], sum: f32) {
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
@@ -776,19 +809,4 @@ pub(crate) fn per_row_combine<'a>(
         let inv = 1.0 / sum;
         o.iter_mut().for_each(|v| *v *= inv);
     }
-}
-
-/// The per-row f16 kernel for query row `qh` at position `p` of KV head
-/// `kvh` over all its keys (one range).
-pub(crate) fn per_row_reference(
-    s: &AttnShape,
-    qh: &[f32],
-    p: usize,
-    kvh: usize,
-    ks: &[f16],
-    vs: &[f16],
-    o: &mut [f32],
-) {
-    let (_, sum) = per_row_partial_reference(s, qh, s.first_key(p)..p + 1, kvh, ks, vs, o);
-    per_row_finish(o, sum);
 }

@@ -168,7 +168,14 @@ pub enum Glu {
     GeGlu,
     /// tanh-GELU gate in f32 (Gemma, as transformers computes it).
     GeGluExact,
+    /// gpt-oss's clamped SwiGLU: `min(g, 7) · σ(1.702 · min(g, 7)) ·
+    /// (clamp(u, −7, 7) + 1)`, as ggml's `swiglu_oai` computes it.
+    SwiGluOai,
 }
+
+/// gpt-oss's SwiGLU slope and clamp (llama.cpp's constants).
+pub const OAI_ALPHA: f32 = 1.702;
+pub const OAI_LIMIT: f32 = 7.0;
 
 /// `gate = act(gate) * up` row by row (`width` values per row).
 pub fn glu(gate: &mut [f32], up: &[f32], width: usize, act: Glu) {
@@ -186,6 +193,11 @@ pub fn glu_row(gate: &mut [f32], up: &[f32], act: Glu) {
             .iter_mut()
             .zip(up)
             .for_each(|(g, &u)| *g = gelu_tanh(*g) * u),
+        Glu::SwiGluOai => gate.iter_mut().zip(up).for_each(|(g, &u)| {
+            let x = g.min(OAI_LIMIT);
+            let y = u.clamp(-OAI_LIMIT, OAI_LIMIT);
+            *g = x / (1.0 + (OAI_ALPHA * -x).exp()) * (y + 1.0);
+        }),
     }
 }
 

@@ -30,6 +30,7 @@ fn shape(
         softcap,
         window,
         pages: Pages::CONTIGUOUS,
+        sinks: None,
     }
 }
 
@@ -53,9 +54,15 @@ fn naive(c: &Case, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
                     s.softcap.map_or(x, |c| c as f64 * (x / c as f64).tanh())
                 })
                 .collect();
-            let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sink = s.sinks.map(|k| k[h] as f64);
+            let m = sc
+                .iter()
+                .cloned()
+                .chain(sink)
+                .fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
+            // A sink joins the softmax's sum with no value.
+            let z: f64 = e.iter().sum::<f64>() + sink.map_or(0.0, |k| (k - m).exp());
             let o = &mut out[(t * nh + h) * hdv..][..hdv];
             for (j, w) in (first..=p).zip(&e) {
                 let vj = &v[j * s.v_stride + kvh * hdv..][..hdv];
@@ -97,6 +104,16 @@ fn fast_attention_equals_the_reference_and_f64() {
                 n,
                 pos0,
             });
+        }
+    }
+    // gpt-oss's attention sinks (one logit per head; some above every
+    // score, some below), on a windowed and a full layer.
+    let sinks: &'static [f32] = Box::leak(vec![-1.5, 0.3, 9.0, 2.0, -8.0, 12.0].into_boxed_slice());
+    for window in [Some(4), None] {
+        for (n, pos0) in [(1, 0), (1, 130), (5, 37), (64, 0), (70, 129), (1, 300)] {
+            let mut sh = shape(6, 2, 64, window, None);
+            sh.sinks = Some(sinks);
+            cases.push(Case { shape: sh, n, pos0 });
         }
     }
     let mut max_err = 0f32;

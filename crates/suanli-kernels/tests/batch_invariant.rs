@@ -192,6 +192,7 @@ fn attention_rows_are_the_same_decoded_or_prefilled() {
         softcap: None,
         window: None,
         pages: Pages::CONTIGUOUS,
+        sinks: None,
     };
     let len = 150;
     let k: Vec<f16> = (0..len * nkv * hd)

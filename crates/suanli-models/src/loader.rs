@@ -351,6 +351,7 @@ fn hf_arch(model_type: &str) -> &str {
         "ernie4_5_moe" => "ernie4_5-moe",
         "hunyuan_v1_moe" => "hunyuan-moe",
         "hunyuan_v1_dense" => "hunyuan-dense",
+        "gpt_oss" => "gpt-oss",
         "qwen3_moe" => "qwen3moe",
         // Mixtral is llama.cpp's `llama` with experts.
         "mixtral" => "llama",
@@ -372,9 +373,14 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
     let il: usize = il.parse().ok()?;
     // transformers 5's fused expert tensors: [experts, 2·ff, d] (each
     // expert's gate rows, then its up rows) and [experts, d, ff].
+    // (gpt-oss stores them transposed, gate and up interleaved: its
+    // architecture file reorders them.)
     match rest {
         "mlp.experts.gate_up_proj" => return Some(format!("blk.{il}.ffn_gate_up_exps.weight")),
         "mlp.experts.down_proj" => return Some(format!("blk.{il}.ffn_down_exps.weight")),
+        "mlp.experts.gate_up_proj_bias" => return Some(format!("blk.{il}.ffn_gate_up_exps.bias")),
+        "mlp.experts.down_proj_bias" => return Some(format!("blk.{il}.ffn_down_exps.bias")),
+        "self_attn.sinks" => return Some(format!("blk.{il}.attn_sinks.weight")),
         _ => {}
     }
     // One tensor per expert: `ffn_{gate,up,down}_exps.{e}`.
@@ -406,7 +412,7 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
-        "mlp.gate" | "mlp.gate.wg" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        "mlp.gate" | "mlp.gate.wg" | "mlp.router" | "block_sparse_moe.gate" => "ffn_gate_inp",
         "mlp.shared_expert.gate_proj"
         | "mlp.shared_experts.gate_proj"
         | "mlp.shared_mlp.gate_proj" => "ffn_gate_shexp",

@@ -156,7 +156,7 @@ pub fn write_tiny_with(
             Value::U32(orig),
         );
     }
-    if arch == "gemma3" {
+    if arch == "gemma3" || arch == "gpt-oss" {
         w.add(key("attention.sliding_window"), Value::U32(4));
     }
     w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
@@ -214,7 +214,12 @@ pub fn write_tiny_with(
         tensor(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 1, 0.3);
         tensor(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 1, 0.3);
         tensor(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 1, 0.3);
-        vector(&mut w, &p("ffn_norm.weight"), N_EMBD, 1.0);
+        // llama.cpp's gpt-oss names its feed-forward norm so.
+        let ffn_norm = match arch {
+            "gpt-oss" => "post_attention_norm.weight",
+            _ => "ffn_norm.weight",
+        };
+        vector(&mut w, &p(ffn_norm), N_EMBD, 1.0);
         if moe {
             // The router in Q8_0 too (llama.cpp's converter keeps it F32;
             // either loads).
@@ -234,21 +239,31 @@ pub fn write_tiny_with(
             tensor(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 1, 0.3);
         }
         for t in extra.iter().filter(|t| !SHARED_MLP.contains(t)) {
-            let n = match *t {
-                "attn_q.bias" => q_dim,
-                "attn_k.bias" | "attn_v.bias" => kv_dim,
-                "attn_q_norm.weight" | "attn_k_norm.weight" => hd,
-                "exp_probs_b.bias" => N_EXPERT,
-                _ => N_EMBD,
+            // Values per row, and rows (one per expert for the experts' biases).
+            let (n, rows) = match *t {
+                "attn_q.bias" => (q_dim, 1),
+                "attn_k.bias" | "attn_v.bias" => (kv_dim, 1),
+                "attn_q_norm.weight" | "attn_k_norm.weight" => (hd, 1),
+                "exp_probs_b.bias" | "ffn_gate_inp.bias" => (N_EXPERT, 1),
+                "attn_sinks.weight" => (N_HEAD, 1),
+                "ffn_gate_exps.bias" | "ffn_up_exps.bias" => (N_FF_EXP, N_EXPERT),
+                "ffn_down_exps.bias" => (N_EMBD, N_EXPERT),
+                _ => (N_EMBD, 1),
             };
-            let v = if t.ends_with("bias") {
+            let v: f32 = if t.ends_with("bias") {
                 0.1
             } else if t.contains("shexp") {
                 0.05
             } else {
                 1.0
             };
-            vector(&mut w, &p(t), n, v);
+            let b: Vec<u8> = (0..n * rows).flat_map(|_| v.to_le_bytes()).collect();
+            let shape: &[u64] = if rows > 1 {
+                &[n as u64, rows as u64]
+            } else {
+                &[n as u64]
+            };
+            w.add_tensor(p(t), shape, DType::F32, b);
         }
     }
     w.write(path)

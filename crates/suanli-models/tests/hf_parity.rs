@@ -152,6 +152,11 @@ fn hunyuan_dense_matches_transformers() {
 }
 
 #[test]
+fn gpt_oss_matches_transformers() {
+    check("gpt-oss");
+}
+
+#[test]
 fn mixtral_matches_transformers() {
     check_dir("mixtral", "llama");
 }

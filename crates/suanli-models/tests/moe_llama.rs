@@ -39,7 +39,8 @@ fn check(name: &str, arch: &str, tol: f32) -> f32 {
     let model = suanli_models::load(&root().join(format!("tests/fixtures/gguf/{name}.gguf")))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(model.config().arch, arch);
-    let dense = !name.contains("moe") && !name.starts_with("mixtral");
+    let dense =
+        name.starts_with("hunyuan-dense") || name.starts_with("ernie4_5") && !name.contains("moe");
     assert_eq!(model.active_expert_bytes() == 0, dense, "{name}: experts");
     let mut kv = model.new_cache(ids.len() + greedy.len(), KvDtype::F16);
     let all = model
@@ -115,4 +116,14 @@ fn ernie4_5_matches_llama_cpp() {
 fn hunyuan_dense_matches_llama_cpp() {
     assert_eq!(check("hunyuan-dense-q8_0", "hunyuan-dense", 0.0), 0.0);
     check("hunyuan-dense", "hunyuan-dense", F32_TOL);
+}
+
+/// MXFP4 experts (sinks, sliding window, YaRN, biases, clamped SwiGLU):
+/// with the rest in Q8_0, llama.cpp's bits; with the rest in f32, the
+/// f32 matrices' last-bit differences through four layers of attention
+/// sinks (max |Δ| 8.2e-3 on logits of ~6.3), greedy identical.
+#[test]
+fn gpt_oss_matches_llama_cpp() {
+    assert_eq!(check("gpt-oss-q8_0", "gpt-oss", 0.0), 0.0);
+    check("gpt-oss", "gpt-oss", 1e-2);
 }

@@ -43,13 +43,18 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
 
 /// x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)).
 pub fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
+    block(m, il, x, n, ctx, ops::Glu::SwiGlu)
+}
+
+/// [`layer`] with the feed-forward's activation `act`.
+pub fn block(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch, act: ops::Glu) {
     let (c, l) = (&m.cfg, &m.layers[il]);
     let h = Input::rms_norm(x, &l.attn_norm, c.rms_eps);
     let a = self_attention(m, il, h, n, ctx);
     ops::add_inplace(x, &a);
     ctx.trace("ffn_inp", il, x);
     let h = Input::rms_norm(x, &l.ffn_norm, c.rms_eps);
-    let f = feed_forward(&l.ffn, il, h, n, ops::Glu::SwiGlu, ctx);
+    let f = feed_forward(&l.ffn, il, h, n, act, ctx);
     ctx.trace("ffn_out", il, &f);
     ops::add_inplace(x, &f);
 }

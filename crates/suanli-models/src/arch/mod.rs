@@ -3,6 +3,7 @@
 
 pub mod ernie4_5;
 pub mod gemma3;
+pub mod gpt_oss;
 pub mod hunyuan;
 pub mod llama;
 pub mod qwen2;
@@ -39,6 +40,7 @@ pub static REGISTRY: &[ArchEntry] = &[
     ernie4_5::ENTRY_MOE,
     hunyuan::ENTRY_DENSE,
     hunyuan::ENTRY_MOE,
+    gpt_oss::ENTRY,
 ];
 
 pub fn known() -> String {

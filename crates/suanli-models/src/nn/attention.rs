@@ -14,7 +14,14 @@ use crate::Batch;
 ///
 /// The kernel follows llama.cpp's CPU flash attention (see
 /// [`suanli_kernels::attention`]), so greedy outputs agree token for token.
-pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> Vec<f32> {
+pub fn attend(
+    q: &[f32],
+    n: usize,
+    c: &ModelConfig,
+    il: usize,
+    sinks: Option<&[f32]>,
+    ctx: &Batch,
+) -> Vec<f32> {
     let window = if c.swa_layers.get(il).copied().unwrap_or(false) {
         c.sliding_window
     } else {
@@ -35,6 +42,7 @@ pub fn attend(q: &[f32], n: usize, c: &ModelConfig, il: usize, ctx: &Batch) -> V
             softcap: c.attn_softcap,
             window,
             pages: s.pages,
+            sinks,
         };
         attention(
             &shape,
@@ -122,7 +130,7 @@ pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut 
             }
         });
     }
-    let a = attend(&q, n, c, il, ctx);
+    let a = attend(&q, n, c, il, l.attn_sinks.as_deref(), ctx);
     ctx.trace("kqv_out", il, &a);
-    linear(&l.wo, None, &a, n)
+    linear(&l.wo, l.bo.as_deref(), &a, n)
 }

@@ -173,6 +173,9 @@ pub struct Moe {
     pub shared: Option<Mlp>,
     /// The shared expert's output is scaled by `sigmoid(h · w)` (Qwen2-MoE).
     pub shared_gate: Option<QMatrix>,
+    /// Per-expert biases of gate and up (`n_expert × ff`) and down
+    /// (`n_expert × n_embd`) (gpt-oss).
+    pub exp_bias: Option<[Vec<f32>; 3]>,
     /// Weight bytes the routed experts have streamed, over all passes: a
     /// decoded token's share of the roofline ([`crate::Model::expert_bytes_read`]).
     read: AtomicU64,
@@ -239,7 +242,21 @@ impl Moe {
             }
             None => None,
         };
+        let ff = mc.n_ff_exp;
+        let b =
+            |w: &str, n: usize| ld.vector_opt(&p(&format!("ffn_{w}_exps.bias")), n * mc.n_expert);
+        let exp_bias = match (b("gate", ff)?, b("up", ff)?, b("down", d)?) {
+            (Some(g), Some(u), Some(dn)) => Some([g, u, dn]),
+            (None, None, None) => None,
+            _ => {
+                return Err(ModelError::MissingTensor {
+                    path: path(),
+                    name: p("ffn_{gate,up,down}_exps.bias (all three or none)"),
+                })
+            }
+        };
         Ok(Moe {
+            exp_bias,
             router: mc.router,
             gate_inp,
             gate_inp_b: ld.vector_opt(&p("ffn_gate_inp.bias"), mc.n_expert)?,
@@ -396,6 +413,19 @@ impl Moe {
             }
             grouped(Acts::Rows(x), n, d, &mut products);
         }
+        // Each expert's biases on its own rows.
+        let add_bias = |x: &mut [f32], b: &[f32], w: usize| {
+            for &e in &used {
+                let bias = &b[e * w..(e + 1) * w];
+                for row in x[first[e] * w..first[e + 1] * w].chunks_exact_mut(w) {
+                    ops::add_inplace(row, bias);
+                }
+            }
+        };
+        if let Some([gb, ub, _]) = &self.exp_bias {
+            add_bias(&mut g, gb, ff);
+            add_bias(&mut u, ub, ff);
+        }
         if ctx.tracing() {
             ctx.trace("ffn_moe_gate", il, &g);
             ctx.trace("ffn_moe_up", il, &u);
@@ -417,6 +447,9 @@ impl Moe {
                 });
             }
             grouped(Acts::Rows(&g), total, ff, &mut products);
+        }
+        if let Some([_, _, db]) = &self.exp_bias {
+            add_bias(&mut y, db, d);
         }
         ExpertRows { rows: y, at }
     }

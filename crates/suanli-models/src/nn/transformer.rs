@@ -21,6 +21,8 @@ pub struct Layer {
     pub bv: Option<Vec<f32>>,             // (n_head_kv·hdv) — qwen2
     pub q_norm: Option<Vec<f32>>,         // (hd) — qwen3, gemma3
     pub k_norm: Option<Vec<f32>>,         // (hd) — qwen3, gemma3
+    pub bo: Option<Vec<f32>>,             // (n_embd) — gpt-oss
+    pub attn_sinks: Option<Vec<f32>>,     // (n_head) — gpt-oss
     pub post_attn_norm: Option<Vec<f32>>, // (n_embd) — gemma3
     pub ffn_norm: Vec<f32>,               // (n_embd)
     pub ffn: Ffn,                         // dense or a mixture of experts
@@ -42,6 +44,8 @@ impl Layer {
             bv: ld.vector_opt(&p("attn_v.bias"), c.n_head_kv * hdv)?,
             q_norm: ld.vector_opt(&p("attn_q_norm.weight"), hd)?,
             k_norm: ld.vector_opt(&p("attn_k_norm.weight"), hd)?,
+            bo: ld.vector_opt(&p("attn_output.bias"), d)?,
+            attn_sinks: ld.vector_opt(&p("attn_sinks.weight"), c.n_head)?,
             post_attn_norm: ld.vector_opt(&p("post_attention_norm.weight"), d)?,
             ffn_norm: ld.vector(&p("ffn_norm.weight"), d)?,
             ffn: Ffn::load(ld, c, il)?,
