@@ -179,6 +179,39 @@ impl QMatrix {
                 run: Box::new(run),
             });
         }
+        // MXFP4 on AVX-512 VNNI: a run of rows per call, up to eight
+        // tokens at once (one order whatever the batch).
+        #[cfg(target_arch = "x86_64")]
+        if self.dtype == DType::MXFP4 && crate::dispatch::level() == crate::dispatch::Level::Avx512
+        {
+            let run = move |rr: Range<usize>| {
+                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
+                use crate::x86::fp4::MAX_TOKENS;
+                for t0 in (0..n).step_by(MAX_TOKENS) {
+                    let ts = t0..(t0 + MAX_TOKENS).min(n);
+                    let xs: Vec<&[u8]> = ts.clone().map(|t| &xq[t * xrb..(t + 1) * xrb]).collect();
+                    // SAFETY: each token's outputs for this run's rows are
+                    // in bounds and written by this run only.
+                    let mut os: Vec<&mut [f32]> = ts
+                        .map(|t| unsafe { token_outputs(out, t, rows, rr.clone()) })
+                        .collect();
+                    // SAFETY: the level is AVX-512 VNNI.
+                    unsafe {
+                        crate::x86::fp4::mxfp4_rows_multi(
+                            cols,
+                            &w[rr.start * wrb..rr.end * wrb],
+                            &xs,
+                            &mut os,
+                        )
+                    };
+                }
+            };
+            return Some(RowJob {
+                runs,
+                unit: 1,
+                run: Box::new(run),
+            });
+        }
         // A whole run of rows per call, where the order in use (tiled with
         // batch-invariant numerics) has such a kernel.
         #[cfg(target_arch = "x86_64")]
@@ -188,6 +221,8 @@ impl QMatrix {
             (true, false) => Some(crate::dispatch::q6_k_planes_kernels().rows),
             (true, true) => Some(crate::dispatch::q6_k_planes_kernels().rows_tiled),
             (false, false) => crate::dispatch::rows_dot(self.dtype),
+            // MXFP4 has one order: its run kernel serves every batch.
+            (false, true) if self.dtype == DType::MXFP4 => crate::dispatch::rows_dot(self.dtype),
             (false, true) => None,
         } {
             let run = move |rr: Range<usize>| {

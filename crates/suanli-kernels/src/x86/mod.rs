@@ -16,6 +16,7 @@
 
 pub mod expf;
 pub mod float;
+pub mod fp4;
 pub(crate) mod gemv_zmm;
 pub mod kquant;
 pub mod q4k_r16;
@@ -32,7 +33,7 @@ use crate::quants::hsum8;
 
 /// The f16 at byte `off` of `b`, converted by F16C (exact, like any f16→f32).
 #[inline(always)]
-unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
+pub(crate) unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
     let h = u16::from_le_bytes([*b.get_unchecked(off), *b.get_unchecked(off + 1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
