@@ -12,7 +12,7 @@ gcc -O2 scripts/llama_logits.c -I"$LLAMA/include" -I"$LLAMA/ggml/include" -L"$LL
 cargo build -q --release -p suanli-models --example write_tiny
 cargo build -q --release -p suanli --example logits_dump
 printf 'Hello world, this is a tiny model.' > "$tmp/p.txt"
-for variant in llama qwen2 qwen3 gemma3 qwen2moe qwen3moe llama+moe ernie4_5 ernie4_5-moe hunyuan-dense hunyuan-moe gpt-oss gpt-oss+yarn qwen2+yarn qwen3moe+yarn; do
+for variant in llama qwen2 qwen3 gemma3 qwen2moe qwen3moe llama+moe ernie4_5 ernie4_5-moe hunyuan-dense hunyuan-moe gpt-oss gpt-oss+yarn deepseek2 deepseek2+yarn qwen2+yarn qwen3moe+yarn; do
   arch="${variant%+*}"
   # llama+moe: Mixtral (llama with experts); +yarn: YaRN RoPE scaling.
   target/release/examples/write_tiny "$arch" "$tmp/$arch.gguf" $([ "$variant" != "$arch" ] && echo "${variant#*+}")

@@ -792,39 +792,41 @@ fn mxfp4_matmul_equals_the_reference() {
     use suanli_kernels::{matmul_grouped, Acts, Blob, Product, QMatrix};
     let mut rng = rand::rngs::StdRng::seed_from_u64(41);
     let t = DType::MXFP4;
-    let (rows, cols) = (48, 352);
-    let wrb = t.row_bytes(cols).expect("row");
-    let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
-    for blk in w.chunks_exact_mut(t.block_bytes()) {
-        blk[0] = rng.random_range(118..126);
-    }
-    let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
-        .expect("matrix")
-        .with_prefill_layout()
-        .interleave();
-    let dot = t.traits().vec_dot.expect("reference");
-    for n in [1usize, 2, 3, 5, 8, 12, 17] {
-        let x: Vec<f32> = (0..n * cols)
-            .map(|_| rng.random_range(-3.0f32..3.0))
-            .collect();
-        assert_matmul_bits(&m, &w, &x, n, |_| dot, "MXFP4");
-        // Every other row through the grouped matmul.
-        let take: Vec<usize> = (0..n).step_by(2).collect();
-        let mut out = vec![0f32; take.len() * rows];
-        let mut products = [Product {
-            w: &m,
-            take: Some(&take),
-            out: &mut out,
-        }];
-        matmul_grouped(Acts::Rows(&x), n, cols, &mut products).expect("grouped");
-        let mut full = vec![0f32; n * rows];
-        m.matmul(&x, n, &mut full);
-        for (i, &tok) in take.iter().enumerate() {
-            assert_eq!(
-                out[i * rows..(i + 1) * rows],
-                full[tok * rows..(tok + 1) * rows],
-                "MXFP4 grouped, {n} tokens: token {tok}"
-            );
+    // 11 blocks a row (five pairs and a tail), and a row of one block.
+    for (rows, cols) in [(48, 352), (16, 32)] {
+        let wrb = t.row_bytes(cols).expect("row");
+        let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
+        for blk in w.chunks_exact_mut(t.block_bytes()) {
+            blk[0] = rng.random_range(118..126);
+        }
+        let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
+            .expect("matrix")
+            .with_prefill_layout()
+            .interleave();
+        let dot = t.traits().vec_dot.expect("reference");
+        for n in [1usize, 2, 3, 5, 8, 12, 17] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|_| rng.random_range(-3.0f32..3.0))
+                .collect();
+            assert_matmul_bits(&m, &w, &x, n, |_| dot, "MXFP4");
+            // Every other row through the grouped matmul.
+            let take: Vec<usize> = (0..n).step_by(2).collect();
+            let mut out = vec![0f32; take.len() * rows];
+            let mut products = [Product {
+                w: &m,
+                take: Some(&take),
+                out: &mut out,
+            }];
+            matmul_grouped(Acts::Rows(&x), n, cols, &mut products).expect("grouped");
+            let mut full = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut full);
+            for (i, &tok) in take.iter().enumerate() {
+                assert_eq!(
+                    out[i * rows..(i + 1) * rows],
+                    full[tok * rows..(tok + 1) * rows],
+                    "MXFP4 grouped, {n} tokens: token {tok}"
+                );
+            }
         }
     }
 }

@@ -67,6 +67,10 @@ pub struct ModelConfig {
     pub embed_scale: Option<f32>,
     /// The mixture of experts of the layers the plan gives one to.
     pub moe: Option<MoeConfig>,
+    /// Multi-head latent attention's shapes (DeepSeek): the attention then
+    /// runs over one shared key head of `head_dim = kv_lora_rank + rope`
+    /// values whose first `head_dim_v = kv_lora_rank` are the value.
+    pub mla: Option<crate::nn::MlaConfig>,
 }
 
 /// YaRN (Peng et al. 2023) as ggml's `rope_yarn` computes it: dimension
@@ -150,6 +154,24 @@ pub struct MoeConfig {
 }
 
 impl ModelConfig {
+    /// Values per position in a layer's key and value caches (latent
+    /// attention caches only the key: a value width of 0).
+    pub fn kv_widths(&self) -> (usize, usize) {
+        match self.mla {
+            Some(_) => (self.head_dim, 0),
+            None => (
+                self.n_head_kv * self.head_dim,
+                self.n_head_kv * self.head_dim_v,
+            ),
+        }
+    }
+
+    /// Per-head width of the attention's output as the output projection
+    /// reads it (latent attention: the value head after `v_b`).
+    pub fn head_dim_out(&self) -> usize {
+        self.mla.map_or(self.head_dim_v, |m| m.v_head)
+    }
+
     /// Whether layer `il`'s feed-forward is a mixture of experts.
     pub fn is_moe_layer(&self, il: usize) -> bool {
         self.moe

@@ -176,7 +176,12 @@ impl KvPool {
         }
     }
 
+    /// A layer's values; with a value width of 0, the keys (latent
+    /// attention caches only the key, whose first values are the value).
     pub fn values(&self, layer: usize) -> Rows<'_> {
+        if self.v_width == 0 {
+            return self.keys(layer);
+        }
         match &self.layers[layer].v {
             Store::F32(v) => Rows::F32(v),
             Store::F16(v) => Rows::F16(v),

@@ -268,26 +268,15 @@ pub trait Model: Send + Sync {
     /// A KV cache sized for `n_ctx` positions.
     fn new_cache(&self, n_ctx: usize, dtype: KvDtype) -> KvCache {
         let c = self.config();
-        KvCache::new(
-            c.n_layer,
-            n_ctx,
-            c.n_head_kv * c.head_dim,
-            c.n_head_kv * c.head_dim_v,
-            dtype,
-        )
+        let (kw, vw) = c.kv_widths();
+        KvCache::new(c.n_layer, n_ctx, kw, vw, dtype)
     }
 
     /// A paged pool of `n_blocks` blocks of `block_size` positions.
     fn new_pool(&self, n_blocks: usize, block_size: usize, dtype: KvDtype) -> KvPool {
         let c = self.config();
-        KvPool::new(
-            c.n_layer,
-            n_blocks,
-            block_size,
-            c.n_head_kv * c.head_dim,
-            c.n_head_kv * c.head_dim_v,
-            dtype,
-        )
+        let (kw, vw) = c.kv_widths();
+        KvPool::new(c.n_layer, n_blocks, block_size, kw, vw, dtype)
     }
 
     /// The weight bytes that generating one token reads once each: the

@@ -120,11 +120,34 @@ impl<'a> Loader<'a> {
                 }
             },
         };
-        if w.shape != [cols, rows * parts, n_expert] {
+        self.slices(&name, w, n_expert, rows, cols, parts, part)
+    }
+
+    /// The `n` matrices `(rows, cols)` of the 3-D tensor `name`
+    /// (`[cols, rows, n]`: one matrix per head of DeepSeek's `attn_k_b`).
+    pub fn stacked(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Vec<QMatrix>> {
+        let w = self.src.get(name).ok_or_else(|| self.missing(name))?;
+        self.slices(name, w, n, rows, cols, 1, 0)
+    }
+
+    /// Part `part` of `parts` equal row blocks of each of the `n` matrices of
+    /// a 3-D tensor `[cols, rows · parts, n]`.
+    #[allow(clippy::too_many_arguments)]
+    fn slices(
+        &self,
+        name: &str,
+        w: Weight,
+        n: usize,
+        rows: usize,
+        cols: usize,
+        parts: usize,
+        part: usize,
+    ) -> Result<Vec<QMatrix>> {
+        if w.shape != [cols, rows * parts, n] {
             return Err(self.bad(
-                &name,
+                name,
                 format!(
-                    "shape {:?}, expected [{cols}, {}, {n_expert}] ({n_expert} experts)",
+                    "shape {:?}, expected [{cols}, {}, {n}] ({n} matrices)",
                     w.shape,
                     rows * parts
                 ),
@@ -133,19 +156,19 @@ impl<'a> Loader<'a> {
         let rb = w
             .dtype
             .row_bytes(cols)
-            .ok_or_else(|| self.bad(&name, format!("rows of {cols} do not fit {:?}", w.dtype)))?;
-        if w.data.len() != rb * rows * parts * n_expert {
-            return Err(self.bad(&name, "data size does not match shape".into()));
+            .ok_or_else(|| self.bad(name, format!("rows of {cols} do not fit {:?}", w.dtype)))?;
+        if w.data.len() != rb * rows * parts * n {
+            return Err(self.bad(name, "data size does not match shape".into()));
         }
-        (0..n_expert)
+        (0..n)
             .map(|e| {
                 let off = (e * parts + part) * rows * rb;
                 let data = w
                     .data
                     .slice(off, rows * rb)
-                    .ok_or_else(|| self.bad(&name, "expert out of range".into()))?;
+                    .ok_or_else(|| self.bad(name, "matrix out of range".into()))?;
                 let m = QMatrix::new(w.dtype, rows, cols, data)
-                    .map_err(|err| self.bad(&name, err.to_string()))?;
+                    .map_err(|err| self.bad(name, err.to_string()))?;
                 Ok(m.with_prefill_layout().interleave())
             })
             .collect()
@@ -352,6 +375,7 @@ fn hf_arch(model_type: &str) -> &str {
         "hunyuan_v1_moe" => "hunyuan-moe",
         "hunyuan_v1_dense" => "hunyuan-dense",
         "gpt_oss" => "gpt-oss",
+        "deepseek_v2" | "deepseek_v3" | "kimi_k2" => "deepseek2",
         "qwen3_moe" => "qwen3moe",
         // Mixtral is llama.cpp's `llama` with experts.
         "mixtral" => "llama",
@@ -381,6 +405,7 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "mlp.experts.gate_up_proj_bias" => return Some(format!("blk.{il}.ffn_gate_up_exps.bias")),
         "mlp.experts.down_proj_bias" => return Some(format!("blk.{il}.ffn_down_exps.bias")),
         "self_attn.sinks" => return Some(format!("blk.{il}.attn_sinks.weight")),
+        "mlp.gate.e_score_correction_bias" => return Some(format!("blk.{il}.exp_probs_b.bias")),
         _ => {}
     }
     // One tensor per expert: `ffn_{gate,up,down}_exps.{e}`.
@@ -403,6 +428,12 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.q_a_proj" => "attn_q_a",
+        "self_attn.q_a_layernorm" => "attn_q_a_norm",
+        "self_attn.q_b_proj" => "attn_q_b",
+        "self_attn.kv_a_proj_with_mqa" => "attn_kv_a_mqa",
+        "self_attn.kv_a_layernorm" => "attn_kv_a_norm",
+        "self_attn.kv_b_proj" => "attn_kv_b",
         "self_attn.q_norm" | "self_attn.query_layernorm" => "attn_q_norm",
         "self_attn.k_norm" | "self_attn.key_layernorm" => "attn_k_norm",
         "post_attention_layernorm" if arch == "gemma3" => "post_attention_norm",
@@ -563,8 +594,23 @@ impl WeightSource for HfSource {
             // Each family spells the mixture's settings its own way; a
             // per-layer list (HunYuan) gives its first layer's.
             "expert_count" => {
-                return first_of(c, &["num_local_experts", "num_experts", "moe_num_experts"])
+                return first_of(
+                    c,
+                    &[
+                        "num_local_experts",
+                        "num_experts",
+                        "moe_num_experts",
+                        "n_routed_experts",
+                    ],
+                )
             }
+            "expert_shared_count" => "n_shared_experts",
+            "expert_weights_scale" => "routed_scaling_factor",
+            "expert_group_count" => "n_group",
+            "expert_group_used_count" => "topk_group",
+            "attention.q_lora_rank" => "q_lora_rank",
+            "attention.kv_lora_rank" => "kv_lora_rank",
+            "rope.dimension_count" => "qk_rope_head_dim",
             "expert_used_count" => {
                 return first_of(c, &["num_experts_per_tok", "moe_k", "moe_topk"])
             }

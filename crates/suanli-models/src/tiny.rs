@@ -29,6 +29,9 @@ pub const N_LAYER: usize = 6;
 pub const N_EXPERT: usize = 8;
 pub const N_EXPERT_USED: usize = 2;
 pub const N_FF_EXP: usize = 64;
+/// DeepSeek's latent attention: query and latent ranks, per-head query/key
+/// dimensions without and with RoPE, value dimension.
+const MLA: (usize, usize, usize, usize, usize) = (32, 32, 32, 16, 16);
 
 /// The shared expert's matrices, written with the experts.
 const SHARED_MLP: [&str; 3] = [
@@ -119,9 +122,35 @@ pub fn write_tiny_with(
     let n_ff = if mixtral { N_FF_EXP } else { N_FF };
     w.add(key("feed_forward_length"), Value::U32(n_ff as u32));
     w.add(key("attention.head_count"), Value::U32(N_HEAD as u32));
-    w.add(key("attention.head_count_kv"), Value::U32(N_HEAD_KV as u32));
+    let deepseek = arch == "deepseek2";
+    let n_head_kv = if deepseek { 1 } else { N_HEAD_KV };
+    w.add(key("attention.head_count_kv"), Value::U32(n_head_kv as u32));
     let hd = head_dim(arch);
-    if hd != N_EMBD / N_HEAD {
+    let (q_lora, kv_lora, nope, rope, v_head) = MLA;
+    if deepseek {
+        // The file layout of llama.cpp's converter: key/value lengths of the
+        // latent attention, the per-head ones under *_mla.
+        w.add(key("attention.q_lora_rank"), Value::U32(q_lora as u32));
+        w.add(key("attention.kv_lora_rank"), Value::U32(kv_lora as u32));
+        w.add(
+            key("attention.key_length"),
+            Value::U32((kv_lora + rope) as u32),
+        );
+        w.add(key("attention.value_length"), Value::U32(kv_lora as u32));
+        w.add(
+            key("attention.key_length_mla"),
+            Value::U32((nope + rope) as u32),
+        );
+        w.add(key("attention.value_length_mla"), Value::U32(v_head as u32));
+        w.add(key("rope.dimension_count"), Value::U32(rope as u32));
+        w.add(key("leading_dense_block_count"), Value::U32(1));
+        w.add(key("expert_shared_count"), Value::U32(1));
+        w.add(key("expert_gating_func"), Value::U32(2));
+        w.add(key("expert_weights_norm"), Value::Bool(true));
+        w.add(key("expert_weights_scale"), Value::F32(2.5));
+        w.add(key("expert_group_count"), Value::U32(4));
+        w.add(key("expert_group_used_count"), Value::U32(2));
+    } else if hd != N_EMBD / N_HEAD {
         w.add(key("attention.key_length"), Value::U32(hd as u32));
         w.add(key("attention.value_length"), Value::U32(hd as u32));
     }
@@ -140,7 +169,7 @@ pub fn write_tiny_with(
             );
         }
         w.add(key("interleave_moe_layer_step"), Value::U32(1));
-        if shared {
+        if shared && !deepseek {
             w.add(
                 key("expert_shared_feed_forward_length"),
                 Value::U32(N_FF as u32),
@@ -210,10 +239,38 @@ pub fn write_tiny_with(
     for il in 0..N_LAYER {
         let p = |s: &str| format!("blk.{il}.{s}");
         vector(&mut w, &p("attn_norm.weight"), N_EMBD, 1.0);
-        tensor(&mut w, &p("attn_q.weight"), q_dim, N_EMBD, 1, 0.3);
-        tensor(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 1, 0.3);
-        tensor(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 1, 0.3);
-        tensor(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 1, 0.3);
+        if deepseek {
+            let h = N_HEAD;
+            tensor(&mut w, &p("attn_q_a.weight"), q_lora, N_EMBD, 1, 0.3);
+            vector(&mut w, &p("attn_q_a_norm.weight"), q_lora, 1.0);
+            tensor(
+                &mut w,
+                &p("attn_q_b.weight"),
+                h * (nope + rope),
+                q_lora,
+                1,
+                0.3,
+            );
+            tensor(
+                &mut w,
+                &p("attn_kv_a_mqa.weight"),
+                kv_lora + rope,
+                N_EMBD,
+                1,
+                0.3,
+            );
+            vector(&mut w, &p("attn_kv_a_norm.weight"), kv_lora, 1.0);
+            tensor(&mut w, &p("attn_k_b.weight"), kv_lora, nope, h, 0.3);
+            tensor(&mut w, &p("attn_v_b.weight"), v_head, kv_lora, h, 0.3);
+            tensor(&mut w, &p("attn_output.weight"), N_EMBD, h * v_head, 1, 0.3);
+        } else {
+            tensor(&mut w, &p("attn_q.weight"), q_dim, N_EMBD, 1, 0.3);
+            tensor(&mut w, &p("attn_k.weight"), kv_dim, N_EMBD, 1, 0.3);
+            tensor(&mut w, &p("attn_v.weight"), kv_dim, N_EMBD, 1, 0.3);
+            tensor(&mut w, &p("attn_output.weight"), N_EMBD, q_dim, 1, 0.3);
+        }
+        // DeepSeek's first layer is dense.
+        let moe = moe && !(deepseek && il == 0);
         // llama.cpp's gpt-oss names its feed-forward norm so.
         let ffn_norm = match arch {
             "gpt-oss" => "post_attention_norm.weight",
@@ -229,16 +286,23 @@ pub fn write_tiny_with(
             tensor(&mut w, &p("ffn_up_exps.weight"), N_FF_EXP, N_EMBD, e, 0.3);
             tensor(&mut w, &p("ffn_down_exps.weight"), N_EMBD, N_FF_EXP, e, 0.3);
             if shared {
-                tensor(&mut w, &p("ffn_gate_shexp.weight"), N_FF, N_EMBD, 1, 0.3);
-                tensor(&mut w, &p("ffn_up_shexp.weight"), N_FF, N_EMBD, 1, 0.3);
-                tensor(&mut w, &p("ffn_down_shexp.weight"), N_EMBD, N_FF, 1, 0.3);
+                // DeepSeek's shared experts are expert-wide, one here.
+                let ff = if deepseek { N_FF_EXP } else { N_FF };
+                tensor(&mut w, &p("ffn_gate_shexp.weight"), ff, N_EMBD, 1, 0.3);
+                tensor(&mut w, &p("ffn_up_shexp.weight"), ff, N_EMBD, 1, 0.3);
+                tensor(&mut w, &p("ffn_down_shexp.weight"), N_EMBD, ff, 1, 0.3);
             }
         } else {
             tensor(&mut w, &p("ffn_gate.weight"), N_FF, N_EMBD, 1, 0.3);
             tensor(&mut w, &p("ffn_up.weight"), N_FF, N_EMBD, 1, 0.3);
             tensor(&mut w, &p("ffn_down.weight"), N_EMBD, N_FF, 1, 0.3);
         }
-        for t in extra.iter().filter(|t| !SHARED_MLP.contains(t)) {
+        // (The experts' extras only where there are experts.)
+        let dense_only = |t: &str| !moe && (t.starts_with("exp_") || t.starts_with("ffn_"));
+        for t in extra
+            .iter()
+            .filter(|t| !SHARED_MLP.contains(t) && !dense_only(t))
+        {
             // Values per row, and rows (one per expert for the experts' biases).
             let (n, rows) = match *t {
                 "attn_q.bias" => (q_dim, 1),

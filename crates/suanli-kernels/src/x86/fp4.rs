@@ -55,8 +55,9 @@ unsafe fn multi_plain(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]])
 unsafe fn multi<const VBMI: bool>(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
     assert!(xs.len() == outs.len() && xs.len() <= MAX_TOKENS);
     let pairs = n / 64;
-    // Per token: `pairs` zmm of quants, then `pairs` zmm of scales.
-    let per = pairs * 128;
+    // Per token: `pairs` zmm of quants, then `pairs` zmm of scales (and
+    // never nothing: a row of one block is all tail).
+    let per = (pairs * 128).max(64);
     // The buffer is taken out of the thread's slot and put back: a closure
     // here would not inherit the caller's target features.
     let mut buf = PACKED.with(|b| b.take());

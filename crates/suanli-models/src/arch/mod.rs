@@ -1,6 +1,7 @@
 //! The architecture registry: adding one is a file here plus a line in
 //! [`REGISTRY`]. A registry-wide test builds a tiny model of every entry.
 
+pub mod deepseek2;
 pub mod ernie4_5;
 pub mod gemma3;
 pub mod gpt_oss;
@@ -41,6 +42,7 @@ pub static REGISTRY: &[ArchEntry] = &[
     hunyuan::ENTRY_DENSE,
     hunyuan::ENTRY_MOE,
     gpt_oss::ENTRY,
+    deepseek2::ENTRY,
 ];
 
 pub fn known() -> String {
@@ -107,9 +109,12 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         }
         if v == "yarn" {
             let factor = 1.0 / rope_freq_scale;
+            // llama.cpp reads DeepSeek's log multiplier divided by the 0.1
+            // its converter multiplied it by.
             let log_mul = ld
                 .f32_opt("rope.scaling.yarn_log_multiplier")?
-                .unwrap_or(0.0);
+                .unwrap_or(0.0)
+                / if src.arch() == "deepseek2" { 0.1 } else { 1.0 };
             let mscale = if log_mul != 0.0 {
                 // llama.cpp's DeepSeek-V2 reading of a log multiplier.
                 let m = if src.arch() == "deepseek2" && log_mul != 1.0 {
@@ -237,6 +242,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         embed_scale: None,
         ggml_numerics: src.format() == SourceFormat::Gguf,
         moe: None,
+        mla: None,
     })
 }
 

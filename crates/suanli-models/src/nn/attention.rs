@@ -3,7 +3,7 @@
 use suanli_kernels::attention::{attention, AttnShape};
 use suanli_kernels::ops;
 
-use super::{linear, linear_many, rope_angles, rope_rows, Input, Transformer};
+use super::{latent_attention, linear, linear_many, rope_angles, rope_rows, Input, Transformer};
 use crate::config::ModelConfig;
 use crate::Batch;
 
@@ -37,7 +37,12 @@ pub fn attend(
             head_dim: c.head_dim,
             head_dim_v: c.head_dim_v,
             k_stride: ctx.kv.k_width,
-            v_stride: ctx.kv.v_width,
+            // A value width of 0: the values are the keys' first values
+            // (latent attention's cache).
+            v_stride: match ctx.kv.v_width {
+                0 => ctx.kv.k_width,
+                w => w,
+            },
             scale: if c.scale_q { 1.0 } else { c.attn_scale },
             softcap: c.attn_softcap,
             window,
@@ -62,14 +67,19 @@ pub fn attend(
 /// cache write, attention, output projection.
 pub fn self_attention(m: &Transformer, il: usize, h: Input, n: usize, ctx: &mut Batch) -> Vec<f32> {
     let (c, l) = (&m.cfg, &m.layers[il]);
+    let [wq, wk, wv] = match (&l.qkv, &l.mla) {
+        (Some(qkv), _) => qkv,
+        (None, Some(mla)) => return latent_attention(m, mla, il, h, n, ctx),
+        (None, None) => unreachable!("Layer::load loads Q/K/V or latent attention"),
+    };
     if ctx.tracing() {
         ctx.trace("attn_norm", il, &h.rows());
     }
     let [mut q, mut k, v] = linear_many(
         [
-            (&l.wq, l.bq.as_deref()),
-            (&l.wk, l.bk.as_deref()),
-            (&l.wv, l.bv.as_deref()),
+            (wq, l.bq.as_deref()),
+            (wk, l.bk.as_deref()),
+            (wv, l.bv.as_deref()),
         ],
         h,
         n,

@@ -3,7 +3,7 @@
 
 use suanli_kernels::QMatrix;
 
-use super::{linear, rms_norm_rows, Ffn, Moe};
+use super::{linear, rms_norm_rows, Ffn, Mla, Moe};
 use crate::config::ModelConfig;
 use crate::loader::Loader;
 use crate::{Batch, Model, ModelError, Result};
@@ -11,10 +11,11 @@ use crate::{Batch, Model, ModelError, Result};
 /// One decoder layer's weights. Shapes are (rows, cols) of the matrix, i.e.
 /// (out, in); `hd` = head_dim, `hdv` = head_dim_v.
 pub struct Layer {
-    pub attn_norm: Vec<f32>,              // (n_embd)
-    pub wq: QMatrix,                      // (n_head·hd, n_embd)
-    pub wk: QMatrix,                      // (n_head_kv·hd, n_embd)
-    pub wv: QMatrix,                      // (n_head_kv·hdv, n_embd)
+    pub attn_norm: Vec<f32>, // (n_embd)
+    /// Q, K and V projections; `None` in a latent-attention layer.
+    pub qkv: Option<[QMatrix; 3]>, // (n_head·hd | n_head_kv·hd | n_head_kv·hdv, n_embd)
+    /// Multi-head latent attention's weights (DeepSeek) instead of Q/K/V.
+    pub mla: Option<Box<Mla>>,
     pub wo: QMatrix,                      // (n_embd, n_head·hdv)
     pub bq: Option<Vec<f32>>,             // (n_head·hd) — qwen2
     pub bk: Option<Vec<f32>>,             // (n_head_kv·hd) — qwen2
@@ -35,10 +36,19 @@ impl Layer {
         let p = |s: &str| format!("blk.{il}.{s}");
         Ok(Layer {
             attn_norm: ld.vector(&p("attn_norm.weight"), d)?,
-            wq: ld.matrix(&p("attn_q.weight"), c.n_head * hd, d)?,
-            wk: ld.matrix(&p("attn_k.weight"), c.n_head_kv * hd, d)?,
-            wv: ld.matrix(&p("attn_v.weight"), c.n_head_kv * hdv, d)?,
-            wo: ld.matrix(&p("attn_output.weight"), d, c.n_head * hdv)?,
+            qkv: match c.mla {
+                Some(_) => None,
+                None => Some([
+                    ld.matrix(&p("attn_q.weight"), c.n_head * hd, d)?,
+                    ld.matrix(&p("attn_k.weight"), c.n_head_kv * hd, d)?,
+                    ld.matrix(&p("attn_v.weight"), c.n_head_kv * hdv, d)?,
+                ]),
+            },
+            mla: match &c.mla {
+                Some(m) => Some(Box::new(Mla::load(ld, c, m, il)?)),
+                None => None,
+            },
+            wo: ld.matrix(&p("attn_output.weight"), d, c.n_head * c.head_dim_out())?,
             bq: ld.vector_opt(&p("attn_q.bias"), c.n_head * hd)?,
             bk: ld.vector_opt(&p("attn_k.bias"), c.n_head_kv * hd)?,
             bv: ld.vector_opt(&p("attn_v.bias"), c.n_head_kv * hdv)?,
@@ -56,7 +66,9 @@ impl Layer {
     /// The matrices every token reads (a mixture's routed experts are
     /// counted as they are used).
     fn matrices(&self) -> Vec<&QMatrix> {
-        let mut m = vec![&self.wq, &self.wk, &self.wv, &self.wo];
+        let mut m: Vec<&QMatrix> = self.qkv.iter().flatten().collect();
+        m.extend(self.mla.iter().flat_map(|a| a.matrices()));
+        m.push(&self.wo);
         m.extend(self.ffn.shared_matrices());
         m
     }
