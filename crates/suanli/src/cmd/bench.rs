@@ -289,6 +289,11 @@ pub fn main(a: Args) -> Result<()> {
             model.config().arch
         );
         println!(
+            "KV cache per token: {:.1} KiB ({:?})",
+            kv_per_pos / 1024.0,
+            l.kv_dtype
+        );
+        println!(
             "weights read per token: {:.1} MiB{}{}",
             (bytes as f64 - kv_read) / (1 << 20) as f64,
             match model.active_expert_bytes() {

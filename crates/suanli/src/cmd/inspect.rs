@@ -133,6 +133,22 @@ pub fn main(a: Args) -> Result<()> {
         "bytes read per generated token: {}\n",
         human(model.bytes_per_token())
     ));
+    if let Some(m) = &c.mla {
+        out.push_str(&format!(
+            "attention: multi-head latent (query rank {}, latent {} + {} rotated, heads of {}+{} / {})\n",
+            m.q_lora_rank, m.kv_lora_rank, m.qk_rope, m.qk_nope, m.qk_rope, m.v_head
+        ));
+    }
+    // A position's K and V over all layers (f16 cache, the default).
+    let kv = model.new_cache(1, suanli_models::KvDtype::F16).bytes();
+    out.push_str(&format!(
+        "KV cache per token: {} (f16; {} values a layer)\n",
+        human(kv as u64),
+        {
+            let (k, v) = c.kv_widths();
+            k + v
+        }
+    ));
     out.push_str(&format!(
         "kernels: {}\n",
         suanli_kernels::dispatch::kernels()
