@@ -15,6 +15,9 @@ pub struct HfTokenizer {
     pub eog: Vec<u32>,
     pub add_bos: bool,
     pub add_eos: bool,
+    /// `add_bos`/`add_eos` apply even when the text already has them
+    /// (transformers' Llama-style post-processor template).
+    specials_always: bool,
     pub chat_template: Option<String>,
 }
 
@@ -83,14 +86,36 @@ impl HfTokenizer {
                 .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
             _ => None,
         };
-        // transformers (5.x) applies tokenizer_config's add_bos/add_eos through
-        // its SentencePiece-style classes (Llama, Gemma); a byte-level
-        // tokenizer.json is loaded by its generic backend, where only the
-        // tokenizer.json post-processor adds special tokens.
-        let flag = |k: &str| !byte_level && cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        // transformers applies tokenizer_config's add_bos/add_eos through its
+        // Llama-style classes, which rewrite the post-processor with them —
+        // byte-level or not (DeepSeek-V3's LlamaTokenizerFast puts its BOS
+        // first; their defaults: BOS yes, EOS no) — and for SentencePiece
+        // vocabularies; its other classes (Qwen2TokenizerFast,
+        // PreTrainedTokenizerFast) leave special tokens to tokenizer.json's
+        // post-processor.
+        let llama_style = cfg
+            .get("tokenizer_class")
+            .and_then(|v| v.as_str())
+            .is_some_and(|c| {
+                let c = c.strip_suffix("Fast").unwrap_or(c);
+                matches!(
+                    c,
+                    "LlamaTokenizer" | "CodeLlamaTokenizer" | "GemmaTokenizer"
+                )
+            });
+        let flag = |k: &str, default: bool| {
+            let set = cfg.get(k).and_then(|v| v.as_bool());
+            match llama_style {
+                true => set.unwrap_or(default),
+                false => !byte_level && set.unwrap_or(false),
+            }
+        };
         Ok(HfTokenizer {
-            add_bos: flag("add_bos_token"),
-            add_eos: flag("add_eos_token"),
+            // A post-processor's template adds its tokens whatever the text
+            // starts with (a BOS written in it makes two).
+            specials_always: llama_style,
+            add_bos: flag("add_bos_token", true),
+            add_eos: flag("add_eos_token", false),
             tok,
             byte_level,
             bos,
@@ -127,14 +152,14 @@ impl HfTokenizer {
         if add_special {
             if self.add_bos {
                 if let Some(b) = self.bos {
-                    if ids.first() != Some(&b) {
+                    if self.specials_always || ids.first() != Some(&b) {
                         ids.insert(0, b);
                     }
                 }
             }
             if self.add_eos {
                 if let Some(e) = self.eos {
-                    if ids.last() != Some(&e) {
+                    if self.specials_always || ids.last() != Some(&e) {
                         ids.push(e);
                     }
                 }
