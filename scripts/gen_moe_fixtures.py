@@ -42,6 +42,20 @@ rounding: its YaRN always rounds the correction range to whole dimensions
 expert inputs to q8_0. The run prints llama.cpp against transformers with
 both reproduced (llama_view), which agree to ~1e-5 up to rare q8_0 ties.
 
+DeepSeek-V3 and DeepSeek-V2-Lite (llama.cpp arch deepseek2): multi-head
+latent attention (query LoRA in V3, one wq in V2-Lite; a kv_lora_rank latent
+plus one shared RoPE key, which the converter turns into attn_kv_a_mqa,
+attn_k_b and attn_v_b for llama.cpp's absorbed MQA form), YaRN with DeepSeek's
+mscale folded into the softmax scale, a leading dense layer, shared experts;
+V3 routes on sigmoid scores plus e_score_correction_bias within the best 2 of
+4 expert groups and scales normalised weights by 2.5, V2-Lite takes a plain
+softmax top-k. V2-Lite has 27 layers, as the real one, because llama.cpp only
+accepts a model without q_lora_rank at 26 or 27 layers; it is stored in bf16
+(exact: init_weights rounds its weights so) to stay under 1 MB, and its
+expected logits come from transformers with the softmax scale that the
+original DeepSeek-V2 code and llama.cpp use (deepseek_fixups), which
+transformers 4.57's port leaves out.
+
 The converter needs a tokenizer, so a tiny byte-level BPE one (256 bytes, a few
 merges, 3 specials) is written into a temporary copy of each checkpoint; its
 pre-tokenizer is unknown to the converter, which is told "default" by
@@ -65,7 +79,8 @@ import tempfile
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (Ernie4_5Config, Ernie4_5ForCausalLM, Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM,
+from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
+                          Ernie4_5Config, Ernie4_5ForCausalLM, Ernie4_5_MoeConfig, Ernie4_5_MoeForCausalLM,
                           GptOssConfig, GptOssForCausalLM,
                           HunYuanDenseV1Config, HunYuanDenseV1ForCausalLM, HunYuanMoEV1Config,
                           HunYuanMoEV1ForCausalLM, MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast,
@@ -89,6 +104,20 @@ MIN_MARGIN = 2e-3
 # far more than f16 attention does: ask for a wider gap between logits (at
 # 0.03, seed 24 still routed a token differently in llama.cpp).
 MIN_MARGIN_LOGITS = 5e-2
+# deepseek-v2-lite has 26 MoE layers (see MODELS) and so 26 x 22 routing
+# decisions, whose smallest gap is of the order of 1/572 whatever the seed
+# (at kv_lora_rank 16 and v_head_dim 16 none of seeds 0-1999 reached
+# MIN_MARGIN, the best 1.4e-3). Half of it, which the first seed reaching it
+# (110) passes; its agreement with llama.cpp's f16 attention shows it is enough.
+MIN_MARGIN_DEEP = 1e-3
+# For the DeepSeek models the greedy continuation must also be decisive: at
+# every step transformers' top logit leads the next by at least this much, well
+# above what llama.cpp's f16 flash attention moves logits (~0.02), so that its
+# default-attention greedy tokens are transformers' too (deepseek-v3's seed 0
+# had a 0.0027 lead at step 2 and llama.cpp took the other token). The older
+# models were picked without this test.
+MIN_GREEDY_GAP = 0.03
+GREEDY_GAP_MODELS = {"deepseek-v3", "deepseek-v2-lite"}
 
 # Tokenizer: ids 0..255 are the bytes (GPT-2 byte-to-unicode spelling), then
 # merges, then specials. The model vocab is exactly that size.
@@ -157,7 +186,75 @@ MODELS = {
         layer_types=["sliding_attention", "full_attention"] * 2, rope_theta=150000.0,
         rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                       "original_max_position_embeddings": 4096})),
+    # DeepSeek-V3 (llama.cpp arch deepseek2): MLA with query LoRA (q_a ->
+    # q_a_norm -> q_b), kv_a_proj_with_mqa -> latent (kv_lora_rank, RMS-normed)
+    # + one shared RoPE key of qk_rope_head_dim, kv_b decompressing the latent
+    # to per-head nope keys and values; layer 0 dense, layers 1-2 MoE with
+    # sigmoid scores, e_score_correction_bias steering selection only,
+    # group-limited routing (4 groups of 2 experts, groups ranked by the sum of
+    # their top-2 biased scores, top 2 groups kept), normalised top-k weights
+    # times routed_scaling_factor 2.5, one shared expert. YaRN as the real V3
+    # config (factor 40 over 4096, mscale = mscale_all_dim = 1: RoPE's cos/sin
+    # unscaled, the softmax scale multiplied by (1 + 0.1 ln 40)^2).
+    # rope_interleave (transformers' default, as the real checkpoint): RoPE on
+    # adjacent pairs, which llama.cpp's converter leaves unpermuted (deepseek2
+    # uses LLAMA_ROPE_TYPE_NORM). num_key_value_heads = num_attention_heads as in
+    # the real config (the converter splits kv_b by it). No MTP layer.
+    "deepseek-v3": (DeepseekV3ForCausalLM, DeepseekV3Config(
+        **{**COMMON, "num_hidden_layers": 3, "num_key_value_heads": 4, "max_position_embeddings": 163840},
+        intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+        topk_group=2, n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+        q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+        rope_theta=10000.0, rope_interleave=True, scoring_func="sigmoid", topk_method="noaux_tc",
+        num_nextn_predict_layers=0,
+        rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                      "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0})),
+    # DeepSeek-V2-Lite: one wq (q_lora_rank None), softmax routing with plain
+    # top-k (topk_method greedy), unnormalised weights, routed_scaling_factor
+    # 1, two shared experts, layer 0 dense, YaRN as V2-Lite (factor 40, mscale =
+    # mscale_all_dim = 0.707). 27 layers as the real model: llama.cpp reads
+    # attention.q_lora_rank unless n_layer is 27 or 26 (its "lite" test) and
+    # the converter writes no such key when q_lora_rank is None, so a shallower
+    # model without query LoRA does not load. Hence small dims and bf16 storage
+    # (BF16_MODELS). kv_lora_rank 24, qk_nope 16 and v_head 12 differ, so
+    # that attn_k_b and attn_v_b ({16, 24, 2} and {24, 12, 2}) and the kv_b
+    # split cannot be confused. transformers 4.57's DeepseekV2Attention leaves out the
+    # softmax scale's yarn mscale^2 that the original DeepSeek-V2 code (and
+    # llama.cpp) applies; deepseek_fixups puts it back.
+    "deepseek-v2-lite": (DeepseekV2ForCausalLM, DeepseekV2Config(
+        **{**COMMON, "hidden_size": 32, "num_hidden_layers": 27, "num_attention_heads": 2,
+           "num_key_value_heads": 2, "max_position_embeddings": 163840},
+        intermediate_size=32, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2,
+        n_shared_experts=2, first_k_dense_replace=1, routed_scaling_factor=1.0, norm_topk_prob=False,
+        topk_method="greedy", n_group=1, topk_group=1, q_lora_rank=None, kv_lora_rank=24, qk_nope_head_dim=16,
+        qk_rope_head_dim=16, v_head_dim=12, rope_theta=10000.0, scoring_func="softmax",
+        rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                      "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707})),
 }
+
+# Stored as bf16 in tests/fixtures/hf (every tensor of two or more dimensions,
+# whose values init_weights rounds to bf16, so the storage is exact) to stay
+# under 1 MB.
+BF16_MODELS = {"deepseek-v2-lite"}
+
+
+def deepseek_fixups(model):
+    """DeepSeek-V2's softmax scale as the original modeling code has it (and
+    transformers' own DeepseekV3Attention): qk_head_dim^-0.5 * mscale^2 with
+    mscale = 0.1 * mscale_all_dim * ln(factor) + 1. transformers 4.57's
+    DeepseekV2Attention keeps qk_head_dim^-0.5 only. Returns what it changed."""
+    import math
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Attention
+    cfg, fixed = model.config, []
+    rs = cfg.rope_scaling or {}
+    if not rs.get("mscale_all_dim"):
+        return fixed
+    m = 0.1 * rs["mscale_all_dim"] * math.log(rs["factor"]) + 1.0
+    for mod in model.modules():
+        if isinstance(mod, DeepseekV2Attention):
+            mod.scaling = mod.qk_head_dim ** -0.5 * m * m
+            fixed.append(mod)
+    return fixed
 
 # MXFP4 (OCP microscaling): blocks of 32 values along the input dimension, each
 # an E2M1 code (this grid; code 8 + i is -FP4_GRID[i]) times one power-of-two
@@ -217,14 +314,19 @@ def mxfp4_checkpoint(src):
     (src / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
-def init_weights(model):
+def init_weights(model, bf16=False):
     """Like gen_hf_fixtures.py: randn * 0.2, RMSNorm weights around 1.0; every
-    bias (q/k/v, ERNIE's score correction, gpt-oss's o/router/expert biases)
-    random rather than zero; gpt-oss sinks randn and experts MXFP4-exact."""
+    bias (q/k/v, ERNIE's and DeepSeek-V3's score correction, gpt-oss's
+    o/router/expert biases) random rather than zero; gpt-oss sinks randn and
+    experts MXFP4-exact; with bf16, every tensor of two or more dimensions
+    rounded to bf16."""
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        # DeepSeek-V3's e_score_correction_bias is a (persistent) buffer.
+        for name, p in [*model.named_parameters(),
+                        *((n, b) for n, b in model.named_buffers() if n.endswith("e_score_correction_bias"))]:
             if name.endswith("e_score_correction_bias"):
-                # Added to softmax probabilities (0..1) for selection only.
+                # Added to softmax (ERNIE) or sigmoid (DeepSeek-V3)
+                # probabilities (0..1) for selection only.
                 p.copy_(torch.randn_like(p) * 0.1)
             elif name.endswith("sinks"):
                 # gpt-oss attention sinks: a per-head logit joining each
@@ -237,6 +339,8 @@ def init_weights(model):
             # along the input dimension, so the MXFP4 GGUF holds these values.
             if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
                 p.copy_(mxfp4_round(p, 1))
+            if bf16 and p.dim() >= 2:
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
 
 
 def q8_0_round(x):
@@ -292,6 +396,8 @@ def router_margin(model, ids):
     model."""
     if not any(n.endswith(("mlp.gate", "block_sparse_moe.gate", "mlp.router")) for n, _ in model.named_modules()):
         return float("inf")
+    if model.config.model_type in ("deepseek_v2", "deepseek_v3"):
+        return deepseek_router_margin(model, ids)
     gaps, hooks, bias = [], [], {}
     cfg = model.config
     k = getattr(cfg, "num_experts_per_tok", None) or getattr(cfg, "moe_k", None) or cfg.moe_topk[0]
@@ -319,6 +425,41 @@ def router_margin(model, ids):
             hooks.append(mod.register_forward_hook(hook))
         elif name.endswith("mlp.router"):
             hooks.append(mod.register_forward_hook(logit_hook))
+    with torch.no_grad():
+        model(ids)
+    for h in hooks:
+        h.remove()
+    return min(gaps)
+
+
+def deepseek_router_margin(model, ids):
+    """router_margin for DeepSeek: V3 (sigmoid, group-limited): the smaller of
+    the gap between the topk_group-th and next group score (sum of a group's
+    top-2 biased scores) and, within the kept groups, the gap between the k-th
+    and (k+1)-th biased score; V2 greedy: softmax k-th vs (k+1)-th."""
+    cfg, gaps, hooks = model.config, [], []
+    k = cfg.num_experts_per_tok
+
+    def hook(mod, inp, out):
+        x = inp[0].reshape(-1, inp[0].shape[-1]).float()
+        logits = torch.nn.functional.linear(x, mod.weight.float())
+        if cfg.model_type == "deepseek_v3":
+            s = logits.sigmoid() + mod.e_score_correction_bias
+            g = s.view(-1, cfg.n_group, cfg.n_routed_experts // cfg.n_group)
+            gs = g.topk(2, dim=-1).values.sum(-1)
+            top = gs.topk(cfg.topk_group + 1, dim=-1)
+            gaps.append((top.values[:, -2] - top.values[:, -1]).min().item())
+            keep = torch.zeros_like(gs, dtype=torch.bool).scatter_(1, top.indices[:, :-1], True)
+            s = g.masked_fill(~keep.unsqueeze(-1), float("-inf")).reshape(-1, cfg.n_routed_experts)
+        else:
+            assert cfg.topk_method == "greedy"
+            s = logits.softmax(-1)
+        v = s.topk(k + 1, dim=-1).values
+        gaps.append((v[:, k - 1] - v[:, k]).min().item())
+
+    for name, mod in model.named_modules():
+        if name.endswith("mlp.gate"):
+            hooks.append(mod.register_forward_hook(hook))
     with torch.no_grad():
         model(ids)
     for h in hooks:
@@ -402,26 +543,40 @@ def main():
             cls, cfg = MODELS[name]
             # Ordinary tokens only, so no special token ends generation early.
             ids = torch.randint(0, N_NORMAL, (1, SEQ), generator=torch.Generator().manual_seed(1))
-            for seed in range(100):
+            for seed in range(1000):
                 torch.manual_seed(seed)
                 model = cls._from_config(cfg, attn_implementation="eager").to(torch.float32).eval()
-                init_weights(model)
+                init_weights(model, bf16=name in BF16_MODELS)
+                deepseek_fixups(model)
                 with torch.no_grad():
                     logits = model(ids).logits[0]
                     full = model.generate(ids, do_sample=False, max_new_tokens=N_GEN, pad_token_id=PAD)
                 margin = router_margin(model, full)
                 # A special token (EOS) would end llama.cpp's greedy loop early.
                 ordinary = full.shape[1] == SEQ + N_GEN and full[0, SEQ:].max().item() < N_NORMAL
-                if margin >= (MIN_MARGIN_LOGITS if name == "gpt-oss" else MIN_MARGIN) and ordinary:
+                min_margin = {"gpt-oss": MIN_MARGIN_LOGITS, "deepseek-v2-lite": MIN_MARGIN_DEEP}.get(name, MIN_MARGIN)
+                if name in GREEDY_GAP_MODELS:
+                    with torch.no_grad():
+                        top2 = model(full).logits[0, SEQ - 1:-1].topk(2, dim=-1).values
+                    ordinary = ordinary and (top2[:, 0] - top2[:, 1]).min().item() >= MIN_GREEDY_GAP
+                if margin >= min_margin and ordinary:
                     break
             else:
-                raise RuntimeError(f"{name}: no seed gives a router margin of {MIN_MARGIN} and ordinary tokens")
+                raise RuntimeError(f"{name}: no seed gives a router margin of {min_margin} and ordinary (and "
+                                   f"decisive, for {sorted(GREEDY_GAP_MODELS)}) greedy tokens")
             gen = full[0, SEQ:].tolist()
             out = HF_DIR / name
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             model.save_pretrained(out, safe_serialization=True)
             (out / "generation_config.json").unlink(missing_ok=True)
+            if name in BF16_MODELS:
+                st = load_file(out / "model.safetensors")
+                for key, v in st.items():
+                    if v.dim() >= 2:
+                        assert torch.equal(v.to(torch.bfloat16).to(torch.float32), v), key
+                        st[key] = v.to(torch.bfloat16)
+                save_file(st, out / "model.safetensors", metadata={"format": "pt"})
 
             (out / "expected.json").write_text(json.dumps(
                 {"input_ids": ids[0].tolist(), "logits": logits.tolist(), "greedy": gen}))
@@ -444,7 +599,9 @@ def main():
                         st[k] = v.to(torch.bfloat16)
                 save_file(st, out / "model.safetensors", metadata={"format": "pt"})
                 size = sum(f.stat().st_size for f in out.iterdir())
-            for outtype, suffix in [("f32", ""), ("q8_0", "-q8_0")]:
+            # V2-Lite's 27 layers in f32 would be 1.7 MB: its Q8_0 file only.
+            outtypes = [("f32", ""), ("q8_0", "-q8_0")] if name != "deepseek-v2-lite" else [("q8_0", "-q8_0")]
+            for outtype, suffix in outtypes:
                 gguf = GGUF_DIR / f"{name}{suffix}.gguf"
                 convert(converter, src, gguf, outtype)
                 ref, ref_gen = llama_cpp_logits(exe, gguf, ids[0].tolist(), tmp)

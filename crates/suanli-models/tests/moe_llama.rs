@@ -127,3 +127,20 @@ fn gpt_oss_matches_llama_cpp() {
     assert_eq!(check("gpt-oss-q8_0", "gpt-oss", 0.0), 0.0);
     check("gpt-oss", "gpt-oss", 1e-2);
 }
+
+/// Latent attention in absorbed form over the one-row-a-token cache, YaRN,
+/// sigmoid routing over 2 of 4 groups with the selection bias and routed
+/// scale (V3); no query LoRA, softmax routing, 27 layers (V2-Lite). Q8_0
+/// (with llama.cpp's F16 k_b and the like where rows are not whole
+/// blocks): bit for bit; V3 in f32: 1.4e-3, greedy identical.
+#[test]
+fn deepseek_v3_matches_llama_cpp() {
+    assert_eq!(check("deepseek-v3-q8_0", "deepseek2", 0.0), 0.0);
+    check("deepseek-v3", "deepseek2", 1e-2);
+}
+
+#[test]
+fn deepseek_v2_lite_matches_llama_cpp() {
+    // (Its f32 file would be 1.7 MB: Q8_0 only.)
+    assert_eq!(check("deepseek-v2-lite-q8_0", "deepseek2", 0.0), 0.0);
+}
