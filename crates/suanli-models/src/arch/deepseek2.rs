@@ -7,7 +7,7 @@
 //!
 //! A Hugging Face checkpoint keeps `kv_b_proj` whole; llama.cpp's converter
 //! splits it into per-head `attn_k_b` (transposed) and `attn_v_b`, which
-//! [`Names`] does for a checkpoint as it loads.
+//! `Names` does for a checkpoint as it loads.
 
 use std::path::Path;
 

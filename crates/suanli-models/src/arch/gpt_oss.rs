@@ -10,7 +10,7 @@
 //! Hugging Face checkpoint stores each layer's experts as
 //! `gate_up_proj` `[experts, n_embd, 2·ff]` with gate and up columns
 //! interleaved and `down_proj` `[experts, ff, n_embd]` (both used as
-//! `x · W`): [`Names`] presents either as the common names and layouts.
+//! `x · W`): `Names` presents either as the common names and layouts.
 
 use std::path::Path;
 
