@@ -221,8 +221,6 @@ impl QMatrix {
             (true, false) => Some(crate::dispatch::q6_k_planes_kernels().rows),
             (true, true) => Some(crate::dispatch::q6_k_planes_kernels().rows_tiled),
             (false, false) => crate::dispatch::rows_dot(self.dtype),
-            // MXFP4 has one order: its run kernel serves every batch.
-            (false, true) if self.dtype == DType::MXFP4 => crate::dispatch::rows_dot(self.dtype),
             (false, true) => None,
         } {
             let run = move |rr: Range<usize>| {

@@ -501,10 +501,6 @@ mod avx2 {
         unsafe { x86::q6k_rows_avx2(n, w, x, out) }
     }
     /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
-    pub fn mxfp4_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
-        unsafe { x86::fp4::mxfp4_rows_avx512(n, w, x, out) }
-    }
-    /// Handed out only at [`Level::Avx512`](super::Level::Avx512).
     pub fn q6_k_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
         unsafe { x86::q6k_rows_avx512(n, w, x, out) }
     }
@@ -655,10 +651,6 @@ pub fn rows_dot(ty: DType) -> Option<RowsDot> {
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 && ty == DType::Q6_K {
         return Some(avx2::q6_k_rows_avx512);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 && ty == DType::MXFP4 {
-        return Some(avx2::mxfp4_rows_avx512);
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() && ty == DType::Q6_K {

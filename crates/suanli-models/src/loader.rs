@@ -46,6 +46,38 @@ pub trait WeightSource {
     fn model_name(&self) -> String;
 }
 
+/// Another source seen through `get`: its hyper-parameters as they are,
+/// its tensors as `get(source, name)` presents them (an architecture whose
+/// files name or lay out some tensors their own way).
+pub struct Remapped<'a, F> {
+    pub src: &'a dyn WeightSource,
+    pub get: F,
+}
+
+impl<F: Fn(&dyn WeightSource, &str) -> Option<Weight>> WeightSource for Remapped<'_, F> {
+    fn path(&self) -> &Path {
+        self.src.path()
+    }
+    fn format(&self) -> SourceFormat {
+        self.src.format()
+    }
+    fn arch(&self) -> &str {
+        self.src.arch()
+    }
+    fn get(&self, name: &str) -> Option<Weight> {
+        (self.get)(self.src, name)
+    }
+    fn hparam(&self, key: &str) -> Option<Value> {
+        self.src.hparam(key)
+    }
+    fn hf_config(&self) -> Option<&serde_json::Value> {
+        self.src.hf_config()
+    }
+    fn model_name(&self) -> String {
+        self.src.model_name()
+    }
+}
+
 /// Typed access built on [`WeightSource`], with errors naming the file.
 pub struct Loader<'a> {
     pub src: &'a dyn WeightSource,

@@ -71,10 +71,22 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         i += 2;
     }
     let both: [f32; 8] = std::array::from_fn(|l| even[l] + odd[l]);
-    let mut sum = hsum8(&both);
-    if i < nb {
-        let (d, lanes) = block(i);
-        sum = d.mul_add(lanes.iter().sum::<i32>() as f32, sum);
+    let sum = hsum8(&both);
+    match i < nb {
+        true => add_last_block(&w[i * BLOCK_BYTES..], &x[i * 34..], sum),
+        false => sum,
     }
-    sum
+}
+
+/// `sum` plus a last, odd block's `d · Σ q·x` (one FMA), as every twin of
+/// the dot product ends.
+#[inline(always)]
+pub fn add_last_block(w: &[u8], x: &[u8], sum: f32) -> f32 {
+    let d = f16_at(x, 0) * e8m0_half(w[0]);
+    let s: i32 = values(&w[1..BLOCK_BYTES])
+        .iter()
+        .zip(as_i8(&x[2..34]))
+        .map(|(&a, &b)| a * b as i32)
+        .sum();
+    d.mul_add(s as f32, sum)
 }

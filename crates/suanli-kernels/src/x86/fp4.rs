@@ -9,29 +9,21 @@
 use std::arch::x86_64::*;
 
 use super::{f16_at, finish, prefetch_ahead};
-use crate::quants::fp4::{e8m0_half, values, BLOCK_BYTES as WB, KVALUES};
-
-/// `out[r]` = the reference dot of row `r` of `w` (rows of `n` values, one
-/// after another) with the Q8_0 row `x`.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn mxfp4_rows_avx512(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
-    rows::<1>(n, w, [x], [out]);
-}
+use crate::quants::fp4::{add_last_block, e8m0_half, BLOCK_BYTES as WB, KVALUES};
 
 /// Tokens a call of [`mxfp4_rows_multi`] takes at most.
 pub const MAX_TOKENS: usize = 8;
 
-/// [`mxfp4_rows_avx512`] for up to [`MAX_TOKENS`] tokens at once (prefill):
-/// each pair of blocks is unpacked once for all of them, and the tokens'
-/// activations are laid out first as one zmm a pair of blocks and their
-/// scales as one zmm of two broadcasts — every token's sums still in the
-/// reference's order.
+/// `outs[c][r]` = the reference dot of row `r` of `w` (rows of `n`
+/// values, one after another) with the Q8_0 row `xs[c]`, for up to
+/// [`MAX_TOKENS`] tokens: each pair of blocks is unpacked once for all of
+/// them, and the tokens' activations are laid out first as one zmm a pair
+/// of blocks and their scales as one zmm of two broadcasts — every token's
+/// sums still in the reference's order.
 ///
 /// # Safety
-/// As [`mxfp4_rows_avx512`]; every `outs[c]` as long as the rows.
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; every
+/// `outs[c]` as long as the rows.
 pub unsafe fn mxfp4_rows_multi(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
     if std::is_x86_feature_detected!("avx512vbmi") {
         multi_vbmi(n, w, xs, outs)
@@ -97,9 +89,9 @@ thread_local! {
     static PACKED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// [`rows`] over activations laid out by [`mxfp4_rows_multi`] (`packed[c]`:
-/// token `c`'s quants a zmm per pair of blocks, then its scales) for `C`
-/// tokens; `x` for an odd last block.
+/// The kernel over activations laid out by [`mxfp4_rows_multi`]
+/// (`packed[c]`: token `c`'s quants a zmm per pair of blocks, then its
+/// scales) for `C` tokens; `x` for an odd last block.
 #[inline(always)]
 unsafe fn packed_rows<const C: usize, const VBMI: bool>(
     n: usize,
@@ -169,84 +161,11 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
         for c in 0..C {
             let even = _mm512_castps512_ps256(acc[c]);
             let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[c])));
-            let mut sum = finish(_mm256_add_ps(even, odd));
-            if 2 * pairs < nb {
-                let i = 2 * pairs;
-                let (wk, xk) = (&row[i * WB..(i + 1) * WB], &x[c][i * 34..(i + 1) * 34]);
-                let d = f16_at(x[c], i * 34) * e8m0_half(wk[0]);
-                let s: i32 = values(&wk[1..])
-                    .iter()
-                    .zip(&xk[2..])
-                    .map(|(&a, &b)| a * b as i8 as i32)
-                    .sum();
-                sum = d.mul_add(s as f32, sum);
-            }
-            out[c][r] = sum;
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn rows<const C: usize>(n: usize, w: &[u8], x: [&[u8]; C], out: [&mut [f32]; C]) {
-    let nb = n / 32;
-    let rb = nb * WB;
-    let nrows = out[0].len();
-    assert!(rb > 0 && w.len() >= nrows * rb);
-    assert!(x.iter().all(|x| x.len() >= nb * 34) && out.iter().all(|o| o.len() == nrows));
-    let pf = crate::dispatch::prefetch_ahead();
-    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr() as *const __m128i));
-    let m4 = _mm512_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
-    for (r, row) in w.chunks_exact(rb).take(nrows).enumerate() {
-        let mut acc = [_mm512_setzero_ps(); C];
-        let mut i = 0;
-        while i + 1 < nb {
-            let wk = row.as_ptr().add(i * WB);
-            prefetch_ahead(wk, 2 * WB, pf);
-            let q0 = _mm_loadu_si128(wk.add(1) as *const __m128i);
-            let q1 = _mm_loadu_si128(wk.add(WB + 1) as *const __m128i);
-            // [low nibbles 0, high nibbles 0, low 1, high 1]: elements in order.
-            let t = _mm512_castsi128_si512(q0);
-            let t = _mm512_inserti32x4::<1>(t, _mm_srli_epi16::<4>(q0));
-            let t = _mm512_inserti32x4::<2>(t, q1);
-            let t = _mm512_inserti32x4::<3>(t, _mm_srli_epi16::<4>(q1));
-            let q = _mm512_shuffle_epi8(table, _mm512_and_si512(t, m4));
-            let (aq, neg) = (_mm512_abs_epi8(q), _mm512_movepi8_mask(q));
-            let (e0, e1) = (e8m0_half(*wk), e8m0_half(*wk.add(WB)));
-            for c in 0..C {
-                let xk = x[c].as_ptr().add(i * 34);
-                let y = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(xk.add(2) as *const __m256i)),
-                    _mm256_loadu_si256(xk.add(36) as *const __m256i),
-                );
-                // |q| · (y with q's sign): Q8_0 never holds −128.
-                let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
-                let lanes = _mm512_dpbusd_epi32(zero, aq, sy);
-                let d0 = f16_at(x[c], i * 34) * e0;
-                let d1 = f16_at(x[c], (i + 1) * 34) * e1;
-                let d = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                    _mm512_castps_pd(_mm512_set1_ps(d0)),
-                    _mm256_castps_pd(_mm256_set1_ps(d1)),
-                ));
-                acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[c]);
-            }
-            i += 2;
-        }
-        for c in 0..C {
-            let even = _mm512_castps512_ps256(acc[c]);
-            let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[c])));
-            let mut sum = finish(_mm256_add_ps(even, odd));
-            if i < nb {
-                let (wk, xk) = (&row[i * WB..(i + 1) * WB], &x[c][i * 34..(i + 1) * 34]);
-                let d = f16_at(x[c], i * 34) * e8m0_half(wk[0]);
-                let s: i32 = values(&wk[1..])
-                    .iter()
-                    .zip(&xk[2..])
-                    .map(|(&a, &b)| a * b as i8 as i32)
-                    .sum();
-                sum = d.mul_add(s as f32, sum);
-            }
-            out[c][r] = sum;
+            let sum = finish(_mm256_add_ps(even, odd));
+            out[c][r] = match 2 * pairs < nb {
+                true => add_last_block(&row[2 * pairs * WB..], &x[c][2 * pairs * 34..], sum),
+                false => sum,
+            };
         }
     }
 }

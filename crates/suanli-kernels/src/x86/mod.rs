@@ -197,7 +197,7 @@ sym_dot!(vec_dot_q5_0_q8_0, 22, |wk: *const u8| {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
-    use crate::quants::fp4::{e8m0_half, values, BLOCK_BYTES as WB, KVALUES};
+    use crate::quants::fp4::{add_last_block, e8m0_half, BLOCK_BYTES as WB, KVALUES};
     let nb = n / 32;
     assert!(w.len() >= nb * WB && x.len() >= nb * 34);
     let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES.as_ptr() as *const __m128i));
@@ -216,19 +216,11 @@ pub unsafe fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
         odd = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(l1), odd);
         i += 2;
     }
-    let mut sum = finish(_mm256_add_ps(even, odd));
-    if i < nb {
-        let (wk, xk) = (&w[i * WB..(i + 1) * WB], &x[i * 34..(i + 1) * 34]);
-        let d = f16_at(x, i * 34) * e8m0_half(wk[0]);
-        let v = values(&wk[1..]);
-        let s: i32 = v
-            .iter()
-            .zip(&xk[2..])
-            .map(|(&a, &b)| a * b as i8 as i32)
-            .sum();
-        sum = d.mul_add(s as f32, sum);
+    let sum = finish(_mm256_add_ps(even, odd));
+    match i < nb {
+        true => add_last_block(&w[i * WB..], &x[i * 34..], sum),
+        false => sum,
     }
-    sum
 }
 
 macro_rules! min_dot {

@@ -7,17 +7,14 @@
 //!
 //! A Hugging Face checkpoint keeps `kv_b_proj` whole; llama.cpp's converter
 //! splits it into per-head `attn_k_b` (transposed) and `attn_v_b`, which
-//! `Names` does for a checkpoint as it loads.
+//! `names` does for a checkpoint as it loads.
 
-use std::path::Path;
-
-use suanli_formats::Value;
 use suanli_kernels::ops::RopeStyle;
 use suanli_kernels::{Blob, DType};
 
-use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
+use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::config::yarn_get_mscale;
-use crate::loader::{Loader, SourceFormat, Weight, WeightSource};
+use crate::loader::{Loader, Remapped, SourceFormat, Weight, WeightSource};
 use crate::nn::{Gating, MlaConfig, Transformer};
 use crate::{Model, ModelError, Result};
 
@@ -29,7 +26,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
 };
 
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let names = Names(src);
+    let names = Remapped { src, get: names };
     let ld = Loader::new(&names);
     let mut cfg = base_config(&ld)?;
     let hf = src.hf_config();
@@ -130,92 +127,63 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         norm: false,
         shared_default: false,
     };
-    cfg.moe = moe_config(&ld, &cfg, moe)?;
-    if cfg.moe.is_none() {
-        return Err(config_err(
-            "expert_count",
-            "missing: a DeepSeek model has experts".into(),
-        ));
-    }
+    cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     Ok(Box::new(Transformer::load(&ld, cfg, llama::layer)?))
 }
 
-/// A weight source with a checkpoint's `kv_b_proj` split per head as
+/// A checkpoint's tensors with its `kv_b_proj` split per head as
 /// llama.cpp's converter splits it.
-struct Names<'a>(&'a dyn WeightSource);
-
-impl Names<'_> {
-    fn split_kv_b(&self, blk: &str, keys: bool) -> Option<Weight> {
-        let c = self.0.hf_config()?;
-        let get = |k: &str| c.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
-        let (h, nope, v_head, lora) = (
-            get("num_attention_heads")?,
-            get("qk_nope_head_dim")?,
-            get("v_head_dim")?,
-            get("kv_lora_rank")?,
-        );
-        let w = self.0.get(&format!("{blk}.attn_kv_b.weight"))?;
-        if w.shape != [lora, h * (nope + v_head)] {
-            return None;
+fn names(src: &dyn WeightSource, name: &str) -> Option<Weight> {
+    if src.format() == SourceFormat::HuggingFace {
+        if let Some(blk) = name.strip_suffix(".attn_k_b.weight") {
+            return split_kv_b(src, blk, true);
         }
-        let f = w.dtype.traits().to_float?;
-        let mut v = vec![0f32; lora * h * (nope + v_head)];
-        f(w.data.bytes(), &mut v);
-        let row = |r: usize| &v[r * lora..(r + 1) * lora];
-        let mut out = Vec::with_capacity(h * lora * nope.max(v_head));
-        let shape = if keys {
-            // Per head (kv_lora_rank × nope): the head's key rows, transposed.
-            for hh in 0..h {
-                for l in 0..lora {
-                    out.extend((0..nope).map(|j| row(hh * (nope + v_head) + j)[l]));
-                }
-            }
-            vec![nope, lora, h]
-        } else {
-            // Per head (v_head × kv_lora_rank): the head's value rows.
-            for hh in 0..h {
-                for i in 0..v_head {
-                    out.extend_from_slice(row(hh * (nope + v_head) + nope + i));
-                }
-            }
-            vec![lora, v_head, h]
-        };
-        Some(Weight {
-            dtype: DType::F32,
-            shape,
-            data: Blob::from_vec(out.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        })
+        if let Some(blk) = name.strip_suffix(".attn_v_b.weight") {
+            return split_kv_b(src, blk, false);
+        }
     }
+    src.get(name)
 }
 
-impl WeightSource for Names<'_> {
-    fn path(&self) -> &Path {
-        self.0.path()
+/// Layer `blk`'s per-head `k_b` (transposed) or `v_b` out of `kv_b_proj`.
+fn split_kv_b(src: &dyn WeightSource, blk: &str, keys: bool) -> Option<Weight> {
+    let c = src.hf_config()?;
+    let get = |k: &str| c.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let (h, nope, v_head, lora) = (
+        get("num_attention_heads")?,
+        get("qk_nope_head_dim")?,
+        get("v_head_dim")?,
+        get("kv_lora_rank")?,
+    );
+    let w = src.get(&format!("{blk}.attn_kv_b.weight"))?;
+    if w.shape != [lora, h * (nope + v_head)] {
+        return None;
     }
-    fn format(&self) -> SourceFormat {
-        self.0.format()
-    }
-    fn arch(&self) -> &str {
-        self.0.arch()
-    }
-    fn get(&self, name: &str) -> Option<Weight> {
-        if self.0.format() == SourceFormat::HuggingFace {
-            if let Some(blk) = name.strip_suffix(".attn_k_b.weight") {
-                return self.split_kv_b(blk, true);
-            }
-            if let Some(blk) = name.strip_suffix(".attn_v_b.weight") {
-                return self.split_kv_b(blk, false);
+    let f = w.dtype.traits().to_float?;
+    let mut v = vec![0f32; lora * h * (nope + v_head)];
+    f(w.data.bytes(), &mut v);
+    let row = |r: usize| &v[r * lora..(r + 1) * lora];
+    let mut out = Vec::with_capacity(h * lora * nope.max(v_head));
+    let shape = if keys {
+        // Per head (kv_lora_rank × nope): the head's key rows, transposed.
+        for hh in 0..h {
+            for l in 0..lora {
+                out.extend((0..nope).map(|j| row(hh * (nope + v_head) + j)[l]));
             }
         }
-        self.0.get(name)
-    }
-    fn hparam(&self, key: &str) -> Option<Value> {
-        self.0.hparam(key)
-    }
-    fn hf_config(&self) -> Option<&serde_json::Value> {
-        self.0.hf_config()
-    }
-    fn model_name(&self) -> String {
-        self.0.model_name()
-    }
+        vec![nope, lora, h]
+    } else {
+        // Per head (v_head × kv_lora_rank): the head's value rows.
+        for hh in 0..h {
+            for i in 0..v_head {
+                out.extend_from_slice(row(hh * (nope + v_head) + nope + i));
+            }
+        }
+        vec![lora, v_head, h]
+    };
+    Some(Weight {
+        dtype: DType::F32,
+        shape,
+        data: Blob::from_vec(out.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    })
 }

@@ -10,16 +10,13 @@
 //! Hugging Face checkpoint stores each layer's experts as
 //! `gate_up_proj` `[experts, n_embd, 2·ff]` with gate and up columns
 //! interleaved and `down_proj` `[experts, ff, n_embd]` (both used as
-//! `x · W`): `Names` presents either as the common names and layouts.
+//! `x · W`): `names` presents either as the common names and layouts.
 
-use std::path::Path;
-
-use suanli_formats::Value;
 use suanli_kernels::ops::Glu;
 use suanli_kernels::{Blob, DType};
 
-use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
-use crate::loader::{Loader, SourceFormat, Weight, WeightSource};
+use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
+use crate::loader::{Loader, Remapped, SourceFormat, Weight, WeightSource};
 use crate::nn::{Gating, Transformer};
 use crate::{Batch, Model, ModelError, Result};
 
@@ -41,7 +38,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
 };
 
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let names = Names(src);
+    let names = Remapped { src, get: names };
     let ld = Loader::new(&names);
     let mut cfg = base_config(&ld)?;
     let window = ld.usize("attention.sliding_window")?;
@@ -67,13 +64,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         norm: false,
         shared_default: false,
     };
-    cfg.moe = Some(
-        moe_config(&ld, &cfg, moe)?.ok_or_else(|| ModelError::Config {
-            path: src.path().to_path_buf(),
-            key: "expert_count".into(),
-            why: "missing: a gpt-oss model has experts".into(),
-        })?,
-    );
+    cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     let m = Transformer::load(&ld, cfg, layer)?;
     if m.layers.iter().any(|l| l.attn_sinks.is_none()) {
         return Err(ModelError::MissingTensor {
@@ -89,70 +80,72 @@ fn layer(m: &Transformer, il: usize, x: &mut [f32], n: usize, ctx: &mut Batch) {
     llama::block(m, il, x, n, ctx, Glu::SwiGluOai)
 }
 
-/// A weight source under gpt-oss's names and layouts, presented as the
-/// common ones.
-struct Names<'a>(&'a dyn WeightSource);
-
-impl Names<'_> {
-    /// llama.cpp's `post_attention_norm` is the feed-forward's norm.
-    fn gguf(&self, name: &str) -> Option<Weight> {
-        if let Some(b) = name.strip_suffix(".ffn_norm.weight") {
-            return self.0.get(&format!("{b}.post_attention_norm.weight"));
-        }
-        if name.ends_with(".post_attention_norm.weight") {
-            return None;
-        }
-        self.0.get(name)
+/// gpt-oss's names and layouts presented as the common ones.
+fn names(src: &dyn WeightSource, name: &str) -> Option<Weight> {
+    match src.format() {
+        SourceFormat::Gguf => gguf(src, name),
+        SourceFormat::HuggingFace => hf(src, name),
     }
+}
 
-    /// A Hugging Face checkpoint's experts in llama.cpp's layouts.
-    fn hf(&self, name: &str) -> Option<Weight> {
-        let Some((blk, rest)) = name.rsplit_once(".ffn_") else {
-            return self.0.get(name);
-        };
-        let fused = |suffix: &str| self.0.get(&format!("{blk}.ffn_gate_up_exps.{suffix}"));
-        match rest {
-            // [E][d][2ff] interleaved -> [E][ff][d], gate the even columns.
-            "gate_exps.weight" | "up_exps.weight" => {
-                let w = fused("weight")?;
-                let [two_ff, d, e] = <[usize; 3]>::try_from(w.shape.as_slice()).ok()?;
-                let v = floats(&w)?;
-                let (ff, odd) = (two_ff / 2, usize::from(rest.starts_with("up")));
-                let mut out = vec![0f32; e * ff * d];
-                for x in 0..e {
-                    for i in 0..d {
-                        for j in 0..ff {
-                            out[(x * ff + j) * d + i] = v[(x * d + i) * two_ff + 2 * j + odd];
-                        }
+/// llama.cpp's `post_attention_norm` is the feed-forward's norm.
+fn gguf(src: &dyn WeightSource, name: &str) -> Option<Weight> {
+    if let Some(b) = name.strip_suffix(".ffn_norm.weight") {
+        return src.get(&format!("{b}.post_attention_norm.weight"));
+    }
+    if name.ends_with(".post_attention_norm.weight") {
+        return None;
+    }
+    src.get(name)
+}
+
+/// A Hugging Face checkpoint's experts in llama.cpp's layouts.
+fn hf(src: &dyn WeightSource, name: &str) -> Option<Weight> {
+    let Some((blk, rest)) = name.rsplit_once(".ffn_") else {
+        return src.get(name);
+    };
+    let fused = |suffix: &str| src.get(&format!("{blk}.ffn_gate_up_exps.{suffix}"));
+    match rest {
+        // [E][d][2ff] interleaved -> [E][ff][d], gate the even columns.
+        "gate_exps.weight" | "up_exps.weight" => {
+            let w = fused("weight")?;
+            let [two_ff, d, e] = <[usize; 3]>::try_from(w.shape.as_slice()).ok()?;
+            let v = floats(&w)?;
+            let (ff, odd) = (two_ff / 2, usize::from(rest.starts_with("up")));
+            let mut out = vec![0f32; e * ff * d];
+            for x in 0..e {
+                for i in 0..d {
+                    for j in 0..ff {
+                        out[(x * ff + j) * d + i] = v[(x * d + i) * two_ff + 2 * j + odd];
                     }
                 }
-                Some(f32_weight(out, vec![d, ff, e]))
             }
-            "gate_exps.bias" | "up_exps.bias" => {
-                let b = fused("bias")?;
-                let v = floats(&b)?;
-                let odd = usize::from(rest.starts_with("up"));
-                let out: Vec<f32> = v.iter().skip(odd).step_by(2).copied().collect();
-                let n = out.len();
-                Some(f32_weight(out, vec![n]))
-            }
-            // [E][ff][d] -> [E][d][ff].
-            "down_exps.weight" => {
-                let w = self.0.get(name)?;
-                let [d, ff, e] = <[usize; 3]>::try_from(w.shape.as_slice()).ok()?;
-                let v = floats(&w)?;
-                let mut out = vec![0f32; e * d * ff];
-                for x in 0..e {
-                    for f in 0..ff {
-                        for i in 0..d {
-                            out[(x * d + i) * ff + f] = v[(x * ff + f) * d + i];
-                        }
-                    }
-                }
-                Some(f32_weight(out, vec![ff, d, e]))
-            }
-            _ => self.0.get(name),
+            Some(f32_weight(out, vec![d, ff, e]))
         }
+        "gate_exps.bias" | "up_exps.bias" => {
+            let b = fused("bias")?;
+            let v = floats(&b)?;
+            let odd = usize::from(rest.starts_with("up"));
+            let out: Vec<f32> = v.iter().skip(odd).step_by(2).copied().collect();
+            let n = out.len();
+            Some(f32_weight(out, vec![n]))
+        }
+        // [E][ff][d] -> [E][d][ff].
+        "down_exps.weight" => {
+            let w = src.get(name)?;
+            let [d, ff, e] = <[usize; 3]>::try_from(w.shape.as_slice()).ok()?;
+            let v = floats(&w)?;
+            let mut out = vec![0f32; e * d * ff];
+            for x in 0..e {
+                for f in 0..ff {
+                    for i in 0..d {
+                        out[(x * d + i) * ff + f] = v[(x * ff + f) * d + i];
+                    }
+                }
+            }
+            Some(f32_weight(out, vec![ff, d, e]))
+        }
+        _ => src.get(name),
     }
 }
 
@@ -173,32 +166,5 @@ fn f32_weight(v: Vec<f32>, shape: Vec<usize>) -> Weight {
         dtype: DType::F32,
         shape,
         data: Blob::from_vec(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-    }
-}
-
-impl WeightSource for Names<'_> {
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-    fn format(&self) -> SourceFormat {
-        self.0.format()
-    }
-    fn arch(&self) -> &str {
-        self.0.arch()
-    }
-    fn get(&self, name: &str) -> Option<Weight> {
-        match self.0.format() {
-            SourceFormat::Gguf => self.gguf(name),
-            SourceFormat::HuggingFace => self.hf(name),
-        }
-    }
-    fn hparam(&self, key: &str) -> Option<Value> {
-        self.0.hparam(key)
-    }
-    fn hf_config(&self) -> Option<&serde_json::Value> {
-        self.0.hf_config()
-    }
-    fn model_name(&self) -> String {
-        self.0.model_name()
     }
 }

@@ -4,7 +4,7 @@
 //! router, the top k's weights renormalised, and a shared MLP every token
 //! goes through.
 
-use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
+use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
 use crate::{Model, ModelError, Result};
@@ -37,13 +37,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
             norm: true,
             shared_default: true,
         };
-        cfg.moe = Some(
-            moe_config(&ld, &cfg, moe)?.ok_or_else(|| ModelError::Config {
-                path: src.path().to_path_buf(),
-                key: "expert_count".into(),
-                why: "missing: a HunYuan-MoE model has experts".into(),
-            })?,
-        );
+        cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
         // The experts are feed_forward_length wide (as llama.cpp reads it).
         if let Some(m) = &mut cfg.moe {
             m.n_ff_exp = cfg.n_ff;

@@ -316,3 +316,13 @@ pub fn moe_config(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<Option
             .max(1),
     }))
 }
+
+/// [`moe_config`] for an architecture whose every file has experts: their
+/// absence is an error naming the key.
+pub fn moe_required(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<MoeConfig> {
+    moe_config(ld, c, d)?.ok_or_else(|| ModelError::Config {
+        path: ld.src.path().to_path_buf(),
+        key: "expert_count".into(),
+        why: format!("missing: a {} model has experts", ld.src.arch()),
+    })
+}

@@ -3,7 +3,7 @@
 //! whose top-k weights are not renormalised — plus a shared expert every
 //! token goes through, scaled by a sigmoid gate of its own.
 
-use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
+use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Ffn, Gating, Transformer};
 use crate::{Model, ModelError, Result};
@@ -28,13 +28,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         norm: false,
         shared_default: true,
     };
-    cfg.moe = Some(
-        moe_config(&ld, &cfg, moe)?.ok_or_else(|| ModelError::Config {
-            path: src.path().to_path_buf(),
-            key: "expert_count".into(),
-            why: "missing: a Qwen2-MoE model has experts".into(),
-        })?,
-    );
+    cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     let m = Transformer::load(&ld, cfg, llama::layer)?;
     let missing = |name: &str| ModelError::MissingTensor {
         path: src.path().to_path_buf(),

@@ -3,7 +3,7 @@
 //! softmax router over all experts, the top k's weights renormalised, no
 //! shared expert.
 
-use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
+use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
 use crate::{Model, ModelError, Result};
@@ -23,13 +23,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         norm: true,
         shared_default: false,
     };
-    cfg.moe = Some(
-        moe_config(&ld, &cfg, moe)?.ok_or_else(|| ModelError::Config {
-            path: src.path().to_path_buf(),
-            key: "expert_count".into(),
-            why: "missing: a Qwen3-MoE model has experts".into(),
-        })?,
-    );
+    cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     let m = Transformer::load(&ld, cfg, llama::layer)?;
     if m.layers
         .iter()
