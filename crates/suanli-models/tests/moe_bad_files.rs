@@ -114,3 +114,13 @@ fn top_k_past_the_expert_count_names_the_key() {
     eprintln!("{e}");
     assert!(e.contains("expert_used_count"), "{e}");
 }
+
+#[test]
+fn a_missing_required_norm_names_it() {
+    let p = broken("no-q-norm", same, |n, s| {
+        (n != "blk.3.attn_q_norm.weight").then(|| s.to_vec())
+    });
+    let e = load_error(&p);
+    eprintln!("{e}");
+    assert!(e.contains("attn_q_norm.weight"), "{e}");
+}

@@ -16,7 +16,7 @@ use suanli_kernels::ops::RopeStyle;
 
 use crate::config::{yarn_get_mscale, Llama3Scaling, ModelConfig, MoeConfig, Yarn};
 use crate::loader::{Loader, SourceFormat, WeightSource};
-use crate::nn::{Gating, Router};
+use crate::nn::{Gating, Layer, Router, Transformer};
 use crate::{Model, ModelError, Result};
 
 pub struct ArchEntry {
@@ -325,4 +325,36 @@ pub fn moe_required(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<MoeC
         key: "expert_count".into(),
         why: format!("missing: a {} model has experts", ld.src.arch()),
     })
+}
+
+/// Every layer of `m` has what `lacks` looks for, or an error naming
+/// `tensors` (tensors an architecture requires though the common loader
+/// takes them as optional).
+pub fn require(
+    src: &dyn WeightSource,
+    m: &Transformer,
+    tensors: &str,
+    lacks: impl Fn(&Layer) -> bool,
+) -> Result<()> {
+    match m.layers.iter().any(lacks) {
+        true => Err(ModelError::MissingTensor {
+            path: src.path().to_path_buf(),
+            name: tensors.into(),
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The per-head Q/K norms (Qwen3, HunYuan).
+pub const QK_NORMS: &str = "blk.N.attn_q_norm.weight / attn_k_norm.weight";
+
+pub fn lacks_qk_norms(l: &Layer) -> bool {
+    l.q_norm.is_none() || l.k_norm.is_none()
+}
+
+/// The Q/K/V biases (Qwen2).
+pub const QKV_BIASES: &str = "blk.N.attn_q.bias / attn_k.bias / attn_v.bias";
+
+pub fn lacks_qkv_biases(l: &Layer) -> bool {
+    l.bq.is_none() || l.bk.is_none() || l.bv.is_none()
 }

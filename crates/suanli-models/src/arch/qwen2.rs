@@ -1,7 +1,7 @@
 //! Qwen2 / Qwen2.5 (and the DeepSeek-R1 Qwen distills): the Llama layer with
 //! biases on the Q, K and V projections; RoPE on halves (NeoX style).
 
-use super::{base_config, llama, ArchEntry};
+use super::{base_config, lacks_qkv_biases, llama, require, ArchEntry, QKV_BIASES};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::Transformer;
 use crate::{Model, Result};
@@ -18,14 +18,6 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     let cfg = base_config(&ld)?;
     let m = Transformer::load(&ld, cfg, llama::layer)?;
     // The biases are part of the architecture: require them.
-    if m.layers
-        .iter()
-        .any(|l| l.bq.is_none() || l.bk.is_none() || l.bv.is_none())
-    {
-        return Err(crate::ModelError::MissingTensor {
-            path: src.path().to_path_buf(),
-            name: "blk.N.attn_q.bias / attn_k.bias / attn_v.bias".into(),
-        });
-    }
+    require(src, &m, QKV_BIASES, lacks_qkv_biases)?;
     Ok(Box::new(m))
 }

@@ -3,10 +3,12 @@
 //! whose top-k weights are not renormalised — plus a shared expert every
 //! token goes through, scaled by a sigmoid gate of its own.
 
-use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
+use super::{
+    base_config, lacks_qkv_biases, llama, moe_required, require, ArchEntry, MoeDefaults, QKV_BIASES,
+};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Ffn, Gating, Transformer};
-use crate::{Model, ModelError, Result};
+use crate::{Model, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen2moe",
@@ -30,19 +32,12 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     let m = Transformer::load(&ld, cfg, llama::layer)?;
-    let missing = |name: &str| ModelError::MissingTensor {
-        path: src.path().to_path_buf(),
-        name: name.into(),
-    };
-    for l in &m.layers {
-        if l.bq.is_none() || l.bk.is_none() || l.bv.is_none() {
-            return Err(missing("blk.N.attn_q.bias / attn_k.bias / attn_v.bias"));
-        }
-        if let Ffn::Moe(e) = &l.ffn {
-            if e.shared_gate.is_none() {
-                return Err(missing("blk.N.ffn_gate_inp_shexp.weight"));
-            }
-        }
-    }
+    require(src, &m, QKV_BIASES, lacks_qkv_biases)?;
+    require(
+        src,
+        &m,
+        "blk.N.ffn_gate_inp_shexp.weight",
+        |l| matches!(&l.ffn, Ffn::Moe(e) if e.shared_gate.is_none()),
+    )?;
     Ok(Box::new(m))
 }

@@ -1,7 +1,7 @@
 //! Qwen3 dense: the Llama layer with per-head RMSNorm on Q and K before
 //! RoPE, no biases, and a head size independent of n_embd / n_head.
 
-use super::{base_config, llama, ArchEntry};
+use super::{base_config, lacks_qk_norms, llama, require, ArchEntry, QK_NORMS};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::Transformer;
 use crate::{Model, Result};
@@ -17,14 +17,6 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     let ld = Loader::new(src);
     let cfg = base_config(&ld)?;
     let m = Transformer::load(&ld, cfg, llama::layer)?;
-    if m.layers
-        .iter()
-        .any(|l| l.q_norm.is_none() || l.k_norm.is_none())
-    {
-        return Err(crate::ModelError::MissingTensor {
-            path: src.path().to_path_buf(),
-            name: "blk.N.attn_q_norm.weight / attn_k_norm.weight".into(),
-        });
-    }
+    require(src, &m, QK_NORMS, lacks_qk_norms)?;
     Ok(Box::new(m))
 }

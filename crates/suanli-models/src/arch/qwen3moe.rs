@@ -3,10 +3,12 @@
 //! softmax router over all experts, the top k's weights renormalised, no
 //! shared expert.
 
-use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
+use super::{
+    base_config, lacks_qk_norms, llama, moe_required, require, ArchEntry, MoeDefaults, QK_NORMS,
+};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
-use crate::{Model, ModelError, Result};
+use crate::{Model, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen3moe",
@@ -25,14 +27,6 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
     let m = Transformer::load(&ld, cfg, llama::layer)?;
-    if m.layers
-        .iter()
-        .any(|l| l.q_norm.is_none() || l.k_norm.is_none())
-    {
-        return Err(ModelError::MissingTensor {
-            path: src.path().to_path_buf(),
-            name: "blk.N.attn_q_norm.weight / attn_k_norm.weight".into(),
-        });
-    }
+    require(src, &m, QK_NORMS, lacks_qk_norms)?;
     Ok(Box::new(m))
 }
