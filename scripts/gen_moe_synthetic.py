@@ -492,8 +492,8 @@ def active_bytes(m: ModelShape, plans: list[TensorPlan]) -> tuple[int, int, int,
     return shared, experts, head, emb_row
 
 
-def write_qwen3moe_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -> None:
-    """The keys convert_hf_to_gguf.py writes for Qwen3MoeForCausalLM, in its order."""
+def write_size_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int) -> None:
+    """The size keys TextModel.set_gguf_parameters writes first, for every model."""
     a = m.arch
     w.add_uint32(f"{a}.block_count", n_layer)
     w.add_uint32(f"{a}.context_length", m.n_ctx)
@@ -501,6 +501,12 @@ def write_qwen3moe_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -
     w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
     w.add_uint32(f"{a}.attention.head_count", m.n_head)
     w.add_uint32(f"{a}.attention.head_count_kv", m.n_head_kv)
+
+
+def write_qwen3moe_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -> None:
+    """The keys convert_hf_to_gguf.py writes for Qwen3MoeForCausalLM, in its order."""
+    a = m.arch
+    write_size_keys(w, m, n_layer)
     w.add_float32(f"{a}.rope.freq_base", m.rope_theta)
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", m.rms_eps)
     w.add_uint32(f"{a}.expert_count", m.n_expert)
@@ -517,12 +523,7 @@ def write_gpt_oss_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) ->
     """The keys TextModel.set_gguf_parameters + GptOssModel.set_gguf_parameters
     (conversion/gpt_oss.py) write for openai/gpt-oss-20b's config.json, in their order."""
     a = m.arch
-    w.add_uint32(f"{a}.block_count", n_layer)
-    w.add_uint32(f"{a}.context_length", m.n_ctx)
-    w.add_uint32(f"{a}.embedding_length", m.n_embd)
-    w.add_uint32(f"{a}.feed_forward_length", m.n_ff)
-    w.add_uint32(f"{a}.attention.head_count", m.n_head)
-    w.add_uint32(f"{a}.attention.head_count_kv", m.n_head_kv)
+    write_size_keys(w, m, n_layer)
     # config.json rope_scaling: yarn, factor 32, original_max_position_embeddings 4096,
     # beta_fast 32, beta_slow 1 (truncate: false is not written)
     w.add_string(f"{a}.rope.scaling.type", gguf.RopeScalingType.YARN.value)
