@@ -17,6 +17,17 @@ pub enum KvDtype {
     Q8_0,
 }
 
+impl KvDtype {
+    /// Bytes `n` cached values take (Q8_0: whole blocks of 32).
+    pub fn bytes(self, n: usize) -> usize {
+        match self {
+            KvDtype::F32 => n * 4,
+            KvDtype::F16 => n * 2,
+            KvDtype::Q8_0 => n.div_ceil(32) * 34,
+        }
+    }
+}
+
 impl std::str::FromStr for KvDtype {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -192,12 +203,7 @@ impl KvPool {
     /// Bytes one block takes over all layers.
     pub fn bytes_per_block(&self) -> usize {
         let n = self.block_size * (self.k_width + self.v_width);
-        self.layers.len()
-            * match self.dtype {
-                KvDtype::F32 => n * 4,
-                KvDtype::F16 => n * 2,
-                KvDtype::Q8_0 => n.div_ceil(32) * 34,
-            }
+        self.layers.len() * self.dtype.bytes(n)
     }
 
     /// Bytes held.

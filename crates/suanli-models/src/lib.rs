@@ -7,6 +7,8 @@
 //! - [`nn`]: RMSNorm, RoPE, grouped-query attention over the [`kv::KvCache`],
 //!   gated feed-forward.
 //! - [`arch`]: one file per architecture and the [`arch::REGISTRY`].
+//! - [`plan`]: parameters, weight, decode and KV-cache bytes of a model from
+//!   its hyper-parameters alone (`suanli plan`).
 //!
 //! A model never sees a file format or a KV block table: it gets weights from
 //! a `WeightSource` and K/V through [`ForwardCtx`].
@@ -16,6 +18,7 @@ pub mod config;
 pub mod kv;
 pub mod loader;
 pub mod nn;
+pub mod plan;
 pub mod tiny;
 
 use std::path::PathBuf;

@@ -44,6 +44,11 @@ pub trait WeightSource {
         None
     }
     fn model_name(&self) -> String;
+    /// How the source's own file spells a hyper-parameter (errors name it
+    /// so): GGUF's key as it is, a Hugging Face config's `config.json` keys.
+    fn key_name(&self, key: &str) -> String {
+        key.to_string()
+    }
 }
 
 /// Another source seen through `get`: its hyper-parameters as they are,
@@ -75,6 +80,9 @@ impl<F: Fn(&dyn WeightSource, &str) -> Option<Weight>> WeightSource for Remapped
     }
     fn model_name(&self) -> String {
         self.src.model_name()
+    }
+    fn key_name(&self, key: &str) -> String {
+        self.src.key_name(key)
     }
 }
 
@@ -271,7 +279,7 @@ impl<'a> Loader<'a> {
     fn hp_err(&self, key: &str, why: &str) -> ModelError {
         ModelError::Config {
             path: self.src.path().to_path_buf(),
-            key: key.into(),
+            key: self.src.key_name(key),
             why: why.into(),
         }
     }
@@ -390,9 +398,12 @@ impl WeightSource for GgufSource {
     }
 }
 
-/// A Hugging Face checkpoint directory: `config.json` + safetensors.
+/// A Hugging Face checkpoint directory: `config.json` + safetensors (or
+/// the `config.json` alone: [`HfSource::open_config`]).
 pub struct HfSource {
     dir: PathBuf,
+    /// What errors name: the directory, or the config file opened alone.
+    path: PathBuf,
     config: serde_json::Value,
     arch: String,
     tensors: BTreeMap<String, Weight>,
@@ -495,7 +506,48 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
 
 impl HfSource {
     pub fn open(dir: &Path) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
+        let mut src = Self::open_config(&dir.join("config.json"))?;
+        let st = SafetensorsModel::open(dir)?;
+        for (name, t) in st.tensors {
+            let Some(g) = hf_to_gguf_name(&src.arch, &name) else {
+                continue;
+            };
+            let mut w = Weight {
+                dtype: t.dtype,
+                shape: t.shape.iter().rev().copied().collect(),
+                data: t.data,
+            };
+            // Gemma's RMSNorm multiplies by (1 + w); GGUF stores 1 + w.
+            if src.arch == "gemma3" && g.contains("norm") {
+                let n: usize = w.shape.iter().product();
+                let mut v = vec![0f32; n];
+                if let Some(f) = w.dtype.traits().to_float {
+                    f(w.data.bytes(), &mut v);
+                }
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (x + 1.0).to_le_bytes()).collect();
+                w = Weight {
+                    dtype: DType::F32,
+                    shape: w.shape,
+                    data: Blob::from_vec(bytes),
+                };
+            }
+            src.tensors.insert(g, w);
+        }
+        src.path = dir.to_path_buf();
+        Ok(src)
+    }
+
+    /// A checkpoint's hyper-parameters without its weights: `path` is a
+    /// `config.json` or a directory holding one; the source has no tensors.
+    pub fn open_config(path: &Path) -> Result<Self> {
+        let cfg_path = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        let dir = cfg_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let cfg_err = |key: &str, why: String| ModelError::Config {
             path: cfg_path.clone(),
             key: key.into(),
@@ -516,38 +568,12 @@ impl HfSource {
             .and_then(|v| v.as_str())
             .ok_or_else(|| cfg_err("model_type", "missing".into()))?;
         let arch = hf_arch(model_type).to_string();
-        let st = SafetensorsModel::open(dir)?;
-        let mut tensors = BTreeMap::new();
-        for (name, t) in st.tensors {
-            let Some(g) = hf_to_gguf_name(&arch, &name) else {
-                continue;
-            };
-            let mut w = Weight {
-                dtype: t.dtype,
-                shape: t.shape.iter().rev().copied().collect(),
-                data: t.data,
-            };
-            // Gemma's RMSNorm multiplies by (1 + w); GGUF stores 1 + w.
-            if arch == "gemma3" && g.contains("norm") {
-                let n: usize = w.shape.iter().product();
-                let mut v = vec![0f32; n];
-                if let Some(f) = w.dtype.traits().to_float {
-                    f(w.data.bytes(), &mut v);
-                }
-                let bytes: Vec<u8> = v.iter().flat_map(|x| (x + 1.0).to_le_bytes()).collect();
-                w = Weight {
-                    dtype: DType::F32,
-                    shape: w.shape,
-                    data: Blob::from_vec(bytes),
-                };
-            }
-            tensors.insert(g, w);
-        }
         Ok(HfSource {
-            dir: dir.to_path_buf(),
+            dir,
+            path: cfg_path,
             config,
             arch,
-            tensors,
+            tensors: BTreeMap::new(),
         })
     }
 }
@@ -589,9 +615,52 @@ fn json_to_value(v: &serde_json::Value) -> Option<Value> {
     }
 }
 
+/// The `config.json` keys a GGUF hyper-parameter is read from, the first
+/// present one winning; each family spells the mixture's settings its own
+/// way, and a per-layer list (HunYuan) gives its first layer's.
+fn hf_keys(key: &str) -> &'static [&'static str] {
+    match key {
+        "block_count" => &["num_hidden_layers"],
+        "embedding_length" => &["hidden_size"],
+        "feed_forward_length" => &["intermediate_size"],
+        "attention.head_count" => &["num_attention_heads"],
+        "attention.head_count_kv" => &["num_key_value_heads"],
+        "attention.key_length" | "attention.value_length" => &["head_dim"],
+        "attention.layer_norm_rms_epsilon" => &["rms_norm_eps"],
+        "rope.freq_base" => &["rope_theta"],
+        "context_length" => &["max_position_embeddings"],
+        "attention.sliding_window" => &["sliding_window"],
+        "vocab_size" => &["vocab_size"],
+        "final_logit_softcapping" => &["final_logit_softcapping"],
+        "attn_logit_softcapping" => &["attn_logit_softcapping"],
+        "expert_count" => &[
+            "num_local_experts",
+            "num_experts",
+            "moe_num_experts",
+            "n_routed_experts",
+        ],
+        "expert_shared_count" => &["n_shared_experts"],
+        "expert_weights_scale" => &["routed_scaling_factor"],
+        "expert_group_count" => &["n_group"],
+        "expert_group_used_count" => &["topk_group"],
+        "attention.q_lora_rank" => &["q_lora_rank"],
+        "attention.kv_lora_rank" => &["kv_lora_rank"],
+        "rope.dimension_count" => &["qk_rope_head_dim"],
+        "expert_used_count" => &["num_experts_per_tok", "moe_k", "moe_topk"],
+        "expert_feed_forward_length" => &["moe_intermediate_size"],
+        "expert_shared_feed_forward_length" => {
+            &["shared_expert_intermediate_size", "moe_num_shared_experts"]
+        }
+        "expert_weights_norm" => &["norm_topk_prob"],
+        "leading_dense_block_count" => &["first_k_dense_replace", "moe_layer_start_index"],
+        "interleave_moe_layer_step" => &["decoder_sparse_step", "moe_layer_interval"],
+        _ => &[],
+    }
+}
+
 impl WeightSource for HfSource {
     fn path(&self) -> &Path {
-        &self.dir
+        &self.path
     }
     fn format(&self) -> SourceFormat {
         SourceFormat::HuggingFace
@@ -604,49 +673,12 @@ impl WeightSource for HfSource {
     }
     fn hparam(&self, key: &str) -> Option<Value> {
         let c = &self.config;
-        let hf = match key {
-            "block_count" => "num_hidden_layers",
-            "embedding_length" => "hidden_size",
-            "feed_forward_length" => "intermediate_size",
-            "attention.head_count" => "num_attention_heads",
-            "attention.head_count_kv" => "num_key_value_heads",
-            "attention.key_length" | "attention.value_length" => "head_dim",
-            "attention.layer_norm_rms_epsilon" => "rms_norm_eps",
+        match key {
             "rope.freq_base" => {
                 if let Some(t) = hf_rope(c, "full_attention").and_then(|r| r.get("rope_theta")) {
                     return json_to_value(t);
                 }
-                "rope_theta"
             }
-            "context_length" => "max_position_embeddings",
-            "attention.sliding_window" => "sliding_window",
-            "vocab_size" => "vocab_size",
-            "final_logit_softcapping" => "final_logit_softcapping",
-            "attn_logit_softcapping" => "attn_logit_softcapping",
-            // Each family spells the mixture's settings its own way; a
-            // per-layer list (HunYuan) gives its first layer's.
-            "expert_count" => {
-                return first_of(
-                    c,
-                    &[
-                        "num_local_experts",
-                        "num_experts",
-                        "moe_num_experts",
-                        "n_routed_experts",
-                    ],
-                )
-            }
-            "expert_shared_count" => "n_shared_experts",
-            "expert_weights_scale" => "routed_scaling_factor",
-            "expert_group_count" => "n_group",
-            "expert_group_used_count" => "topk_group",
-            "attention.q_lora_rank" => "q_lora_rank",
-            "attention.kv_lora_rank" => "kv_lora_rank",
-            "rope.dimension_count" => "qk_rope_head_dim",
-            "expert_used_count" => {
-                return first_of(c, &["num_experts_per_tok", "moe_k", "moe_topk"])
-            }
-            "expert_feed_forward_length" => "moe_intermediate_size",
             "expert_shared_feed_forward_length" => {
                 if let Some(v) = first_of(c, &["shared_expert_intermediate_size"]) {
                     return Some(v);
@@ -656,16 +688,9 @@ impl WeightSource for HfSource {
                 let w = first_of(c, &["moe_intermediate_size"])?.as_u64()?;
                 return Some(Value::U64(n * w));
             }
-            "expert_weights_norm" => "norm_topk_prob",
-            "leading_dense_block_count" => {
-                return first_of(c, &["first_k_dense_replace", "moe_layer_start_index"])
-            }
-            "interleave_moe_layer_step" => {
-                return first_of(c, &["decoder_sparse_step", "moe_layer_interval"])
-            }
-            _ => return None,
-        };
-        first_of(c, &[hf])
+            _ => {}
+        }
+        first_of(c, hf_keys(key))
     }
     fn hf_config(&self) -> Option<&serde_json::Value> {
         Some(&self.config)
@@ -675,5 +700,11 @@ impl WeightSource for HfSource {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+    fn key_name(&self, key: &str) -> String {
+        match hf_keys(key) {
+            [] => key.to_string(),
+            keys => keys.join(" / "),
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! tests share.
 //!
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
+//! - [`membw`]: memory read bandwidth, the decode roofline's.
 
 pub mod hub;
+pub mod membw;
 
 /// The first `n` bytes of `text`, extended to the end of the line (a slice
 /// of a corpus that tests and benchmarks agree on).

@@ -23,6 +23,9 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Architecture, metadata and tensors of a model.
     Inspect(cmd::inspect::Args),
+    /// What running a model takes (memory, decode speed), from its
+    /// hyper-parameters alone.
+    Plan(cmd::plan::Args),
     /// Token ids of a text.
     Tokenize(cmd::tokenize::Args),
     /// Fetch a named model into the local cache.
@@ -39,6 +42,7 @@ fn main() {
         Command::Run(a) => cmd::run::main(a),
         Command::Chat(a) => cmd::chat::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
+        Command::Plan(a) => cmd::plan::main(a),
         Command::Tokenize(a) => cmd::tokenize::main(a),
         Command::Pull(a) => cmd::pull::main(a),
         Command::Bench(a) => cmd::bench::main(a),

@@ -16,18 +16,18 @@ use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::config::yarn_get_mscale;
 use crate::loader::{Loader, Remapped, SourceFormat, Weight, WeightSource};
 use crate::nn::{Gating, MlaConfig, Transformer};
-use crate::{Model, ModelError, Result};
+use crate::{Model, ModelConfig, ModelError, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "deepseek2",
     build,
+    config,
     extra_tensors: &["exp_probs_b.bias", "ffn_gate_shexp.weight"],
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let names = Remapped { src, get: names };
-    let ld = Loader::new(&names);
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
+    let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     let hf = src.hf_config();
     let hf_usize = |k: &str| {
@@ -62,7 +62,7 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     };
     if qk_head <= qk_rope || qk_rope % 2 != 0 {
         return Err(config_err(
-            "rope.dimension_count",
+            &src.key_name("rope.dimension_count"),
             format!("{qk_rope} rotated of {qk_head} query/key dimensions per head"),
         ));
     }
@@ -128,7 +128,16 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         shared_default: false,
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
-    Ok(Box::new(Transformer::load(&ld, cfg, llama::layer)?))
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let names = Remapped { src, get: names };
+    Ok(Box::new(Transformer::load(
+        &Loader::new(&names),
+        config(src)?,
+        llama::layer,
+    )?))
 }
 
 /// A checkpoint's tensors with its `kv_b_proj` split per head as

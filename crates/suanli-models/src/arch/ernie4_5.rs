@@ -11,11 +11,12 @@ use suanli_kernels::ops::RopeStyle;
 use super::{base_config, llama, moe_config, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
-use crate::{Model, ModelError, Result};
+use crate::{Model, ModelConfig, ModelError, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "ernie4_5",
     build,
+    config,
     extra_tensors: &[],
     moe: false,
 };
@@ -23,11 +24,12 @@ pub const ENTRY: ArchEntry = ArchEntry {
 pub const ENTRY_MOE: ArchEntry = ArchEntry {
     name: "ernie4_5-moe",
     build,
+    config,
     extra_tensors: &["exp_probs_b.bias", "ffn_gate_shexp.weight"],
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     cfg.rope_style = RopeStyle::Normal;
@@ -48,9 +50,17 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     } else if src.arch() == ENTRY_MOE.name {
         return Err(ModelError::Config {
             path: src.path().to_path_buf(),
-            key: "expert_count".into(),
+            key: src.key_name("expert_count"),
             why: "missing: an ERNIE-4.5-MoE model has experts".into(),
         });
     }
-    Ok(Box::new(Transformer::load(&ld, cfg, llama::layer)?))
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Transformer::load(
+        &Loader::new(src),
+        config(src)?,
+        llama::layer,
+    )?))
 }

@@ -5,12 +5,13 @@
 use super::{base_config, ArchEntry};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{feed_forward, rms_norm_rows, self_attention, Input, Transformer};
-use crate::{Batch, Model, ModelError, Result};
+use crate::{Batch, Model, ModelConfig, ModelError, Result};
 use suanli_kernels::ops;
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "gemma3",
     build,
+    config,
     extra_tensors: &[
         "attn_q_norm.weight",
         "attn_k_norm.weight",
@@ -23,7 +24,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
 /// One global layer per this many (Gemma 3's `sliding_window_pattern`).
 const SWA_PATTERN: usize = 6;
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     cfg.embed_scale = Some((cfg.n_embd as f32).sqrt());
@@ -70,7 +71,11 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
             ),
         });
     }
-    let m = Transformer::load(&ld, cfg, layer)?;
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let m = Transformer::load(&Loader::new(src), config(src)?, layer)?;
     if m.layers
         .iter()
         .any(|l| l.post_attn_norm.is_none() || l.post_ffw_norm.is_none() || l.q_norm.is_none())

@@ -18,11 +18,12 @@ use suanli_kernels::{Blob, DType};
 use super::{base_config, llama, moe_required, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, Remapped, SourceFormat, Weight, WeightSource};
 use crate::nn::{Gating, Transformer};
-use crate::{Batch, Model, ModelError, Result};
+use crate::{Batch, Model, ModelConfig, ModelError, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "gpt-oss",
     build,
+    config,
     extra_tensors: &[
         "attn_q.bias",
         "attn_k.bias",
@@ -37,9 +38,8 @@ pub const ENTRY: ArchEntry = ArchEntry {
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let names = Remapped { src, get: names };
-    let ld = Loader::new(&names);
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
+    let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     let window = ld.usize("attention.sliding_window")?;
     cfg.sliding_window = Some(window);
@@ -65,7 +65,12 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         shared_default: false,
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
-    let m = Transformer::load(&ld, cfg, layer)?;
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let names = Remapped { src, get: names };
+    let m = Transformer::load(&Loader::new(&names), config(src)?, layer)?;
     if m.layers.iter().any(|l| l.attn_sinks.is_none()) {
         return Err(ModelError::MissingTensor {
             path: src.path().to_path_buf(),

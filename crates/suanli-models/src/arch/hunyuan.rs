@@ -9,11 +9,12 @@ use super::{
 };
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
-use crate::{Model, Result};
+use crate::{Model, ModelConfig, Result};
 
 pub const ENTRY_DENSE: ArchEntry = ArchEntry {
     name: "hunyuan-dense",
     build,
+    config,
     extra_tensors: &["attn_q_norm.weight", "attn_k_norm.weight"],
     moe: false,
 };
@@ -21,6 +22,7 @@ pub const ENTRY_DENSE: ArchEntry = ArchEntry {
 pub const ENTRY_MOE: ArchEntry = ArchEntry {
     name: "hunyuan-moe",
     build,
+    config,
     extra_tensors: &[
         "attn_q_norm.weight",
         "attn_k_norm.weight",
@@ -29,7 +31,7 @@ pub const ENTRY_MOE: ArchEntry = ArchEntry {
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     cfg.qk_norm_after_rope = true;
@@ -45,7 +47,11 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
             m.n_ff_exp = cfg.n_ff;
         }
     }
-    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let m = Transformer::load(&Loader::new(src), config(src)?, llama::layer)?;
     require(src, &m, QK_NORMS, lacks_qk_norms)?;
     Ok(Box::new(m))
 }

@@ -9,16 +9,17 @@ use super::{base_config, gguf_permuted, moe_config, ArchEntry, MoeDefaults};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::Gating;
 use crate::nn::{feed_forward, self_attention, Input, Transformer};
-use crate::{Batch, Model, Result};
+use crate::{Batch, Model, ModelConfig, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "llama",
     build,
+    config,
     extra_tensors: &[],
     moe: false,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     cfg.rms_eps = ld
@@ -38,7 +39,15 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
     if let Some(m) = &mut cfg.moe {
         m.n_ff_exp = cfg.n_ff;
     }
-    Ok(Box::new(Transformer::load(&ld, cfg, layer)?))
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    Ok(Box::new(Transformer::load(
+        &Loader::new(src),
+        config(src)?,
+        layer,
+    )?))
 }
 
 /// x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)).

@@ -23,6 +23,9 @@ pub struct ArchEntry {
     /// `general.architecture` in GGUF; Hugging Face `model_type` maps onto it.
     pub name: &'static str,
     pub build: fn(&dyn WeightSource) -> Result<Box<dyn Model>>,
+    /// The hyper-parameters `build` uses, read without loading a weight
+    /// (what `suanli plan` counts from).
+    pub config: fn(&dyn WeightSource) -> Result<ModelConfig>,
     /// Per-layer tensors beyond the common llama set, by name suffix (the
     /// tiny test models of [`crate::tiny`] are built from this).
     pub extra_tensors: &'static [&'static str],
@@ -53,16 +56,26 @@ pub fn known() -> String {
         .join(", ")
 }
 
-pub fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let e = REGISTRY
+/// The registry's entry for the source's architecture, or an error naming
+/// the ones it knows.
+pub fn entry(src: &dyn WeightSource) -> Result<&'static ArchEntry> {
+    REGISTRY
         .iter()
         .find(|e| e.name == src.arch())
         .ok_or_else(|| ModelError::UnknownArch {
             path: src.path().to_path_buf(),
             arch: src.arch().to_string(),
             known: known(),
-        })?;
-    (e.build)(src)
+        })
+}
+
+pub fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    (entry(src)?.build)(src)
+}
+
+/// The source's hyper-parameters as its architecture reads them.
+pub fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
+    (entry(src)?.config)(src)
 }
 
 /// Hyper-parameters every architecture shares, from GGUF keys or config.json.
@@ -73,7 +86,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
     if n_head == 0 {
         return Err(ModelError::Config {
             path: src.path().to_path_buf(),
-            key: "attention.head_count".into(),
+            key: src.key_name("attention.head_count"),
             why: "must be positive".into(),
         });
     }
@@ -81,7 +94,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
     if n_head_kv == 0 || n_head % n_head_kv != 0 {
         return Err(ModelError::Config {
             path: src.path().to_path_buf(),
-            key: "attention.head_count_kv".into(),
+            key: src.key_name("attention.head_count_kv"),
             why: format!("{n_head_kv} does not divide head_count {n_head}"),
         });
     }
@@ -322,7 +335,7 @@ pub fn moe_config(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<Option
 pub fn moe_required(ld: &Loader, c: &ModelConfig, d: MoeDefaults) -> Result<MoeConfig> {
     moe_config(ld, c, d)?.ok_or_else(|| ModelError::Config {
         path: ld.src.path().to_path_buf(),
-        key: "expert_count".into(),
+        key: ld.src.key_name("expert_count"),
         why: format!("missing: a {} model has experts", ld.src.arch()),
     })
 }

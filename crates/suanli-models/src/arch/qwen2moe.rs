@@ -8,11 +8,12 @@ use super::{
 };
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Ffn, Gating, Transformer};
-use crate::{Model, Result};
+use crate::{Model, ModelConfig, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen2moe",
     build,
+    config,
     extra_tensors: &[
         "attn_q.bias",
         "attn_k.bias",
@@ -22,7 +23,7 @@ pub const ENTRY: ArchEntry = ArchEntry {
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     let moe = MoeDefaults {
@@ -31,7 +32,11 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         shared_default: true,
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
-    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let m = Transformer::load(&Loader::new(src), config(src)?, llama::layer)?;
     require(src, &m, QKV_BIASES, lacks_qkv_biases)?;
     require(
         src,

@@ -4,19 +4,22 @@
 use super::{base_config, lacks_qk_norms, llama, require, ArchEntry, QK_NORMS};
 use crate::loader::{Loader, WeightSource};
 use crate::nn::Transformer;
-use crate::{Model, Result};
+use crate::{Model, ModelConfig, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen3",
     build,
+    config,
     extra_tensors: &["attn_q_norm.weight", "attn_k_norm.weight"],
     moe: false,
 };
 
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
+    base_config(&Loader::new(src))
+}
+
 fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
-    let ld = Loader::new(src);
-    let cfg = base_config(&ld)?;
-    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    let m = Transformer::load(&Loader::new(src), config(src)?, llama::layer)?;
     require(src, &m, QK_NORMS, lacks_qk_norms)?;
     Ok(Box::new(m))
 }

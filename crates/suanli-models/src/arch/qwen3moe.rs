@@ -8,16 +8,17 @@ use super::{
 };
 use crate::loader::{Loader, WeightSource};
 use crate::nn::{Gating, Transformer};
-use crate::{Model, Result};
+use crate::{Model, ModelConfig, Result};
 
 pub const ENTRY: ArchEntry = ArchEntry {
     name: "qwen3moe",
     build,
+    config,
     extra_tensors: &["attn_q_norm.weight", "attn_k_norm.weight"],
     moe: true,
 };
 
-fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
     let ld = Loader::new(src);
     let mut cfg = base_config(&ld)?;
     let moe = MoeDefaults {
@@ -26,7 +27,11 @@ fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
         shared_default: false,
     };
     cfg.moe = Some(moe_required(&ld, &cfg, moe)?);
-    let m = Transformer::load(&ld, cfg, llama::layer)?;
+    Ok(cfg)
+}
+
+fn build(src: &dyn WeightSource) -> Result<Box<dyn Model>> {
+    let m = Transformer::load(&Loader::new(src), config(src)?, llama::layer)?;
     require(src, &m, QK_NORMS, lacks_qk_norms)?;
     Ok(Box::new(m))
 }

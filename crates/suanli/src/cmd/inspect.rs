@@ -11,7 +11,7 @@ pub struct Args {
     full: bool,
 }
 
-fn human(n: u64) -> String {
+pub(super) fn human(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
