@@ -97,11 +97,39 @@ Second model, --model gpt-oss-20b:
   d ~ U[0.8, 1.2] * 0.02/73.6 (std ~0.02); biases N(0, 0.01) (router bias
   N(0, 0.05)); attention sinks N(0, 0.5); router N(0, 0.05); norms 1.0.
 
+Third model, --model deepseek-v2-lite:
+  `deepseek2` architecture (llama.cpp src/models/deepseek2.cpp) with
+  deepseek-ai/DeepSeek-V2-Lite's shapes, all 27 layers (the file is ~10.4 GB,
+  the size of the real Q4_K_M release): hidden 2048, 16 heads, no query LoRA
+  (one attn_q of 16 x (128 + 64)), kv_lora_rank 512, rope part 64, value
+  head 128, layer 0 dense (FFN 10944), layers 1..26 with 64 routed experts
+  (6 used, softmax, not renormalized, scale 1) of FFN 1408 and 2 shared
+  experts (one shexp of FFN 2816), vocab 102400, untied output, rope theta
+  10000 with YaRN (factor 40, original context 4096, mscale_all_dim 0.707:
+  yarn_log_multiplier 0.0707), rms eps 1e-6, context 163840.
+  Metadata and tensors: those convert_hf_to_gguf.py (DeepseekV2Model) writes,
+  in its order -- head_count_kv 1, key_length 576 / value_length 512 (the
+  latent cache's widths) with key_length_mla 192 / value_length_mla 128, and
+  kv_b split into the 3-D attn_k_b [128, 512, 16] and attn_v_b [512, 128, 16].
+  Tensor types: llama-quantize Q4_K_M's (n_expert = 64): Q4_K by default,
+  output Q6_K, ffn_down* Q6_K on use_more_bits layers; a tensor whose rows
+  are not a multiple of 256 falls back (tensor_type_fallback) Q4_K -> Q5_0,
+  Q6_K -> Q8_0: attn_k_b (rows of 128) Q5_0, ffn_down_exps (1408) and the
+  dense ffn_down (10944) Q5_0 / Q8_0. attn_kv_a_mqa and attn_v_b are
+  category "other": Q4_K.
+  Tokenizer: DeepSeek's GGUF vocab is not on this machine; SmolLM2's
+  tokenizer.* keys (49152 tokens, byte-level BPE) are copied and padded to
+  102400 as for gpt-oss (default --tokenizer-from
+  ~/.cache/suanli-assets/smollm2-135m-instruct-q4_1.gguf).
+  Weights as for qwen3moe; Q5_0 blocks random nibbles and high bits with f16
+  d ~ U[0.8, 1.2] * 0.02/9.23 (std ~0.02), Q8_0 as for gpt-oss.
+
 Usage:
     python3 scripts/gen_moe_synthetic.py                      # 12 layers
     python3 scripts/gen_moe_synthetic.py --layers 48 --out /tmp/full.gguf
     python3 scripts/gen_moe_synthetic.py --dry-run            # plan + sizes only
     python3 scripts/gen_moe_synthetic.py --model gpt-oss-20b  # 19 of 24 layers, ~9.8 GB
+    python3 scripts/gen_moe_synthetic.py --model deepseek-v2-lite  # all 27 layers, ~10.4 GB
 
 Uses the gguf-py of the llama.cpp anchor tree when present
 (~/.cache/suanli-anchors/llama.cpp/gguf-py), else the `gguf` pip package.
@@ -126,16 +154,18 @@ import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as T  # noqa: E402
 
 QK_K = 256
-BLOCK_BYTES = {T.Q4_K: 144, T.Q6_K: 210, T.Q8_0: 34, T.MXFP4: 17}
-BLOCK_SIZE = {T.Q4_K: QK_K, T.Q6_K: QK_K, T.Q8_0: 32, T.MXFP4: 32}
+BLOCK_BYTES = {T.Q4_K: 144, T.Q6_K: 210, T.Q8_0: 34, T.MXFP4: 17, T.Q5_0: 22}
+BLOCK_SIZE = {T.Q4_K: QK_K, T.Q6_K: QK_K, T.Q8_0: 32, T.MXFP4: 32, T.Q5_0: 32}
 MAX_FILE_BYTES = 10 * 10**9
 CHUNK_BYTES = 64 << 20
 DEFAULT_TOKENIZER = HOME / ".cache/suanli-assets/qwen2.5-coder-0.5b-instruct.gguf"
+SMOLLM_TOKENIZER = HOME / ".cache/suanli-assets/smollm2-135m-instruct-q4_1.gguf"
 
 # Target weight std and the f16 block scales that give it (see docstring).
 Q4K_D = 0.02 / 9.22     # std(2q - 15), q ~ U{0..15}, is 9.22
 Q6K_D = 0.02 / (18.48 * 6.1)  # rms(q - 32), q ~ U{0..63}, is 18.48; rms(U{4..8}) ~ 6.1
 Q80_D = 0.02 / 73.6     # rms(q), q ~ U{-127..127}, is 73.6
+Q50_D = 0.02 / 9.23     # rms(q - 16), q ~ U{0..31}, is 9.23
 MXFP4_E = (119, 120)    # e8m0 scales: w = kvalue * 2^(e - 128), rms(kvalues) = 5.85
 
 
@@ -158,8 +188,10 @@ class ModelShape:
     n_ctx: int
     ftype: str           # quantization mix to imitate
     implemented: bool
-    default_layers: int | None = None   # None: as many as fit MAX_FILE_BYTES
+    default_layers: int | None = None   # None: as many as fit max_bytes
     extra: dict = field(default_factory=dict)
+    max_bytes: int = MAX_FILE_BYTES
+    tokenizer: pathlib.Path = DEFAULT_TOKENIZER
 
 
 MODELS: dict[str, ModelShape] = {
@@ -182,6 +214,17 @@ MODELS: dict[str, ModelShape] = {
                    attn_sinks=True, biases="attn q/k/v/o, router, experts",
                    expert_type="MXFP4 (32 weights / 17 bytes)", other_type="Q8_0 (MXFP4_MOE mix)",
                    tokenizer="o200k_harmony not available here: Qwen's, padded to 201088")),
+    # deepseek-ai/DeepSeek-V2-Lite config.json
+    "deepseek-v2-lite": ModelShape(
+        arch="deepseek2", name="synthetic DeepSeek-V2-Lite shapes", n_layer_real=27,
+        n_embd=2048, n_head=16, n_head_kv=1, head_dim=0,
+        n_expert=64, n_expert_used=6, n_ff_exp=1408, n_ff=10944,
+        n_vocab=102400, rope_theta=10000.0, rms_eps=1e-6, n_ctx=163840,
+        ftype="q4_k_m", implemented=True, default_layers=27,
+        max_bytes=11 * 10**9, tokenizer=SMOLLM_TOKENIZER,
+        extra=dict(kv_lora_rank=512, qk_nope=128, qk_rope=64, v_head=128, n_shared=2,
+                   n_dense=1, yarn_factor=40.0, yarn_orig_ctx=4096, mscale_all_dim=0.707,
+                   tokenizer="DeepSeek's not available here: SmolLM2's, padded to 102400")),
 }
 
 DEFAULT_MODEL = "qwen3moe-30b-a3b"
@@ -304,7 +347,52 @@ def plan_gpt_oss(m: ModelShape, n_layer: int) -> list[TensorPlan]:
     return plans
 
 
-PLANNERS = {"qwen3moe": plan_qwen3moe, "gpt-oss": plan_gpt_oss}
+def plan_deepseek2(m: ModelShape, n_layer: int) -> list[TensorPlan]:
+    """Tensor names / shapes of llama.cpp's deepseek2 (no query LoRA, split
+    k_b / v_b), types of llama-quantize Q4_K_M with its row-size fallbacks."""
+    x = m.extra
+    E, H, F = m.n_embd, m.n_expert, m.n_ff_exp
+    lora, nope, rope, vh = x["kv_lora_rank"], x["qk_nope"], x["qk_rope"], x["v_head"]
+    plans: list[TensorPlan] = [TensorPlan("token_embd.weight", (E, m.n_vocab), T.Q4_K, "quant")]
+
+    def quant(name, ne, i, more_bits=False, expert=False):
+        t = T.Q6_K if more_bits and use_more_bits(i, n_layer) else T.Q4_K
+        if ne[0] % QK_K:                          # tensor_type_fallback
+            t = {T.Q4_K: T.Q5_0, T.Q6_K: T.Q8_0}[t]
+        plans.append(TensorPlan(name, ne, t, "quant", i, expert))
+
+    def norm(name, n, i):
+        plans.append(TensorPlan(name, (n,), T.F32, "norm", i))
+
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        norm(p + "attn_norm.weight", E, i)
+        quant(p + "attn_q.weight", (E, m.n_head * (nope + rope)), i)
+        quant(p + "attn_kv_a_mqa.weight", (E, lora + rope), i)
+        norm(p + "attn_kv_a_norm.weight", lora, i)
+        quant(p + "attn_k_b.weight", (nope, lora, m.n_head), i)
+        quant(p + "attn_v_b.weight", (lora, vh, m.n_head), i)
+        quant(p + "attn_output.weight", (m.n_head * vh, E), i)
+        norm(p + "ffn_norm.weight", E, i)
+        if i < x["n_dense"]:
+            quant(p + "ffn_gate.weight", (E, m.n_ff), i)
+            quant(p + "ffn_up.weight", (E, m.n_ff), i)
+            quant(p + "ffn_down.weight", (m.n_ff, E), i, more_bits=True)
+            continue
+        plans.append(TensorPlan(p + "ffn_gate_inp.weight", (E, H), T.F32, "router", i))
+        quant(p + "ffn_gate_exps.weight", (E, F, H), i, expert=True)
+        quant(p + "ffn_up_exps.weight", (E, F, H), i, expert=True)
+        quant(p + "ffn_down_exps.weight", (F, E, H), i, more_bits=True, expert=True)
+        fs = F * x["n_shared"]
+        quant(p + "ffn_gate_shexp.weight", (E, fs), i)
+        quant(p + "ffn_up_shexp.weight", (E, fs), i)
+        quant(p + "ffn_down_shexp.weight", (fs, E), i, more_bits=True)
+    norm("output_norm.weight", E, None)
+    plans.append(TensorPlan("output.weight", (E, m.n_vocab), T.Q6_K, "quant"))
+    return plans
+
+
+PLANNERS = {"qwen3moe": plan_qwen3moe, "gpt-oss": plan_gpt_oss, "deepseek2": plan_deepseek2}
 
 
 def data_bytes_of(plans: list[TensorPlan]) -> int:
@@ -313,7 +401,7 @@ def data_bytes_of(plans: list[TensorPlan]) -> int:
 
 def max_layers_fitting(m: ModelShape) -> int:
     n = m.n_layer_real
-    while n > 1 and data_bytes_of(PLANNERS[m.arch](m, n)) > MAX_FILE_BYTES:
+    while n > 1 and data_bytes_of(PLANNERS[m.arch](m, n)) > m.max_bytes:
         n -= 1
     return n
 
@@ -354,7 +442,14 @@ def mxfp4_blocks(rng: np.random.Generator, nb: int) -> np.ndarray:
     return b
 
 
-GEN = {T.Q4_K: q4_k_blocks, T.Q6_K: q6_k_blocks, T.Q8_0: q8_0_blocks, T.MXFP4: mxfp4_blocks}
+def q5_0_blocks(rng: np.random.Generator, nb: int) -> np.ndarray:
+    b = np.frombuffer(rng.bytes(nb * 22), dtype=np.uint8).reshape(nb, 22).copy()  # qh, qs random
+    b[:, 0:2] = (Q50_D * rng.uniform(0.8, 1.2, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    return b
+
+
+GEN = {T.Q4_K: q4_k_blocks, T.Q6_K: q6_k_blocks, T.Q8_0: q8_0_blocks, T.MXFP4: mxfp4_blocks,
+       T.Q5_0: q5_0_blocks}
 
 
 def self_check(seed: int, types) -> None:
@@ -447,11 +542,13 @@ def report(m: ModelShape, plans: list[TensorPlan], n_layer: int) -> None:
     print("tensor types:")
     for t, (n, b) in by_type.items():
         print(f"  {t:5s} {n:4d} tensors  {fmt_bytes(b):>14s}")
-    if m.arch == "qwen3moe":
+    if m.arch in ("qwen3moe", "deepseek2"):
         down = [p for p in plans if "ffn_down_exps" in p.name]
         v = [p for p in plans if "attn_v.weight" in p.name]
         print("  ffn_down_exps Q6_K layers:", [p.layer for p in down if p.type == T.Q6_K])
-        print("  attn_v        Q6_K layers:", [p.layer for p in v if p.type == T.Q6_K])
+        print("  ffn_down_exps Q8_0 layers:", [p.layer for p in down if p.type == T.Q8_0])
+        if v:
+            print("  attn_v        Q6_K layers:", [p.layer for p in v if p.type == T.Q6_K])
     else:
         by_role: OrderedDict[str, set] = OrderedDict()
         for p in plans:
@@ -545,6 +642,38 @@ def write_gpt_oss_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) ->
         w.add_bool(f"{a}.expert_weights_norm", True)
 
 
+def write_deepseek2_keys(w: gguf.GGUFWriter, m: ModelShape, n_layer: int, args) -> None:
+    """The keys TextModel + DeepseekV2Model.set_gguf_parameters write for
+    DeepSeek-V2-Lite's config.json, in their order."""
+    a, x = m.arch, m.extra
+    write_size_keys(w, m, n_layer)
+    w.add_string(f"{a}.rope.scaling.type", gguf.RopeScalingType.YARN.value)
+    w.add_float32(f"{a}.rope.scaling.factor", x["yarn_factor"])
+    w.add_uint32(f"{a}.rope.scaling.original_context_length", x["yarn_orig_ctx"])
+    w.add_float32(f"{a}.rope.scaling.yarn_beta_fast", 32.0)
+    w.add_float32(f"{a}.rope.scaling.yarn_beta_slow", 1.0)
+    w.add_float32(f"{a}.rope.freq_base", m.rope_theta)
+    w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", m.rms_eps)
+    w.add_uint32(f"{a}.expert_count", m.n_expert)
+    w.add_uint32(f"{a}.expert_used_count", m.n_expert_used)
+    w.add_uint32(f"{a}.expert_group_count", 1)
+    w.add_uint32(f"{a}.expert_group_used_count", 1)
+    w.add_uint32(f"{a}.expert_gating_func", int(gguf.ExpertGatingFuncType.SOFTMAX))
+    w.add_uint32(f"{a}.attention.key_length", x["kv_lora_rank"] + x["qk_rope"])
+    w.add_uint32(f"{a}.attention.value_length", x["kv_lora_rank"])
+    w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_Q4_K_M))
+    w.add_uint32(f"{a}.leading_dense_block_count", x["n_dense"])
+    w.add_uint32(f"{a}.vocab_size", m.n_vocab)
+    w.add_uint32(f"{a}.attention.kv_lora_rank", x["kv_lora_rank"])
+    w.add_uint32(f"{a}.attention.key_length_mla", x["qk_nope"] + x["qk_rope"])
+    w.add_uint32(f"{a}.attention.value_length_mla", x["v_head"])
+    w.add_uint32(f"{a}.expert_feed_forward_length", m.n_ff_exp)
+    w.add_uint32(f"{a}.expert_shared_count", x["n_shared"])
+    w.add_float32(f"{a}.expert_weights_scale", 1.0)
+    w.add_uint32(f"{a}.rope.dimension_count", x["qk_rope"])
+    w.add_float32(f"{a}.rope.scaling.yarn_log_multiplier", 0.1 * x["mscale_all_dim"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
@@ -553,8 +682,9 @@ def main() -> None:
                          "as keep the tensor data <= 10 GB, i.e. 19)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=pathlib.Path, default=None)
-    ap.add_argument("--tokenizer-from", type=pathlib.Path, default=DEFAULT_TOKENIZER,
-                    help="GGUF whose tokenizer.* keys are copied")
+    ap.add_argument("--tokenizer-from", type=pathlib.Path, default=None,
+                    help="GGUF whose tokenizer.* keys are copied (default: Qwen2.5-Coder-0.5B's; "
+                         "SmolLM2-135M's for deepseek-v2-lite)")
     ap.add_argument("--expert-weights-norm-key", action="store_true",
                     help="also write <arch>.expert_weights_norm = true (real Qwen3-MoE GGUFs lack it)")
     ap.add_argument("--no-yarn-beta-keys", action="store_true",
@@ -579,12 +709,13 @@ def main() -> None:
           f"{fmt_bytes(data_bytes)} ({data_bytes / 1e9:.2f} GB) of tensor data")
     report(m, plans, n_layer)
     self_check(args.seed, sorted({p.type for p in plans if p.type in GEN}))
-    if data_bytes > MAX_FILE_BYTES:
-        sys.exit(f"tensor data {data_bytes:,} B exceeds the {MAX_FILE_BYTES:,} B limit; use fewer --layers")
+    if data_bytes > m.max_bytes:
+        sys.exit(f"tensor data {data_bytes:,} B exceeds the {m.max_bytes:,} B limit; use fewer --layers")
     if args.dry_run:
         return
-    if not args.tokenizer_from.is_file():
-        sys.exit(f"{args.tokenizer_from} missing: run ../shared/tools/fetch-models qwen2.5-coder-0.5b-instruct")
+    tok_src = args.tokenizer_from or m.tokenizer
+    if not tok_src.is_file():
+        sys.exit(f"{tok_src} missing: fetch it with ../shared/tools/fetch-models")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -594,12 +725,10 @@ def main() -> None:
     w.add_name(m.name)
     w.add_description(f"random weights; {m.name}; {n_layer} of {m.n_layer_real} layers; "
                       f"seed {args.seed}; written by suanli scripts/gen_moe_synthetic.py")
-    if a == "qwen3moe":
-        write_qwen3moe_keys(w, m, n_layer, args)
-    else:
-        write_gpt_oss_keys(w, m, n_layer, args)
-    tok = copy_tokenizer(w, args.tokenizer_from, m.n_vocab)
-    print(f"tokenizer keys from {args.tokenizer_from.name}: " + ", ".join(f"{k} {v}" for k, v in tok.items()))
+    {"qwen3moe": write_qwen3moe_keys, "gpt-oss": write_gpt_oss_keys,
+     "deepseek2": write_deepseek2_keys}[a](w, m, n_layer, args)
+    tok = copy_tokenizer(w, tok_src, m.n_vocab)
+    print(f"tokenizer keys from {tok_src.name}: " + ", ".join(f"{k} {v}" for k, v in tok.items()))
     w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
 
     for p in plans:

@@ -69,12 +69,23 @@ pub(crate) fn per_rows(
 ) {
     assert!(q.len() == o.len() && q.len() == ms.len() && q.len() <= ROW_GROUP);
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 && s.head_dim == s.head_dim_v {
-        // SAFETY (all three): as above.
-        match s.head_dim {
-            64 => return unsafe { x86::per_rows_zmm::<4>(s, q, keys, kvh, ks, vs, o, ms) },
-            128 => return unsafe { x86::per_rows_zmm::<8>(s, q, keys, kvh, ks, vs, o, ms) },
-            256 => return unsafe { x86::per_rows_zmm::<16>(s, q, keys, kvh, ks, vs, o, ms) },
+    if level == Level::Avx512 {
+        // SAFETY (all four): as above.
+        match (s.head_dim, s.head_dim_v) {
+            (64, 64) => {
+                return unsafe { x86::per_rows_zmm::<4, 4>(s, q, keys, kvh, ks, vs, o, ms) }
+            }
+            (128, 128) => {
+                return unsafe { x86::per_rows_zmm::<8, 8>(s, q, keys, kvh, ks, vs, o, ms) }
+            }
+            (256, 256) => {
+                return unsafe { x86::per_rows_zmm::<16, 16>(s, q, keys, kvh, ks, vs, o, ms) }
+            }
+            // Latent attention (DeepSeek): [latent 512 | rope 64] keys, the
+            // latent the value.
+            (576, 512) => {
+                return unsafe { x86::per_rows_zmm::<36, 32>(s, q, keys, kvh, ks, vs, o, ms) }
+            }
             _ => {}
         }
     }
@@ -104,8 +115,9 @@ mod x86 {
     use super::*;
     use crate::attention::reduce16;
 
-    /// Head dimensions the stack buffers of the per-row kernel hold.
-    pub const MAX_DIM: usize = 512;
+    /// Head dimensions the stack buffers of the per-row kernel hold (up to
+    /// latent attention's 576).
+    pub const MAX_DIM: usize = 576;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub unsafe fn qk_avx512(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
@@ -236,7 +248,7 @@ mod x86 {
     /// reduced by shuffles in [`crate::attention::reduce16`]'s order.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    pub unsafe fn per_rows_zmm<const D: usize>(
+    pub unsafe fn per_rows_zmm<const D: usize, const DV: usize>(
         s: &AttnShape,
         qs: &[&[f32]],
         keys: Range<usize>,
@@ -246,10 +258,10 @@ mod x86 {
         outs: &mut [&mut [f32]],
         mss: &mut [(f32, f32)],
     ) {
-        let hd = 16 * D;
+        let (hd, hdv) = (16 * D, 16 * DV);
         let g = qs.len();
-        assert!(D.is_multiple_of(4) && s.head_dim == hd && s.head_dim_v == hd && g <= ROW_GROUP);
-        assert!(qs.iter().all(|q| q.len() >= hd) && outs.iter().all(|o| o.len() >= hd));
+        assert!(D.is_multiple_of(4) && s.head_dim == hd && s.head_dim_v == hdv && g <= ROW_GROUP);
+        assert!(qs.iter().all(|q| q.len() >= hd) && outs.iter().all(|o| o.len() >= hdv));
         let round = |x: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
         let mut q = [[_mm512_setzero_ps(); D]; ROW_GROUP];
         for (q, qh) in q.iter_mut().zip(qs) {
@@ -257,7 +269,7 @@ mod x86 {
                 *q = round(_mm512_loadu_ps(qh.as_ptr().add(16 * c)));
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); D]; ROW_GROUP];
+        let mut acc = [[_mm512_setzero_ps(); DV]; ROW_GROUP];
         let mut m = [f32::NEG_INFINITY; ROW_GROUP];
         let mut sum = [0f32; ROW_GROUP];
         // The key and value rows a few positions on, where the weights
@@ -284,9 +296,9 @@ mod x86 {
                 if j.saturating_add(ahead) < end {
                     let r = s.pages.row(j + ahead);
                     let k = ks.as_ptr().wrapping_add(r * s.k_stride + kvh * hd);
-                    let v = vs.as_ptr().wrapping_add(r * s.v_stride + kvh * hd);
+                    let v = vs.as_ptr().wrapping_add(r * s.v_stride + kvh * hdv);
                     crate::x86::prefetch_l1(k.cast(), 2 * hd);
-                    crate::x86::prefetch_l1(v.cast(), 2 * hd);
+                    crate::x86::prefetch_l1(v.cast(), 2 * hdv);
                 }
                 let k = &ks[s.pages.row(j) * s.k_stride + kvh * hd..][..hd];
                 let kf: [__m512; D] = std::array::from_fn(|c| ld16(k.as_ptr().add(16 * c)));
@@ -327,8 +339,8 @@ mod x86 {
             }
             for t in 0..nk {
                 let j = j0 + t;
-                let v = &vs[s.pages.row(j) * s.v_stride + kvh * hd..][..hd];
-                let vf: [__m512; D] = std::array::from_fn(|c| ld16(v.as_ptr().add(16 * c)));
+                let v = &vs[s.pages.row(j) * s.v_stride + kvh * hdv..][..hdv];
+                let vf: [__m512; DV] = std::array::from_fn(|c| ld16(v.as_ptr().add(16 * c)));
                 for i in 0..g {
                     let (ms, ws) = match raised[i] >> t & 1 {
                         1 => (x[i][t], 1f32),

@@ -10,6 +10,9 @@ struct Case {
     shape: AttnShape<'static>,
     n: usize,
     pos0: usize,
+    /// The values are the keys' first `head_dim_v` elements (latent
+    /// attention's cache: one buffer, `v_stride == k_stride`).
+    latent: bool,
 }
 
 fn shape(
@@ -103,6 +106,7 @@ fn fast_attention_equals_the_reference_and_f64() {
                 shape: shape(nh, nkv, hd, window, cap),
                 n,
                 pos0,
+                latent: false,
             });
         }
     }
@@ -113,8 +117,26 @@ fn fast_attention_equals_the_reference_and_f64() {
         for (n, pos0) in [(1, 0), (1, 130), (5, 37), (64, 0), (70, 129), (1, 300)] {
             let mut sh = shape(6, 2, 64, window, None);
             sh.sinks = Some(sinks);
-            cases.push(Case { shape: sh, n, pos0 });
+            cases.push(Case {
+                shape: sh,
+                n,
+                pos0,
+                latent: false,
+            });
         }
+    }
+    // DeepSeek's latent attention: 16 query heads over one 576-wide key
+    // head whose first 512 values are the value.
+    for (n, pos0) in [(1, 0), (1, 130), (5, 37), (64, 0), (70, 129), (1, 300)] {
+        let mut sh = shape(16, 1, 576, None, None);
+        sh.head_dim_v = 512;
+        sh.scale = 0.1147;
+        cases.push(Case {
+            shape: sh,
+            n,
+            pos0,
+            latent: true,
+        });
     }
     let mut max_err = 0f32;
     for c in &cases {
@@ -126,9 +148,12 @@ fn fast_attention_equals_the_reference_and_f64() {
         let k: Vec<f32> = (0..len * s.k_stride)
             .map(|_| rng.random_range(-2.0..2.0))
             .collect();
-        let v: Vec<f32> = (0..len * s.v_stride)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
+        let v: Vec<f32> = match c.latent {
+            true => k.clone(),
+            false => (0..len * s.v_stride)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect(),
+        };
         let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
         let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
         let widened = |x: &[f16]| x.iter().map(|h| h.to_f32()).collect::<Vec<_>>();
@@ -180,12 +205,14 @@ fn fast_attention_equals_the_reference_and_f64() {
             for (i, (a, b)) in want.iter().zip(&got).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
             }
-            // The per-row f16 kernel rounds Q and its accumulator to f16.
+            // The per-row f16 kernel rounds Q and its accumulator to f16
+            // (the latent case's values are its keys: twice the range).
             let tol = if name == "f16" && c.n < 64 {
                 4e-3
             } else {
                 1e-5
             };
+            let tol = if c.latent { 2.0 * tol } else { tol };
             for (a, b) in naive(c, &q, &kf, &vf).iter().zip(&want) {
                 let e = (a - b).abs();
                 assert!(e <= tol, "{what}: {a} vs f64 {b}");

@@ -45,7 +45,8 @@ pub trait WeightSource {
     }
     fn model_name(&self) -> String;
     /// How the source's own file spells a hyper-parameter (errors name it
-    /// so): GGUF's key as it is, a Hugging Face config's `config.json` keys.
+    /// so): GGUF's whole key (`arch.key`), a Hugging Face config's
+    /// `config.json` keys.
     fn key_name(&self, key: &str) -> String {
         key.to_string()
     }
@@ -388,6 +389,9 @@ impl WeightSource for GgufSource {
             return Some(Value::U64(n as u64));
         }
         self.file.get(&format!("{}.{key}", self.arch)).cloned()
+    }
+    fn key_name(&self, key: &str) -> String {
+        format!("{}.{key}", self.arch)
     }
     fn model_name(&self) -> String {
         self.file
