@@ -577,7 +577,7 @@ pub(crate) fn qk_body(q: [&[f32]; QR], kt: &[f32]) -> [[f32; FA_TILE_KV]; QR] {
 /// side by side over each stretch of keys they share, so one V load feeds
 /// every row and the FMA latency of one chain no longer sets the pace.
 #[inline(always)]
-pub(crate) fn tile_rows_body(
+pub(crate) fn tile_rows_body<V: VRows>(
     t: &[TileRow],
     mut kq: [[f32; FA_TILE_KV]; QR],
     m: &mut [f32],
@@ -655,10 +655,10 @@ pub(crate) fn tile_rows_body(
             }
             let seg = (a..b, c, &kq, vt, hdv);
             match nr {
-                1 => v_rows::<1>([rows[0]], seg, o),
-                2 => v_rows::<2>([rows[0], rows[1]], seg, o),
-                3 => v_rows::<3>([rows[0], rows[1], rows[2]], seg, o),
-                4 => v_rows::<4>([rows[0], rows[1], rows[2], rows[3]], seg, o),
+                1 => V::v_rows::<1>([rows[0]], seg, o),
+                2 => V::v_rows::<2>([rows[0], rows[1]], seg, o),
+                3 => V::v_rows::<3>([rows[0], rows[1], rows[2]], seg, o),
+                4 => V::v_rows::<4>([rows[0], rows[1], rows[2], rows[3]], seg, o),
                 _ => {}
             }
         }
@@ -666,7 +666,7 @@ pub(crate) fn tile_rows_body(
 }
 
 /// One stretch of keys of a V tile, dimensions `c..c + 64`.
-type VSeg<'a> = (
+pub(crate) type VSeg<'a> = (
     std::ops::Range<usize>,
     usize,
     &'a [[f32; FA_TILE_KV]; QR],
@@ -674,8 +674,25 @@ type VSeg<'a> = (
     usize,
 );
 
+/// The V step of the tiled kernel over one stretch of keys: `R` rows'
 /// `o[r][c..c + 64] += Σ_l kq[r][l]·V[l][c..c + 64]` by FMAs in key order
-/// for the `R` rows `rows`, their accumulators in registers side by side.
+/// (each SIMD level may give its own instance; all return these bits).
+pub(crate) trait VRows {
+    fn v_rows<const R: usize>(rows: [usize; R], seg: VSeg, o: &mut [&mut [f32]]);
+}
+
+/// [`VRows`] in plain Rust, compiled per SIMD level.
+pub(crate) struct PlainV;
+
+impl VRows for PlainV {
+    #[inline(always)]
+    fn v_rows<const R: usize>(rows: [usize; R], seg: VSeg, o: &mut [&mut [f32]]) {
+        v_rows::<R>(rows, seg, o)
+    }
+}
+
+/// `o[r][c..c + 64] += Σ_l kq[r][l]·V[l][c..c + 64]` by FMAs in key order
+/// for the `R` rows `rows`, their accumulators side by side.
 #[inline(always)]
 fn v_rows<const R: usize>(rows: [usize; R], seg: VSeg, o: &mut [&mut [f32]]) {
     let (keys, c, kq, vt, hdv) = seg;
