@@ -71,6 +71,9 @@ pub struct ModelConfig {
     /// runs over one shared key head of `head_dim = kv_lora_rank + rope`
     /// values whose first `head_dim_v = kv_lora_rank` are the value.
     pub mla: Option<crate::nn::MlaConfig>,
+    /// Multi-token-prediction layers after the `n_layer` of the trunk
+    /// (DeepSeek-V3's `nextn`): loaded where the file has them, never run.
+    pub n_nextn: usize,
 }
 
 /// YaRN (Peng et al. 2023) as ggml's `rope_yarn` computes it: dimension

@@ -70,6 +70,10 @@ pub enum Logits {
     All,
     /// None (a prompt chunk that is not the last).
     None,
+    /// The last `k` tokens of the span (perplexity scores the second half
+    /// of each chunk, and the output matrix over the first half would be
+    /// work thrown away).
+    Tail(usize),
 }
 
 impl Logits {
@@ -79,6 +83,7 @@ impl Logits {
             Logits::Last => n.min(1),
             Logits::All => n,
             Logits::None => 0,
+            Logits::Tail(k) => k.min(n),
         }
     }
 }
@@ -240,6 +245,12 @@ pub trait Model: Send + Sync {
                 &tokens[(i * UBATCH).min(tokens.len())..((i + 1) * UBATCH).min(tokens.len())];
             let logits = match ctx.logits {
                 Logits::Last if i + 1 < passes => Logits::None,
+                // The tail of the whole call that falls in this pass.
+                Logits::Tail(k) => {
+                    let end = (i * UBATCH + part.len()) as isize;
+                    let from = tokens.len() as isize - k.min(tokens.len()) as isize;
+                    Logits::Tail((end - from).clamp(0, part.len() as isize) as usize)
+                }
                 l => l,
             };
             let seqs = [SeqSpan {
@@ -307,6 +318,12 @@ pub trait Model: Send + Sync {
     /// run of decode steps, the difference is what the experts the tokens
     /// were actually routed to cost (0 for a dense model).
     fn expert_bytes_read(&self) -> u64 {
+        0
+    }
+
+    /// Multi-token-prediction modules loaded and kept for speculative
+    /// decoding (DeepSeek-V3's `nextn`; never run by a forward pass).
+    fn mtp_layers(&self) -> usize {
         0
     }
 }

@@ -452,6 +452,16 @@ fn hf_to_gguf_name(arch: &str, name: &str) -> Option<String> {
         "mlp.experts.gate_up_proj_bias" => return Some(format!("blk.{il}.ffn_gate_up_exps.bias")),
         "mlp.experts.down_proj_bias" => return Some(format!("blk.{il}.ffn_down_exps.bias")),
         "self_attn.sinks" => return Some(format!("blk.{il}.attn_sinks.weight")),
+        // DeepSeek-V3's multi-token-prediction layer.
+        "eh_proj.weight" | "enorm.weight" | "hnorm.weight" | "embed_tokens.weight" => {
+            return Some(format!("blk.{il}.nextn.{rest}"))
+        }
+        "shared_head.norm.weight" => {
+            return Some(format!("blk.{il}.nextn.shared_head_norm.weight"))
+        }
+        "shared_head.head.weight" => {
+            return Some(format!("blk.{il}.nextn.shared_head_head.weight"))
+        }
         "mlp.gate.e_score_correction_bias" => return Some(format!("blk.{il}.exp_probs_b.bias")),
         _ => {}
     }
@@ -657,6 +667,7 @@ fn hf_keys(key: &str) -> &'static [&'static str] {
         }
         "expert_weights_norm" => &["norm_topk_prob"],
         "leading_dense_block_count" => &["first_k_dense_replace", "moe_layer_start_index"],
+        "nextn_predict_layers" => &["num_nextn_predict_layers"],
         "interleave_moe_layer_step" => &["decoder_sparse_step", "moe_layer_interval"],
         _ => &[],
     }

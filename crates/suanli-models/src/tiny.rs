@@ -106,6 +106,26 @@ pub fn write_tiny_with(
     path: &Path,
     seed: u64,
 ) -> suanli_formats::Result<()> {
+    write_tiny_full(arch, moe, yarn, None, path, seed)
+}
+
+/// The tiny DeepSeek (`deepseek2`) model announcing one multi-token-
+/// prediction layer (`nextn_predict_layers = 1`, counted in
+/// `block_count`), with that layer's tensors after the trunk's or, where
+/// `tensors` is false, without them (a trunk-only file). The trunk's
+/// tensors are those [`write_tiny`] writes for the same seed.
+pub fn write_tiny_mtp(path: &Path, seed: u64, tensors: bool) -> suanli_formats::Result<()> {
+    write_tiny_full("deepseek2", true, None, Some(tensors), path, seed)
+}
+
+fn write_tiny_full(
+    arch: &str,
+    moe: bool,
+    yarn: Option<(f32, u32)>,
+    mtp: Option<bool>,
+    path: &Path,
+    seed: u64,
+) -> suanli_formats::Result<()> {
     let vocab = byte_vocab();
     let n_vocab = vocab.len();
     let mut rng = Rng(seed.max(1));
@@ -113,7 +133,11 @@ pub fn write_tiny_with(
     let key = |k: &str| format!("{arch}.{k}");
     w.add("general.architecture", Value::String(arch.into()));
     w.add("general.name", Value::String(format!("tiny-{arch}")));
-    w.add(key("block_count"), Value::U32(N_LAYER as u32));
+    let nextn = usize::from(mtp.is_some());
+    w.add(key("block_count"), Value::U32((N_LAYER + nextn) as u32));
+    if mtp.is_some() {
+        w.add(key("nextn_predict_layers"), Value::U32(nextn as u32));
+    }
     w.add(key("context_length"), Value::U32(512));
     w.add(key("embedding_length"), Value::U32(N_EMBD as u32));
     // Mixtral's and HunYuan's experts are `feed_forward_length` wide
@@ -236,8 +260,24 @@ pub fn write_tiny_with(
         tensor(&mut w, "output.weight", n_vocab, N_EMBD, 1, 1.0);
     }
     vector(&mut w, "output_norm.weight", N_EMBD, 1.0);
-    for il in 0..N_LAYER {
+    let n_written = N_LAYER + usize::from(mtp == Some(true));
+    for il in 0..n_written {
         let p = |s: &str| format!("blk.{il}.{s}");
+        if il >= N_LAYER {
+            // The multi-token-prediction layer's own tensors (its embedding
+            // table and head shared with the trunk's).
+            tensor(
+                &mut w,
+                &p("nextn.eh_proj.weight"),
+                N_EMBD,
+                2 * N_EMBD,
+                1,
+                0.3,
+            );
+            vector(&mut w, &p("nextn.enorm.weight"), N_EMBD, 1.0);
+            vector(&mut w, &p("nextn.hnorm.weight"), N_EMBD, 1.0);
+            vector(&mut w, &p("nextn.shared_head_norm.weight"), N_EMBD, 1.0);
+        }
         vector(&mut w, &p("attn_norm.weight"), N_EMBD, 1.0);
         if deepseek {
             let h = N_HEAD;

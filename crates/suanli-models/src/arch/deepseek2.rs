@@ -5,6 +5,9 @@
 //! sigmoid with a selection-only bias, group-limited top k, renormalised
 //! weights and a routed scaling factor.
 //!
+//! The multi-token-prediction layer (`nextn`) after the trunk is loaded and
+//! kept ([`crate::nn::Mtp`]), not run.
+//!
 //! A Hugging Face checkpoint keeps `kv_b_proj` whole; llama.cpp's converter
 //! splits it into per-head `attn_k_b` (transposed) and `attn_v_b`, which
 //! `names` does for a checkpoint as it loads.
@@ -107,9 +110,19 @@ fn config(src: &dyn WeightSource) -> Result<ModelConfig> {
         }
         (None, None) => 1.0 / (qk_head as f32).sqrt(),
     };
-    // The multi-token-prediction layers follow the trunk in the file.
+    // The multi-token-prediction layers follow the trunk: a GGUF's
+    // block_count counts them, a config.json's num_hidden_layers does not.
     let nextn = ld.usize_opt("nextn_predict_layers")?.unwrap_or(0);
-    cfg.n_layer = cfg.n_layer.saturating_sub(nextn);
+    if src.format() == SourceFormat::Gguf {
+        if nextn >= cfg.n_layer {
+            return Err(config_err(
+                &src.key_name("nextn_predict_layers"),
+                format!("{nextn} of {} layers", cfg.n_layer),
+            ));
+        }
+        cfg.n_layer -= nextn;
+    }
+    cfg.n_nextn = nextn;
     cfg.swa_layers.truncate(cfg.n_layer);
     let sigmoid = match hf
         .and_then(|c| c.get("model_type"))

@@ -256,6 +256,7 @@ pub fn base_config(ld: &Loader) -> Result<ModelConfig> {
         ggml_numerics: src.format() == SourceFormat::Gguf,
         moe: None,
         mla: None,
+        n_nextn: 0,
     })
 }
 

@@ -2,13 +2,16 @@
 //! [`rope`] (angles and rotation), [`attention`] (the attention block over
 //! the paged KV cache), [`mla`] (DeepSeek's latent attention), [`ffn`]
 //! (the gated feed-forward), [`moe`] (the
-//! mixture-of-experts feed-forward and its routers) and [`transformer`] (the
-//! decoder stack every architecture fills with its own layer function).
+//! mixture-of-experts feed-forward and its routers), [`mtp`] (DeepSeek's
+//! multi-token-prediction modules, kept for speculative decoding) and
+//! [`transformer`] (the decoder stack every architecture fills with its own
+//! layer function).
 
 pub mod attention;
 pub mod ffn;
 pub mod mla;
 pub mod moe;
+pub mod mtp;
 pub mod rope;
 pub mod transformer;
 
@@ -16,6 +19,7 @@ pub use attention::{attend, self_attention};
 pub use ffn::{feed_forward, gated_ffn, Ffn, Mlp};
 pub use mla::{latent_attention, Mla, MlaConfig};
 pub use moe::{Gating, Moe, Router};
+pub use mtp::Mtp;
 pub use rope::{rope_angles, rope_rows, RopeAngles};
 pub use transformer::{Layer, LayerFn, Transformer};
 

@@ -84,6 +84,8 @@ pub struct Transformer {
     pub output_norm: Vec<f32>, // (n_embd)
     pub output: QMatrix,       // (n_vocab, n_embd); the embedding matrix when tied
     pub layers: Vec<Layer>,
+    /// Multi-token-prediction modules after the trunk (kept, never run).
+    pub mtp: Vec<super::Mtp>,
     pub layer: LayerFn,
     /// The embedding table is separate from the output (only looked up).
     pub untied: bool,
@@ -109,7 +111,12 @@ impl Transformer {
         let layers = (0..cfg.n_layer)
             .map(|il| Layer::load(ld, &cfg, il))
             .collect::<Result<Vec<_>>>()?;
+        let mut mtp = Vec::new();
+        for il in cfg.n_layer..cfg.n_layer + cfg.n_nextn {
+            mtp.extend(super::Mtp::load(ld, &cfg, il)?);
+        }
         Ok(Transformer {
+            mtp,
             output_norm: ld.vector("output_norm.weight", cfg.n_embd)?,
             tok_embd,
             output,
@@ -233,5 +240,9 @@ impl Model for Transformer {
 
     fn expert_bytes_read(&self) -> u64 {
         self.moe_layers().map(Moe::bytes_read).sum()
+    }
+
+    fn mtp_layers(&self) -> usize {
+        self.mtp.len()
     }
 }

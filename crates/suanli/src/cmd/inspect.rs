@@ -139,6 +139,13 @@ pub fn main(a: Args) -> Result<()> {
             m.q_lora_rank, m.kv_lora_rank, m.qk_rope, m.qk_nope, m.qk_rope, m.v_head
         ));
     }
+    if c.n_nextn > 0 {
+        out.push_str(&format!(
+            "multi-token prediction: {} of {} layer(s) in the file, kept for speculative decoding (not run)\n",
+            model.mtp_layers(),
+            c.n_nextn
+        ));
+    }
     // A position's K and V over all layers (f16 cache, the default).
     let kv = model.new_cache(1, suanli_models::KvDtype::F16).bytes();
     out.push_str(&format!(
