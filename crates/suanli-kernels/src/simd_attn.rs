@@ -8,8 +8,7 @@ use half::f16;
 use std::ops::Range;
 
 use crate::attention::{
-    per_row_partial_reference, qk_body, tile_rows_body, AttnShape, PlainV, TileRow, FA_TILE_KV,
-    QR,
+    per_row_partial_reference, qk_body, tile_rows_body, AttnShape, PlainV, TileRow, FA_TILE_KV, QR,
 };
 use crate::dispatch::Level;
 
