@@ -56,6 +56,13 @@ expected logits come from transformers with the softmax scale that the
 original DeepSeek-V2 code and llama.cpp use (deepseek_fixups), which
 transformers 4.57's port leaves out.
 
+Kimi K2 (kimi-k2): DeepSeek-V3's code under config.json model_type kimi_k2
+(the saved config is relabelled), one expert group, routed scale 2.827 and
+K2's YaRN betas (fast = slow = 1). llama.cpp's deepseek2 reads no
+rope.scaling.yarn_beta_* key and uses 32 / 1: its logits differ from
+transformers' by ~0.3 here; tests/moe_llama.rs compares with the keys set to
+llama.cpp's values.
+
 The converter needs a tokenizer, so a tiny byte-level BPE one (256 bytes, a few
 merges, 3 specials) is written into a temporary copy of each checkpoint; its
 pre-tokenizer is unknown to the converter, which is told "default" by
@@ -117,7 +124,7 @@ MIN_MARGIN_DEEP = 1e-3
 # had a 0.0027 lead at step 2 and llama.cpp took the other token). The older
 # models were picked without this test.
 MIN_GREEDY_GAP = 0.03
-GREEDY_GAP_MODELS = {"deepseek-v3", "deepseek-v2-lite"}
+GREEDY_GAP_MODELS = {"deepseek-v3", "deepseek-v2-lite", "kimi-k2"}
 
 # Tokenizer: ids 0..255 are the bytes (GPT-2 byte-to-unicode spelling), then
 # merges, then specials. The model vocab is exactly that size.
@@ -209,6 +216,21 @@ MODELS = {
         num_nextn_predict_layers=0,
         rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
                       "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0})),
+    # Kimi K2 (Moonshot; DeepSeek-V3's code, config.json model_type
+    # "kimi_k2", which the saved config is relabelled to): sigmoid routing
+    # with the correction bias over ONE group (n_group = topk_group = 1),
+    # routed_scaling_factor 2.827, normalised top-k, one shared expert, layer
+    # 0 dense, query LoRA; K2's YaRN (factor 32 over 4096, beta_fast =
+    # beta_slow = 1, mscale = mscale_all_dim = 1) and rope_theta 50000.
+    "kimi-k2": (DeepseekV3ForCausalLM, DeepseekV3Config(
+        **{**COMMON, "num_hidden_layers": 3, "num_key_value_heads": 4, "max_position_embeddings": 131072},
+        intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=3, n_group=1,
+        topk_group=1, n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.827,
+        norm_topk_prob=True, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
+        v_head_dim=16, rope_theta=50000.0, rope_interleave=True, scoring_func="sigmoid", topk_method="noaux_tc",
+        num_nextn_predict_layers=0,
+        rope_scaling={"type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                      "beta_fast": 1.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0})),
     # DeepSeek-V2-Lite: one wq (q_lora_rank None), softmax routing with plain
     # top-k (topk_method greedy), unnormalised weights, routed_scaling_factor
     # 1, two shared experts, layer 0 dense, YaRN as V2-Lite (factor 40, mscale =
@@ -236,6 +258,10 @@ MODELS = {
 # whose values init_weights rounds to bf16, so the storage is exact) to stay
 # under 1 MB.
 BF16_MODELS = {"deepseek-v2-lite"}
+
+# The model_type a checkpoint's saved config.json is given (Kimi K2 runs
+# DeepSeek-V3's code under its own name).
+RELABEL = {"kimi-k2": "kimi_k2"}
 
 
 def deepseek_fixups(model):
@@ -446,11 +472,13 @@ def deepseek_router_margin(model, ids):
         if cfg.model_type == "deepseek_v3":
             s = logits.sigmoid() + mod.e_score_correction_bias
             g = s.view(-1, cfg.n_group, cfg.n_routed_experts // cfg.n_group)
-            gs = g.topk(2, dim=-1).values.sum(-1)
-            top = gs.topk(cfg.topk_group + 1, dim=-1)
-            gaps.append((top.values[:, -2] - top.values[:, -1]).min().item())
-            keep = torch.zeros_like(gs, dtype=torch.bool).scatter_(1, top.indices[:, :-1], True)
-            s = g.masked_fill(~keep.unsqueeze(-1), float("-inf")).reshape(-1, cfg.n_routed_experts)
+            if cfg.n_group > cfg.topk_group:
+                gs = g.topk(2, dim=-1).values.sum(-1)
+                top = gs.topk(cfg.topk_group + 1, dim=-1)
+                gaps.append((top.values[:, -2] - top.values[:, -1]).min().item())
+                keep = torch.zeros_like(gs, dtype=torch.bool).scatter_(1, top.indices[:, :-1], True)
+                s = g.masked_fill(~keep.unsqueeze(-1), float("-inf")).reshape(-1, cfg.n_routed_experts)
+            # (every group kept, as Kimi K2's one: no group decision)
         else:
             assert cfg.topk_method == "greedy"
             s = logits.softmax(-1)
@@ -570,6 +598,10 @@ def main():
             out.mkdir(parents=True)
             model.save_pretrained(out, safe_serialization=True)
             (out / "generation_config.json").unlink(missing_ok=True)
+            if name in RELABEL:
+                c = json.loads((out / "config.json").read_text())
+                c["model_type"] = RELABEL[name]
+                (out / "config.json").write_text(json.dumps(c, indent=2) + "\n")
             if name in BF16_MODELS:
                 st = load_file(out / "model.safetensors")
                 for key, v in st.items():

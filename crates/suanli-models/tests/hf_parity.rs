@@ -174,6 +174,13 @@ fn deepseek_v3_matches_transformers() {
     check_dir("deepseek-v3", "deepseek2");
 }
 
+/// Kimi K2: DeepSeek-V3's graph (config.json model_type `kimi_k2`), one
+/// expert group, K2's YaRN betas and routed scale.
+#[test]
+fn kimi_k2_matches_transformers() {
+    check_dir("kimi-k2", "deepseek2");
+}
+
 /// The checkpoint is stored in bf16 (27 layers, to stay under 1 MB; its
 /// values are exact in bf16). transformers ran it in f32; bf16 matrices here
 /// take their activations in bf16, as ggml's do, so the test widens the

@@ -25,6 +25,16 @@ fn root() -> PathBuf {
 /// Max |Δ logit| over every prompt position against llama.cpp, after
 /// checking the greedy continuation.
 fn check(name: &str, arch: &str, tol: f32) -> f32 {
+    check_file(
+        name,
+        &root().join(format!("tests/fixtures/gguf/{name}.gguf")),
+        arch,
+        tol,
+    )
+}
+
+/// [`check`] on the model at `path` against the goldens of `name`.
+fn check_file(name: &str, path: &std::path::Path, arch: &str, tol: f32) -> f32 {
     suanli_kernels::pool::set_threads(2);
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join(format!("tests/goldens/moe/{name}.json")))
@@ -36,8 +46,7 @@ fn check(name: &str, arch: &str, tol: f32) -> f32 {
         .expect("logits")
         .concat();
     let greedy: Vec<u32> = serde_json::from_value(golden["greedy"].clone()).expect("greedy");
-    let model = suanli_models::load(&root().join(format!("tests/fixtures/gguf/{name}.gguf")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = suanli_models::load(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(model.config().arch, arch);
     let dense =
         name.starts_with("hunyuan-dense") || name.starts_with("ernie4_5") && !name.contains("moe");
@@ -137,6 +146,43 @@ fn gpt_oss_matches_llama_cpp() {
 fn deepseek_v3_matches_llama_cpp() {
     assert_eq!(check("deepseek-v3-q8_0", "deepseek2", 0.0), 0.0);
     check("deepseek-v3", "deepseek2", 1e-2);
+}
+
+/// Kimi K2 (one expert group, routed scale 2.827) — with one difference:
+/// K2's YaRN has beta_fast = beta_slow = 1, which the converter writes and
+/// transformers (tests/hf_parity.rs) and suanli use, but llama.cpp's
+/// deepseek2 reads no `rope.scaling.yarn_beta_*` key and keeps its defaults
+/// 32 and 1 (max |Δ logit| 0.30 against transformers on this checkpoint).
+/// The files with those keys set to llama.cpp's values give its bits.
+#[test]
+fn kimi_k2_matches_llama_cpp() {
+    use suanli_formats::{GgufFile, GgufWriter, Value};
+    let dir = std::env::temp_dir().join(format!("suanli-kimi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, tol) in [("kimi-k2-q8_0", 0.0), ("kimi-k2", 1e-2)] {
+        let f = GgufFile::open(&root().join(format!("tests/fixtures/gguf/{name}.gguf")))
+            .expect("open");
+        let mut w = GgufWriter::new();
+        for (k, v) in &f.metadata {
+            let v = match k.as_str() {
+                "deepseek2.rope.scaling.yarn_beta_fast" => Value::F32(32.0),
+                "deepseek2.rope.scaling.yarn_beta_slow" => Value::F32(1.0),
+                _ => v.clone(),
+            };
+            w.add(k.clone(), v);
+        }
+        for t in &f.tensors {
+            let data = f.tensor_data(t).expect("data");
+            let dtype = t.dtype.expect("dtype");
+            w.add_tensor(&t.name, &t.shape, dtype, data.bytes().to_vec());
+        }
+        let path = dir.join(format!("{name}.gguf"));
+        w.write(&path).expect("write");
+        let d = check_file(name, &path, "deepseek2", tol);
+        if tol == 0.0 {
+            assert_eq!(d, 0.0);
+        }
+    }
 }
 
 #[test]
