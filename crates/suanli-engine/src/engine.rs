@@ -16,6 +16,7 @@ use suanli_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::blocks::{BlockManager, BlockStats};
+use crate::constrain::Constraint;
 use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::scheduler::{AddError, Plan, SchedConfig, Scheduler, SeqId};
@@ -48,6 +49,9 @@ pub struct Request {
     /// Logprobs of each prompt token (after the first) with this many
     /// alternatives; the prompt is then computed in full (no prefix reuse).
     pub prompt_logprobs: Option<usize>,
+    /// A grammar the output must match: its mask is applied before every
+    /// draw, and generation stops once it is complete.
+    pub constraint: Option<Constraint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +234,11 @@ impl Engine {
         Ok(erx)
     }
 
+    /// Logits per position (the model's vocabulary, padding included).
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
     pub fn stats(&self) -> EngineStats {
         let mut s = *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         s.waiting = s.waiting.max(self.shared.queued.load(Ordering::Relaxed));
@@ -261,6 +270,7 @@ struct Active {
     n_gen: usize,
     prompt_lp: Vec<TokenLogprob>,
     admitted: bool,
+    constraint: Option<Constraint>,
 }
 
 struct Worker {
@@ -317,7 +327,7 @@ impl Worker {
         }
     }
 
-    fn add(&mut self, id: SeqId, req: Request, tx: UnboundedSender<Event>) {
+    fn add(&mut self, id: SeqId, mut req: Request, tx: UnboundedSender<Event>) {
         let prompt_logits = req.prompt_logprobs.is_some();
         if let Err(e) = self.sched.add(id, req.prompt.clone(), prompt_logits) {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -334,6 +344,7 @@ impl Worker {
                 n_gen: 0,
                 prompt_lp: Vec::new(),
                 admitted: false,
+                constraint: req.constraint.take(),
                 req,
             },
         );
@@ -374,11 +385,40 @@ impl Worker {
                 }
             }
         }
+        // The next masks of constrained sequences whose logits come out of
+        // this pass are computed beside it, on a helper thread.
+        let mut masks: Vec<(SeqId, Constraint)> = Vec::new();
+        for w in plan.work.iter().filter(|w| w.logits != Logits::None) {
+            if let Some(a) = self.active.get_mut(&w.id) {
+                if a.constraint.as_ref().is_some_and(Constraint::needs_mask) {
+                    masks.extend(a.constraint.take().map(|c| (w.id, c)));
+                }
+            }
+        }
         let model = self.model.clone();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut batch = Batch::new(&mut self.pool, &spans, None)?;
-            model.forward_batch(&tokens, &mut batch)
-        }));
+        let pool = &mut self.pool;
+        let result = std::thread::scope(|scope| {
+            let helper = (!masks.is_empty()).then(|| {
+                scope.spawn(|| {
+                    for (_, c) in masks.iter_mut() {
+                        c.precompute();
+                    }
+                })
+            });
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut batch = Batch::new(pool, &spans, None)?;
+                model.forward_batch(&tokens, &mut batch)
+            }));
+            // A panic in the helper leaves a mask uncomputed: it is
+            // computed (or fails) when the token is drawn.
+            let _ = helper.map(|h| h.join());
+            r
+        });
+        for (id, c) in masks {
+            if let Some(a) = self.active.get_mut(&id) {
+                a.constraint = Some(c);
+            }
+        }
         drop(spans);
         let logits = match result {
             Ok(Ok(l)) => l,
@@ -457,9 +497,23 @@ impl Worker {
         }
         let mut row = out[out.len() - nv..].to_vec();
         let logprob = a.req.logprobs.map(|top| (top, row.clone()));
+        if let Some(c) = a.constraint.as_mut() {
+            if let Err(e) = c.apply(&mut row) {
+                let _ = a.tx.send(Event::Error(e));
+                return self.end(id);
+            }
+        }
         let tok = a.sampler.sample(&mut row);
-        if self.tok.is_eog(tok) && !a.req.ignore_eos {
+        // A grammar ends at its end-of-generation token even when EOS is
+        // otherwise ignored.
+        if self.tok.is_eog(tok) && (!a.req.ignore_eos || a.constraint.is_some()) {
             return self.finish(id, FinishReason::Stop);
+        }
+        if let Some(c) = a.constraint.as_mut() {
+            if let Err(e) = c.accept(tok) {
+                let _ = a.tx.send(Event::Error(e));
+                return self.end(id);
+            }
         }
         a.sampler.accept(&[tok]);
         a.n_gen += 1;
@@ -476,7 +530,7 @@ impl Worker {
         if sent.is_err() {
             return self.end(id);
         }
-        if stopped {
+        if stopped || a.constraint.as_ref().is_some_and(Constraint::is_stopped) {
             return self.finish(id, FinishReason::Stop);
         }
         if a.n_gen >= a.req.max_tokens || len + 1 >= self.max_seq_len {

@@ -10,8 +10,11 @@
 //! - [`engine`]: the serving loop on its own thread: requests in, batched
 //!   forward passes, token events out, cancellation on disconnect.
 //! - [`stop`], [`logprobs`]: stop strings over streamed text; logprobs.
+//! - [`constrain`]: grammar-constrained decoding (JSON schema, Lark,
+//!   regex) through llguidance, one matcher per request.
 
 pub mod blocks;
+pub mod constrain;
 pub mod engine;
 pub mod generate;
 pub mod logprobs;
@@ -19,6 +22,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod stop;
 
+pub use constrain::{Constrainer, Constraint, Grammar};
 pub use engine::{Engine, EngineConfig, EngineStats, Event, FinishReason, Request, Usage};
 pub use generate::{generate, GenStats, StopReason};
 pub use sampler::{Sampler, SamplingParams};

@@ -108,11 +108,16 @@ impl Sampler {
             return argmax(logits);
         }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        // Tokens at −∞ (masked by a grammar) are never candidates.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
+            .filter(|(_, &l)| l != f32::NEG_INFINITY)
             .map(|(i, &l)| (i as u32, l))
             .collect();
+        if cand.is_empty() {
+            return argmax(logits);
+        }
         // `sorted`: the first `sorted` candidates are in order and are the
         // best ones.
         let mut sorted = 0;

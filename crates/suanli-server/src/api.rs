@@ -51,6 +51,11 @@ pub struct Common {
     pub stop: Option<Stop>,
     #[serde(default)]
     pub ignore_eos: bool,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`.
+    pub response_format: Option<Value>,
+    /// Extension: a Lark grammar, or `{"type": "lark" | "regex" |
+    /// "json_schema", "value": …}`.
+    pub grammar: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

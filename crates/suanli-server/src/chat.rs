@@ -16,7 +16,7 @@ use suanli_tokenizer::ChatMessage;
 use crate::api::{max_tokens, ChatRequest};
 use crate::error::{parse_json, ApiError};
 use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
-use crate::{now, Shared};
+use crate::{now, structured, Shared};
 
 /// One entry of `logprobs.content`.
 fn logprob_json(s: &Shared, lp: &TokenLogprob) -> Value {
@@ -105,6 +105,15 @@ pub async fn handle(
     s.engine
         .check_prompt(prompt.len())
         .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    let asked = structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?;
+    let mut constraints = match &asked {
+        Some(a) => structured::compile(&s, a, n)
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; n],
+    };
     let reqs = (0..n)
         .map(|i| {
             Ok(Request {
@@ -115,6 +124,7 @@ pub async fn handle(
                 ignore_eos: r.common.ignore_eos,
                 logprobs: top,
                 prompt_logprobs: None,
+                constraint: constraints[i].take(),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

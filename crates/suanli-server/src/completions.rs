@@ -16,7 +16,7 @@ use suanli_engine::{Event, Request};
 use crate::api::{max_tokens, prompts, CompletionRequest, Prompt};
 use crate::error::{parse_json, ApiError};
 use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
-use crate::{now, Shared};
+use crate::{now, structured, Shared};
 
 /// The legacy logprobs object, built token by token.
 #[derive(Default)]
@@ -126,6 +126,12 @@ pub async fn handle(
         toks.push(ids);
     }
     let echo_lp = r.echo && top.is_some();
+    let asked = structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?;
+    let mut constraints = match &asked {
+        Some(a) => structured::compile(&s, a, toks.len() * n).await?,
+        None => Vec::new(),
+    }
+    .into_iter();
     let mut reqs = Vec::new();
     for ids in &toks {
         for j in 0..n {
@@ -137,6 +143,7 @@ pub async fn handle(
                 ignore_eos: r.common.ignore_eos,
                 logprobs: top,
                 prompt_logprobs: if echo_lp { top } else { None },
+                constraint: constraints.next(),
             });
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` ([`chat`],
 //!   [`completions`]): streaming by server-sent events, logprobs, stop
-//!   strings, `n`, usage.
+//!   strings, `n`, usage; structured output by `response_format` and
+//!   `grammar` ([`structured`]).
 //! - `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`,
 //!   `GET /metrics` (Prometheus).
 //!
@@ -17,8 +18,9 @@ pub mod completions;
 pub mod error;
 pub mod gen;
 pub mod metrics;
+pub mod structured;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -31,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use suanli_engine::Engine;
+use suanli_engine::{Constrainer, Engine};
 use suanli_tokenizer::{ChatTemplate, Tokenizer};
 
 use crate::error::{parse_json, ApiError};
@@ -53,6 +55,9 @@ pub struct AppState {
     pub opts: ServerOptions,
     pub metrics: Metrics,
     pub created: u64,
+    /// Grammar compilation for this model, built on the first request
+    /// that asks for structured output.
+    pub constrainer: OnceLock<Result<Arc<Constrainer>, String>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -78,6 +83,7 @@ impl AppState {
             opts,
             metrics: Metrics::new(),
             created: now(),
+            constrainer: OnceLock::new(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! client (tests/server/openai_client.py): chat, streaming, completions
 //! with echo/logprobs, batch invariance under 16 concurrent requests,
 //! preemption when the KV pool runs out, KV blocks freed on disconnect,
-//! and every error status.
+//! and every error status; structured output and tool calling
+//! (tests/server/structured.py: JSON schemas checked by a validator,
+//! grammars, tool calls).
 //!
 //! The model (Qwen2.5-Coder-0.5B: Q5_0/Q8_0/Q4_K/Q6_K weights) comes
 //! through the project's own fetch. Python needs `openai`; when the system
@@ -63,9 +65,18 @@ impl Server {
     }
 
     fn run(&self, section: &str) {
+        self.run_script("openai_client.py", section);
+    }
+
+    /// A section of a script in tests/server.
+    fn run_script(&self, script: &str, section: &str) {
         let t0 = Instant::now();
         let out = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/server/openai_client.py"))
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../tests/server")
+                    .join(script),
+            )
             .arg(format!("http://127.0.0.1:{}/v1", self.port))
             .arg(KEY)
             .arg(section)
@@ -83,13 +94,13 @@ impl Server {
     }
 }
 
-/// A Python that can `import openai`.
+/// A Python that can `import openai` and `jsonschema`.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         let ok = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import openai"])
+                .args(["-c", "import openai, jsonschema"])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -108,12 +119,15 @@ fn python() -> &'static Path {
                 .is_ok_and(|s| s.success());
             assert!(made, "python3 -m venv failed: these tests need Python 3");
             let installed = Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "openai"])
+                .args(["-m", "pip", "install", "--quiet", "openai", "jsonschema"])
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(installed, "pip install openai failed");
+            assert!(installed, "pip install openai jsonschema failed");
         }
-        assert!(ok(&py), "the virtual environment cannot import openai");
+        assert!(
+            ok(&py),
+            "the virtual environment cannot import openai and jsonschema"
+        );
         py
     })
 }
@@ -152,4 +166,9 @@ fn error_statuses() {
         "16384",
     ])
     .run("errors");
+}
+
+#[test]
+fn structured_output_json_schemas_grammars_and_their_errors() {
+    Server::start(&["--parallel", "16"]).run_script("structured.py", "json");
 }

@@ -1,0 +1,277 @@
+//! Constrained decoding through llguidance: a grammar (a JSON schema, a
+//! Lark grammar or a regular expression) compiled against the model's
+//! vocabulary into a per-request [`Constraint`] whose token mask the
+//! engine applies before every draw, so no token the grammar forbids is
+//! ever sampled.
+//!
+//! [`Constrainer`] is built once per model: it turns every token id into
+//! the bytes it stands for (control tokens as llguidance's `0xFF`-prefixed
+//! special tokens, ids past the tokenizer's vocabulary as nothing) and the
+//! end-of-generation tokens into the trie's EOS set. Compiling is done by
+//! the caller (the server, off the engine thread); the mask of the first
+//! token is computed then too.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{SimpleVob, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
+use serde_json::Value;
+use suanli_tokenizer::Tokenizer;
+
+/// What the output must match.
+#[derive(Debug, Clone)]
+pub enum Grammar {
+    /// JSON valid against a schema. Not `strict`: keywords llguidance
+    /// cannot enforce are approximated or ignored rather than refused.
+    JsonSchema { schema: Value, strict: bool },
+    /// llguidance's Lark dialect.
+    Lark(String),
+    /// A regular expression (Rust `regex` syntax) the whole output matches.
+    Regex(String),
+}
+
+impl Grammar {
+    /// Any JSON object (`response_format: json_object`).
+    pub fn json_object() -> Grammar {
+        Grammar::JsonSchema {
+            schema: serde_json::json!({"type": "object"}),
+            strict: false,
+        }
+    }
+
+    fn top_level(&self) -> TopLevelGrammar {
+        match self {
+            Grammar::JsonSchema { schema, strict } => {
+                let mut schema = schema.clone();
+                // Compact separators as `json.dumps` writes them and no free
+                // whitespace (a model could pad forever); a schema's own
+                // `x-guidance` options win.
+                if let Some(obj) = schema.as_object_mut() {
+                    if !obj.contains_key("x-guidance") {
+                        let opts = JsonCompileOptions {
+                            item_separator: ", ".into(),
+                            key_separator: ": ".into(),
+                            whitespace_flexible: false,
+                            lenient: !strict,
+                            coerce_one_of: !strict,
+                            ..Default::default()
+                        };
+                        if let Ok(v) = serde_json::to_value(&opts) {
+                            obj.insert("x-guidance".into(), v);
+                        }
+                    }
+                }
+                TopLevelGrammar::from_json_schema(schema)
+            }
+            Grammar::Lark(g) => TopLevelGrammar::from_lark(g.clone()),
+            Grammar::Regex(r) => TopLevelGrammar::from_regex(r),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConstrainError {
+    /// The grammar does not compile (the reason as llguidance gives it).
+    #[error("{0}")]
+    Compile(String),
+    /// The vocabulary could not be turned into a token trie.
+    #[error("building the token trie: {0}")]
+    Vocab(String),
+}
+
+/// The tokenizer as llguidance sees it.
+struct Env {
+    trie: TokTrie,
+    tok: Arc<Tokenizer>,
+}
+
+impl TokenizerEnv for Env {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        self.trie.tokenize_with_greedy_fallback(s, |s| {
+            self.tok
+                .encode(s, false, false)
+                .unwrap_or_else(|_| self.trie.greedy_tokenize(s.as_bytes()))
+        })
+    }
+}
+
+/// Compiles grammars for one model's vocabulary.
+pub struct Constrainer {
+    factory: ParserFactory,
+}
+
+impl std::fmt::Debug for Constrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Constrainer").finish_non_exhaustive()
+    }
+}
+
+/// Each token's bytes as llguidance wants them: text tokens as their
+/// bytes, control tokens as `0xFF` + their text, ids the tokenizer does not
+/// know (the model's padding rows) as nothing.
+pub fn token_bytes(tok: &Tokenizer, n_vocab: usize) -> Vec<Vec<u8>> {
+    (0..n_vocab as u32)
+        .map(|id| {
+            let plain = tok.token_bytes(id, false).unwrap_or_default();
+            if !plain.is_empty() {
+                return plain;
+            }
+            let special = tok.token_bytes(id, true).unwrap_or_default();
+            if special.is_empty() {
+                return special;
+            }
+            let mut b = Vec::with_capacity(special.len() + 1);
+            b.push(TokTrie::SPECIAL_TOKEN_MARKER);
+            b.extend(special);
+            b
+        })
+        .collect()
+}
+
+impl Constrainer {
+    /// For a model with `n_vocab` logits per position (at least the
+    /// tokenizer's vocabulary).
+    pub fn new(tok: Arc<Tokenizer>, n_vocab: usize) -> Result<Self, ConstrainError> {
+        let words = token_bytes(&tok, n_vocab);
+        let mut eos: Vec<u32> = tok.eog.clone();
+        eos.extend(tok.eos);
+        eos.retain(|&t| (t as usize) < n_vocab);
+        eos.dedup();
+        let Some(&first) = eos.first() else {
+            return Err(ConstrainError::Vocab(
+                "the model has no end-of-generation token".into(),
+            ));
+        };
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let info = TokRxInfo::new(n_vocab as u32, first);
+            TokTrie::from(&info, &words).with_eos_tokens(&eos)
+        }));
+        let trie = built.map_err(|_| ConstrainError::Vocab("the trie builder failed".into()))?;
+        let env = Arc::new(Env { trie, tok });
+        let mut factory = ParserFactory::new_simple(&(env as _))
+            .map_err(|e| ConstrainError::Vocab(e.to_string()))?;
+        factory.quiet();
+        Ok(Constrainer { factory })
+    }
+
+    /// A fresh constraint for one sequence, its first mask computed (a
+    /// grammar that fails only when run fails here).
+    pub fn compile(&self, g: &Grammar) -> Result<Constraint, ConstrainError> {
+        let parser = self
+            .factory
+            .create_parser(g.top_level())
+            .map_err(|e| ConstrainError::Compile(e.to_string()))?;
+        let mut c = Constraint {
+            matcher: Box::new(Matcher::new(Ok(parser))),
+            mask: None,
+        };
+        if let Some(e) = c.matcher.get_error() {
+            return Err(ConstrainError::Compile(e));
+        }
+        c.precompute();
+        if let Some(e) = c.matcher.get_error() {
+            return Err(ConstrainError::Compile(e));
+        }
+        Ok(c)
+    }
+}
+
+/// One sequence's grammar state and the mask of its next token.
+pub struct Constraint {
+    /// Boxed: a matcher is large and requests travel by value.
+    matcher: Box<Matcher>,
+    /// The next token's mask (or why there is none), once computed.
+    mask: Option<Result<SimpleVob, String>>,
+}
+
+impl Clone for Constraint {
+    fn clone(&self) -> Self {
+        Constraint {
+            matcher: Box::new(self.matcher.deep_clone()),
+            mask: self.mask.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Constraint")
+            .field("mask_ready", &self.mask.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Constraint {
+    /// Whether the next mask still has to be computed.
+    pub fn needs_mask(&self) -> bool {
+        self.mask.is_none()
+    }
+
+    /// Compute the next token's mask now (the engine does this on a helper
+    /// thread while the forward pass runs).
+    pub fn precompute(&mut self) {
+        if self.mask.is_none() {
+            let m = self
+                .matcher
+                .compute_mask_or_eos()
+                .map_err(|e| e.to_string());
+            self.mask = Some(m);
+        }
+    }
+
+    /// Set every forbidden token's logit to −∞. An error when the grammar
+    /// failed or admits no token at all.
+    pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        self.precompute();
+        let mask = match &self.mask {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(format!("grammar: {e}")),
+            None => return Err("grammar: no mask".into()),
+        };
+        let mut any = false;
+        for (w, chunk) in mask.as_slice().iter().zip(logits.chunks_mut(32)) {
+            match *w {
+                0 => chunk.fill(f32::NEG_INFINITY),
+                u32::MAX => any = true,
+                w => {
+                    for (b, l) in chunk.iter_mut().enumerate() {
+                        if w & (1 << b) == 0 {
+                            *l = f32::NEG_INFINITY;
+                        } else {
+                            any = true;
+                        }
+                    }
+                }
+            }
+        }
+        // Logits past the mask (none when the mask covers the model's
+        // vocabulary) are forbidden too.
+        let covered = mask.as_slice().len() * 32;
+        if logits.len() > covered {
+            logits[covered..].fill(f32::NEG_INFINITY);
+        }
+        if !any {
+            return Err("the grammar admits no token here".into());
+        }
+        Ok(())
+    }
+
+    /// Advance past the sampled token.
+    pub fn accept(&mut self, token: u32) -> Result<(), String> {
+        self.mask = None;
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| format!("grammar: {e}"))
+    }
+
+    /// Whether the grammar is complete and admits nothing more.
+    pub fn is_stopped(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+}
