@@ -156,5 +156,112 @@ def section_json():
     assert r.choices[0].message.content is not None
 
 
-{"json": section_json}[SECTION]()
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "get_time", "description": "The current time in a time zone",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string", "maxLength": 40}},
+                       "required": ["tz"], "additionalProperties": False}}},
+]
+PARAMS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+WEATHER = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+def check_calls(calls, only=None):
+    assert calls, "no tool call"
+    for c in calls:
+        assert c.type == "function" and c.id, c
+        assert c.function.name in PARAMS and (only is None or c.function.name == only), c
+        jsonschema.validate(json.loads(c.function.arguments), PARAMS[c.function.name])
+
+
+def streamed_calls(**kw):
+    """Accumulate delta.tool_calls by index: the id and name come once."""
+    calls, finish, content = {}, None, ""
+    for ch in client.chat.completions.create(stream=True, **kw):
+        if not ch.choices:
+            continue
+        d = ch.choices[0].delta
+        content += d.content or ""
+        for tc in d.tool_calls or []:
+            c = calls.setdefault(tc.index, {"id": None, "name": None, "args": "", "fragments": 0})
+            if tc.id:
+                assert c["id"] is None, "id sent twice"
+                c["id"] = tc.id
+            if tc.function and tc.function.name:
+                assert c["name"] is None, "name sent twice"
+                c["name"] = tc.function.name
+            if tc.function and tc.function.arguments:
+                c["args"] += tc.function.arguments
+                c["fragments"] += 1
+        finish = ch.choices[0].finish_reason or finish
+    return calls, finish, content
+
+
+def section_tools():
+    # Named and required: always a valid call, whatever the sampling.
+    for i in range(4):
+        r = client.chat.completions.create(
+            model=MODEL, messages=WEATHER, tools=TOOLS, temperature=1.0, seed=i, max_tokens=200,
+            tool_choice={"type": "function", "function": {"name": "get_time"}})
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        assert len(c.message.tool_calls) == 1, c
+        check_calls(c.message.tool_calls, only="get_time")
+        r = client.chat.completions.create(
+            model=MODEL, messages=WEATHER, tools=TOOLS, temperature=1.0, seed=i, max_tokens=300,
+            tool_choice="required", parallel_tool_calls=i % 2 == 0)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        check_calls(c.message.tool_calls)
+        if i % 2:
+            assert len(c.message.tool_calls) == 1, c
+    # Streamed: the name once, the arguments in fragments.
+    calls, finish, _ = streamed_calls(
+        model=MODEL, messages=WEATHER, tools=TOOLS, temperature=0, max_tokens=200,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert finish == "tool_calls" and list(calls) == [0], (finish, calls)
+    c = calls[0]
+    assert c["name"] == "get_weather" and c["id"] and c["fragments"] > 1, c
+    jsonschema.validate(json.loads(c["args"]), PARAMS["get_weather"])
+
+    # Two steps: the call, its result through the template, the answer;
+    # streamed and not.
+    for stream in (False, True):
+        r = client.chat.completions.create(
+            model=MODEL, messages=WEATHER, tools=TOOLS, temperature=0, max_tokens=200,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        call = r.choices[0].message.tool_calls[0]
+        msgs = WEATHER + [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 23, "sky": "sunny"})},
+        ]
+        kw = dict(model=MODEL, messages=msgs, tools=TOOLS, temperature=0, max_tokens=80, tool_choice="none")
+        if stream:
+            _, finish, text = streamed_calls(**kw)
+        else:
+            r = client.chat.completions.create(**kw)
+            text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+        assert finish in ("stop", "length") and "23" in text, (finish, text)
+        print("answer after the tool result:", text)
+
+    # Bad input: 400 naming the field.
+    base = {"model": MODEL, "messages": WEATHER, "tools": TOOLS}
+    expect_400({**base, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "nope")
+    expect_400({**base, "tool_choice": "sometimes"}, "tool_choice", "sometimes")
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "nonsense"}}}}}]
+    expect_400({**base, "tools": bad}, "tools[0].function.parameters", "nonsense")
+    expect_400({**base, "tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name", "letters")
+    r = client.chat.completions.create(model=MODEL, messages=WEATHER, max_tokens=3)
+    assert r.choices[0].message.content is not None
+
+
+{"json": section_json, "tools": section_tools}[SECTION]()
 print(f"{SECTION}: ok")

@@ -50,17 +50,7 @@ impl Grammar {
                 // `x-guidance` options win.
                 if let Some(obj) = schema.as_object_mut() {
                     if !obj.contains_key("x-guidance") {
-                        let opts = JsonCompileOptions {
-                            item_separator: ", ".into(),
-                            key_separator: ": ".into(),
-                            whitespace_flexible: false,
-                            lenient: !strict,
-                            coerce_one_of: !strict,
-                            ..Default::default()
-                        };
-                        if let Ok(v) = serde_json::to_value(&opts) {
-                            obj.insert("x-guidance".into(), v);
-                        }
+                        obj.insert("x-guidance".into(), json_options(*strict));
                     }
                 }
                 TopLevelGrammar::from_json_schema(schema)
@@ -69,6 +59,21 @@ impl Grammar {
             Grammar::Regex(r) => TopLevelGrammar::from_regex(r),
         }
     }
+}
+
+/// llguidance's JSON options as suanli uses them (a schema's
+/// `x-guidance`): `json.dumps` separators, no free whitespace, and when not
+/// `strict`, what cannot be enforced approximated instead of refused.
+pub fn json_options(strict: bool) -> Value {
+    let opts = JsonCompileOptions {
+        item_separator: ", ".into(),
+        key_separator: ": ".into(),
+        whitespace_flexible: false,
+        lenient: !strict,
+        coerce_one_of: !strict,
+        ..Default::default()
+    };
+    serde_json::to_value(&opts).unwrap_or(Value::Null)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

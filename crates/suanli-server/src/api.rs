@@ -68,6 +68,9 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub tools: Option<Value>,
+    /// `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     /// Extra template arguments (e.g. `enable_thinking`), as vLLM takes them.
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }

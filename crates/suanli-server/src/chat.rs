@@ -16,7 +16,7 @@ use suanli_tokenizer::ChatMessage;
 use crate::api::{max_tokens, ChatRequest};
 use crate::error::{parse_json, ApiError};
 use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
-use crate::{now, structured, Shared};
+use crate::{now, structured, tools, Shared};
 
 /// One entry of `logprobs.content`.
 fn logprob_json(s: &Shared, lp: &TokenLogprob) -> Value {
@@ -29,13 +29,40 @@ fn logprob_json(s: &Shared, lp: &TokenLogprob) -> Value {
     e
 }
 
-fn delta_json(d: &Delta) -> Value {
+/// A chunk's delta: reasoning, then content and calls (through the tool
+/// parser when the request has tools).
+fn delta_json(d: &Delta, tp: Option<&mut tools::Parser>, end: bool) -> Value {
     let mut v = json!({});
-    if !d.content.is_empty() {
-        v["content"] = json!(d.content);
-    }
     if !d.reasoning.is_empty() {
         v["reasoning_content"] = json!(d.reasoning);
+    }
+    let Some(tp) = tp else {
+        if !d.content.is_empty() {
+            v["content"] = json!(d.content);
+        }
+        return v;
+    };
+    let mut pieces = tp.push(&d.content);
+    if end {
+        pieces.extend(tp.finish());
+    }
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    for p in &pieces {
+        if let Value::Object(mut o) = tools::delta(p) {
+            if let Some(Value::String(t)) = o.remove("content") {
+                content.push_str(&t);
+            }
+            if let Some(Value::Array(c)) = o.remove("tool_calls") {
+                calls.extend(c);
+            }
+        }
+    }
+    if !content.is_empty() {
+        v["content"] = json!(content);
+    }
+    if !calls.is_empty() {
+        v["tool_calls"] = json!(calls);
     }
     v
 }
@@ -62,18 +89,34 @@ pub async fn handle(
                 role: m.role.clone(),
                 content: m.text(i)?,
                 reasoning_content: m.reasoning_content.clone(),
-                tool_calls: m.tool_calls.clone(),
+                tool_calls: tools::for_template(m.tool_calls.as_ref()),
                 name: m.name.clone(),
                 tool_call_id: m.tool_call_id.clone(),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let setup = tools::setup(
+        r.tools.as_ref(),
+        r.tool_choice.as_ref(),
+        r.parallel_tool_calls,
+        &s.template.source,
+    )?;
+    for (field, schema) in &setup.schemas {
+        let a = structured::Asked {
+            grammar: suanli_engine::Grammar::JsonSchema {
+                schema: schema.clone(),
+                strict: false,
+            },
+            field: field.clone(),
+        };
+        structured::compile(&s, &a, 0).await?;
+    }
     let (text, prompt) = s
         .tok
         .apply_chat_template(
             &s.template,
             &messages,
-            r.tools.as_ref(),
+            setup.tools.as_ref(),
             r.chat_template_kwargs.as_ref(),
         )
         .map_err(|e| ApiError::bad_param("messages", format!("chat template: {e}")))?;
@@ -105,7 +148,12 @@ pub async fn handle(
     s.engine
         .check_prompt(prompt.len())
         .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
-    let asked = structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?;
+    // A forced tool call's grammar comes before any response format.
+    let asked = match setup.grammar.clone() {
+        Some(g) => Some(g),
+        None => structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?,
+    };
+    let fmt = setup.format;
     let mut constraints = match &asked {
         Some(a) => structured::compile(&s, a, n)
             .await?
@@ -140,6 +188,17 @@ pub async fn handle(
         for (i, c) in out.iter().enumerate() {
             let d = ReasoningParser::split(&c.text, thinking);
             let mut message = json!({"role": "assistant", "content": d.content});
+            let mut finish = c.finish.map(|f| f.as_str());
+            if let Some(fmt) = fmt {
+                let (content, calls) = tools::parse_all(fmt, &d.content);
+                message["content"] = json!(content);
+                if !calls.is_empty() {
+                    message["tool_calls"] = json!(calls);
+                    if finish == Some("stop") {
+                        finish = Some("tool_calls");
+                    }
+                }
+            }
             if !d.reasoning.is_empty() {
                 message["reasoning_content"] = json!(d.reasoning);
             }
@@ -152,7 +211,7 @@ pub async fn handle(
                 "index": i,
                 "message": message,
                 "logprobs": logprobs,
-                "finish_reason": c.finish.map(|f| f.as_str()),
+                "finish_reason": finish,
             }));
             completion += c.usage.completion_tokens;
             if i == 0 {
@@ -183,6 +242,8 @@ pub async fn handle(
         .collect();
     let mut parsers: Vec<ReasoningParser> =
         (0..n).map(|_| ReasoningParser::new(thinking)).collect();
+    let mut tool_parsers: Vec<Option<tools::Parser>> =
+        (0..n).map(|_| fmt.map(tools::Parser::new)).collect();
     let head = ChunkHead {
         id,
         object: "chat.completion.chunk",
@@ -195,7 +256,7 @@ pub async fn handle(
         per_prompt: n,
     };
     Ok(sse(head, events, n, usage, preamble, move |i, ev| {
-        let (d, lp, finish) = match ev {
+        let (d, lp, mut finish) = match ev {
             Event::Token { text, logprob, .. } => {
                 let lp = logprob.map(|lp| json!({"content": [logprob_json(&s, &lp)]}));
                 (parsers[i].push(&text), lp, None)
@@ -204,10 +265,14 @@ pub async fn handle(
             Event::Done { finish, .. } => (parsers[i].finish(), None, Some(finish.as_str())),
             Event::PromptLogprobs(_) | Event::Error(_) => return None,
         };
-        if d == Delta::default() && lp.is_none() && finish.is_none() {
+        let delta = delta_json(&d, tool_parsers[i].as_mut(), finish.is_some());
+        if finish == Some("stop") && tool_parsers[i].as_ref().is_some_and(|p| p.calls() > 0) {
+            finish = Some("tool_calls");
+        }
+        if delta == json!({}) && lp.is_none() && finish.is_none() {
             return None;
         }
-        Some(json!([{"index": i, "delta": delta_json(&d), "logprobs": lp,
+        Some(json!([{"index": i, "delta": delta, "logprobs": lp,
             "finish_reason": finish}]))
     }))
 }

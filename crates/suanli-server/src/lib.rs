@@ -3,7 +3,7 @@
 //! - `POST /v1/chat/completions`, `POST /v1/completions` ([`chat`],
 //!   [`completions`]): streaming by server-sent events, logprobs, stop
 //!   strings, `n`, usage; structured output by `response_format` and
-//!   `grammar` ([`structured`]).
+//!   `grammar` ([`structured`]); tool calls ([`tools`]).
 //! - `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`,
 //!   `GET /metrics` (Prometheus).
 //!
@@ -19,6 +19,7 @@ pub mod error;
 pub mod gen;
 pub mod metrics;
 pub mod structured;
+pub mod tools;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};

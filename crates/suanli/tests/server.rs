@@ -172,3 +172,8 @@ fn error_statuses() {
 fn structured_output_json_schemas_grammars_and_their_errors() {
     Server::start(&["--parallel", "16"]).run_script("structured.py", "json");
 }
+
+#[test]
+fn tool_calls_named_required_streamed_and_two_step() {
+    Server::start(&["--parallel", "4"]).run_script("structured.py", "tools");
+}

@@ -1,0 +1,709 @@
+//! Tool calling: `tools`, `tool_choice` (`none`, `auto`, `required`, a
+//! named function) and `parallel_tool_calls` checked; `required` and named
+//! choices enforced by a grammar in the model's own call format; the
+//! model's output parsed into OpenAI `tool_calls`, whole or streamed
+//! (`delta.tool_calls`: the id and name once, then the arguments in
+//! fragments as they are generated).
+//!
+//! Call formats: Hermes-style `<tool_call>{"name", "arguments"}</tool_call>`
+//! (Qwen2.5, Qwen3 and others whose template writes `<tool_call>`) and
+//! Llama 3.1's bare `{"name", "parameters"}` object.
+
+use serde_json::{json, Map, Value};
+use suanli_engine::constrain::json_options;
+use suanli_engine::Grammar;
+
+use crate::error::ApiError;
+use crate::structured::Asked;
+
+/// How a model writes its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `<tool_call>\n{"name": …, "arguments": …}\n</tool_call>`.
+    Hermes,
+    /// `{"name": …, "parameters": …}` as the whole reply.
+    Llama3,
+}
+
+impl Format {
+    /// From the chat template's source.
+    pub fn of_template(src: &str) -> Option<Format> {
+        if src.contains("<tool_call>") {
+            Some(Format::Hermes)
+        } else if src.contains("<|python_tag|>") || src.contains("ipython") {
+            Some(Format::Llama3)
+        } else {
+            None
+        }
+    }
+
+    fn args_key(self) -> &'static str {
+        match self {
+            Format::Hermes => "arguments",
+            Format::Llama3 => "parameters",
+        }
+    }
+
+    fn open(self) -> &'static str {
+        match self {
+            Format::Hermes => "<tool_call>",
+            Format::Llama3 => "",
+        }
+    }
+
+    fn close(self) -> &'static str {
+        match self {
+            Format::Hermes => "</tool_call>",
+            Format::Llama3 => "",
+        }
+    }
+}
+
+/// What a request asked of tools, checked.
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// Tool definitions for the template (`None` with `tool_choice: none`).
+    pub tools: Option<Value>,
+    /// Parse the output for calls in this format.
+    pub format: Option<Format>,
+    /// The grammar that forces a call (`required` or named).
+    pub grammar: Option<Asked>,
+    /// Each tool's parameter schema with the field it came from, to be
+    /// checked by compiling.
+    pub schemas: Vec<(String, Value)>,
+}
+
+/// Check `tools`, `tool_choice` and `parallel_tool_calls`.
+pub fn setup(
+    tools: Option<&Value>,
+    choice: Option<&Value>,
+    parallel: Option<bool>,
+    template: &str,
+) -> Result<Setup, ApiError> {
+    let tools = match tools {
+        None | Some(Value::Null) => {
+            return match choice {
+                None | Some(Value::Null) => Ok(Setup::default()),
+                Some(Value::String(s)) if s == "none" || s == "auto" => Ok(Setup::default()),
+                Some(_) => Err(ApiError::bad_param("tool_choice", "needs tools")),
+            };
+        }
+        Some(Value::Array(a)) if a.is_empty() => return Ok(Setup::default()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::bad_param("tools", "must be an array")),
+    };
+    let mut names = Vec::new();
+    let mut schemas = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let at = |f: &str| format!("tools[{i}]{f}");
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(ApiError::bad_param(
+                &at(".type"),
+                "only \"function\" tools are supported",
+            ));
+        }
+        let f = t
+            .get("function")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::bad_param(&at(".function"), "must be an object"))?;
+        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !name_ok {
+            return Err(ApiError::bad_param(
+                &at(".function.name"),
+                "must be 1 to 64 letters, digits, '_', '-' or '.'",
+            ));
+        }
+        if names.contains(&name) {
+            return Err(ApiError::bad_param(
+                &at(".function.name"),
+                format!("'{name}' is defined twice"),
+            ));
+        }
+        names.push(name);
+        let params = match f.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p) if p.is_object() => p.clone(),
+            Some(_) => {
+                return Err(ApiError::bad_param(
+                    &at(".function.parameters"),
+                    "must be a JSON schema object",
+                ))
+            }
+        };
+        schemas.push((at(".function.parameters"), params));
+    }
+    let forced: Option<Vec<usize>> = match choice {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => None,
+            // No definitions in the prompt and nothing parsed: the model
+            // answers in words (earlier calls stay in the conversation).
+            "none" => return Ok(Setup::default()),
+            "required" => Some((0..names.len()).collect()),
+            other => {
+                return Err(ApiError::bad_param(
+                    "tool_choice",
+                    format!("unknown value '{other}' (none, auto, required or a function)"),
+                ))
+            }
+        },
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad_param(
+                        "tool_choice",
+                        "must name a function: {\"type\": \"function\", \"function\": {\"name\": …}}",
+                    )
+                })?;
+            let i = names.iter().position(|&n| n == name).ok_or_else(|| {
+                ApiError::bad_param(
+                    "tool_choice",
+                    format!("names the function '{name}', which is not among the tools"),
+                )
+            })?;
+            Some(vec![i])
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "tool_choice",
+                "must be none, auto, required or a named function",
+            ))
+        }
+    };
+    let format = Format::of_template(template);
+    let grammar = match (&forced, format) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::bad_param(
+                "tool_choice",
+                "this model's chat template has no tool-call format suanli knows",
+            ))
+        }
+        (Some(which), Some(fmt)) => {
+            let calls: Vec<Value> = which
+                .iter()
+                .map(|&i| call_schema(names[i], &schemas[i].1, fmt))
+                .collect();
+            let schema = match calls.as_slice() {
+                [one] => one.clone(),
+                _ => json!({"anyOf": calls}),
+            };
+            let mut schema = schema;
+            if let Some(o) = schema.as_object_mut() {
+                o.insert("x-guidance".into(), json_options(false));
+            }
+            let one = match fmt {
+                Format::Hermes => format!("\"<tool_call>\\n\" %json {schema} \"\\n</tool_call>\""),
+                Format::Llama3 => format!("%json {schema}"),
+            };
+            // A named function is called once; `required` may call up to
+            // four in parallel (a bound: a small model can loop).
+            let many = parallel.unwrap_or(true) && fmt == Format::Hermes && which.len() > 1;
+            let start = if many {
+                "start: call (\"\\n\" call (\"\\n\" call (\"\\n\" call)?)?)?"
+            } else {
+                "start: call"
+            };
+            Some(Asked {
+                grammar: Grammar::Lark(format!("{start}\ncall: {one}\n")),
+                field: "tool_choice".into(),
+            })
+        }
+    };
+    Ok(Setup {
+        tools: Some(Value::Array(tools.clone())),
+        format,
+        grammar,
+        schemas,
+    })
+}
+
+/// The object one call to `name` is written as.
+fn call_schema(name: &str, params: &Value, fmt: Format) -> Value {
+    let mut props = Map::new();
+    props.insert("name".into(), json!({"const": name}));
+    props.insert(fmt.args_key().into(), params.clone());
+    json!({
+        "type": "object",
+        "properties": props,
+        "required": ["name", fmt.args_key()],
+        "additionalProperties": false,
+    })
+}
+
+/// Assistant messages' `tool_calls` as templates expect them: `arguments`
+/// as an object (clients send the JSON text).
+pub fn for_template(calls: Option<&Value>) -> Option<Value> {
+    let mut calls = calls?.clone();
+    if let Some(a) = calls.as_array_mut() {
+        for c in a {
+            let args = c.pointer_mut("/function/arguments");
+            if let Some(args) = args {
+                if let Some(parsed) = args
+                    .as_str()
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                {
+                    *args = parsed;
+                }
+            }
+        }
+    }
+    Some(calls)
+}
+
+/// One piece of parsed output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Content(String),
+    /// Call `index` begins: its id and the function's name.
+    Call {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s arguments (JSON text).
+    Args {
+        index: usize,
+        text: String,
+    },
+}
+
+/// A call being generated.
+struct Open {
+    buf: String,
+    /// Where the arguments start in `buf`, once the name has been seen.
+    args_at: Option<usize>,
+    /// Argument bytes already sent.
+    sent: usize,
+}
+
+/// Splits generated text into content and calls, incrementally.
+pub struct Parser {
+    fmt: Format,
+    held: String,
+    open: Option<Open>,
+    calls: usize,
+    /// Llama 3's call is the whole reply: decided at the first non-blank.
+    decided: bool,
+}
+
+impl Parser {
+    pub fn new(fmt: Format) -> Self {
+        Parser {
+            fmt,
+            held: String::new(),
+            open: None,
+            calls: 0,
+            decided: false,
+        }
+    }
+
+    /// Calls seen so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        let mut out = Vec::new();
+        self.held.push_str(text);
+        loop {
+            if let Some(open) = &mut self.open {
+                open.buf.push_str(&std::mem::take(&mut self.held));
+                let close = self.fmt.close();
+                if !close.is_empty() {
+                    if let Some(at) = open.buf.find(close) {
+                        self.held = open.buf[at + close.len()..].to_string();
+                        open.buf.truncate(at);
+                        self.end_call(&mut out);
+                        continue;
+                    }
+                }
+                self.stream_args(&mut out);
+                return out;
+            }
+            if self.fmt == Format::Llama3 {
+                if !self.decided {
+                    let t = self.held.trim_start();
+                    if t.is_empty() {
+                        return out;
+                    }
+                    self.decided = true;
+                    let t = t.strip_prefix("<|python_tag|>").unwrap_or(t);
+                    if t.starts_with('{') {
+                        self.open = Some(Open {
+                            buf: t.to_string(),
+                            args_at: None,
+                            sent: 0,
+                        });
+                        self.held.clear();
+                        continue;
+                    }
+                }
+                out.push(Piece::Content(std::mem::take(&mut self.held)));
+                return out;
+            }
+            let open = self.fmt.open();
+            if let Some(at) = self.held.find(open) {
+                let before = self.held[..at].to_string();
+                self.content(before, &mut out);
+                self.held = self.held[at + open.len()..].to_string();
+                self.open = Some(Open {
+                    buf: String::new(),
+                    args_at: None,
+                    sent: 0,
+                });
+                continue;
+            }
+            // Hold back what may be the start of the marker, and blanks.
+            let keep = (0..self.held.len())
+                .filter(|&i| self.held.is_char_boundary(i))
+                .find(|&i| open.starts_with(&self.held[i..]))
+                .unwrap_or(self.held.len());
+            if !self.held[..keep].trim().is_empty() {
+                let text: String = self.held.drain(..keep).collect();
+                out.push(Piece::Content(text));
+            }
+            return out;
+        }
+    }
+
+    /// Content before a call: blanks between calls are dropped.
+    fn content(&mut self, text: String, out: &mut Vec<Piece>) {
+        if !text.trim().is_empty() {
+            out.push(Piece::Content(text));
+        }
+    }
+
+    /// Once `{"name": "…", "<args>": ` is in, the name goes out; then the
+    /// arguments, all but a tail that may be the object's closing brace.
+    fn stream_args(&mut self, out: &mut Vec<Piece>) {
+        let Some(open) = &mut self.open else { return };
+        if open.args_at.is_none() {
+            if let Some((name, at)) = head(&open.buf, self.fmt.args_key()) {
+                open.args_at = Some(at);
+                out.push(Piece::Call {
+                    index: self.calls,
+                    id: call_id(),
+                    name,
+                });
+            }
+        }
+        if let Some(at) = open.args_at {
+            // Not what may be the start of the closing marker either.
+            let close = self.fmt.close();
+            let end = (at..open.buf.len())
+                .filter(|&i| open.buf.is_char_boundary(i))
+                .find(|&i| !close.is_empty() && close.starts_with(&open.buf[i..]))
+                .unwrap_or(open.buf.len());
+            let args = &open.buf[at..end];
+            let safe = args.trim_end_matches(|c: char| c == '}' || c.is_whitespace());
+            if safe.len() > open.sent {
+                out.push(Piece::Args {
+                    index: self.calls,
+                    text: safe[open.sent..].to_string(),
+                });
+                open.sent = safe.len();
+            }
+        }
+    }
+
+    /// The call's text is complete: the rest of its arguments go out (or
+    /// the whole call, when its head was not in the expected order).
+    fn end_call(&mut self, out: &mut Vec<Piece>) {
+        self.stream_args(out);
+        let Some(open) = self.open.take() else { return };
+        let body = open.buf.trim();
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        let key = self.fmt.args_key();
+        match open.args_at {
+            Some(at) => {
+                let raw = open.buf[at..].trim_end();
+                let raw = raw.strip_suffix('}').unwrap_or(raw).trim_end();
+                if raw.len() > open.sent {
+                    out.push(Piece::Args {
+                        index: self.calls,
+                        text: raw[open.sent..].to_string(),
+                    });
+                }
+                self.calls += 1;
+            }
+            None => {
+                let name = parsed
+                    .as_ref()
+                    .and_then(|v| v.get("name"))
+                    .and_then(Value::as_str);
+                match (name, &parsed) {
+                    (Some(name), Some(v)) => {
+                        let args = v
+                            .get(key)
+                            .or_else(|| v.get("arguments"))
+                            .cloned()
+                            .unwrap_or_else(|| json!({}));
+                        out.push(Piece::Call {
+                            index: self.calls,
+                            id: call_id(),
+                            name: name.to_string(),
+                        });
+                        out.push(Piece::Args {
+                            index: self.calls,
+                            text: args.to_string(),
+                        });
+                        self.calls += 1;
+                    }
+                    _ => {
+                        // Not a call after all: give the text back.
+                        let text = format!("{}{}{}", self.fmt.open(), open.buf, self.fmt.close());
+                        out.push(Piece::Content(text));
+                    }
+                }
+            }
+        }
+    }
+
+    /// End of generation: an unclosed call is closed, held text released.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let mut out = Vec::new();
+        if self.open.is_some() {
+            if let Some(open) = &mut self.open {
+                open.buf.push_str(&std::mem::take(&mut self.held));
+            }
+            self.end_call(&mut out);
+        }
+        let rest = std::mem::take(&mut self.held);
+        if !rest.trim().is_empty() || (self.calls == 0 && !rest.is_empty()) {
+            out.push(Piece::Content(rest));
+        }
+        out
+    }
+}
+
+/// `{"name": "N", "KEY": ` at the start of `s` (blanks allowed): the name
+/// and where the arguments begin.
+fn head(s: &str, key: &str) -> Option<(String, usize)> {
+    let mut i = 0;
+    let b = s.as_bytes();
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    let lit = |i: &mut usize, l: &str| -> Option<()> {
+        ws(i);
+        if s[*i..].starts_with(l) {
+            *i += l.len();
+            Some(())
+        } else {
+            None
+        }
+    };
+    lit(&mut i, "{")?;
+    lit(&mut i, "\"name\"")?;
+    lit(&mut i, ":")?;
+    ws(&mut i);
+    // The name string, escapes and all.
+    let mut de = serde_json::Deserializer::from_str(&s[i..]).into_iter::<String>();
+    let name = de.next()?.ok()?;
+    i += de.byte_offset();
+    lit(&mut i, ",")?;
+    if lit(&mut i, &format!("\"{key}\"")).is_none() {
+        lit(&mut i, "\"arguments\"")?;
+    }
+    lit(&mut i, ":")?;
+    ws(&mut i);
+    (i < s.len()).then_some((name, i))
+}
+
+fn call_id() -> String {
+    format!("call_{:024x}", rand::random::<u128>() >> 32)
+}
+
+/// A whole reply, parsed: its content (`None` when blank) and calls as the
+/// OpenAI message's `tool_calls`.
+pub fn parse_all(fmt: Format, text: &str) -> (Option<String>, Vec<Value>) {
+    let mut p = Parser::new(fmt);
+    let mut pieces = p.push(text);
+    pieces.extend(p.finish());
+    let mut content = String::new();
+    let mut calls: Vec<Value> = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Content(t) => content.push_str(&t),
+            Piece::Call { id, name, .. } => calls.push(json!({
+                "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""},
+            })),
+            Piece::Args { index, text } => {
+                if let Some(Value::String(a)) = calls
+                    .get_mut(index)
+                    .and_then(|c| c.pointer_mut("/function/arguments"))
+                {
+                    a.push_str(&text);
+                }
+            }
+        }
+    }
+    let content = if content.trim().is_empty() {
+        None
+    } else {
+        Some(content.trim().to_string())
+    };
+    (content, calls)
+}
+
+/// A streamed piece as a chat delta.
+pub fn delta(p: &Piece) -> Value {
+    match p {
+        Piece::Content(t) => json!({"content": t}),
+        Piece::Call { index, id, name } => json!({"tool_calls": [{
+            "index": index, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]}),
+        Piece::Args { index, text } => json!({"tool_calls": [{
+            "index": index, "function": {"arguments": text},
+        }]}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(fmt: Format, pieces: &[&str]) -> (Option<String>, Vec<Value>) {
+        let mut p = Parser::new(fmt);
+        let mut all = Vec::new();
+        for x in pieces {
+            all.extend(p.push(x));
+        }
+        all.extend(p.finish());
+        let mut text = String::new();
+        for piece in &all {
+            if let Piece::Content(t) = piece {
+                text.push_str(t);
+            }
+        }
+        let whole: String = pieces.concat();
+        let (content, calls) = parse_all(fmt, &whole);
+        assert_eq!(
+            content.as_deref(),
+            Some(text.trim()).filter(|t| !t.is_empty())
+        );
+        (content, calls)
+    }
+
+    #[test]
+    fn hermes_calls_streamed_in_any_split_parse_as_a_whole() {
+        let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, 2]}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+        let (content, calls) = parse_all(Format::Hermes, text);
+        assert_eq!(content.as_deref(), Some("Let me check."));
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(
+            calls[0]["function"]["arguments"],
+            "{\"city\": \"Paris\", \"days\": [1, 2]}"
+        );
+        assert_eq!(calls[1]["function"]["arguments"], "{}");
+        // Every split point gives the same arguments, sent in fragments.
+        for cut in 1..text.len() {
+            if !text.is_char_boundary(cut) {
+                continue;
+            }
+            let mut p = Parser::new(Format::Hermes);
+            let mut pieces = p.push(&text[..cut]);
+            pieces.extend(p.push(&text[cut..]));
+            pieces.extend(p.finish());
+            let mut args = [String::new(), String::new()];
+            let (mut names, mut content) = (0, String::new());
+            for piece in &pieces {
+                match piece {
+                    Piece::Args { index, text } => args[*index].push_str(text),
+                    Piece::Call { .. } => names += 1,
+                    Piece::Content(t) => content.push_str(t),
+                }
+            }
+            assert_eq!((names, content.trim()), (2, "Let me check."), "cut {cut}");
+            assert_eq!(
+                args[0], "{\"city\": \"Paris\", \"days\": [1, 2]}",
+                "cut {cut}"
+            );
+            assert_eq!(args[1], "{}", "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn unclosed_calls_text_and_other_orders() {
+        let (c, calls) = stream(
+            Format::Hermes,
+            &[
+                "<tool_",
+                "call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}",
+            ],
+        );
+        assert_eq!((c, calls.len()), (None, 1));
+        assert_eq!(calls[0]["function"]["arguments"], "{\"a\": 1}");
+        let (c, calls) = stream(
+            Format::Hermes,
+            &["<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"f\"}</tool_call>"],
+        );
+        assert_eq!(
+            (c, calls[0]["function"]["name"].clone()),
+            (None, json!("f"))
+        );
+        let (c, calls) = stream(Format::Hermes, &["a < b, <tool", " not a call"]);
+        assert_eq!(
+            (c.as_deref(), calls.len()),
+            (Some("a < b, <tool not a call"), 0)
+        );
+        let (c, calls) = stream(Format::Hermes, &["<tool_call>oops</tool_call>"]);
+        assert_eq!(
+            (c.as_deref(), calls.len()),
+            (Some("<tool_call>oops</tool_call>"), 0)
+        );
+    }
+
+    #[test]
+    fn llama3_json_calls() {
+        let (c, calls) = stream(
+            Format::Llama3,
+            &["{\"name\": \"f\", \"param", "eters\": {\"x\": \"y\"}}"],
+        );
+        assert_eq!((c, calls.len()), (None, 1));
+        assert_eq!(calls[0]["function"]["arguments"], "{\"x\": \"y\"}");
+        let (c, calls) = stream(Format::Llama3, &["Hello", " there"]);
+        assert_eq!((c.as_deref(), calls.len()), (Some("Hello there"), 0));
+    }
+
+    #[test]
+    fn choices_are_checked() {
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        let tmpl = "<tool_call>";
+        let e = setup(
+            Some(&tools),
+            Some(&json!({"type": "function", "function": {"name": "g"}})),
+            None,
+            tmpl,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let e = setup(
+            Some(&json!([{"type": "function", "function": {"name": "f", "parameters": 3}}])),
+            None,
+            None,
+            tmpl,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters"));
+        let s = setup(Some(&tools), Some(&json!("required")), Some(false), tmpl).unwrap();
+        assert!(s.grammar.is_some() && s.format == Some(Format::Hermes));
+        let s = setup(Some(&tools), Some(&json!("none")), None, tmpl).unwrap();
+        assert!(s.tools.is_none() && s.format.is_none());
+    }
+}
