@@ -3,7 +3,7 @@
 streams with a JSON schema against the same streams without one.
 
     python3 scripts/bench_structured.py [-m MODEL] [-t THREADS] [--streams 16]
-        [--max-tokens 128] [--rounds 3] [--check]
+        [--max-tokens 128] [--rounds 3] [--temperature 0.8] [--check]
 
 Starts `target/release/suanli serve` (build it first) with N slots, then per
 round sends N streamed chat requests at once, first unconstrained (with
@@ -71,10 +71,10 @@ def stream(url, body):
     return times
 
 
-def round_tg(url, n, max_tokens, constrained):
+def round_tg(url, n, max_tokens, constrained, temperature=0.8):
     body = {
         "messages": [{"role": "user", "content": "List many people of a software team as JSON."}],
-        "max_tokens": max_tokens, "temperature": 0.8, "stream": True,
+        "max_tokens": max_tokens, "temperature": temperature, "stream": True,
     }
     if constrained:
         body["response_format"] = {"type": "json_schema",
@@ -96,6 +96,7 @@ def main():
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     port = free_port()
@@ -115,7 +116,7 @@ def main():
         best = {False: 0.0, True: 0.0}
         for r in range(a.rounds):
             for constrained in ((False, True) if r % 2 == 0 else (True, False)):
-                tg, chunks = round_tg(url, a.streams, a.max_tokens, constrained)
+                tg, chunks = round_tg(url, a.streams, a.max_tokens, constrained, a.temperature)
                 mode = "json schema" if constrained else "free"
                 print(f"round {r}: {mode:11} tg {tg:7.1f} t/s ({chunks} chunks)", flush=True)
                 best[constrained] = max(best[constrained], tg)
