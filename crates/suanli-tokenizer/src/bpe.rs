@@ -168,6 +168,21 @@ impl BpeTokenizer {
     }
 
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode_prefix(text, add_special, parse_special, usize::MAX)
+    }
+
+    /// The first tokens of [`Self::encode`]: at least `min` of them when the
+    /// text has that many, and no more of a long text encoded than it takes
+    /// to get them (the pieces [`Self::encode_text`] cuts it into encode as
+    /// the whole does, so these are the whole's first tokens). EOS, if
+    /// added, only with the whole text.
+    pub fn encode_prefix(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        min: usize,
+    ) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         if add_special && self.vocab.add_bos {
             out.extend(self.vocab.bos);
@@ -180,8 +195,11 @@ impl BpeTokenizer {
         if !text.is_empty() {
             for frag in splitter.split(text) {
                 match frag {
-                    Fragment::Text(t) => self.encode_text(t, &mut out)?,
+                    Fragment::Text(t) => self.encode_text(t, &mut out, min)?,
                     Fragment::Token(id) => out.push(id),
+                }
+                if out.len() >= min {
+                    return Ok(out);
                 }
             }
         }
@@ -208,8 +226,9 @@ impl BpeTokenizer {
     /// boundaries no pre-tokenizer regex can match across — a single `\n`
     /// between two non-whitespace characters: every pattern in the table
     /// either excludes `\n` or ends at it, and a lone `\n` is its own piece —
-    /// so the pieces encode exactly as the whole, and in parallel.
-    fn encode_text(&self, t: &str, out: &mut Vec<u32>) -> Result<()> {
+    /// so the pieces encode exactly as the whole, and in parallel. Stops
+    /// after the piece that brings `out` to `min` tokens.
+    fn encode_text(&self, t: &str, out: &mut Vec<u32>, min: usize) -> Result<()> {
         if t.len() < 2 * PARALLEL_CHUNK {
             out.extend(self.encode_piece(t)?);
             return Ok(());
@@ -238,12 +257,24 @@ impl BpeTokenizer {
         }
         cuts.push(b.len());
         use rayon::prelude::*;
-        let parts: Vec<Result<Vec<u32>>> = cuts
-            .par_windows(2)
-            .map(|w| self.encode_piece(&t[w[0]..w[1]]))
-            .collect();
-        for p in parts {
-            out.extend(p?);
+        let pieces: Vec<&[usize]> = cuts.windows(2).collect();
+        // All pieces at once for the whole text; for a prefix, a couple a
+        // thread at a time.
+        let wave = match min {
+            usize::MAX => pieces.len(),
+            _ => 2 * rayon::current_num_threads(),
+        };
+        for wave in pieces.chunks(wave.max(1)) {
+            let parts: Vec<Result<Vec<u32>>> = wave
+                .par_iter()
+                .map(|w| self.encode_piece(&t[w[0]..w[1]]))
+                .collect();
+            for p in parts {
+                out.extend(p?);
+            }
+            if out.len() >= min {
+                break;
+            }
         }
         Ok(())
     }

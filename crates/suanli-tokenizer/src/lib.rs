@@ -147,6 +147,24 @@ impl Tokenizer {
         }
     }
 
+    /// The first tokens of [`Self::encode`]: at least `min` of them when the
+    /// text has that many (perhaps all). Byte-level BPE encodes only as much
+    /// of a long text as that takes, cut where no pre-tokenizer can match
+    /// across (a lone newline between non-space characters), so the tokens
+    /// are the whole text's; the other tokenizers encode all of it.
+    pub fn encode_prefix(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        min: usize,
+    ) -> Result<Vec<u32>> {
+        match &self.engine {
+            Engine::Bpe(t) => t.encode_prefix(text, add_special, parse_special, min),
+            _ => self.encode(text, add_special, parse_special),
+        }
+    }
+
     /// Like [`Self::encode`], for raw bytes: invalid UTF-8 is a clear error.
     pub fn encode_bytes(
         &self,

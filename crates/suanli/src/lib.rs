@@ -3,9 +3,12 @@
 //!
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
 //! - [`membw`]: memory read bandwidth, the decode roofline's.
+//! - [`perplexity`]: perplexity and KL divergence as llama-perplexity
+//!   defines them.
 
 pub mod hub;
 pub mod membw;
+pub mod perplexity;
 
 /// The first `n` bytes of `text`, extended to the end of the line (a slice
 /// of a corpus that tests and benchmarks agree on).

@@ -34,6 +34,9 @@ enum Command {
     Bench(cmd::bench::Args),
     /// OpenAI-compatible HTTP server with continuous batching.
     Serve(cmd::serve::Args),
+    /// Perplexity on a text, and KL divergence from a base model
+    /// (llama-perplexity's definitions).
+    Perplexity(cmd::perplexity::Args),
 }
 
 fn main() {
@@ -47,6 +50,7 @@ fn main() {
         Command::Pull(a) => cmd::pull::main(a),
         Command::Bench(a) => cmd::bench::main(a),
         Command::Serve(a) => cmd::serve::main(a),
+        Command::Perplexity(a) => cmd::perplexity::main(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
