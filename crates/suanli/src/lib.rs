@@ -1,11 +1,14 @@
 //! The `suanli` command's library side: what the CLI and the integration
 //! tests share.
 //!
+//! - [`eval`]: benchmark tasks (GSM8K, GPQA-diamond, AIME 2025) and
+//!   their scoring.
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
 //! - [`membw`]: memory read bandwidth, the decode roofline's.
 //! - [`perplexity`]: perplexity and KL divergence as llama-perplexity
 //!   defines them.
 
+pub mod eval;
 pub mod hub;
 pub mod membw;
 pub mod perplexity;

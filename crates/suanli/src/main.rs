@@ -37,6 +37,9 @@ enum Command {
     /// Perplexity on a text, and KL divergence from a base model
     /// (llama-perplexity's definitions).
     Perplexity(cmd::perplexity::Args),
+    /// A benchmark (gsm8k, gpqa-diamond, aime2025): every question at once
+    /// through the batching engine, scored, with a confidence interval.
+    Eval(cmd::eval::Args),
 }
 
 fn main() {
@@ -51,6 +54,7 @@ fn main() {
         Command::Bench(a) => cmd::bench::main(a),
         Command::Serve(a) => cmd::serve::main(a),
         Command::Perplexity(a) => cmd::perplexity::main(a),
+        Command::Eval(a) => cmd::eval::main(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod eval;
 pub mod inspect;
 pub mod perplexity;
 pub mod plan;
