@@ -63,6 +63,18 @@ fn numbers_boxed_last_and_normalised() {
         Some("336")
     );
     assert_eq!(extract_number("-3.50").as_deref(), Some("-3.5"));
+    // A boxed fraction is its value, not its denominator; an expression is
+    // not read as its last number.
+    assert_eq!(
+        extract_number("\\boxed{\\frac{6}{4}}").as_deref(),
+        Some("1.5")
+    );
+    assert_eq!(
+        extract_number("\\boxed{-\\dfrac{10}{5}}").as_deref(),
+        Some("-2")
+    );
+    assert!(!g.score("\\boxed{\\frac{6}{5}}", "5").1);
+    assert!(!g.score("\\boxed{x + 5}", "5").1);
     assert!(numbers_match("18.00", "18"));
     assert!(!numbers_match("18.5", "18"));
     // AIME scores the same way; a gold with a degree sign still matches.

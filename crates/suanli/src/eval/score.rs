@@ -98,14 +98,51 @@ pub fn normalize_number(s: &str) -> Option<String> {
 /// the last number inside it), else the last number in the text.
 pub fn extract_number(answer: &str) -> Option<String> {
     if let Some(b) = last_boxed(answer) {
-        if let Some(n) = normalize_number(&b) {
+        if let Some(n) = normalize_number(&b).or_else(|| fraction(&b)) {
             return Some(n);
         }
-        if let Some(n) = last_number(&b).and_then(|n| normalize_number(&n)) {
-            return Some(n);
+        // One number with words or units around it ("70 \text{ dollars}");
+        // an expression of several is not read as its last number.
+        let nums: Vec<_> = number_re().find_iter(&b).collect();
+        if let [n] = nums.as_slice() {
+            let rest = format!("{}{}", &b[..n.start()], &b[n.end()..]);
+            let arithmetic = rest.contains(['+', '*', '/', '^'])
+                || rest.contains("\\times")
+                || rest.contains("\\cdot");
+            if !arithmetic {
+                return normalize_number(n.as_str());
+            }
         }
+        return Some(b);
     }
     last_number(answer).and_then(|n| normalize_number(&n))
+}
+
+/// `\frac{a}{b}` (or `\dfrac`, `\tfrac`, `a/b`) as a number.
+fn fraction(s: &str) -> Option<String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(
+            r"^\s*(-?)\s*(?:\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|([-\d.,]+)\s*/\s*([\d.,]+))\s*$",
+        )
+        .unwrap_or_else(|_| unreachable!())
+    });
+    let c = re.captures(s)?;
+    let (a, b) = match (c.get(2), c.get(3)) {
+        (Some(a), Some(b)) => (a.as_str(), b.as_str()),
+        _ => (c.get(4)?.as_str(), c.get(5)?.as_str()),
+    };
+    let a: f64 = normalize_number(a)?.parse().ok()?;
+    let b: f64 = normalize_number(b)?.parse().ok()?;
+    if b == 0.0 {
+        return None;
+    }
+    let sign = if c.get(1).is_some_and(|m| m.as_str() == "-") {
+        -1.0
+    } else {
+        1.0
+    };
+    normalize_number(&format!("{}", sign * a / b))
 }
 
 /// Whether an extracted number equals the gold one (both normalised).
