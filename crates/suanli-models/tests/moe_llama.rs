@@ -160,8 +160,8 @@ fn kimi_k2_matches_llama_cpp() {
     let dir = std::env::temp_dir().join(format!("suanli-kimi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     for (name, tol) in [("kimi-k2-q8_0", 0.0), ("kimi-k2", 1e-2)] {
-        let f = GgufFile::open(&root().join(format!("tests/fixtures/gguf/{name}.gguf")))
-            .expect("open");
+        let f =
+            GgufFile::open(root().join(format!("tests/fixtures/gguf/{name}.gguf"))).expect("open");
         let mut w = GgufWriter::new();
         for (k, v) in &f.metadata {
             let v = match k.as_str() {
