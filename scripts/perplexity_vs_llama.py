@@ -45,7 +45,8 @@ SPEED_TARGET = 1.5
 FINAL = re.compile(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)")
 RUNNING = re.compile(r"\[(\d+)\]([0-9.]+),")
 # llama.cpp's log prefix: minutes.seconds.milliseconds.microseconds.
-STAMP = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+) ")
+STAMP = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+STAMPED = r"(\d+\.\d+\.\d+\.\d+) I "
 OURS = re.compile(r"perplexity: \d+ chunks, \d+ tokens in ([0-9.]+) s")
 
 
@@ -80,12 +81,11 @@ def run_llama(model, text, a):
     wall, out, err = timed(cmd)
     both = out + err
     final = FINAL.search(both)
-    start = end = None
-    for line in both.splitlines():
-        if "calculating perplexity over" in line:
-            start = stamp(line)
-        if "Final estimate" in line:
-            end = stamp(line)
+    # A line of the log may hold more than one entry: what llama.cpp's LOG
+    # prints (the ETA's end, the running values) goes to stdout.
+    start, end = (stamp(m.group(1)) if m else None
+                  for m in (re.search(STAMPED + "perplexity: calculating perplexity over", err),
+                            re.search(STAMPED + "Final estimate", err)))
     if not final:
         sys.exit(f"no final estimate from llama-perplexity:\n{both[-3000:]}")
     chunks = (end - start) if start is not None and end is not None else float("nan")
@@ -180,13 +180,14 @@ def main():
                 su.append(run_suanli(model, text, a))
             l, s = ll[0], su[0]
             agree = sig4(l["ppl"], s["ppl"])
-            same_running = l["running"] == s["running"]
+            diff = [(k, a, b) for (k, a), (_, b) in zip(l["running"], s["running"]) if a != b]
+            same_running = not diff and len(l["running"]) == len(s["running"])
             wall = statistics.median(x["wall"] for x in ll) / statistics.median(x["wall"] for x in su)
             chunks = statistics.median(x["chunks"] for x in ll) / statistics.median(x["chunks"] for x in su)
             name = model.name.removesuffix(".gguf")
             print(f"{name:40} {key}  llama.cpp {l['ppl']:.4f} +/- {l['unc']:.5f}  suanli {s['ppl']:.4f} +/- "
                   f"{s['unc']:.5f}  {'agree' if agree else 'DIFFER'} (running values "
-                  f"{'identical' if same_running else 'differ'})  "
+                  f"{'identical' if same_running else 'differ: ' + ' '.join(f'[{k}]{a} vs {b}' for k, a, b in diff[:3])})  "
                   f"speed {wall:.2f}x whole, {chunks:.2f}x chunks  "
                   f"[llama.cpp {walls(ll)}, suanli {walls(su)}: whole/chunks s]", flush=True)
             rows.append((name, key, agree, wall, chunks))

@@ -51,13 +51,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PerplexityError + '_ {
 
 /// Writes a base file: the header when created, then each chunk's rows in
 /// order. It goes to `FILE.part` and takes its name when [`Self::finish`]
-/// has written every chunk, so an interrupted run leaves no file that looks
-/// whole.
+/// has written every chunk; a writer dropped unfinished (a failed run)
+/// removes its part, so no file is left that looks whole.
 pub struct Writer {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     part: PathBuf,
     path: PathBuf,
     left: usize,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.part);
+        }
+    }
 }
 
 impl Writer {
@@ -82,7 +90,7 @@ impl Writer {
         }
         out.write_all(&head).map_err(io(&part))?;
         Ok(Writer {
-            out,
+            out: Some(out),
             part,
             path: path.to_path_buf(),
             left: layout.n_chunk,
@@ -95,21 +103,25 @@ impl Writer {
         for &v in rows {
             bytes.extend(v.to_le_bytes());
         }
-        self.out.write_all(&bytes).map_err(io(&self.part))?;
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(&bytes).map_err(io(&self.part))?;
+        }
         self.left = self.left.saturating_sub(1);
         Ok(())
     }
 
     /// Flushes and gives the file its name (an error if chunks are missing).
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         if self.left > 0 {
             return Err(bad(
                 &self.part,
                 format!("{} chunks never written", self.left),
             ));
         }
-        let file = self
-            .out
+        let Some(out) = self.out.take() else {
+            return Err(bad(&self.part, "already finished"));
+        };
+        let file = out
             .into_inner()
             .map_err(|e| io(&self.part)(e.into_error()))?;
         file.sync_all().map_err(io(&self.part))?;
@@ -244,6 +256,24 @@ mod tests {
         r.read_chunk(&mut back).expect("read");
         assert_eq!(back, rows);
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn an_unfinished_file_is_not_left_behind() {
+        let p = tmp("unfinished");
+        let layout = Layout {
+            n_ctx: 8,
+            n_chunk: 2,
+            first: 4,
+        };
+        let tokens: Vec<u32> = (0..16).collect();
+        let mut w = Writer::create(&p, &layout, 21, &tokens).expect("create");
+        w.write_chunk(&vec![0; 3 * row_len(21)]).expect("write");
+        assert!(w.finish().is_err(), "a chunk is missing");
+        let w = Writer::create(&p, &layout, 21, &tokens).expect("create");
+        drop(w);
+        let part = PathBuf::from(format!("{}.part", p.display()));
+        assert!(!p.exists() && !part.exists());
     }
 
     #[test]
