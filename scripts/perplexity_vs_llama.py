@@ -21,7 +21,7 @@ MODEL: a .gguf path or a suanli model name (default: the four real models).
 Texts: en = text/en_shakespeare.txt, zh = text/zh_peoples_daily_199801.txt
 of the asset cache (../shared/tools/fetch-models text). Needs llama.cpp built
 by ../shared/tools/build-llama-cpp (or LLAMA_CPP=DIR) and `cargo build
---release`. The other jobs on the machine disturb timings: rerun a ratio
+--release` (or SUANLI_BIN=the suanli binary to time). The other jobs on the machine disturb timings: rerun a ratio
 that looks off.
 """
 import argparse
@@ -36,7 +36,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LLAMA = pathlib.Path(os.environ.get("LLAMA_CPP", pathlib.Path.home() / ".cache/suanli-anchors/llama.cpp"))
 ASSETS = pathlib.Path(os.environ.get("SUANLI_ASSETS", pathlib.Path.home() / ".cache/suanli-assets"))
-SUANLI = ROOT / "target/release/suanli"
+SUANLI = pathlib.Path(os.environ.get("SUANLI_BIN", ROOT / "target/release/suanli"))
 DEFAULT = ["smollm2-135m-instruct-q4_1", "gemma3-270m-q4_k_m", "qwen2.5-coder-0.5b-instruct",
            "qwen2.5-coder-1.5b-instruct-q4_k_m"]
 TEXTS = {"en": "text/en_shakespeare.txt", "zh": "text/zh_peoples_daily_199801.txt"}
