@@ -14,7 +14,7 @@
 
 use suanli_kernels::{matmul_grouped, ops, Acts, Product, QMatrix};
 
-use super::{attend, linear, rms_norm_rows, rope_angles, Input, Transformer};
+use super::{attend, linear, rms_norm_rows, rope_angles, scratch, Input, Transformer};
 use crate::config::ModelConfig;
 use crate::loader::Loader;
 use crate::{Batch, Result};
@@ -98,7 +98,8 @@ fn per_head(ms: &[QMatrix], x: &[f32], n: usize, cols: usize) -> Vec<f32> {
     let take: Vec<Vec<usize>> = (0..heads)
         .map(|h| (0..n).map(|t| t * heads + h).collect())
         .collect();
-    let mut outs = vec![0f32; heads * n * rows];
+    // Written whole by the products.
+    let mut outs = scratch::take(heads * n * rows);
     {
         let mut products: Vec<Product> = ms
             .iter()
@@ -114,12 +115,13 @@ fn per_head(ms: &[QMatrix], x: &[f32], n: usize, cols: usize) -> Vec<f32> {
             unreachable!("latent-attention shapes are checked at load: {e}")
         }
     }
-    let mut y = vec![0f32; n * heads * rows];
+    let mut y = scratch::take(n * heads * rows);
     for (h, o) in outs.chunks_exact(n * rows).enumerate() {
         for t in 0..n {
             y[(t * heads + h) * rows..][..rows].copy_from_slice(&o[t * rows..(t + 1) * rows]);
         }
     }
+    scratch::give(outs);
     y
 }
 
@@ -175,18 +177,23 @@ pub fn latent_attention(
         }
     }
     let q_lat = per_head(&mla.k_b, &q_nope, n, nope);
-    let mut qfull = vec![0f32; n * nh * kw];
+    // Every element written below.
+    let mut qfull = scratch::take(n * nh * kw);
     for i in 0..n * nh {
         qfull[i * kw..i * kw + lora].copy_from_slice(&q_lat[i * lora..(i + 1) * lora]);
         qfull[i * kw + lora..(i + 1) * kw].copy_from_slice(&q_pe[i * rope..(i + 1) * rope]);
     }
+    scratch::give(q_lat);
     ctx.trace("Qcur", il, &qfull);
     ctx.trace("Kcur", il, &keys);
     // The value is the key's latent: nothing more is cached.
     ctx.kv.write_rows(il, &ctx.rows, &keys, &[]);
     let a = attend(&qfull, n, c, il, None, ctx);
+    scratch::give(qfull);
     ctx.trace("kqv_latent", il, &a);
     let o = per_head(&mla.v_b, &a, n, lora);
     ctx.trace("kqv_out", il, &o);
-    linear(&l.wo, None, &o, n)
+    let out = linear(&l.wo, None, &o, n);
+    scratch::give(o);
+    out
 }

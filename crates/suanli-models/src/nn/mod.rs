@@ -13,6 +13,7 @@ pub mod mla;
 pub mod moe;
 pub mod mtp;
 pub mod rope;
+pub mod scratch;
 pub mod transformer;
 
 pub use attention::{attend, self_attention};

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use suanli_kernels::{matmul_grouped, ops, Acts, Blob, DType, Product, QMatrix};
 
-use super::{gated_ffn, linear, Input, Mlp};
+use super::{gated_ffn, linear, scratch, Input, Mlp};
 use crate::config::{ModelConfig, MoeConfig};
 use crate::loader::Loader;
 use crate::{Batch, ModelError, Result};
@@ -332,6 +332,7 @@ impl Moe {
                 debug_assert!(e < self.experts.len());
             }
         }
+        scratch::give(per.rows);
         ctx.trace("ffn_moe_out", il, &out);
         if let Some(s) = &self.shared {
             let mut y = gated_ffn(s, il, Input::Rows(&x), n, act, ctx);
@@ -383,8 +384,9 @@ impl Moe {
         }
         let total = first[ne];
         let ff = self.experts.first().map_or(0, |m| m.gate.rows);
-        let mut g = vec![0f32; total * ff];
-        let mut u = vec![0f32; total * ff];
+        // Written whole by the products below.
+        let mut g = scratch::take(total * ff);
+        let mut u = scratch::take(total * ff);
         let used: Vec<usize> = (0..ne).filter(|&e| !take[e].is_empty()).collect();
         self.read.fetch_add(
             used.iter().map(|&e| self.experts[e].bytes()).sum(),
@@ -431,9 +433,10 @@ impl Moe {
             ctx.trace("ffn_moe_up", il, &u);
         }
         ops::glu(&mut g, &u, ff.max(1), act);
+        scratch::give(u);
         ctx.trace("ffn_moe_glu", il, &g);
         let rows: Vec<usize> = (0..total).collect();
-        let mut y = vec![0f32; total * d];
+        let mut y = scratch::take(total * d);
         {
             let mut products = Vec::with_capacity(used.len());
             let mut ys = y.as_mut_slice();
@@ -448,6 +451,7 @@ impl Moe {
             }
             grouped(Acts::Rows(&g), total, ff, &mut products);
         }
+        scratch::give(g);
         if let Some([_, _, db]) = &self.exp_bias {
             add_bias(&mut y, db, d);
         }
