@@ -172,6 +172,17 @@ def section_client():
     assert back["content"] == s, back
     assert get(f"{ROOT}/health").json()["status"] == "ok"
 
+    # lm-evaluation-harness's remote tokenizer: /tokenizer_info, then vLLM's
+    # request shapes ('prompt', 'add_special_tokens'; the text in 'prompt').
+    info = get(f"{ROOT}/tokenizer_info").json()
+    assert info["eos_token"] == "<|im_end|>" and "<|im_start|>" in info["chat_template"], info
+    assert info["model_max_length"] > 0 and info["add_bos_token"] is False, info
+    r = post(f"{ROOT}/tokenize", json_body={"prompt": info["eos_token"], "add_special_tokens": False}).json()
+    assert len(r["tokens"]) == 1, r
+    r = post(f"{ROOT}/tokenize", json_body={"prompt": s, "add_special_tokens": False}).json()
+    assert r["tokens"] == tokenize(s, add_special=False), r
+    assert post(f"{ROOT}/detokenize", json_body={"tokens": r["tokens"]}).json()["prompt"] == s
+
 
 def section_invariance():
     # 16 greedy requests of mixed lengths: together exactly as alone.

@@ -4,8 +4,10 @@
 //!   [`completions`]): streaming by server-sent events, logprobs, stop
 //!   strings, `n`, usage; structured output by `response_format` and
 //!   `grammar` ([`structured`]); tool calls ([`tools`]).
-//! - `GET /v1/models`, `POST /tokenize`, `POST /detokenize`, `GET /health`,
-//!   `GET /metrics` (Prometheus).
+//! - `GET /v1/models`, `POST /tokenize`, `POST /detokenize`,
+//!   `GET /tokenizer_info` (vLLM's shapes: what lm-evaluation-harness's
+//!   `tokenizer_backend=remote` reads), `GET /health`, `GET /metrics`
+//!   (Prometheus).
 //!
 //! Errors are OpenAI's error JSON with the matching status ([`error`]); a
 //! failing request never takes the server down. The engine runs on its own
@@ -119,6 +121,7 @@ pub fn router(state: Shared) -> Router {
         .merge(v1)
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/tokenizer_info", get(tokenizer_info))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -202,12 +205,13 @@ async fn metrics(State(s): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// `/tokenize`: llama-server's `content` or vLLM's `prompt`.
+/// `/tokenize`: llama-server's `content` or vLLM's `prompt`, and either's
+/// name for adding BOS/EOS.
 #[derive(Deserialize)]
 struct TokenizeReq {
     content: Option<String>,
     prompt: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", alias = "add_special_tokens")]
     add_special: bool,
     #[serde(default)]
     with_pieces: bool,
@@ -242,6 +246,24 @@ async fn tokenize(
         "count": ids.len(),
         "max_model_len": s.engine.max_seq_len,
     })))
+}
+
+/// `GET /tokenizer_info`: the special tokens as text, the chat template and
+/// the BOS/EOS settings, as vLLM's endpoint gives them (lm-evaluation-harness
+/// encodes the token texts through `/tokenize` to get their ids).
+async fn tokenizer_info(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let text = |id: Option<u32>| id.map(|t| s.token_str(t).0);
+    Json(json!({
+        "tokenizer_class": "suanli",
+        "bos_token": text(s.tok.bos),
+        "eos_token": text(s.tok.eos),
+        "pad_token": text(s.tok.eos),
+        "add_bos_token": s.tok.add_bos,
+        "add_eos_token": s.tok.add_eos,
+        "chat_template": s.template.source,
+        "model_max_length": s.engine.max_seq_len,
+        "vocab_size": s.tok.n_vocab(),
+    }))
 }
 
 #[derive(Deserialize)]

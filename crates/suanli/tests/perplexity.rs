@@ -173,6 +173,31 @@ fn kl_divergence_of_a_model_against_itself_is_zero() {
     ));
     let plain: serde_json::Value = serde_json::from_str(&plain).expect("json");
     assert_eq!(saved["ppl"], plain["ppl"], "saving changes nothing");
+    // --token-logprobs: one line a chunk, whose log-probabilities give the
+    // perplexity, of the chunk's tokens from `first` on.
+    let lp = dir.join("logprobs.jsonl");
+    let lp_s = lp.display().to_string();
+    ok(&suanli(
+        &[&["perplexity"][..], &common, &["--token-logprobs", &lp_s]].concat(),
+    ));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&lp)
+        .expect("logprobs file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let mut sum = 0.0;
+    for (k, l) in lines.iter().enumerate() {
+        let lps = l["logprobs"].as_array().expect("logprobs");
+        assert_eq!(l["chunk"], k);
+        assert_eq!(l["first"], 65);
+        assert_eq!(l["tokens"].as_array().map(Vec::len), Some(128));
+        assert_eq!(lps.len(), 63);
+        sum += lps.iter().map(|v| v.as_f64().expect("f64")).sum::<f64>();
+    }
+    let ppl = (-sum / 252.0).exp();
+    let want = plain["ppl"].as_f64().expect("ppl");
+    assert!(close(ppl, want, 1e-9), "{ppl} vs {want}");
     // 4 chunks × 63 scored tokens, in llama.cpp's layout: header, tokens, u16 rows.
     let len = std::fs::metadata(&base).expect("saved").len();
     let row = 2 * 49152u64.div_ceil(2) + 4;

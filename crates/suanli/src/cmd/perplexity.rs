@@ -61,6 +61,13 @@ pub struct Args {
     /// agreement, perplexity ratio and difference.
     #[arg(long, value_name = "FILE")]
     kl_divergence: Option<PathBuf>,
+    /// Also write every scored token's log-probability to FILE: one JSON
+    /// line a chunk, `{"chunk", "tokens" (the chunk as run), "first" (the
+    /// index in it of the first token scored), "logprobs" (of
+    /// `tokens[first..]`, each given the tokens before it)}` — to check other tools'
+    /// log-likelihoods (the server's echo, lm-evaluation-harness) against.
+    #[arg(long, value_name = "FILE", conflicts_with = "kl_divergence")]
+    token_logprobs: Option<PathBuf>,
 }
 
 /// The text of `path` as llama.cpp's `-f` reads it: all of it, less one
@@ -338,6 +345,12 @@ pub fn main(a: Args) -> Result<()> {
         }
         None => None,
     };
+    let mut lp_out = match &a.token_logprobs {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     let eval = Eval {
         model,
         kv_dtype: l.kv_dtype,
@@ -381,6 +394,23 @@ pub fn main(a: Args) -> Result<()> {
                 }
                 None => nll_rows(rows, n_vocab, targets),
             };
+            if let Some(w) = lp_out.as_mut() {
+                let mut chunk = tokens[k * layout.n_ctx..(k + 1) * layout.n_ctx].to_vec();
+                if let Some(b) = bos {
+                    chunk[0] = b;
+                }
+                let logprobs: Vec<f64> = nll.iter().map(|&v| -v).collect();
+                let line = serde_json::json!({
+                    "chunk": k,
+                    "tokens": chunk,
+                    "first": layout.first + 1,
+                    "logprobs": logprobs,
+                });
+                writeln!(w, "{line}").map_err(|err| suanli::perplexity::PerplexityError::Io {
+                    path: a.token_logprobs.clone().unwrap_or_default(),
+                    err,
+                })?;
+            }
             nll.into_iter().for_each(|v| ppl.push(v));
             let p = format!("[{}]{:.4},", k + 1, ppl.ppl());
             out.emit(&p, &p);
@@ -397,6 +427,14 @@ pub fn main(a: Args) -> Result<()> {
         layout.n_chunk,
         n_run as f64 / secs
     );
+    if let (Some(mut w), Some(p)) = (lp_out, &a.token_logprobs) {
+        w.flush()
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!(
+            "wrote the scored tokens' log-probabilities to {}",
+            p.display()
+        );
+    }
     if let (Some(w), Some(p)) = (writer, &a.save_logits) {
         w.finish()?;
         eprintln!(
