@@ -89,7 +89,10 @@ pub async fn handle(
                 role: m.role.clone(),
                 content: m.text(i)?,
                 reasoning_content: m.reasoning_content.clone(),
-                tool_calls: tools::for_template(m.tool_calls.as_ref()),
+                tool_calls: tools::for_template(
+                    m.tool_calls.as_ref(),
+                    tools::Format::of_template(&s.template.source),
+                ),
                 name: m.name.clone(),
                 tool_call_id: m.tool_call_id.clone(),
             })

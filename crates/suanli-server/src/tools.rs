@@ -6,8 +6,11 @@
 //! fragments as they are generated).
 //!
 //! Call formats: Hermes-style `<tool_call>{"name", "arguments"}</tool_call>`
-//! (Qwen2.5, Qwen3 and others whose template writes `<tool_call>`) and
-//! Llama 3.1's bare `{"name", "parameters"}` object.
+//! (Qwen2.5, Qwen3 and others whose template writes `<tool_call>`),
+//! Llama 3.1's bare `{"name", "parameters"}` object, and DeepSeek V3/R1's
+//! tool tokens (`<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME` and the
+//! arguments in a ```json fence, the calls between
+//! `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`).
 
 use serde_json::{json, Map, Value};
 use suanli_engine::constrain::json_options;
@@ -23,12 +26,22 @@ pub enum Format {
     Hermes,
     /// `{"name": …, "parameters": …}` as the whole reply.
     Llama3,
+    /// DeepSeek V3/R1: `<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>`.
+    DeepSeek,
 }
+
+/// DeepSeek's markers around all of a reply's calls, and within a call.
+const DS_CALLS_BEGIN: &str = "<｜tool▁calls▁begin｜>";
+const DS_CALLS_END: &str = "<｜tool▁calls▁end｜>";
+const DS_SEP: &str = "<｜tool▁sep｜>";
+const DS_FENCE: &str = "```json";
 
 impl Format {
     /// From the chat template's source.
     pub fn of_template(src: &str) -> Option<Format> {
-        if src.contains("<tool_call>") {
+        if src.contains(DS_CALLS_BEGIN) {
+            Some(Format::DeepSeek)
+        } else if src.contains("<tool_call>") {
             Some(Format::Hermes)
         } else if src.contains("<|python_tag|>") || src.contains("ipython") {
             Some(Format::Llama3)
@@ -39,7 +52,7 @@ impl Format {
 
     fn args_key(self) -> &'static str {
         match self {
-            Format::Hermes => "arguments",
+            Format::Hermes | Format::DeepSeek => "arguments",
             Format::Llama3 => "parameters",
         }
     }
@@ -48,6 +61,7 @@ impl Format {
         match self {
             Format::Hermes => "<tool_call>",
             Format::Llama3 => "",
+            Format::DeepSeek => "<｜tool▁call▁begin｜>",
         }
     }
 
@@ -55,7 +69,14 @@ impl Format {
         match self {
             Format::Hermes => "</tool_call>",
             Format::Llama3 => "",
+            Format::DeepSeek => "<｜tool▁call▁end｜>",
         }
+    }
+
+    /// Whether the arguments are the call's whole JSON text (DeepSeek's
+    /// fence) rather than a member of a `{"name", …}` object.
+    fn bare_args(self) -> bool {
+        self == Format::DeepSeek
     }
 }
 
@@ -188,6 +209,41 @@ pub fn setup(
                 "this model's chat template has no tool-call format suanli knows",
             ))
         }
+        (Some(which), Some(Format::DeepSeek)) => {
+            // The name is text outside the JSON: one rule per function.
+            let mut rules = String::new();
+            let alts: Vec<String> = (0..which.len()).map(|j| format!("call{j}")).collect();
+            for (j, &i) in which.iter().enumerate() {
+                let mut schema = schemas[i].1.clone();
+                if let Some(o) = schema.as_object_mut() {
+                    o.insert("x-guidance".into(), json_options(false));
+                }
+                let head = serde_json::to_string(&format!(
+                    "{}function{DS_SEP}{}\n{DS_FENCE}\n",
+                    Format::DeepSeek.open(),
+                    names[i]
+                ))
+                .unwrap_or_default();
+                let tail = serde_json::to_string(&format!("\n```{}", Format::DeepSeek.close()))
+                    .unwrap_or_default();
+                rules.push_str(&format!("call{j}: {head} %json {schema} {tail}\n"));
+            }
+            let many = parallel.unwrap_or(true) && which.len() > 1;
+            let calls = if many {
+                "call (\"\\n\" call (\"\\n\" call (\"\\n\" call)?)?)?"
+            } else {
+                "call"
+            };
+            let begin = serde_json::to_string(DS_CALLS_BEGIN).unwrap_or_default();
+            let end = serde_json::to_string(DS_CALLS_END).unwrap_or_default();
+            Some(Asked {
+                grammar: Grammar::Lark(format!(
+                    "start: {begin} {calls} {end}\ncall: {}\n{rules}",
+                    alts.join(" | ")
+                )),
+                field: "tool_choice".into(),
+            })
+        }
         (Some(which), Some(fmt)) => {
             let calls: Vec<Value> = which
                 .iter()
@@ -203,7 +259,7 @@ pub fn setup(
             }
             let one = match fmt {
                 Format::Hermes => format!("\"<tool_call>\\n\" %json {schema} \"\\n</tool_call>\""),
-                Format::Llama3 => format!("%json {schema}"),
+                Format::Llama3 | Format::DeepSeek => format!("%json {schema}"),
             };
             // A named function is called once; `required` may call up to
             // four in parallel (a bound: a small model can loop).
@@ -241,9 +297,13 @@ fn call_schema(name: &str, params: &Value, fmt: Format) -> Value {
 }
 
 /// Assistant messages' `tool_calls` as templates expect them: `arguments`
-/// as an object (clients send the JSON text).
-pub fn for_template(calls: Option<&Value>) -> Option<Value> {
+/// as an object (clients send the JSON text) — but for DeepSeek's, which
+/// writes the text as it is.
+pub fn for_template(calls: Option<&Value>, fmt: Option<Format>) -> Option<Value> {
     let mut calls = calls?.clone();
+    if fmt == Some(Format::DeepSeek) {
+        return Some(calls);
+    }
     if let Some(a) = calls.as_array_mut() {
         for c in a {
             let args = c.pointer_mut("/function/arguments");
@@ -315,6 +375,15 @@ impl Parser {
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         let mut out = Vec::new();
         self.held.push_str(text);
+        if self.fmt == Format::DeepSeek {
+            // The markers around the calls carry nothing (single tokens:
+            // they come whole).
+            for m in [DS_CALLS_BEGIN, DS_CALLS_END] {
+                if self.held.contains(m) {
+                    self.held = self.held.replace(m, "");
+                }
+            }
+        }
         loop {
             if let Some(open) = &mut self.open {
                 open.buf.push_str(&std::mem::take(&mut self.held));
@@ -388,7 +457,11 @@ impl Parser {
     fn stream_args(&mut self, out: &mut Vec<Piece>) {
         let Some(open) = &mut self.open else { return };
         if open.args_at.is_none() {
-            if let Some((name, at)) = head(&open.buf, self.fmt.args_key()) {
+            let h = match self.fmt {
+                Format::DeepSeek => ds_head(&open.buf),
+                f => head(&open.buf, f.args_key()),
+            };
+            if let Some((name, at)) = h {
                 open.args_at = Some(at);
                 out.push(Piece::Call {
                     index: self.calls,
@@ -405,7 +478,12 @@ impl Parser {
                 .find(|&i| !close.is_empty() && close.starts_with(&open.buf[i..]))
                 .unwrap_or(open.buf.len());
             let args = &open.buf[at..end];
-            let safe = args.trim_end_matches(|c: char| c == '}' || c.is_whitespace());
+            // Held back: what may be the wrapping object's closing brace, or
+            // the closing fence.
+            let safe = match self.fmt.bare_args() {
+                true => args.trim_end_matches(|c: char| c == '`' || c.is_whitespace()),
+                false => args.trim_end_matches(|c: char| c == '}' || c.is_whitespace()),
+            };
             if safe.len() > open.sent {
                 out.push(Piece::Args {
                     index: self.calls,
@@ -427,7 +505,10 @@ impl Parser {
         match open.args_at {
             Some(at) => {
                 let raw = open.buf[at..].trim_end();
-                let raw = raw.strip_suffix('}').unwrap_or(raw).trim_end();
+                let raw = match self.fmt.bare_args() {
+                    true => raw.strip_suffix("```").unwrap_or(raw).trim_end(),
+                    false => raw.strip_suffix('}').unwrap_or(raw).trim_end(),
+                };
                 if raw.len() > open.sent {
                     out.push(Piece::Args {
                         index: self.calls,
@@ -520,6 +601,26 @@ fn head(s: &str, key: &str) -> Option<(String, usize)> {
     lit(&mut i, ":")?;
     ws(&mut i);
     (i < s.len()).then_some((name, i))
+}
+
+/// DeepSeek's `function<｜tool▁sep｜>NAME\n```json\n` at the start of
+/// `s`: the name and where the arguments begin.
+fn ds_head(s: &str) -> Option<(String, usize)> {
+    let sep = s.find(DS_SEP)?;
+    let rest = &s[sep + DS_SEP.len()..];
+    let nl = rest.find('\n')?;
+    let name = rest[..nl].trim().to_string();
+    let after = &rest[nl + 1..];
+    let fence = after.trim_start();
+    if !fence.starts_with(DS_FENCE) && !DS_FENCE.starts_with(fence) {
+        return None;
+    }
+    let fence_at = after.len() - fence.len();
+    let body = fence.strip_prefix(DS_FENCE)?;
+    let at = sep + DS_SEP.len() + nl + 1 + fence_at + DS_FENCE.len();
+    // The arguments start after the fence's line end.
+    let skip = body.len() - body.trim_start_matches([' ', '\r', '\n']).len();
+    (!name.is_empty() && !body.trim().is_empty()).then_some((name, at + skip))
 }
 
 fn call_id() -> String {
@@ -679,6 +780,87 @@ mod tests {
         assert_eq!(calls[0]["function"]["arguments"], "{\"x\": \"y\"}");
         let (c, calls) = stream(Format::Llama3, &["Hello", " there"]);
         assert_eq!((c.as_deref(), calls.len()), (Some("Hello there"), 0));
+    }
+
+    #[test]
+    fn deepseek_calls_streamed_in_any_split_parse_as_a_whole() {
+        let text = "I will look.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"北京\", \"days\": [1, 2]}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+        let (content, calls) = parse_all(Format::DeepSeek, text);
+        assert_eq!(content.as_deref(), Some("I will look."));
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(
+            calls[0]["function"]["arguments"],
+            "{\"city\": \"北京\", \"days\": [1, 2]}"
+        );
+        assert_eq!(calls[1]["function"]["name"], "get_time");
+        assert_eq!(calls[1]["function"]["arguments"], "{}");
+        // The markers are single tokens: split between them, and inside the
+        // text anywhere else.
+        let cuts: Vec<usize> = (1..text.len())
+            .filter(|&c| text.is_char_boundary(c))
+            .filter(|&c| {
+                ![
+                    "<｜tool▁calls▁begin｜>",
+                    "<｜tool▁calls▁end｜>",
+                    "<｜tool▁call▁begin｜>",
+                    "<｜tool▁call▁end｜>",
+                    "<｜tool▁sep｜>",
+                ]
+                .iter()
+                .any(|m| {
+                    text.match_indices(m)
+                        .any(|(at, _)| at < c && c < at + m.len())
+                })
+            })
+            .collect();
+        for cut in cuts {
+            let mut p = Parser::new(Format::DeepSeek);
+            let mut pieces = p.push(&text[..cut]);
+            pieces.extend(p.push(&text[cut..]));
+            pieces.extend(p.finish());
+            let mut args = [String::new(), String::new()];
+            let (mut names, mut content) = (Vec::new(), String::new());
+            for piece in &pieces {
+                match piece {
+                    Piece::Args { index, text } => args[*index].push_str(text),
+                    Piece::Call { name, .. } => names.push(name.clone()),
+                    Piece::Content(t) => content.push_str(t),
+                }
+            }
+            assert_eq!(names, ["get_weather", "get_time"], "cut {cut}");
+            assert_eq!(content.trim(), "I will look.", "cut {cut}");
+            assert_eq!(
+                args[0], "{\"city\": \"北京\", \"days\": [1, 2]}",
+                "cut {cut}"
+            );
+            assert_eq!(args[1], "{}", "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn deepseek_forced_calls_have_a_grammar_and_keep_argument_text() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},
+            {"type": "function", "function": {"name": "g"}},
+        ]);
+        let tmpl = "{{'<｜tool▁calls▁begin｜>'}}";
+        let s = setup(Some(&tools), Some(&json!("required")), None, tmpl).unwrap();
+        assert_eq!(s.format, Some(Format::DeepSeek));
+        let Some(Asked {
+            grammar: Grammar::Lark(g),
+            ..
+        }) = s.grammar
+        else {
+            panic!("a Lark grammar")
+        };
+        assert!(g.contains("call: call0 | call1"), "{g}");
+        assert!(g.contains("function<｜tool▁sep｜>g\\n```json\\n"), "{g}");
+        let calls = json!([{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]);
+        let kept = for_template(Some(&calls), Some(Format::DeepSeek)).unwrap();
+        assert_eq!(kept[0]["function"]["arguments"], "{\"a\": 1}");
+        let objects = for_template(Some(&calls), Some(Format::Hermes)).unwrap();
+        assert_eq!(objects[0]["function"]["arguments"], json!({"a": 1}));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod transformer;
 
 pub use attention::{attend, self_attention};
 pub use ffn::{feed_forward, gated_ffn, Ffn, Mlp};
-pub use mla::{latent_attention, Mla, MlaConfig};
+pub use mla::{latent_attention, Mla, MlaConfig, MlaPrefill};
 pub use moe::{Gating, Moe, Router};
 pub use mtp::Mtp;
 pub use rope::{rope_angles, rope_rows, RopeAngles};
