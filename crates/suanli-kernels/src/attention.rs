@@ -316,8 +316,26 @@ pub fn reduce16(v: &[f32]) -> f32 {
 }
 
 /// Query rows per work item of the tiled kernel: the rows of one KV head
-/// over this many consecutive positions share each widened K/V tile.
+/// over this many consecutive positions (at least) share each widened K/V
+/// tile.
 const ROWS_PER_ITEM: usize = 16;
+
+/// Query rows an item aims at (positions × the query heads of a KV head):
+/// widening a K/V tile costs the same for 16 rows as for 256, so an item
+/// of few heads (multi-head attention: one) takes more positions.
+const ROWS_AIM: usize = 256;
+
+/// Positions per item: [`ROWS_AIM`] rows' worth, in multiples of
+/// [`ROWS_PER_ITEM`], fewer while that leaves under four items a thread.
+/// A row's result does not depend on its item (each keeps its own sums,
+/// over the same tiles in the same order).
+fn positions_per_item(n: usize, group: usize, n_head_kv: usize) -> usize {
+    let mut per = (ROWS_AIM / group.max(1)).max(ROWS_PER_ITEM) / ROWS_PER_ITEM * ROWS_PER_ITEM;
+    while per > ROWS_PER_ITEM && n_head_kv * n.div_ceil(per) < 4 * crate::pool::threads() {
+        per = (per / 2).max(ROWS_PER_ITEM) / ROWS_PER_ITEM * ROWS_PER_ITEM;
+    }
+    per
+}
 
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -421,10 +439,11 @@ pub fn attention(
         }
         return;
     }
-    let blocks = n.div_ceil(ROWS_PER_ITEM);
+    let per = positions_per_item(n, s.n_head / s.n_head_kv.max(1), s.n_head_kv);
+    let blocks = n.div_ceil(per);
     crate::pool::for_each(s.n_head_kv * blocks, |item| {
         let (kvh, b) = (item / blocks, item % blocks);
-        let rows = b * ROWS_PER_ITEM..((b + 1) * ROWS_PER_ITEM).min(n);
+        let rows = b * per..((b + 1) * per).min(n);
         tiled_item(level, s, q, pos0, keys, values, kvh, rows, outp);
     });
 }
