@@ -231,6 +231,13 @@ impl Reader {
 mod tests {
     use super::*;
 
+    /// Two chunks of 8, scored from position 4.
+    const LAYOUT: Layout = Layout {
+        n_ctx: 8,
+        n_chunk: 2,
+        first: 4,
+    };
+
     fn tmp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("suanli-logits-{}-{name}", std::process::id()))
     }
@@ -238,11 +245,7 @@ mod tests {
     #[test]
     fn what_is_written_reads_back() {
         let p = tmp("roundtrip");
-        let layout = Layout {
-            n_ctx: 8,
-            n_chunk: 2,
-            first: 4,
-        };
+        let layout = LAYOUT;
         let tokens: Vec<u32> = (0..20).collect();
         let mut w = Writer::create(&p, &layout, 21, &tokens).expect("create");
         let rows: Vec<u16> = (0..3 * row_len(21)).map(|i| i as u16).collect();
@@ -261,11 +264,7 @@ mod tests {
     #[test]
     fn an_unfinished_file_is_not_left_behind() {
         let p = tmp("unfinished");
-        let layout = Layout {
-            n_ctx: 8,
-            n_chunk: 2,
-            first: 4,
-        };
+        let layout = LAYOUT;
         let tokens: Vec<u32> = (0..16).collect();
         let mut w = Writer::create(&p, &layout, 21, &tokens).expect("create");
         w.write_chunk(&vec![0; 3 * row_len(21)]).expect("write");
