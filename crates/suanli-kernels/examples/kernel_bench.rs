@@ -118,10 +118,10 @@ fn main() {
                 best = best.min(t.elapsed().as_nanos() as f64);
             }
             let ns = best / (reps * (n / 32) * TR * TC) as f64;
-            if let Some((unpack, tile8)) =
+            if let Some((unpack, tile8, ub)) =
                 suanli_kernels::x86::tile_u8::kernels(DType::Q5_0, dispatch::level())
             {
-                let mut buf = vec![0u8; n / 32 * suanli_kernels::x86::tile_u8::UB];
+                let mut buf = vec![0u8; n / 32 * ub];
                 unpack(
                     n,
                     &w,

@@ -640,7 +640,7 @@ impl QMatrix {
                     gemv(cols, &w[r * wrb..], ws, ones.acts(t), o);
                 };
                 // Unpacking a row group once pays from a few tiles of tokens.
-                if let (Some((unpack, tile8)), true) = (
+                if let (Some((unpack, tile8, ub)), true) = (
                     crate::x86::tile_u8::kernels(self.dtype, crate::dispatch::level()),
                     rows.is_multiple_of(TR) && n >= UNPACKED_MIN_ROWS,
                 ) {
@@ -657,7 +657,7 @@ impl QMatrix {
                             4,
                         )
                     };
-                    blocked_unpacked(rows, n, cols / 32, &put4, &tail, unpack, tile);
+                    blocked_unpacked(rows, n, cols / 32, &put4, &tail, (unpack, ub), tile);
                     return;
                 }
                 // Rows past the last whole tile (row layout only).

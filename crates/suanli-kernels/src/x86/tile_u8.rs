@@ -19,8 +19,13 @@ use crate::x86::nibbles;
 use crate::x86::tile::{finish_tile, scale_table, with_high_bits, Acts, Strides, G4};
 
 /// Bytes of one unpacked block of four rows: `d` (4 × f16), `m` (4 × f16,
-/// zero where the format has none), then each row's 32 values as u8.
-pub const UB: usize = 16 + G4 * 32;
+/// zero where the format has none), then each row's 32 values as u8 — with
+/// `dup`, each row's 64: every dword twice, as [`tile_pairs`] pairs tokens
+/// by 32-bit lane (one load a row and block instead of a load and a
+/// cross-lane permute on the shuffle port the `vpdpbusd`s need).
+pub const fn unpacked_bytes(dup: bool) -> usize {
+    16 + G4 * if dup { 64 } else { 32 }
+}
 
 /// Writes the `n / 32` blocks of the four rows at `w` (laid out as `ws`
 /// says) into `buf` (`n / 32 × UB` bytes).
@@ -33,14 +38,16 @@ pub type TileU8 = fn(n: usize, buf: &[u8], a: Acts, out: &mut [[f32; 4]; 4]);
 macro_rules! unpack {
     ($name:ident, $safe:ident, $wb:expr, $min:expr, $vals:expr) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $name(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
+        unsafe fn $name<const DUP: bool>(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
+            let ub = unpacked_bytes(DUP);
             let nb = n / 32;
             assert!(nb > 0 && ws.block >= $wb);
             assert!(w.len() >= (G4 - 1) * ws.row + (nb - 1) * ws.block + $wb);
-            assert!(buf.len() >= nb * UB);
+            assert!(buf.len() >= nb * ub);
             let (wp, bp) = (w.as_ptr(), buf.as_mut_ptr());
+            let twice = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
             for i in 0..nb {
-                let (wk, o) = (wp.add(i * ws.block), bp.add(i * UB));
+                let (wk, o) = (wp.add(i * ws.block), bp.add(i * ub));
                 for r in 0..G4 {
                     let b = wk.add(r * ws.row);
                     std::ptr::copy_nonoverlapping(b, o.add(2 * r), 2);
@@ -50,14 +57,19 @@ macro_rules! unpack {
                         std::ptr::write_bytes(o.add(8 + 2 * r), 0, 2);
                     }
                     let q: __m256i = $vals(b);
-                    _mm256_storeu_si256(o.add(16 + 32 * r) as *mut __m256i, q);
+                    if DUP {
+                        let q = _mm512_permutexvar_epi32(twice, _mm512_castsi256_si512(q));
+                        _mm512_storeu_si512(o.add(16 + 64 * r) as *mut __m512i, q);
+                    } else {
+                        _mm256_storeu_si256(o.add(16 + 32 * r) as *mut __m256i, q);
+                    }
                 }
             }
         }
 
         // SAFETY: handed out by `kernels` only where the CPU has the features.
-        fn $safe(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
-            unsafe { $name(n, w, ws, buf) }
+        fn $safe<const DUP: bool>(n: usize, w: &[u8], ws: Strides, buf: &mut [u8]) {
+            unsafe { $name::<DUP>(n, w, ws, buf) }
         }
     };
 }
@@ -85,7 +97,7 @@ unpack!(u_q5_1, s_u_q5_1, 24, true, |b: *const u8| {
 
 /// The blocks of a tile call over `n` elements, once its buffers are
 /// checked to hold them (four activation rows of `XB`-byte blocks).
-fn checked<const MIN: bool, const SIGNED: bool, const XB: usize>(
+fn checked<const MIN: bool, const SIGNED: bool, const XB: usize, const UB: usize>(
     n: usize,
     buf: &[u8],
     a: &Acts,
@@ -104,7 +116,7 @@ fn checked<const MIN: bool, const SIGNED: bool, const XB: usize>(
 /// the scale table made a chunk of [`crate::x86::tile::CH`] blocks at a
 /// time. Returns the `MIN` formats' sums for [`finish_tile`].
 #[inline(always)]
-unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize>(
+unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize, const UB: usize>(
     n: usize,
     buf: &[u8],
     a: &Acts,
@@ -113,7 +125,7 @@ unsafe fn each_block<const MIN: bool, const SIGNED: bool, const XB: usize>(
     const TR: usize = 4;
     const TC: usize = 4;
     use crate::x86::tile::CH;
-    let nb = checked::<MIN, SIGNED, XB>(n, buf, a);
+    let nb = checked::<MIN, SIGNED, XB, UB>(n, buf, a);
     let (bp, xp) = (buf.as_ptr(), a.x.as_ptr());
     let mut summs = [_mm256_setzero_ps(); 2];
     // Written before read, block by block: no zeroing.
@@ -144,7 +156,8 @@ unsafe fn tile<const MIN: bool, const SIGNED: bool, const XB: usize, const XQ: u
     const TC: usize = 4;
     let (xrb, ip) = (a.xrb, a.init.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); TC]; TR];
-    let summs = each_block::<MIN, SIGNED, XB>(n, buf, &a, |i, bk, xk, dk| {
+    const UB: usize = unpacked_bytes(false);
+    let summs = each_block::<MIN, SIGNED, XB, UB>(n, buf, &a, |i, bk, xk, dk| {
         let y: [__m256i; TC] =
             std::array::from_fn(|c| _mm256_loadu_si256(xk.add(c * xrb + XQ) as *const __m256i));
         let init: [__m256i; TC] = std::array::from_fn(|c| {
@@ -182,10 +195,9 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
     const TR: usize = 4;
     const TC: usize = 4;
     let (xrb, ip) = (a.xrb, a.init.as_ptr());
-    // Dword j of the first source to lane 2j, of the second to 2j + 1; and
-    // a row's dword j to both.
+    // Dword j of the first source to lane 2j, of the second to 2j + 1 (the
+    // rows come so, `unpacked_bytes(true)`).
     let pair = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    let twice = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     let both = |p: *const u8, stride: usize| {
         _mm512_permutex2var_epi32(
             _mm512_castsi256_si512(_mm256_loadu_si256(p as *const __m256i)),
@@ -194,7 +206,8 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
         )
     };
     let mut acc = [[_mm512_setzero_ps(); 2]; TR];
-    let summs = each_block::<MIN, SIGNED, XB>(n, buf, &a, |i, bk, xk, dk| {
+    const UB: usize = unpacked_bytes(true);
+    let summs = each_block::<MIN, SIGNED, XB, UB>(n, buf, &a, |i, bk, xk, dk| {
         let y: [__m512i; 2] = std::array::from_fn(|p| both(xk.add(2 * p * xrb + XQ), xrb));
         let init: [__m512i; 2] = std::array::from_fn(|p| {
             if SIGNED {
@@ -204,8 +217,7 @@ unsafe fn tile_pairs<const MIN: bool, const SIGNED: bool, const XB: usize, const
             }
         });
         for (r, acc) in acc.iter_mut().enumerate() {
-            let q = _mm256_loadu_si256(bk.add(16 + 32 * r) as *const __m256i);
-            let q = _mm512_permutexvar_epi32(twice, _mm512_castsi256_si512(q));
+            let q = _mm512_loadu_si512(bk.add(16 + 64 * r) as *const __m512i);
             for (p, acc) in acc.iter_mut().enumerate() {
                 let lanes = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init[p], q, y[p]));
                 // The pair's two scales, side by side in the table.
@@ -248,8 +260,9 @@ safe_tile! {
     p_q8_0, tile_pairs => false, true, 34, 2;
 }
 
-/// The unpacking and tile kernels of `ty` at `level`, where there are.
-pub fn kernels(ty: crate::DType, level: crate::dispatch::Level) -> Option<(Unpack, TileU8)> {
+/// The unpacking and tile kernels of `ty` at `level`, where there are, and
+/// the bytes of an unpacked block of four rows between them.
+pub fn kernels(ty: crate::DType, level: crate::dispatch::Level) -> Option<(Unpack, TileU8, usize)> {
     use crate::DType::*;
     if level != crate::dispatch::Level::Avx512 {
         return None;
@@ -259,13 +272,17 @@ pub fn kernels(ty: crate::DType, level: crate::dispatch::Level) -> Option<(Unpac
         true => (p_q8_0, p_q8_1),
         false => (t_q8_0, t_q8_1),
     };
-    let k: (Unpack, TileU8) = match ty {
-        Q8_0 => (s_u_q8_0, q8_0),
-        Q4_0 => (s_u_q4_0, q8_0),
-        Q5_0 => (s_u_q5_0, q8_0),
-        Q4_1 => (s_u_q4_1, q8_1),
-        Q5_1 => (s_u_q5_1, q8_1),
+    let unpack: [Unpack; 2] = match ty {
+        Q8_0 => [s_u_q8_0::<false>, s_u_q8_0::<true>],
+        Q4_0 => [s_u_q4_0::<false>, s_u_q4_0::<true>],
+        Q5_0 => [s_u_q5_0::<false>, s_u_q5_0::<true>],
+        Q4_1 => [s_u_q4_1::<false>, s_u_q4_1::<true>],
+        Q5_1 => [s_u_q5_1::<false>, s_u_q5_1::<true>],
         _ => return None,
     };
-    Some(k)
+    let tile = match ty {
+        Q4_1 | Q5_1 => q8_1,
+        _ => q8_0,
+    };
+    Some((unpack[pairs as usize], tile, unpacked_bytes(pairs)))
 }

@@ -80,7 +80,7 @@ pub(crate) fn blocked_unpacked(
     nb: usize,
     put4: &(impl Fn(usize, usize, [f32; 4]) + Sync),
     tail: &(impl Fn(usize, usize, &mut [[f32; 1]; 4]) + Sync),
-    unpack: impl Fn(usize, &mut [u8]) + Sync,
+    (unpack, ub): (impl Fn(usize, &mut [u8]) + Sync, usize),
     tile: impl Fn(&[u8], usize, &mut [[f32; 4]; 4]) + Sync,
 ) {
     // 16 rows: a token's outputs of a block fill whole cache lines, which
@@ -92,8 +92,11 @@ pub(crate) fn blocked_unpacked(
     crate::pool::for_each(nrb * ntb, |item| {
         let (r0, t0) = (item / ntb * RB, item % ntb * TB);
         let (r1, t1) = ((r0 + RB).min(rows), (t0 + TB).min(n));
-        let gb = nb * crate::x86::tile_u8::UB;
-        let mut buf = vec![0u8; (r1 - r0) / 4 * gb];
+        let gb = nb * ub;
+        // Every byte is written by `unpack` before it is read: the buffer
+        // of this thread's last item serves (no allocation, no zeroing).
+        let mut buf = UNPACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.resize((r1 - r0) / 4 * gb, 0);
         for (g, b) in buf.chunks_exact_mut(gb).enumerate() {
             unpack(r0 + 4 * g, b);
         }
@@ -114,7 +117,13 @@ pub(crate) fn blocked_unpacked(
                 put4(t, r, [o1[0][0], o1[1][0], o1[2][0], o1[3][0]]);
             }
         }
+        UNPACKED.with(|b| *b.borrow_mut() = buf);
     });
+}
+
+thread_local! {
+    /// [`blocked_unpacked`]'s buffer of unpacked rows, kept per thread.
+    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Walks `rows × n` outputs in blocks of rows × tokens (the weights of a
