@@ -4,12 +4,14 @@
 //! - [`eval`]: benchmark tasks (GSM8K, GPQA-diamond, AIME 2025) and
 //!   their scoring.
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
+//! - [`lineage`]: whether one model's weights were derived from another's.
 //! - [`membw`]: memory read bandwidth, the decode roofline's.
 //! - [`perplexity`]: perplexity and KL divergence as llama-perplexity
 //!   defines them.
 
 pub mod eval;
 pub mod hub;
+pub mod lineage;
 pub mod membw;
 pub mod perplexity;
 

@@ -40,6 +40,10 @@ enum Command {
     /// A benchmark (gsm8k, gpqa-diamond, aime2025): every question at once
     /// through the batching engine, scored, with a confidence interval.
     Eval(cmd::eval::Args),
+    /// Whether one model's weights were derived from another's (套壳
+    /// detection): aligned weights compared layer by layer, a p-value and
+    /// a verdict.
+    Lineage(cmd::lineage::Args),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Command::Serve(a) => cmd::serve::main(a),
         Command::Perplexity(a) => cmd::perplexity::main(a),
         Command::Eval(a) => cmd::eval::main(a),
+        Command::Lineage(a) => cmd::lineage::main(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod eval;
 pub mod inspect;
+pub mod lineage;
 pub mod perplexity;
 pub mod plan;
 pub mod pull;
