@@ -12,8 +12,7 @@
 //!    the aligned dimensions (against shuffling), and on the best-matching
 //!    pair the neuron test (gate and up must match neurons alike);
 //! 4. per-layer p-values combined by Fisher's method, and a verdict:
-//!    `derived` below 1e-6 with a block of consecutive layers matched in
-//!    order, `independent` with no evidence (p > 0.01), `inconclusive`
+//!    `derived` below 1e-6 with at least three layers matched in order, `independent` with no evidence (p > 0.01), `inconclusive`
 //!    between.
 //!
 //! What it cannot see: knowledge distilled through outputs (new weights
@@ -123,9 +122,9 @@ pub struct Comparison {
     pub similarity: Vec<Vec<f64>>,
     pub layers: Vec<LayerMatch>,
     pub log10_p: f64,
-    /// The longest run of consecutive A layers matched, in order, each at
-    /// p < 1e-3: (first index into `layers`, length).
-    pub block: (usize, usize),
+    /// The largest set of A's layers matched in order, each at p < 1e-3
+    /// (indices into `layers`).
+    pub block: Vec<usize>,
     pub verdict: Verdict,
 }
 
@@ -353,9 +352,9 @@ pub fn compare(
         })
         .collect();
     let log10_p = stats::log10_fisher(&layers.iter().map(|l| l.log10_p).collect::<Vec<_>>());
-    let block = longest_block(&layers);
+    let block = ordered_chain(&layers);
     let need = 3.min(layers.len());
-    let verdict = if log10_p < -6.0 && block.1 >= need {
+    let verdict = if log10_p < -6.0 && block.len() >= need {
         Verdict::Derived
     } else if log10_p > -2.0 {
         Verdict::Independent
@@ -434,23 +433,31 @@ fn neuron_pair(
     })
 }
 
-/// The longest run of consecutive layers at p < 1e-3 whose B layers rise.
-fn longest_block(layers: &[LayerMatch]) -> (usize, usize) {
-    let mut best = (0, 0);
-    let mut start = 0;
-    for k in 0..layers.len() {
-        let ok = layers[k].log10_p < -3.0;
-        let continues = k > start && layers[k].b > layers[k - 1].b;
-        if !ok {
-            start = k + 1;
-            continue;
-        }
-        if k > start && !continues {
-            start = k;
-        }
-        if k + 1 - start > best.1 {
-            best = (start, k + 1 - start);
+/// The largest set of layers at p < 1e-3 whose B layers rise with A's
+/// (a longest increasing chain: dropped or inserted layers leave gaps, not
+/// breaks), as indices into `layers`.
+fn ordered_chain(layers: &[LayerMatch]) -> Vec<usize> {
+    let ok: Vec<usize> = (0..layers.len())
+        .filter(|&k| layers[k].log10_p < -3.0)
+        .collect();
+    // O(n²) longest increasing subsequence by B layer.
+    let (mut len, mut prev) = (vec![1usize; ok.len()], vec![usize::MAX; ok.len()]);
+    for x in 0..ok.len() {
+        for y in 0..x {
+            if layers[ok[y]].b < layers[ok[x]].b && len[y] + 1 > len[x] {
+                len[x] = len[y] + 1;
+                prev[x] = y;
+            }
         }
     }
-    best
+    let Some(mut at) = (0..ok.len()).max_by_key(|&x| (len[x], usize::MAX - x)) else {
+        return Vec::new();
+    };
+    let mut chain = vec![ok[at]];
+    while prev[at] != usize::MAX {
+        at = prev[at];
+        chain.push(ok[at]);
+    }
+    chain.reverse();
+    chain
 }

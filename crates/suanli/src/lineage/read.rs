@@ -274,15 +274,17 @@ fn classify(mats: &[Mat], index: usize, ids: &[usize], d: usize) -> LayerMats {
         .copied()
         .filter(|&i| mats[i].rows == widest)
         .collect();
-    if ffn.len() == 2 {
+    // (A pair without a writer of its width is not one: in a layer whose
+    // FFN is all experts, the widest readers are a square query and
+    // output.)
+    let down = writers.iter().copied().find(|&i| mats[i].cols == widest);
+    if let (2, Some(w)) = (ffn.len(), down) {
         ffn.sort_by_key(|&i| (!hint(i, &["gate", "w1", "ffn_gate"]), i));
         l.roles.insert(Role::Gate, ffn[0]);
         l.roles.insert(Role::Up, ffn[1]);
         readers.retain(|i| !ffn.contains(i));
-        if let Some(&w) = writers.iter().find(|&&i| mats[i].cols == widest) {
-            l.roles.insert(Role::Down, w);
-            writers.retain(|&i| i != w);
-        }
+        l.roles.insert(Role::Down, w);
+        writers.retain(|&i| i != w);
     }
     // Attention: the output — the writer left, or where heads span `d` a
     // square reader (by the usual letters, else the last) — then the query

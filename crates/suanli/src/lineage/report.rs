@@ -90,16 +90,17 @@ pub fn text(c: &Comparison) -> String {
             l.a, l.b, l.cka, l.z, l.log10_p
         );
     }
-    let (s, n) = c.block;
-    let block = match n {
-        0 => "no layers matched".to_string(),
-        _ => format!(
-            "A's layers {}–{} matched to B's {}–{} in order",
-            c.layers[s].a,
-            c.layers[s + n - 1].a,
-            c.layers[s].b,
-            c.layers[s + n - 1].b
+    let block = match (c.block.first(), c.block.last()) {
+        (Some(&f), Some(&l)) => format!(
+            "{} of A's {} layers matched in order, A {}–{} → B {}–{}",
+            c.block.len(),
+            c.layers.len(),
+            c.layers[f].a,
+            c.layers[l].a,
+            c.layers[f].b,
+            c.layers[l].b
         ),
+        _ => "no layers matched".to_string(),
     };
     let _ = writeln!(
         o,
@@ -141,7 +142,7 @@ pub fn json(c: &Comparison) -> Value {
             "scale": al.scale,
             "permutation": al.perm,
         },
-        "block": { "start": c.layers.get(c.block.0).map(|l| l.a), "length": c.block.1 },
+        "matched_in_order": c.block.iter().map(|&k| json!([c.layers[k].a, c.layers[k].b])).collect::<Vec<_>>(),
         "layers": c.layers.iter().map(|l| json!({
             "a": l.a,
             "b": l.b,
