@@ -291,3 +291,50 @@ fn independent_models_are_not_derived_and_their_p_values_spread() {
     assert!(ks < 0.27, "p-values {ps:?} (KS distance {ks:.3})");
     assert!(ps.iter().filter(|&&p| p < 0.01).count() <= 2, "{ps:?}");
 }
+
+#[test]
+fn bad_input_is_an_error_naming_what_is_missing() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let a = model(&random_net(&mut rng, 2), "a");
+    // No tokens in common.
+    let net = random_net(&mut rng, 2);
+    let blob = |m: &M| Blob::from_vec(m.v.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let raw = vec![(
+        "token_embd.weight".to_string(),
+        DType::F32,
+        vec![VOCAB, D],
+        blob(&net.embd),
+    )];
+    let other: Vec<Vec<u8>> = (0..VOCAB)
+        .map(|t| format!("other{t}").into_bytes())
+        .collect();
+    // Only an embedding: no attention to compare.
+    let e = Model::from_parts(
+        Path::new("bare.gguf"),
+        "x".into(),
+        "test",
+        raw,
+        other.clone(),
+        0,
+    )
+    .err()
+    .expect("a model without layers is refused");
+    assert!(
+        e.to_string().contains("bare.gguf") && e.to_string().contains("attention"),
+        "{e}"
+    );
+    let mut b = model(&net, "b");
+    b.vocab = other;
+    let e = compare(&a, &b, &options(), &mut |_| {})
+        .err()
+        .expect("no shared tokens");
+    assert!(e.to_string().contains("share 0 tokens"), "{e}");
+    // A file that is not a model.
+    let dir = std::env::temp_dir().join(format!("suanli-lineage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf file at all").expect("write");
+    let e = Model::open(&junk).err().expect("junk is refused");
+    assert!(e.to_string().contains("junk.gguf"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

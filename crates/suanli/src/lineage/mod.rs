@@ -166,10 +166,12 @@ fn kernels(m: &Model, dims: &[usize], map: Option<&BMap>, o: &Options) -> Vec<Ve
     m.layers
         .par_iter()
         .map(|l| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed ^ l.index as u64);
             l.roles
                 .iter()
                 .map(|(&role, &i)| {
+                    // The same rows of a role in every layer and model: a
+                    // layer copied under another number samples alike.
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed ^ role as u64);
                     let w = &m.mats[i];
                     let y = if role.reads_residual() {
                         // Readers: the dimensions are columns; a sample of
