@@ -20,12 +20,16 @@ pub mod generate;
 pub mod logprobs;
 pub mod sampler;
 pub mod scheduler;
+pub mod speculative;
 pub mod stop;
 
 pub use constrain::{Constrainer, Constraint, Grammar};
 pub use engine::{Engine, EngineConfig, EngineStats, Event, FinishReason, Request, Usage};
 pub use generate::{generate, GenStats, StopReason};
-pub use sampler::{Sampler, SamplingParams};
+pub use sampler::{Pick, Sampler, SamplingParams};
+pub use speculative::{
+    generate_speculative, Adaptive, Drafter, ModelDrafter, NgramDrafter, SpecStats,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

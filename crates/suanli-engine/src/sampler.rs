@@ -102,10 +102,21 @@ impl Sampler {
     /// draw walks the vocabulary in id order (the same distribution without
     /// sorting 150k entries per token).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        match self.distribution(logits) {
+            Pick::Token(t) => t,
+            Pick::Weights(cand, e) => self.draw(&cand, &e),
+        }
+    }
+
+    /// The token a greedy sampler takes, or the candidates and their
+    /// unnormalized weights a drawing one draws from (penalties, top-k,
+    /// top-p, min-p and temperature applied): what [`Sampler::sample`]
+    /// draws from, for speculative decoding's acceptance test.
+    pub fn distribution(&mut self, logits: &mut [f32]) -> Pick {
         self.apply_penalties(logits);
         let p = self.params.clone();
         if p.temperature <= 0.0 {
-            return argmax(logits);
+            return Pick::Token(argmax(logits));
         }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         // Tokens at −∞ (masked by a grammar) are never candidates.
@@ -116,7 +127,7 @@ impl Sampler {
             .map(|(i, &l)| (i as u32, l))
             .collect();
         if cand.is_empty() {
-            return argmax(logits);
+            return Pick::Token(argmax(logits));
         }
         // `sorted`: the first `sorted` candidates are in order and are the
         // best ones.
@@ -165,17 +176,37 @@ impl Sampler {
         let inv_t = 1.0 / p.temperature;
         let m = max * inv_t;
         let e: Vec<f32> = cand.iter().map(|c| (c.1 * inv_t - m).exp()).collect();
-        let total: f32 = e.iter().sum();
+        Pick::Weights(cand.into_iter().map(|c| c.0).collect(), e)
+    }
+
+    /// One draw from `tokens` by `weights` (unnormalized), taking one
+    /// number from the sampler's generator.
+    pub fn draw(&mut self, tokens: &[u32], weights: &[f32]) -> u32 {
+        let total: f32 = weights.iter().sum();
         let r: f32 = self.rng.random::<f32>() * total;
         let mut cum = 0.0;
-        for (c, q) in cand.iter().zip(&e) {
+        for (&t, q) in tokens.iter().zip(weights) {
             cum += q;
             if r < cum {
-                return c.0;
+                return t;
             }
         }
-        cand[cand.len() - 1].0
+        tokens[tokens.len() - 1]
     }
+
+    /// A uniform number in [0, 1) from the sampler's generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
+    }
+}
+
+/// What [`Sampler::distribution`] leaves to pick from.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    /// Greedy: this token.
+    Token(u32),
+    /// Candidates and their unnormalized weights.
+    Weights(Vec<u32>, Vec<f32>),
 }
 
 /// Index of the largest value (first on ties).
