@@ -127,13 +127,16 @@ pub fn log10_sidak(lp: f64, n: usize) -> f64 {
 /// together), an independent one's only by chance. The chance is measured
 /// on the same matchings — how often the gate match of one neuron equals
 /// the up match of another — so neurons that win many matchings (hubs)
-/// raise the null as they raise the count. Returns (agreements, neurons,
-/// log10 p).
+/// raise the null as they raise the count. The p-value is the randomized
+/// one of the discrete count (P(X > k) + u·P(X = k), `u` = `coin`, uniform), exactly
+/// uniform under the null, so Fisher's combination over layers holds.
+/// Returns (agreements, neurons, log10 p).
 pub fn neuron_test(
     ga: &DMatrix<f32>,
     ua: &DMatrix<f32>,
     gb: &DMatrix<f32>,
     ub: &DMatrix<f32>,
+    coin: f64,
 ) -> (usize, usize, f64) {
     let best = |a: &DMatrix<f32>, b: &DMatrix<f32>| -> Vec<usize> {
         let norm = |m: &DMatrix<f32>| -> DMatrix<f32> {
@@ -170,7 +173,20 @@ pub fn neuron_test(
     let same: usize = counts.values().map(|&(x, y)| x * y).sum::<usize>() - agree;
     let pairs = (m * m.saturating_sub(1)).max(1);
     let p0 = (same as f64 / pairs as f64).max(1.0 / gb.nrows().max(1) as f64);
-    (agree, m, log10_binomial_tail(m, agree, p0))
+    (agree, m, log10_binomial_randomized(m, agree, p0, coin))
+}
+
+/// log10 of P(X > k) + u·P(X = k) for X ~ Binomial(n, p).
+pub fn log10_binomial_randomized(n: usize, k: usize, p: f64, u: f64) -> f64 {
+    let ln10 = std::f64::consts::LN_10;
+    let above = if k < n {
+        log10_binomial_tail(n, k + 1, p) * ln10
+    } else {
+        f64::NEG_INFINITY
+    };
+    let at =
+        ln_choose(n, k) + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln() + u.max(1e-300).ln();
+    (log_sum_exp(&[above, at]) / ln10).min(0.0)
 }
 
 /// log10 P(X ≥ k) for X ~ Binomial(n, p).
@@ -293,6 +309,9 @@ mod tests {
         assert!((log10_normal_tail(10.0) - 7.6199e-24f64.log10()).abs() < 1e-3);
         // Binomial(10, 0.5) ≥ 8: 56/1024.
         assert!((log10_binomial_tail(10, 8, 0.5) - (56.0f64 / 1024.0).log10()).abs() < 1e-9);
+        // Randomized: P(X > 7) + 0.5 P(X = 7) = 56/1024 + 0.5 · 120/1024.
+        let r = log10_binomial_randomized(10, 7, 0.5, 0.5);
+        assert!((r - (116.0f64 / 1024.0).log10()).abs() < 1e-9, "{r}");
         // Fisher of one p is p; of two 0.05s: 0.0175 (χ²₄ at 11.98).
         assert!((log10_fisher(&[-2.0]) + 2.0).abs() < 1e-9);
         let two = 10f64.powf(log10_fisher(&[0.05f64.log10(), 0.05f64.log10()]));
