@@ -19,7 +19,7 @@ rotated (norm weights folded in); two layers dropped; FFN width pruned to
 relabelled; all of these combined and requantized; SmolLM2 fine-tuned 300
 steps (transformers, safetensors). Negatives: every pair of the four base
 models (Qwen2.5-Coder 0.5B against 1.5B: same lab and tokenizer, trained
-apart), random initializations of three configs (same shapes and
+apart), random initializations of the four configs (same shapes and
 tokenizer), two tiny models trained from scratch on the same text with
 different seeds.
 
@@ -490,7 +490,7 @@ def build_all(select):
             n = f"{names[i]} vs {names[j]}"
             if want(n):
                 cases.append((n, BASES[names[i]], BASES[names[j]], False))
-    for base in ["smollm2", "qwen0.5b", "gemma3"]:
+    for base in ["smollm2", "qwen0.5b", "gemma3", "qwen1.5b"]:
         n = f"{base} vs random init"
         if want(n):
             cases.append((n, BASES[base], build_random(base), False))
