@@ -20,6 +20,7 @@ pub mod completions;
 pub mod error;
 pub mod gen;
 pub mod metrics;
+pub mod ollama;
 pub mod structured;
 pub mod tools;
 
@@ -49,6 +50,8 @@ pub struct ServerOptions {
     pub model_id: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The model's facts for Ollama's `/api/tags`, `/api/show`, `/api/ps`.
+    pub info: ollama::ModelInfo,
 }
 
 pub struct AppState {
@@ -116,6 +119,15 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/models", get(models))
+        // Ollama's API, behind the same key when one is set.
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embed))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(v1)

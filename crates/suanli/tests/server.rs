@@ -4,7 +4,8 @@
 //! preemption when the KV pool runs out, KV blocks freed on disconnect,
 //! and every error status; structured output and tool calling
 //! (tests/server/structured.py: JSON schemas checked by a validator,
-//! grammars, tool calls).
+//! grammars, tool calls); Ollama's API through the `ollama` client
+//! (tests/server/ollama_client.py).
 //!
 //! The model (Qwen2.5-Coder-0.5B: Q5_0/Q8_0/Q4_K/Q6_K weights) comes
 //! through the project's own fetch. Python needs `openai`; when the system
@@ -94,13 +95,13 @@ impl Server {
     }
 }
 
-/// A Python that can `import openai` and `jsonschema`.
+/// A Python that can `import openai`, `jsonschema` and `ollama`.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         let ok = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import openai, jsonschema"])
+                .args(["-c", "import openai, jsonschema, ollama"])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -119,14 +120,22 @@ fn python() -> &'static Path {
                 .is_ok_and(|s| s.success());
             assert!(made, "python3 -m venv failed: these tests need Python 3");
             let installed = Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "openai", "jsonschema"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "openai",
+                    "jsonschema",
+                    "ollama",
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(installed, "pip install openai jsonschema failed");
+            assert!(installed, "pip install openai jsonschema ollama failed");
         }
         assert!(
             ok(&py),
-            "the virtual environment cannot import openai and jsonschema"
+            "the virtual environment cannot import openai, jsonschema and ollama"
         );
         py
     })
@@ -135,6 +144,11 @@ fn python() -> &'static Path {
 #[test]
 fn openai_client_chat_streaming_and_completions() {
     Server::start(&[]).run("client");
+}
+
+#[test]
+fn ollama_client_tags_show_chat_generate_format_and_errors() {
+    Server::start(&[]).run_script("ollama_client.py", "ollama");
 }
 
 #[test]

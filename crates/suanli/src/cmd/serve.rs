@@ -84,6 +84,7 @@ pub fn main(a: Args) -> Result<()> {
         kv_dtype: l.kv_dtype,
         prefix_caching: !a.no_prefix_cache,
     };
+    let info = model_info(&l);
     let tok = Arc::new(l.tokenizer);
     let engine = Engine::start(Arc::from(l.model), tok.clone(), cfg);
     let max_len = engine.max_seq_len;
@@ -95,6 +96,7 @@ pub fn main(a: Args) -> Result<()> {
             api_key: a.api_key.clone(),
             model_id: model_id.clone(),
             max_body_bytes: a.max_body,
+            info,
         },
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,4 +122,58 @@ pub fn main(a: Args) -> Result<()> {
             .await
             .context("serving HTTP")
     })
+}
+
+/// What Ollama's `/api/tags` and `/api/show` report of the model: from its
+/// config, and for a GGUF file its parameter count and file type.
+fn model_info(l: &super::Loaded) -> suanli_server::ollama::ModelInfo {
+    let c = l.model.config();
+    let mut info = suanli_server::ollama::ModelInfo {
+        architecture: c.arch.clone(),
+        context_length: c.n_ctx_train,
+        embedding_length: c.n_embd,
+        format: if l.path.is_dir() {
+            "safetensors"
+        } else {
+            "gguf"
+        }
+        .into(),
+        ..Default::default()
+    };
+    if let Ok(f) = suanli_formats::GgufFile::open(&l.path) {
+        info.parameters = f.tensors.iter().map(|t| t.n_elements()).sum();
+        info.file_bytes = std::fs::metadata(&l.path).map(|m| m.len()).unwrap_or(0);
+        info.quantization = f
+            .get("general.file_type")
+            .and_then(|v| v.as_u64())
+            .map(file_type_name)
+            .unwrap_or_default()
+            .to_string();
+    }
+    info
+}
+
+/// llama.cpp's name of a `general.file_type`.
+fn file_type_name(t: u64) -> &'static str {
+    match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        38 => "MXFP4",
+        _ => "",
+    }
 }

@@ -1,0 +1,710 @@
+//! Ollama's API beside the OpenAI one, for the clients that speak only it
+//! (editor plug-ins' "Ollama" providers, Open WebUI's Ollama connection,
+//! the `ollama` client libraries): `/api/version`, `/api/tags`, `/api/ps`,
+//! `/api/show`, `/api/chat`, `/api/generate`; `/api/embed` answers 501.
+//!
+//! Streaming is Ollama's: newline-delimited JSON objects, `stream` on by
+//! default, the last object `done: true` with `done_reason` and the
+//! nanosecond timings. Errors are `{"error": "..."}`.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use suanli_engine::{Event, Grammar, Request, SamplingParams};
+use suanli_tokenizer::reasoning::ReasoningParser;
+use suanli_tokenizer::ChatMessage;
+
+use crate::error::ApiError;
+use crate::gen::{collect, merge, submit_all};
+use crate::{structured, tools, Shared};
+
+/// The Ollama version reported: clients gate features on it (tools,
+/// structured outputs), so one that has them all.
+pub const VERSION: &str = "0.12.0";
+
+/// What `/api/tags`, `/api/ps` and `/api/show` say of the served model.
+#[derive(Clone, Debug, Default)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub parameters: u64,
+    /// llama.cpp's name of the file type (`Q4_K_M`…), or empty.
+    pub quantization: String,
+    pub file_bytes: u64,
+    pub context_length: usize,
+    pub embedding_length: usize,
+    pub format: String,
+}
+
+/// An Ollama error: `{"error": message}` with `status`.
+struct OError(StatusCode, String);
+
+impl IntoResponse for OError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<ApiError> for OError {
+    fn from(e: ApiError) -> Self {
+        OError(e.status, e.message)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> OError {
+    OError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, OError> {
+    let b = body.map_err(|e| bad(format!("reading the body: {e}")))?;
+    serde_json::from_slice(&b).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+fn created_at() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn digest(s: &Shared) -> String {
+    // A stable id of the served model (its name and size), in the shape of
+    // Ollama's sha256 digests.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (s.opts.model_id.as_str(), s.opts.info.file_bytes).hash(&mut h);
+    format!("{:016x}", h.finish()).repeat(4)
+}
+
+fn parameter_size(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+        n => format!("{:.0}M", n as f64 / 1e6),
+    }
+}
+
+fn details(s: &Shared) -> Value {
+    let i = &s.opts.info;
+    json!({
+        "parent_model": "",
+        "format": i.format,
+        "family": i.architecture,
+        "families": [i.architecture],
+        "parameter_size": parameter_size(i.parameters),
+        "quantization_level": i.quantization,
+    })
+}
+
+pub async fn version() -> Response {
+    axum::Json(json!({ "version": VERSION })).into_response()
+}
+
+pub async fn tags(State(s): State<Shared>) -> Response {
+    axum::Json(json!({"models": [{
+        "name": s.opts.model_id,
+        "model": s.opts.model_id,
+        "modified_at": created_at(),
+        "size": s.opts.info.file_bytes,
+        "digest": digest(&s),
+        "details": details(&s),
+    }]}))
+    .into_response()
+}
+
+pub async fn ps(State(s): State<Shared>) -> Response {
+    axum::Json(json!({"models": [{
+        "name": s.opts.model_id,
+        "model": s.opts.model_id,
+        "size": s.opts.info.file_bytes,
+        "digest": digest(&s),
+        "details": details(&s),
+        "expires_at": "2318-01-01T00:00:00Z",
+        "size_vram": 0,
+        "context_length": s.engine.max_seq_len,
+    }]}))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ShowRequest {
+    model: Option<String>,
+    name: Option<String>,
+}
+
+/// Whether the chat template renders tool definitions.
+fn has_tools(s: &Shared) -> bool {
+    s.template.source.contains("tools")
+}
+
+pub async fn show(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Infallible> {
+    Ok(show_inner(s, body).unwrap_or_else(IntoResponse::into_response))
+}
+
+fn show_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OError> {
+    let r: ShowRequest = parse(body)?;
+    check_model(&s, r.model.as_deref().or(r.name.as_deref()))?;
+    let i = &s.opts.info;
+    let a = &i.architecture;
+    let mut caps = vec!["completion"];
+    if has_tools(&s) {
+        caps.push("tools");
+    }
+    if s.template.source.contains("<think>") {
+        caps.push("thinking");
+    }
+    let mut info = serde_json::Map::new();
+    info.insert("general.architecture".into(), json!(a));
+    info.insert("general.parameter_count".into(), json!(i.parameters));
+    info.insert(format!("{a}.context_length"), json!(i.context_length));
+    info.insert(format!("{a}.embedding_length"), json!(i.embedding_length));
+    Ok(axum::Json(json!({
+        "modelfile": format!("FROM {}\n", s.opts.model_id),
+        "parameters": "",
+        "template": s.template.source,
+        "details": details(&s),
+        "model_info": info,
+        "capabilities": caps,
+        "modified_at": created_at(),
+    }))
+    .into_response())
+}
+
+pub async fn embed() -> Response {
+    OError(
+        StatusCode::NOT_IMPLEMENTED,
+        "embeddings are not implemented by this server".into(),
+    )
+    .into_response()
+}
+
+fn check_model(s: &Shared, m: Option<&str>) -> Result<(), OError> {
+    // Ollama names carry a tag (`name:latest`); the served model answers
+    // to its id with or without one.
+    let bare = m.map(|m| m.strip_suffix(":latest").unwrap_or(m));
+    s.check_model(bare).map_err(OError::from)
+}
+
+/// `options` of a chat or generate request.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Options {
+    num_ctx: Option<i64>,
+    num_predict: Option<i64>,
+    temperature: Option<f64>,
+    top_k: Option<i64>,
+    top_p: Option<f64>,
+    min_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+    repeat_last_n: Option<i64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    seed: Option<i64>,
+    stop: Option<Vec<String>>,
+}
+
+impl Options {
+    /// Sampling with Ollama's defaults (temperature 0.8, top-k 40, top-p
+    /// 0.9, repeat penalty 1.1 over the last 64 tokens).
+    fn sampling(&self) -> Result<SamplingParams, OError> {
+        let finite = |name: &str, v: Option<f64>, lo: f64, hi: f64, d: f64| {
+            let v = v.unwrap_or(d);
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(v as f32)
+            } else {
+                Err(bad(format!("options.{name} must be between {lo} and {hi}")))
+            }
+        };
+        let count = |name: &str, v: Option<i64>, d: i64| match v.unwrap_or(d) {
+            v if v >= 0 => Ok(v as usize),
+            -1 => Ok(usize::MAX),
+            _ => Err(bad(format!("options.{name} must be 0 or more (or -1)"))),
+        };
+        Ok(SamplingParams {
+            temperature: finite("temperature", self.temperature, 0.0, 100.0, 0.8)?,
+            top_k: count("top_k", self.top_k, 40)?.min(1 << 20),
+            top_p: finite("top_p", self.top_p, 0.0, 1.0, 0.9)?.max(f32::MIN_POSITIVE),
+            min_p: finite("min_p", self.min_p, 0.0, 1.0, 0.0)?,
+            repeat_penalty: finite("repeat_penalty", self.repeat_penalty, 0.0, 100.0, 1.1)?,
+            repeat_last_n: count("repeat_last_n", self.repeat_last_n, 64)?,
+            presence_penalty: finite(
+                "presence_penalty",
+                self.presence_penalty,
+                -100.0,
+                100.0,
+                0.0,
+            )?,
+            frequency_penalty: finite(
+                "frequency_penalty",
+                self.frequency_penalty,
+                -100.0,
+                100.0,
+                0.0,
+            )?,
+            seed: self.seed.map_or_else(rand::random, |v| v as u64),
+        })
+    }
+
+    /// Tokens to generate at most: `num_predict` (−1 unbounded, −2 to the
+    /// end of the context), within `num_ctx` when it is smaller than the
+    /// server's context.
+    fn max_tokens(&self, prompt: usize, ctx: usize) -> Result<usize, OError> {
+        let ctx = match self.num_ctx {
+            Some(n) if n > 0 => (n as usize).min(ctx),
+            Some(_) => return Err(bad("options.num_ctx must be positive")),
+            None => ctx,
+        };
+        let room = ctx.saturating_sub(prompt);
+        match self.num_predict {
+            None | Some(-1) | Some(-2) => Ok(room),
+            Some(n) if n >= 0 => Ok((n as usize).min(room)),
+            Some(n) => Err(bad(format!(
+                "options.num_predict {n}: must be -2, -1 or more"
+            ))),
+        }
+    }
+
+    fn stops(&self) -> Result<Vec<String>, OError> {
+        let s = self.stop.clone().unwrap_or_default();
+        if s.len() > 16 || s.iter().any(|x| x.len() > 1024) {
+            return Err(bad(
+                "options.stop: at most 16 strings of at most 1024 bytes",
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// `format`: `"json"` or a JSON schema.
+fn format_grammar(v: Option<&Value>) -> Result<Option<Grammar>, OError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(Grammar::json_object())),
+        Some(Value::Object(_)) => Ok(Some(Grammar::JsonSchema {
+            schema: v.cloned().unwrap_or_default(),
+            strict: false,
+        })),
+        Some(other) => Err(bad(format!(
+            "format must be \"json\" or a JSON schema, not {other}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct OMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: Option<String>,
+    #[serde(default)]
+    messages: Vec<OMessage>,
+    stream: Option<bool>,
+    format: Option<Value>,
+    #[serde(default)]
+    options: Options,
+    tools: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GenerateRequest {
+    model: Option<String>,
+    #[serde(default)]
+    prompt: String,
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    stream: Option<bool>,
+    format: Option<Value>,
+    #[serde(default)]
+    options: Options,
+}
+
+/// Ollama's tool calls (`function.arguments` an object) in OpenAI's shape
+/// (`arguments` a JSON string), as the template code reads them.
+fn calls_to_openai(calls: &[Value]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                let f = &c["function"];
+                let args = match &f["arguments"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                json!({"type": "function", "function": {"name": f["name"], "arguments": args}})
+            })
+            .collect(),
+    )
+}
+
+/// OpenAI tool calls (arguments a JSON string) in Ollama's shape.
+fn calls_to_ollama(calls: &[Value]) -> Vec<Value> {
+    calls
+        .iter()
+        .map(|c| {
+            let f = &c["function"];
+            let args = f["arguments"]
+                .as_str()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .unwrap_or_else(|| f["arguments"].clone());
+            json!({"function": {"name": f["name"], "arguments": args}})
+        })
+        .collect()
+}
+
+/// The end-of-request fields: reason and Ollama's nanosecond timings.
+struct Timing {
+    t0: Instant,
+    first: Option<Instant>,
+}
+
+impl Timing {
+    fn done(&self, v: &mut Value, reason: &str, prompt: usize, completion: usize) {
+        let end = Instant::now();
+        let first = self.first.unwrap_or(end);
+        let ns = |d: std::time::Duration| d.as_nanos() as u64;
+        v["done"] = json!(true);
+        v["done_reason"] = json!(reason);
+        v["total_duration"] = json!(ns(end - self.t0));
+        v["load_duration"] = json!(0);
+        v["prompt_eval_count"] = json!(prompt);
+        v["prompt_eval_duration"] = json!(ns(first - self.t0));
+        v["eval_count"] = json!(completion);
+        v["eval_duration"] = json!(ns(end - first));
+    }
+}
+
+/// What a request runs: prompt, limits, grammar.
+struct Job {
+    prompt: Vec<u32>,
+    thinking: bool,
+    request: Request,
+    stream: bool,
+    tools: Option<tools::Format>,
+}
+
+async fn job(
+    s: &Shared,
+    prompt: Vec<u32>,
+    text: &str,
+    options: &Options,
+    format: Option<&Value>,
+    stream: Option<bool>,
+    (tool_fmt, tool_grammar): (Option<tools::Format>, Option<structured::Asked>),
+) -> Result<Job, OError> {
+    s.engine
+        .check_prompt(prompt.len())
+        .map_err(|e| bad(e.to_string()))?;
+    let max = options.max_tokens(prompt.len(), s.engine.max_seq_len)?;
+    let asked = match (tool_grammar, format_grammar(format)?) {
+        (Some(a), _) => Some(a),
+        (None, Some(g)) => Some(structured::Asked {
+            grammar: g,
+            field: "format".into(),
+        }),
+        (None, None) => None,
+    };
+    let constraint = match &asked {
+        Some(a) => structured::compile(s, a, 1).await?.pop(),
+        None => None,
+    };
+    Ok(Job {
+        request: Request {
+            prompt: prompt.clone(),
+            sampling: options.sampling()?,
+            max_tokens: max,
+            stop: options.stops()?,
+            ignore_eos: false,
+            logprobs: None,
+            prompt_logprobs: None,
+            constraint,
+        },
+        thinking: text.trim_end().ends_with("<think>"),
+        prompt,
+        stream: stream.unwrap_or(true),
+        tools: tool_fmt,
+    })
+}
+
+/// Runs `j`: one JSON object, or NDJSON as the tokens come. `chat` picks
+/// the shape (`message` objects or `response` strings).
+async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OError> {
+    let model = s.opts.model_id.clone();
+    let n_prompt = j.prompt.len();
+    let rxs = submit_all(&s, vec![j.request])?;
+    // A tool call is parsed from the whole output, so with tools the
+    // stream carries it in one object, as Ollama's does.
+    if !j.stream || j.tools.is_some() {
+        let out = collect(&s, rxs, t0).await?;
+        let c = &out[0];
+        let d = ReasoningParser::split(&c.text, j.thinking);
+        let mut v = json!({"model": model, "created_at": created_at()});
+        if chat {
+            let mut msg = json!({"role": "assistant", "content": d.content});
+            if let Some(fmt) = j.tools {
+                let (content, calls) = tools::parse_all(fmt, &d.content);
+                msg["content"] = json!(content);
+                if !calls.is_empty() {
+                    msg["tool_calls"] = json!(calls_to_ollama(&calls));
+                }
+            }
+            if !d.reasoning.is_empty() {
+                msg["thinking"] = json!(d.reasoning);
+            }
+            v["message"] = msg;
+        } else {
+            v["response"] = json!(d.content);
+            if !d.reasoning.is_empty() {
+                v["thinking"] = json!(d.reasoning);
+            }
+        }
+        let reason = c.finish.map_or("stop", |f| f.as_str());
+        // The whole output took its time; the first token is not known
+        // apart from it here.
+        let timing = Timing {
+            t0,
+            first: Some(t0 + (Instant::now() - t0) / 2),
+        };
+        timing.done(&mut v, reason, n_prompt, c.usage.completion_tokens);
+        if !j.stream {
+            return Ok(axum::Json(v).into_response());
+        }
+        let line = format!("{v}\n");
+        return Ok(ndjson(futures_util::stream::iter([Ok::<_, Infallible>(
+            Bytes::from(line),
+        )])));
+    }
+    let mut events = merge(&s, rxs, t0);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+    tokio::spawn(async move {
+        let mut parser = ReasoningParser::new(j.thinking);
+        let mut timing = Timing { t0, first: None };
+        let send = |v: Value| tx.send(Ok(Bytes::from(format!("{v}\n")))).is_ok();
+        let piece = |content: &str, thinking: &str| {
+            let mut v = json!({"model": model, "created_at": created_at(), "done": false});
+            if chat {
+                let mut m = json!({"role": "assistant", "content": content});
+                if !thinking.is_empty() {
+                    m["thinking"] = json!(thinking);
+                }
+                v["message"] = m;
+            } else {
+                v["response"] = json!(content);
+                if !thinking.is_empty() {
+                    v["thinking"] = json!(thinking);
+                }
+            }
+            v
+        };
+        loop {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = tx.closed() => return,
+            };
+            let Some((_, ev)) = ev else { return };
+            match ev {
+                Event::Token { text, .. } | Event::Text(text) => {
+                    timing.first.get_or_insert_with(Instant::now);
+                    let d = parser.push(&text);
+                    if (!d.content.is_empty() || !d.reasoning.is_empty())
+                        && !send(piece(&d.content, &d.reasoning))
+                    {
+                        return;
+                    }
+                }
+                Event::Done { finish, usage } => {
+                    let d = parser.finish();
+                    let mut v = piece(&d.content, &d.reasoning);
+                    timing.done(&mut v, finish.as_str(), n_prompt, usage.completion_tokens);
+                    send(v);
+                    return;
+                }
+                Event::Error(e) => {
+                    send(json!({"error": e}));
+                    return;
+                }
+                Event::PromptLogprobs(_) => {}
+            }
+        }
+    });
+    Ok(ndjson(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+    ))
+}
+
+fn ndjson<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+pub async fn chat(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Infallible> {
+    Ok(chat_inner(s, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response))
+}
+
+async fn chat_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OError> {
+    let t0 = Instant::now();
+    let r: ChatRequest = parse(body)?;
+    check_model(&s, r.model.as_deref())?;
+    if r.messages.is_empty() {
+        // Ollama answers an empty chat with the model loaded.
+        let mut v = json!({"model": s.opts.model_id, "created_at": created_at(),
+            "message": {"role": "assistant", "content": ""}});
+        v["done"] = json!(true);
+        v["done_reason"] = json!("load");
+        return Ok(axum::Json(v).into_response());
+    }
+    let fmt = tools::Format::of_template(&s.template.source);
+    let messages: Vec<ChatMessage> = r
+        .messages
+        .iter()
+        .map(|m| ChatMessage {
+            role: m.role.clone(),
+            content: m.content.clone(),
+            reasoning_content: m.thinking.clone(),
+            tool_calls: tools::for_template(
+                m.tool_calls.as_deref().map(calls_to_openai).as_ref(),
+                fmt,
+            ),
+            name: m.tool_name.clone(),
+            tool_call_id: None,
+        })
+        .collect();
+    let setup = tools::setup(r.tools.as_ref(), None, None, &s.template.source)?;
+    let (text, prompt) = s
+        .tok
+        .apply_chat_template(&s.template, &messages, setup.tools.as_ref(), None)
+        .map_err(|e| bad(format!("messages: chat template: {e}")))?;
+    let j = job(
+        &s,
+        prompt,
+        &text,
+        &r.options,
+        r.format.as_ref(),
+        r.stream,
+        (setup.format, setup.grammar.clone()),
+    )
+    .await?;
+    run(s, j, true, t0).await
+}
+
+pub async fn generate(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Infallible> {
+    Ok(generate_inner(s, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response))
+}
+
+async fn generate_inner(
+    s: Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OError> {
+    let t0 = Instant::now();
+    let r: GenerateRequest = parse(body)?;
+    check_model(&s, r.model.as_deref())?;
+    if r.prompt.is_empty() {
+        let mut v = json!({"model": s.opts.model_id, "created_at": created_at(), "response": ""});
+        v["done"] = json!(true);
+        v["done_reason"] = json!("load");
+        return Ok(axum::Json(v).into_response());
+    }
+    let (text, prompt) = if r.raw {
+        let ids = s
+            .tok
+            .encode(&r.prompt, true, true)
+            .map_err(|e| bad(format!("prompt: {e}")))?;
+        (r.prompt.clone(), ids)
+    } else {
+        let mut messages = Vec::new();
+        if let Some(sys) = &r.system {
+            messages.push(ChatMessage::new("system", sys));
+        }
+        messages.push(ChatMessage::new("user", &r.prompt));
+        s.tok
+            .apply_chat_template(&s.template, &messages, None, None)
+            .map_err(|e| bad(format!("prompt: chat template: {e}")))?
+    };
+    let j = job(
+        &s,
+        prompt,
+        &text,
+        &r.options,
+        r.format.as_ref(),
+        r.stream,
+        None,
+        None,
+    )
+    .await?;
+    run(s, j, false, t0).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_convert_both_ways_and_parse_from_hermes_output() {
+        let ollama = vec![json!({"function": {"name": "f", "arguments": {"x": 1}}})];
+        let openai = calls_to_openai(&ollama);
+        assert_eq!(openai[0]["function"]["arguments"], json!("{\"x\":1}"));
+        assert_eq!(calls_to_ollama(openai.as_array().unwrap()), ollama);
+        // What Qwen's template asks the model to write, parsed as the chat
+        // route does, then given Ollama's shape.
+        let out = "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let (content, calls) = tools::parse_all(tools::Format::Hermes, out);
+        assert_eq!(content.as_deref().map(str::trim), Some("Sure."));
+        let calls = calls_to_ollama(&calls);
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["function"]["arguments"], json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn options_map_to_sampling_and_limits() {
+        let o: Options = serde_json::from_value(json!({
+            "temperature": 0, "top_k": 5, "num_predict": 7, "num_ctx": 100, "stop": ["x"], "seed": 3
+        }))
+        .unwrap();
+        let s = o.sampling().ok().unwrap();
+        assert_eq!((s.temperature, s.top_k, s.seed), (0.0, 5, 3));
+        assert_eq!(o.max_tokens(90, 4096).ok(), Some(7));
+        assert_eq!(o.max_tokens(97, 4096).ok(), Some(3), "num_ctx bounds it");
+        let bad: Options = serde_json::from_value(json!({"top_p": 2.0})).unwrap();
+        assert!(bad.sampling().is_err());
+        let nan = Options {
+            temperature: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert!(nan.sampling().is_err());
+        assert!(format_grammar(Some(&json!(7))).is_err());
+        assert!(matches!(format_grammar(Some(&json!("json"))), Ok(Some(_))));
+    }
+}
