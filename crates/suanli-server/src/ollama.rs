@@ -660,8 +660,7 @@ async fn generate_inner(
         &r.options,
         r.format.as_ref(),
         r.stream,
-        None,
-        None,
+        (None, None),
     )
     .await?;
     run(s, j, false, t0).await
