@@ -130,6 +130,16 @@ def section_ollama():
     status, body = raw("/api/chat", json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}],
                        "format": 7}).encode())
     assert status == 400 and "format" in json.loads(body)["error"], body
+    status, body = raw("/api/chat", json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}],
+                       "options": {"temprature": 0.2}}).encode())
+    assert status == 400 and "options.temprature" in json.loads(body)["error"], body
+    # The inference gateway's metric names, for routing across replicas.
+    req = urllib.request.Request(ROOT + "/metrics")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    for name in ["vllm:num_requests_waiting", "vllm:num_requests_running",
+                 "vllm:kv_cache_usage_perc", "vllm:cache_config_info"]:
+        assert any(line.startswith(name + "{") for line in text.splitlines()), name
     # The key is needed here as on /v1.
     req = urllib.request.Request(ROOT + "/api/tags")
     try:

@@ -213,7 +213,7 @@ async fn health(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let text = s.metrics.render(&s.engine.stats());
+    let text = s.metrics.render(&s.engine.stats(), &s.opts.model_id);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

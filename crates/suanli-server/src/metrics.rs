@@ -101,8 +101,9 @@ impl Metrics {
         m
     }
 
-    /// The text exposition, with engine counters brought up to date.
-    pub fn render(&self, s: &EngineStats) -> String {
+    /// The text exposition, with engine counters brought up to date, and
+    /// the inference gateway's names for `model`.
+    pub fn render(&self, s: &EngineStats, model: &str) -> String {
         let catch_up = |c: &IntCounter, v: u64| {
             let now = c.get();
             if v > now {
@@ -125,12 +126,94 @@ impl Metrics {
         {
             return String::new();
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        text.push_str(&model_server_protocol(s, model));
+        text
     }
+}
+
+/// The model-server protocol of Kubernetes' Gateway API Inference
+/// Extension, under the names its endpoint picker reads by default
+/// (vLLM's): queue, running sequences, KV-cache use as a fraction, and the
+/// cache's configuration. Replicas of `suanli serve` behind an
+/// InferencePool are routed by them with no flags.
+fn model_server_protocol(s: &EngineStats, model: &str) -> String {
+    let label = format!("model_name=\"{}\"", model.replace(['\\', '"', '\n'], "_"));
+    let total = s.blocks.total.max(1);
+    let usage = s.blocks.used as f64 / total as f64;
+    let gauge = |name: &str, help: &str, labels: &str, v: String| {
+        format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {v}\n")
+    };
+    [
+        gauge(
+            "vllm:num_requests_waiting",
+            "Requests waiting for a slot.",
+            &label,
+            s.waiting.to_string(),
+        ),
+        gauge(
+            "vllm:num_requests_running",
+            "Sequences decoding.",
+            &label,
+            s.running.to_string(),
+        ),
+        gauge(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache blocks in use, as a fraction (1 = full).",
+            &label,
+            format!("{usage}"),
+        ),
+        gauge(
+            "vllm:cache_config_info",
+            "The KV cache's configuration.",
+            &format!(
+                "{label},block_size=\"{}\",num_gpu_blocks=\"{}\",num_cpu_blocks=\"0\"",
+                s.block_size, s.blocks.total
+            ),
+            "1".into(),
+        ),
+    ]
+    .concat()
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_reads_queue_running_kv_use_and_cache_config() {
+        let m = Metrics::new();
+        let s = EngineStats {
+            waiting: 3,
+            running: 2,
+            blocks: suanli_engine::blocks::BlockStats {
+                total: 64,
+                used: 16,
+                free: 48,
+                cached: 5,
+            },
+            block_size: 16,
+            prefix_hit_tokens: 0,
+            preemptions: 0,
+            prompt_tokens: 0,
+            generated_tokens: 0,
+            steps: 0,
+        };
+        let t = m.render(&s, "qwen");
+        for line in [
+            "vllm:num_requests_waiting{model_name=\"qwen\"} 3",
+            "vllm:num_requests_running{model_name=\"qwen\"} 2",
+            "vllm:kv_cache_usage_perc{model_name=\"qwen\"} 0.25",
+            "vllm:cache_config_info{model_name=\"qwen\",block_size=\"16\",num_gpu_blocks=\"64\",num_cpu_blocks=\"0\"} 1",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
     }
 }

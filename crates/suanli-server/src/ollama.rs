@@ -209,6 +209,54 @@ struct Options {
     stop: Option<Vec<String>>,
 }
 
+/// Ollama's documented options: those suanli does not use (GPU layers,
+/// mirostat…) are accepted and ignored, any other name is an error.
+const KNOWN_OPTIONS: &[&str] = &[
+    "numa",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "low_vram",
+    "f16_kv",
+    "vocab_only",
+    "use_mmap",
+    "use_mlock",
+    "num_thread",
+    "num_keep",
+    "seed",
+    "num_predict",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_last_n",
+    "temperature",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "penalize_newline",
+    "stop",
+    "tfs_z",
+];
+
+/// `options`, each name checked.
+fn options(v: &Value) -> Result<Options, OError> {
+    match v {
+        Value::Null => Ok(Options::default()),
+        Value::Object(m) => {
+            if let Some(k) = m.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+                return Err(bad(format!("options.{k}: not an option Ollama knows")));
+            }
+            serde_json::from_value(v.clone()).map_err(|e| bad(format!("options: {e}")))
+        }
+        _ => Err(bad("options must be an object")),
+    }
+}
+
 impl Options {
     /// Sampling with Ollama's defaults (temperature 0.8, top-k 40, top-p
     /// 0.9, repeat penalty 1.1 over the last 64 tokens).
@@ -318,7 +366,7 @@ struct ChatRequest {
     stream: Option<bool>,
     format: Option<Value>,
     #[serde(default)]
-    options: Options,
+    options: Value,
     tools: Option<Value>,
 }
 
@@ -333,7 +381,7 @@ struct GenerateRequest {
     stream: Option<bool>,
     format: Option<Value>,
     #[serde(default)]
-    options: Options,
+    options: Value,
 }
 
 /// Ollama's tool calls (`function.arguments` an object) in OpenAI's shape
@@ -606,7 +654,7 @@ async fn chat_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Re
         &s,
         prompt,
         &text,
-        &r.options,
+        &options(&r.options)?,
         r.format.as_ref(),
         r.stream,
         (setup.format, setup.grammar.clone()),
@@ -657,7 +705,7 @@ async fn generate_inner(
         &s,
         prompt,
         &text,
-        &r.options,
+        &options(&r.options)?,
         r.format.as_ref(),
         r.stream,
         (None, None),
@@ -705,5 +753,10 @@ mod tests {
         assert!(nan.sampling().is_err());
         assert!(format_grammar(Some(&json!(7))).is_err());
         assert!(matches!(format_grammar(Some(&json!("json"))), Ok(Some(_))));
+        // Unknown names are refused, Ollama's own accepted.
+        let e = options(&json!({"temprature": 0.5})).err().unwrap();
+        assert!(e.1.contains("options.temprature"), "{}", e.1);
+        assert!(options(&json!({"num_gpu": 99, "mirostat": 0})).is_ok());
+        assert!(options(&json!("fast")).is_err());
     }
 }
