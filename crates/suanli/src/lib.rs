@@ -6,6 +6,7 @@
 //! - [`hub`]: named models, fetched and sha256-checked into a local cache.
 //! - [`lineage`]: whether one model's weights were derived from another's.
 //! - [`membw`]: memory read bandwidth, the decode roofline's.
+//! - [`pull`]: models from the Hugging Face Hub and ModelScope.
 //! - [`perplexity`]: perplexity and KL divergence as llama-perplexity
 //!   defines them.
 
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod lineage;
 pub mod membw;
 pub mod perplexity;
+pub mod pull;
 
 /// The first `n` bytes of `text`, extended to the end of the line (a slice
 /// of a corpus that tests and benchmarks agree on).

@@ -29,6 +29,9 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if p.exists() {
         return Ok(p.to_path_buf());
     }
+    if suanli::pull::is_hub_ref(spec) {
+        return Ok(suanli::pull::pull(spec)?);
+    }
     if hub::find(spec).is_some() {
         return Ok(hub::resolve(spec, &mut |m| eprintln!("{m}"))?);
     }

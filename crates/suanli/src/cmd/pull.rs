@@ -3,7 +3,9 @@ use suanli::hub;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model name (default: the default model); `--list` shows them.
+    /// Model name (default: the default model; `--list` shows them), or a
+    /// hub reference: hf://ORG/REPO[:QUANT], hf://ORG/REPO/FILE.gguf, a
+    /// safetensors repository as hf://ORG/REPO, and ms://… from ModelScope.
     name: Option<String>,
     /// List the models `pull` knows.
     #[arg(long)]
@@ -33,6 +35,10 @@ pub fn main(a: Args) -> Result<()> {
         return Ok(());
     }
     let name = a.name.as_deref().unwrap_or(hub::DEFAULT_MODEL);
+    if suanli::pull::is_hub_ref(name) {
+        println!("{}", suanli::pull::pull(name)?.display());
+        return Ok(());
+    }
     let p = hub::resolve(name, &mut |m| eprintln!("{m}"))?;
     println!("{}", p.display());
     Ok(())
