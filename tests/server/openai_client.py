@@ -287,6 +287,19 @@ def section_errors():
     expect(400, post(url, json_body={"messages": msgs, "temperature": 7}, headers=AUTH), "temperature")
     expect(400, post(url, json_body={"messages": []}, headers=AUTH))
     expect(400, post(f"{BASE}/completions", json_body={"prompt": [10**12]}, headers=AUTH))
+    # Limits and types: each a 400 naming the field.
+    expect(400, post(url, json_body={"messages": msgs, "max_tokens": 10**12}, headers=AUTH), "max_completion_tokens")
+    expect(400, post(f"{BASE}/completions", json_body={"prompt": "x", "max_tokens": 10**12}, headers=AUTH), "max_tokens")
+    expect(400, post(url, json_body={"messages": msgs, "stop": "x" * 2000}, headers=AUTH), "stop")
+    expect(400, post(url, json_body={"messages": msgs, "tools": "get_weather"}, headers=AUTH), "tools")
+    expect(400, post(url, json_body={"messages": msgs, "tool_choice": 5}, headers=AUTH), "tool_choice")
+    expect(400, post(url, json_body={"messages": msgs, "response_format": "json"}, headers=AUTH), "response_format")
+    expect(400, post(url, json_body={"messages": [{"role": "wizard", "content": "hi"}]}, headers=AUTH), "messages[0].role")
+    expect(400, post(url, json_body={"messages": msgs, "top_p": -1}, headers=AUTH), "top_p")
+    deep = b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    expect(400, post(url, content=deep, headers={**AUTH, "content-type": "application/json"}))
+    expect(400, post(url, content=b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
+                     headers={**AUTH, "content-type": "application/json"}))
     # 400: prompt over the context, saying by how much.
     long = "word " * 2000
     e = expect(400, post(f"{BASE}/completions", json_body={"prompt": long}, headers=AUTH), "more than the context")

@@ -240,15 +240,104 @@ impl Common {
         if s.len() > 16 {
             return Err(ApiError::bad_param("stop", "at most 16 stop strings"));
         }
+        if let Some(i) = s.iter().position(|x| x.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::bad_param(
+                "stop",
+                format!(
+                    "stop string {i} is {} bytes; at most {MAX_STOP_BYTES}",
+                    s[i].len()
+                ),
+            ));
+        }
         Ok(s)
     }
 }
 
-/// A token budget field: absent → `default`; negative → 400.
-pub fn max_tokens(name: &str, v: Option<i64>, default: usize) -> Result<usize, ApiError> {
+/// A token budget field: absent → `default`; negative, or more than the
+/// `context` a sequence may hold, → 400.
+pub fn max_tokens(
+    name: &str,
+    v: Option<i64>,
+    default: usize,
+    context: usize,
+) -> Result<usize, ApiError> {
     match v {
         None => Ok(default),
-        Some(n) if n >= 0 => Ok(n as usize),
+        Some(n) if n >= 0 && n as u64 <= context as u64 => Ok(n as usize),
+        Some(n) if n >= 0 => Err(ApiError::bad_param(
+            name,
+            format!("{n} is more than the context of {context} tokens"),
+        )),
         Some(_) => Err(ApiError::bad_param(name, "must be a non-negative integer")),
+    }
+}
+
+/// Longest stop string accepted, in bytes.
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// Roles a chat message may have.
+pub const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+impl ChatRequest {
+    /// Fields whose JSON type is wrong are an error naming them, not
+    /// ignored; so is a role no template knows.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let kind = |field: &str, v: &Option<Value>, ok: fn(&Value) -> bool, want: &str| match v {
+            Some(x) if !x.is_null() && !ok(x) => {
+                Err(ApiError::bad_param(field, format!("must be {want}")))
+            }
+            _ => Ok(()),
+        };
+        kind("tools", &self.tools, Value::is_array, "an array of tools")?;
+        kind(
+            "tool_choice",
+            &self.tool_choice,
+            |v| v.is_string() || v.is_object(),
+            "\"none\", \"auto\", \"required\" or an object naming a function",
+        )?;
+        self.common.check()?;
+        for (i, m) in self.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::bad_param(
+                    &format!("messages[{i}].role"),
+                    format!("unknown role {:?} (one of {})", m.role, ROLES.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Common {
+    /// The types of the structured-output fields.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if self
+            .response_format
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && !v.is_object())
+        {
+            return Err(ApiError::bad_param(
+                "response_format",
+                "must be an object such as {\"type\": \"json_object\"}",
+            ));
+        }
+        if self
+            .grammar
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && !v.is_string() && !v.is_object())
+        {
+            return Err(ApiError::bad_param(
+                "grammar",
+                "must be a Lark grammar or an object with type and value",
+            ));
+        }
+        Ok(())
     }
 }

@@ -74,6 +74,7 @@ pub async fn handle(
     let t0 = Instant::now();
     let r: ChatRequest = parse_json(&body?)?;
     s.check_model(r.common.model.as_deref())?;
+    r.check()?;
     if r.messages.is_empty() {
         return Err(ApiError::bad_param(
             "messages",
@@ -127,6 +128,7 @@ pub async fn handle(
         "max_completion_tokens",
         r.max_completion_tokens.or(r.common.max_tokens),
         usize::MAX,
+        s.engine.max_seq_len,
     )?;
     let top = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
         (false, None) => None,

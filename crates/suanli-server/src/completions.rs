@@ -97,7 +97,8 @@ pub async fn handle(
         Some(k @ 0..=20) => Some(k as usize),
         Some(_) => return Err(ApiError::bad_param("logprobs", "must be between 0 and 20")),
     };
-    let max = max_tokens("max_tokens", r.common.max_tokens, 16)?;
+    r.common.check()?;
+    let max = max_tokens("max_tokens", r.common.max_tokens, 16, s.engine.max_seq_len)?;
     let stop = r.common.stops()?;
     let mut toks: Vec<Vec<u32>> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
