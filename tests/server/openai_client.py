@@ -336,6 +336,99 @@ def section_errors():
     print("error statuses:", codes)
 
 
-{"client": section_client, "invariance": section_invariance, "preempt": section_preempt,
+def section_slow():
+    """Started with --max-connections 2 --header-timeout 2 --body-timeout 2."""
+    import socket
+    host, port = ROOT.split("//")[1].split(":")
+    port = int(port)
+
+    def conn():
+        s = socket.create_connection((host, port), timeout=30)
+        return s
+
+    def trickle_headers(s, seconds):
+        # One byte a second: a per-read timeout would never fire.
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+        t0 = time.time()
+        for b in head:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                return time.time() - t0, b""
+            if time.time() - t0 > seconds:
+                break
+            time.sleep(0.25)
+        s.settimeout(10)
+        try:
+            data = s.recv(100)
+        except OSError:
+            data = b""
+        return time.time() - t0, data
+
+    # Headers trickled past the deadline: the connection is closed, not served.
+    s = conn()
+    took, data = trickle_headers(s, 20)
+    assert took < 8, f"a trickling client was kept {took:.1f}s"
+    assert b"200 OK" not in data, data
+    s.close()
+    # A body trickled past the deadline: 408 naming it.
+    s = conn()
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+              + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    t0 = time.time()
+    reply = b""
+    for b in body:
+        try:
+            s.sendall(bytes([b]))
+        except OSError:
+            break
+        time.sleep(0.25)
+        s.setblocking(False)
+        try:
+            reply += s.recv(4096)
+        except OSError:
+            pass
+        s.setblocking(True)
+        if reply:
+            break
+    s.settimeout(10)
+    try:
+        reply += s.recv(4096)
+    except OSError:
+        pass
+    assert b" 408 " in reply.split(b"\r\n")[0] and b"did not arrive" in reply, reply[:300]
+    assert time.time() - t0 < 8
+    s.close()
+    # The connection cap: two held connections, a third is refused at once
+    # with 503 and Retry-After.
+    held = [conn(), conn()]
+    for h in held:
+        h.sendall(b"GET /health HTTP/1.1\r\n")  # headers left unfinished
+    time.sleep(0.3)
+    t = conn()
+    t.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    t.settimeout(10)
+    r = t.recv(4096)
+    assert r.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in r, r[:300]
+    t.close()
+    for h in held:
+        h.close()
+    # Still serving once they are gone.
+    deadline = time.time() + 10
+    while True:
+        try:
+            if get(f"{ROOT}/health").status_code == 200:
+                break
+        except Exception:
+            pass
+        assert time.time() < deadline, "not serving after the cap"
+        time.sleep(0.2)
+    r = chat("Say hi.", max_tokens=4)
+    assert r.choices[0].message.content is not None
+    print("slow clients and the connection cap: ok")
+
+
+{"client": section_client, "slow": section_slow, "invariance": section_invariance, "preempt": section_preempt,
  "disconnect": section_disconnect, "errors": section_errors}[SECTION]()
 print(f"{SECTION}: ok")

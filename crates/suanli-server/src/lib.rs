@@ -52,6 +52,27 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// The model's facts for Ollama's `/api/tags`, `/api/show`, `/api/ps`.
     pub info: ollama::ModelInfo,
+    pub limits: Limits,
+}
+
+/// What a connection may take: how many at once, and how long a client
+/// has to send a request's headers, and then its body, as a whole (not per
+/// read: a client trickling a byte a second is cut off all the same).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_deadline: std::time::Duration,
+    pub body_deadline: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            header_deadline: std::time::Duration::from_secs(10),
+            body_deadline: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 pub struct AppState {
@@ -137,18 +158,110 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(state.opts.max_body_bytes))
         .with_state(state)
 }
 
-/// Serve until ctrl-c / SIGTERM.
+/// Serve until ctrl-c: each connection over HTTP/1.1 with the header
+/// deadline, at most `limits.max_connections` at once — one more is
+/// answered 503 with `Retry-After` and closed, and the server goes on.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let limits = state.opts.limits.clone();
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                // Out of descriptors or a connection reset before accept:
+                // wait a little, keep serving.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let deadline = limits.header_deadline;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(deadline);
+            let _ = b.serve_connection(io, svc).with_upgrades().await;
+        });
+    }
+}
+
+/// 503 with `Retry-After` for a connection over the cap.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections; retry shortly",
+    )
+    .body()
+    .to_string();
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let _ = stream.write_all(msg.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The whole body within the body deadline, then the handler (which reads
+/// it from memory): a client that trickles its body gets 408.
+async fn body_deadline(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = s.opts.max_body_bytes;
+    match tokio::time::timeout(
+        s.opts.limits.body_deadline,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {limit} bytes"),
+                )
+                .into_response()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+                    .into_response()
+            }
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                s.opts.limits.body_deadline.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {

@@ -152,6 +152,19 @@ fn ollama_client_tags_show_chat_generate_format_and_errors() {
 }
 
 #[test]
+fn slow_clients_are_cut_off_and_connections_capped() {
+    Server::start(&[
+        "--max-connections",
+        "2",
+        "--header-timeout",
+        "2",
+        "--body-timeout",
+        "2",
+    ])
+    .run("slow");
+}
+
+#[test]
 fn sixteen_concurrent_requests_match_their_single_runs() {
     Server::start(&["--parallel", "16"]).run("invariance");
 }

@@ -50,6 +50,15 @@ pub struct Args {
     /// Largest request body, in bytes.
     #[arg(long = "max-body", default_value_t = 8 << 20)]
     max_body: usize,
+    /// Connections served at once; one more gets 503 with Retry-After.
+    #[arg(long = "max-connections", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers, as a whole.
+    #[arg(long = "header-timeout", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's body, as a whole.
+    #[arg(long = "body-timeout", default_value_t = 60)]
+    body_timeout: u64,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -97,6 +106,11 @@ pub fn main(a: Args) -> Result<()> {
             model_id: model_id.clone(),
             max_body_bytes: a.max_body,
             info,
+            limits: suanli_server::Limits {
+                max_connections: a.max_connections,
+                header_deadline: std::time::Duration::from_secs(a.header_timeout.max(1)),
+                body_deadline: std::time::Duration::from_secs(a.body_timeout.max(1)),
+            },
         },
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
