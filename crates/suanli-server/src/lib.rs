@@ -164,14 +164,36 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Serve until ctrl-c: each connection over HTTP/1.1 with the header
-/// deadline, at most `limits.max_connections` at once — one more is
-/// answered 503 with `Retry-After` and closed, and the server goes on.
+/// How long a stopping server waits for requests in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Resolves on ctrl-c or SIGTERM (what Kubernetes sends a pod).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serve until ctrl-c or SIGTERM, then stop accepting and let requests in
+/// flight finish (up to 30 s; idle keep-alive connections close at once).
+/// Each connection is HTTP/1.1 with the header deadline, at most
+/// `limits.max_connections` at once — one more is answered 503 with
+/// `Retry-After` and closed, and the server goes on.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
     let limits = state.opts.limits.clone();
     let app = router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let stop = tokio::signal::ctrl_c();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = stop_signal();
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -184,7 +206,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io:
                     continue;
                 }
             },
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => {
+                drop(listener);
+                let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+                return Ok(());
+            }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tokio::spawn(refuse(stream));
@@ -192,13 +218,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io:
         };
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         let deadline = limits.header_deadline;
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(deadline);
-            let _ = b.serve_connection(io, svc).with_upgrades().await;
+            let _ = watcher.watch(b.serve_connection(io, svc)).await;
         });
     }
 }
