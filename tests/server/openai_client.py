@@ -26,8 +26,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 class Resp:
-    def __init__(self, status, text):
-        self.status_code, self.text = status, text
+    def __init__(self, status, text, headers=None):
+        self.status_code, self.text, self.headers = status, text, headers or {}
 
     def json(self):
         return json.loads(self.text)
@@ -41,9 +41,9 @@ def http(method, url, json_body=None, content=None, headers=None, timeout=60):
     req = urllib.request.Request(url, data=data, headers=h, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return Resp(r.status, r.read().decode())
+            return Resp(r.status, r.read().decode(), r.headers)
     except urllib.error.HTTPError as e:
-        return Resp(e.code, e.read().decode())
+        return Resp(e.code, e.read().decode(), e.headers)
 
 
 def post(url, **kw):
@@ -323,11 +323,14 @@ def section_errors():
     body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 64, "temperature": 0}
 
     def send(_):
-        return post(url, json_body=body, headers=AUTH, timeout=300).status_code
+        r = post(url, json_body=body, headers=AUTH, timeout=300)
+        return r.status_code, r.headers.get("Retry-After")
 
     with cf.ThreadPoolExecutor(4) as ex:
-        codes = sorted(ex.map(send, range(4)))
+        got = sorted(ex.map(send, range(4)), key=lambda x: x[0])
+    codes = [c for c, _ in got]
     assert 503 in codes and 200 in codes, codes
+    assert all(ra == "1" for c, ra in got if c == 503), got
     # Still serving, nothing left behind, errors counted by status.
     assert get(f"{ROOT}/health").status_code == 200
     m = wait_idle("after errors")
