@@ -128,11 +128,19 @@ fn strftime_now(fmt: String) -> String {
     chrono::Local::now().format(&fmt).to_string()
 }
 
+/// Instructions one render may execute.
+const TEMPLATE_FUEL: u64 = 50_000_000;
+
 impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A template is code from a model file: bounded work per render
+        // (real chat templates take well under 1% of this), so a hostile
+        // one's endless loop is an error, not a server stuck on it.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(64);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
@@ -177,5 +185,42 @@ impl ChatTemplate {
         }
         t.render(Value::from_serialize(&ctx))
             .map_err(|e| TokenizerError::Template(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    #[test]
+    fn endless_loops_and_deep_recursion_are_errors_not_hangs() {
+        let msgs = [ChatMessage::new("user", "hi")];
+        let t0 = std::time::Instant::now();
+        let loops = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .expect("parses");
+        let e = loops
+            .render(&msgs, true, None, None)
+            .expect_err("runs out of fuel");
+        assert!(e.to_string().to_lowercase().contains("fuel"), "{e}");
+        let deep = ChatTemplate::new(
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "",
+            "",
+        )
+        .expect("parses");
+        assert!(deep.render(&msgs, true, None, None).is_err());
+        assert!(t0.elapsed().as_secs() < 20, "took {:?}", t0.elapsed());
+        // A real template is nowhere near the limit.
+        let qwen = ChatTemplate::new(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+            "",
+            "",
+        )
+        .expect("parses");
+        assert!(qwen.render(&msgs, true, None, None).is_ok());
     }
 }
