@@ -50,17 +50,7 @@ pub fn generate(
     is_eog: &dyn Fn(u32) -> bool,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<GenStats> {
-    if prompt.is_empty() {
-        return Err(EngineError::EmptyPrompt);
-    }
-    let free = kv.capacity - kv.len();
-    if prompt.len() >= free {
-        return Err(EngineError::PromptTooLong {
-            prompt: prompt.len(),
-            ctx: kv.capacity,
-            over: prompt.len() + 1 - free,
-        });
-    }
+    check_prompt(prompt, kv)?;
     sampler.accept(prompt);
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, &mut ForwardCtx::new(kv, Logits::Last))?;
@@ -95,4 +85,21 @@ pub fn generate(
         gen_time: t1.elapsed(),
         stop,
     })
+}
+
+/// A prompt the cache can take with room for one generated token, or the
+/// error naming by how much it is over.
+pub(crate) fn check_prompt(prompt: &[u32], kv: &KvCache) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    let free = kv.capacity - kv.len();
+    if prompt.len() >= free {
+        return Err(EngineError::PromptTooLong {
+            prompt: prompt.len(),
+            ctx: kv.capacity,
+            over: prompt.len() + 1 - free,
+        });
+    }
+    Ok(())
 }

@@ -5,51 +5,16 @@
 //! from the package registry once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
 
 fn python() -> PathBuf {
-    let ok = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import kubernetes_validate, jsonschema, yaml"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let system = PathBuf::from("python3");
-    if ok(&system) {
-        return system;
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-venv");
-    let py = venv.join("bin/python");
-    if !ok(&py) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(made, "python3 -m venv failed: this test needs Python 3");
-        let installed = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "kubernetes-validate",
-                "jsonschema",
-                "pyyaml",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            installed,
-            "pip install kubernetes-validate jsonschema pyyaml failed"
-        );
-    }
-    assert!(
-        ok(&py),
-        "the virtual environment cannot import its packages"
-    );
-    py
+    common::python_with(
+        "deploy-venv",
+        "kubernetes_validate, jsonschema, yaml",
+        &["kubernetes-validate", "jsonschema", "pyyaml"],
+    )
 }
 
 #[test]

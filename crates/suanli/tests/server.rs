@@ -95,49 +95,17 @@ impl Server {
     }
 }
 
+mod common;
+
 /// A Python that can `import openai`, `jsonschema` and `ollama`.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
-        let ok = |py: &Path| {
-            Command::new(py)
-                .args(["-c", "import openai, jsonschema, ollama"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let system = PathBuf::from("python3");
-        if ok(&system) {
-            return system;
-        }
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-        let py = venv.join("bin/python");
-        if !ok(&py) {
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(made, "python3 -m venv failed: these tests need Python 3");
-            let installed = Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "openai",
-                    "jsonschema",
-                    "ollama",
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(installed, "pip install openai jsonschema ollama failed");
-        }
-        assert!(
-            ok(&py),
-            "the virtual environment cannot import openai, jsonschema and ollama"
-        );
-        py
+        common::python_with(
+            "openai-venv",
+            "openai, jsonschema, ollama",
+            &["openai", "jsonschema", "ollama"],
+        )
     })
 }
 

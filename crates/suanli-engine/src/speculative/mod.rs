@@ -28,7 +28,7 @@ use suanli_models::{ForwardCtx, KvCache, Logits, Model};
 
 use crate::generate::{GenStats, StopReason};
 use crate::sampler::{Pick, Sampler};
-use crate::{EngineError, Result};
+use crate::Result;
 
 pub use draft::ModelDrafter;
 pub use ngram::NgramDrafter;
@@ -197,17 +197,7 @@ pub fn generate_speculative(
     drafter: &mut dyn Drafter,
     control: &mut Adaptive,
 ) -> Result<(GenStats, SpecStats)> {
-    if prompt.is_empty() {
-        return Err(EngineError::EmptyPrompt);
-    }
-    let free = kv.capacity - kv.len();
-    if prompt.len() >= free {
-        return Err(EngineError::PromptTooLong {
-            prompt: prompt.len(),
-            ctx: kv.capacity,
-            over: prompt.len() + 1 - free,
-        });
-    }
+    crate::generate::check_prompt(prompt, kv)?;
     let vocab = model.config().n_vocab;
     let mut spec = SpecStats::default();
     sampler.accept(prompt);
