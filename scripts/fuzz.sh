@@ -2,7 +2,9 @@
 # Runs every fuzz target (fuzz/, outside the workspace; needs nightly and
 # `cargo install cargo-fuzz`) for SECONDS each (default 600), from the seed
 # corpora in fuzz/corpus (the GGUF one seeded with the head of a cached
-# model when there is one). Findings land in fuzz/artifacts/TARGET/.
+# model when there is one; the safetensors and tokenizer seeds are cut from
+# real files by scripts/fuzz_seeds.py and committed). Findings land in
+# fuzz/artifacts/TARGET/.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]
 set -euo pipefail
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json safetensors)
 mkdir -p corpus/gguf
 for m in ~/.cache/suanli/models/*.gguf ~/.cache/suanli-assets/*.gguf; do
   [ -f "$m" ] && head -c 8192 "$m" > "corpus/gguf/$(basename "$m").head" && break
