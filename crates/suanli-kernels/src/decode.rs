@@ -209,11 +209,10 @@ impl QMatrix {
                 run: Box::new(run),
             });
         }
-        // MXFP4 on AVX-512 VNNI: a run of rows per call, up to eight
-        // tokens at once (one order whatever the batch).
+        // MXFP4 in its planes layout (AVX-512 VNNI): a run of rows per
+        // call, up to eight tokens at once (one order whatever the batch).
         #[cfg(target_arch = "x86_64")]
-        if self.dtype == DType::MXFP4 && crate::dispatch::level() == crate::dispatch::Level::Avx512
-        {
+        if self.dtype == DType::MXFP4 && self.planes {
             let run = move |rr: Range<usize>| {
                 crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
                 use crate::x86::fp4::MAX_TOKENS;
@@ -227,7 +226,7 @@ impl QMatrix {
                         .collect();
                     // SAFETY: the level is AVX-512 VNNI.
                     unsafe {
-                        crate::x86::fp4::mxfp4_rows_multi(
+                        crate::x86::fp4::mxfp4_planes_rows_multi(
                             cols,
                             &w[rr.start * wrb..rr.end * wrb],
                             &xs,
@@ -247,7 +246,7 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         let tiled = crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS;
         #[cfg(target_arch = "x86_64")]
-        if let Some(rows_dot) = match (self.q6_planes, tiled) {
+        if let Some(rows_dot) = match (self.planes && self.dtype == DType::Q6_K, tiled) {
             (true, false) => Some(crate::dispatch::q6_k_planes_kernels().rows),
             (true, true) => Some(crate::dispatch::q6_k_planes_kernels().rows_tiled),
             (false, false) => crate::dispatch::rows_dot(self.dtype),

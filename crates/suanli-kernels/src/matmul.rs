@@ -135,9 +135,11 @@ pub struct QMatrix {
     /// A second copy of a Q6_K matrix in the 16-row layout of
     /// [`crate::x86::q6k_r16`], for products in the tiled order (prefill).
     pub prefill: Option<Blob>,
-    /// The data is Q6_K in the planes layout of [`crate::x86::q6k_planes`]
-    /// (rows one after another, each block re-laid in place).
-    pub q6_planes: bool,
+    /// The data is in its format's planes layout, rows one after another
+    /// and as long as in the file: Q6_K's of [`crate::x86::q6k_planes`]
+    /// (each block re-laid in place), MXFP4's of
+    /// [`crate::quants::fp4::to_planes`] (a row's scales, then its codes).
+    pub planes: bool,
 }
 
 impl QMatrix {
@@ -167,7 +169,7 @@ impl QMatrix {
             r16: false,
             rows4: false,
             prefill: None,
-            q6_planes: false,
+            planes: false,
         })
     }
 
@@ -185,8 +187,8 @@ impl QMatrix {
     pub fn interleave(mut self) -> Self {
         self = self.repack_rows16();
         self = self.repack_rows4();
-        self = self.q6_k_planes();
-        if self.r16 || self.rows4 || self.q6_planes {
+        self = self.to_planes();
+        if self.r16 || self.rows4 || self.planes {
             return self;
         }
         self.interleaved = Self::interleavable(self.dtype, self.rows);
@@ -240,15 +242,33 @@ impl QMatrix {
     /// a block, about half the instructions to unpack; the same sums).
     /// Rows can still be read ([`Self::dequantize_row`]). A prefill copy
     /// ([`Self::with_prefill_layout`]) is made from Q6_K's own layout, so
-    /// before this.
+    /// before this. On AVX-512 VNNI an MXFP4 matrix moves into its planes
+    /// layout ([`crate::quants::fp4::to_planes`]) for the kernel of
+    /// [`crate::x86::fp4`]: the same sums.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    pub fn q6_k_planes(mut self) -> Self {
+    pub fn to_planes(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if self.dtype == DType::MXFP4
+            && crate::dispatch::level() == crate::dispatch::Level::Avx512
+            && !self.planes
+        {
+            let rb = self.row_bytes();
+            let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 1, |src, _| {
+                let mut out = vec![0u8; src.len()];
+                for (s, d) in src.chunks_exact(rb).zip(out.chunks_exact_mut(rb)) {
+                    crate::quants::fp4::to_planes(s, d);
+                }
+                out
+            });
+            self.data = packed;
+            self.planes = true;
+        }
         // With batch-invariant numerics a 16-row copy serves every batch
         // (and the original is let go).
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::Q6_K
             && crate::dispatch::q6_k_planes()
-            && !self.q6_planes
+            && !self.planes
             && !(crate::dispatch::batch_invariant() && self.prefill.is_some())
         {
             use crate::x86::q6k_planes::{plane_block, BLOCK};
@@ -260,7 +280,7 @@ impl QMatrix {
                 out
             });
             self.data = packed;
-            self.q6_planes = true;
+            self.planes = true;
         }
         self
     }
@@ -308,7 +328,7 @@ impl QMatrix {
             && self.rows.is_multiple_of(crate::x86::q6k_r16::G)
             && !self.r16
             && !self.repacked
-            && !self.q6_planes
+            && !self.planes
         {
             let nb = self.cols / 256;
             let copy = crate::x86::q6k_r16::repack(self.data.bytes(), self.rows, nb);
@@ -340,7 +360,11 @@ impl QMatrix {
         }
         let fixed = crate::dispatch::batch_invariant();
         #[cfg(target_arch = "x86_64")]
-        if self.q6_planes {
+        if self.planes && self.dtype == DType::MXFP4 {
+            return Some(crate::quants::fp4::vec_dot_mxfp4_planes_q8_0);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.planes {
             let k = crate::dispatch::q6_k_planes_kernels();
             return Some(if fixed || n >= TILED_MIN_ROWS {
                 k.tiled
@@ -384,7 +408,7 @@ impl QMatrix {
             return Some((k_quant_x8(DType::Q4_K, true)?, n - n % 4));
         }
         (n >= TILED_MIN_ROWS || batch_invariant()).then_some(())?;
-        if self.q6_planes {
+        if self.planes && self.dtype == DType::Q6_K {
             return Some((crate::dispatch::q6_k_planes_kernels().x8, n));
         }
         Some((k_quant_x8(self.dtype, false)?, n))
@@ -396,7 +420,7 @@ impl QMatrix {
 
     /// The bytes lie row after row, as in the file (no repacked layout).
     fn row_major(&self) -> bool {
-        !(self.repacked || self.r16 || self.rows4 || self.q6_planes)
+        !(self.repacked || self.r16 || self.rows4 || self.planes)
     }
 
     /// Row `r`'s bytes (not for a repacked matrix).
@@ -438,8 +462,15 @@ impl QMatrix {
             }
             return;
         }
+        if self.planes && self.dtype == DType::MXFP4 {
+            let rb = self.row_bytes();
+            let mut b = vec![0u8; rb];
+            crate::quants::fp4::from_planes(&self.data.bytes()[r * rb..(r + 1) * rb], &mut b);
+            crate::quants::fp4::dequantize_mxfp4(&b, &mut out[..self.cols]);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
-        if self.q6_planes {
+        if self.planes {
             use crate::x86::q6k_planes::{unplane_block, BLOCK};
             let Some(f) = self.dtype.traits().to_float else {
                 return;

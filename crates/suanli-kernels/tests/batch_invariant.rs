@@ -292,7 +292,7 @@ fn q6_k_without_a_copy_takes_the_tiled_order() {
     let (rows, cols) = (80, 1024);
     let w = weights(&mut rng, t, rows, cols);
     let m = matrix(t, rows, cols, &w);
-    assert_eq!(m.q6_planes, dispatch::q6_k_planes());
+    assert_eq!(m.planes, dispatch::q6_k_planes());
     assert!(m.prefill.is_none());
     let tiled = suanli_kernels::quants::kquants::vec_dot_q6_k_q8_k_tiled;
     each_output_is(tiled, &m, &w, &[1, 2, 3, 4, 8, 9], &mut rng);

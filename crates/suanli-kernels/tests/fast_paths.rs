@@ -653,10 +653,10 @@ fn q6_k_prefill_layout_equals_the_reference() {
             "no prefill copy at the AVX-512 level"
         );
     }
-    let planes = plain().q6_k_planes();
+    let planes = plain().to_planes();
     let both = plain().with_prefill_layout().interleave();
-    assert_eq!(planes.q6_planes, dispatch::q6_k_planes());
-    assert_eq!(both.q6_planes, dispatch::q6_k_planes());
+    assert_eq!(planes.planes, dispatch::q6_k_planes());
+    assert_eq!(both.planes, dispatch::q6_k_planes());
     assert_eq!(both.prefill.is_some(), copy.prefill.is_some());
     if !dispatch::q6_k_planes() {
         eprintln!("no AVX-512 VNNI with GFNI here: the planes layout is not used on this CPU");
@@ -792,17 +792,34 @@ fn mxfp4_matmul_equals_the_reference() {
     use suanli_kernels::{matmul_grouped, Acts, Blob, Product, QMatrix};
     let mut rng = rand::rngs::StdRng::seed_from_u64(41);
     let t = DType::MXFP4;
-    // 11 blocks a row (five pairs and a tail), and a row of one block.
-    for (rows, cols) in [(48, 352), (16, 32)] {
+    // 11 blocks a row (five pairs and a tail), a row of one block, 33
+    // (two 16-block chunks of scales and a tail) and gpt-oss's 90 (a
+    // short last chunk); scale bytes from 0 (subnormals) to 140 (no
+    // overflow to infinities, whose NaN sums have no one sign).
+    for (rows, cols) in [(48, 352), (16, 32), (32, 1056), (16, 2880)] {
         let wrb = t.row_bytes(cols).expect("row");
         let mut w: Vec<u8> = (0..rows * wrb).map(|_| rng.random()).collect();
-        for blk in w.chunks_exact_mut(t.block_bytes()) {
-            blk[0] = rng.random_range(118..126);
+        for (i, blk) in w.chunks_exact_mut(t.block_bytes()).enumerate() {
+            blk[0] = match i % 7 {
+                0 => (i / 7 % 141) as u8,
+                _ => rng.random_range(118..126),
+            };
         }
         let m = QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
             .expect("matrix")
             .with_prefill_layout()
             .interleave();
+        // On AVX-512 VNNI the planes layout and its kernel.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            m.planes,
+            suanli_kernels::dispatch::level() == suanli_kernels::dispatch::Level::Avx512
+        );
+        let mut row = vec![0f32; cols];
+        m.dequantize_row(rows - 1, &mut row);
+        let mut want = vec![0f32; cols];
+        (t.traits().to_float.expect("dequantize"))(&w[(rows - 1) * wrb..], &mut want);
+        assert_eq!(row, want, "MXFP4 row read back");
         let dot = t.traits().vec_dot.expect("reference");
         for n in [1usize, 2, 3, 5, 8, 12, 17] {
             let x: Vec<f32> = (0..n * cols)

@@ -53,17 +53,39 @@ pub fn dequantize_mxfp4(src: &[u8], out: &mut [f32]) {
 }
 
 pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
+    dot_blocks(
+        n / 32,
+        |i| {
+            (
+                w[i * BLOCK_BYTES],
+                &w[i * BLOCK_BYTES + 1..(i + 1) * BLOCK_BYTES],
+            )
+        },
+        x,
+    )
+}
+
+/// The dot product of a row in the planes layout ([`to_planes`]) with a
+/// Q8_0 row: the same sums in the same order as [`vec_dot_mxfp4_q8_0`] of
+/// the row it was made from.
+pub fn vec_dot_mxfp4_planes_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let nb = n / 32;
+    dot_blocks(nb, |i| (w[i], &w[nb + 16 * i..nb + 16 * (i + 1)]), x)
+}
+
+/// The reference order over blocks given as (scale byte, 16 code bytes).
+#[inline(always)]
+fn dot_blocks<'a>(nb: usize, block: impl Fn(usize) -> (u8, &'a [u8]), x: &[u8]) -> f32 {
     let (mut even, mut odd) = ([0f32; 8], [0f32; 8]);
-    let block = |i: usize| {
-        let (wk, xk) = (&w[i * BLOCK_BYTES..], &x[i * 34..]);
-        let d = f16_at(xk, 0) * e8m0_half(wk[0]);
-        (d, lanes32(&values(&wk[1..17]), as_i8(&xk[2..34])))
+    let lanes = |i: usize| {
+        let ((e, qs), xk) = (block(i), &x[i * 34..]);
+        let d = f16_at(xk, 0) * e8m0_half(e);
+        (d, lanes32(&values(qs), as_i8(&xk[2..34])))
     };
     let mut i = 0;
     while i + 1 < nb {
         for (acc, k) in [(&mut even, i), (&mut odd, i + 1)] {
-            let (d, lanes) = block(k);
+            let (d, lanes) = lanes(k);
             for (a, &l) in acc.iter_mut().zip(&lanes) {
                 *a = d.mul_add(l as f32, *a);
             }
@@ -73,7 +95,10 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let both: [f32; 8] = std::array::from_fn(|l| even[l] + odd[l]);
     let sum = hsum8(&both);
     match i < nb {
-        true => add_last_block(&w[i * BLOCK_BYTES..], &x[i * 34..], sum),
+        true => {
+            let (e, qs) = block(i);
+            add_last(e, qs, &x[i * 34..], sum)
+        }
         false => sum,
     }
 }
@@ -82,11 +107,40 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
 /// the dot product ends.
 #[inline(always)]
 pub fn add_last_block(w: &[u8], x: &[u8], sum: f32) -> f32 {
-    let d = f16_at(x, 0) * e8m0_half(w[0]);
-    let s: i32 = values(&w[1..BLOCK_BYTES])
+    add_last(w[0], &w[1..BLOCK_BYTES], x, sum)
+}
+
+/// [`add_last_block`] of a block given as its scale byte and codes.
+#[inline(always)]
+pub fn add_last(e: u8, qs: &[u8], x: &[u8], sum: f32) -> f32 {
+    let d = f16_at(x, 0) * e8m0_half(e);
+    let s: i32 = values(qs)
         .iter()
         .zip(as_i8(&x[2..34]))
         .map(|(&a, &b)| a * b as i32)
         .sum();
     d.mul_add(s as f32, sum)
+}
+
+/// A row of `nb` blocks in the planes layout: the blocks' scale bytes
+/// first, then their codes, block after block — the same bytes, so rows
+/// keep their length and can still be sliced out of a matrix; a kernel
+/// reads sixteen blocks' scales in one load and a pair of blocks' codes
+/// as one 32-byte run.
+pub fn to_planes(row: &[u8], out: &mut [u8]) {
+    let nb = row.len() / BLOCK_BYTES;
+    let (scales, codes) = out.split_at_mut(nb);
+    for (i, b) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        scales[i] = b[0];
+        codes[16 * i..16 * (i + 1)].copy_from_slice(&b[1..]);
+    }
+}
+
+/// The file's layout of a row in the planes layout ([`to_planes`]).
+pub fn from_planes(row: &[u8], out: &mut [u8]) {
+    let nb = row.len() / BLOCK_BYTES;
+    for (i, b) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+        b[0] = row[i];
+        b[1..].copy_from_slice(&row[nb + 16 * i..nb + 16 * (i + 1)]);
+    }
 }

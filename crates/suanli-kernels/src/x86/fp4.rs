@@ -1,30 +1,37 @@
-//! MXFP4 over runs of rows with AVX-512 VNNI (gpt-oss's experts): two
-//! blocks a zmm register — the even block in the low half, the odd one in
-//! the high half, which is where the reference keeps its two sets of
-//! lanes ([`crate::quants::fp4`]) — codes looked up by `vpshufb`, their
-//! products with the Q8_0 activations summed four at a time by `vpdpbusd`
-//! (exact), one FMA per pair of blocks; the halves added and summed as the
-//! reference ends. The weights are prefetched ahead of the stream.
+//! MXFP4 over runs of rows with AVX-512 VNNI (gpt-oss's experts), rows in
+//! the planes layout ([`crate::quants::fp4::to_planes`]: a row's scale
+//! bytes, then its codes). Two blocks a zmm register: a pair's 32 code
+//! bytes broadcast to both halves, the low nibbles of each block in the
+//! first two quarters and the high ones in the last two, looked up as
+//! twice their E2M1 value plus 12 (unsigned, for `vpdpbusd`, exact); the
+//! activations laid out once per call in the same order, with −12 times
+//! each lane's four activations as the accumulator's start, so every lane
+//! holds the reference's exact integer sum. The scales of sixteen blocks
+//! are made in one vector, multiplied by the tokens' activation scales
+//! (one rounding, as the reference's `d`) and permuted to a pair's lanes;
+//! one FMA per pair and token. The lanes end as the reference's even and
+//! odd sets, added and summed in its order.
 
 use std::arch::x86_64::*;
 
 use super::{f16_at, finish, prefetch_ahead};
-use crate::quants::fp4::{add_last_block, e8m0_half, BLOCK_BYTES as WB, KVALUES};
+use crate::quants::fp4::{add_last, KVALUES};
 
-/// Tokens a call of [`mxfp4_rows_multi`] takes at most.
+/// Tokens a call of [`mxfp4_planes_rows_multi`] takes at most.
 pub const MAX_TOKENS: usize = 8;
 
-/// `outs[c][r]` = the reference dot of row `r` of `w` (rows of `n`
-/// values, one after another) with the Q8_0 row `xs[c]`, for up to
-/// [`MAX_TOKENS`] tokens: each pair of blocks is unpacked once for all of
-/// them, and the tokens' activations are laid out first as one zmm a pair
-/// of blocks and their scales as one zmm of two broadcasts — every token's
-/// sums still in the reference's order.
+/// Blocks whose scales one vector holds.
+const CHUNK: usize = 16;
+
+/// `outs[c][r]` = the reference dot of row `r` of `w` (rows of `n` values
+/// in the planes layout, one after another) with the Q8_0 row `xs[c]`,
+/// for up to [`MAX_TOKENS`] tokens: each pair of blocks is unpacked once
+/// for all of them.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; every
 /// `outs[c]` as long as the rows.
-pub unsafe fn mxfp4_rows_multi(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
+pub unsafe fn mxfp4_planes_rows_multi(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
     if std::is_x86_feature_detected!("avx512vbmi") {
         multi_vbmi(n, w, xs, outs)
     } else {
@@ -32,7 +39,8 @@ pub unsafe fn mxfp4_rows_multi(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mu
     }
 }
 
-/// With AVX-512 VBMI: a pair of blocks' nibbles placed by one `vpermb`.
+/// With AVX-512 VBMI: nibbles picked by `vpmultishiftqb` and looked up by
+/// `vpermb` (which reads only an index's low six bits).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn multi_vbmi(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
     multi::<true>(n, w, xs, outs)
@@ -43,13 +51,19 @@ unsafe fn multi_plain(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]])
     multi::<false>(n, w, xs, outs)
 }
 
+/// Bytes of one token's activations as [`packed_rows`] reads them, for
+/// rows of `nb` blocks: a zmm of quants and one of lane corrections a
+/// pair, then the blocks' scales as floats, a zmm a chunk.
+fn packed_len(nb: usize) -> usize {
+    (nb / 2) * 128 + nb.div_ceil(CHUNK) * 64
+}
+
 #[inline(always)]
 unsafe fn multi<const VBMI: bool>(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
     assert!(xs.len() == outs.len() && xs.len() <= MAX_TOKENS);
-    let pairs = n / 64;
-    // Per token: `pairs` zmm of quants, then `pairs` zmm of scales (and
-    // never nothing: a row of one block is all tail).
-    let per = (pairs * 128).max(64);
+    let nb = n / 32;
+    let pairs = nb / 2;
+    let per = packed_len(nb);
     // The buffer is taken out of the thread's slot and put back: a closure
     // here would not inherit the caller's target features.
     let mut buf = PACKED.with(|b| b.take());
@@ -60,13 +74,24 @@ unsafe fn multi<const VBMI: bool>(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [
         let off = buf.as_ptr().align_offset(64);
         let packed = &mut buf[off..off + xs.len() * per];
         for (x, p) in xs.iter().zip(packed.chunks_exact_mut(per)) {
-            let (q, d) = p.split_at_mut(pairs * 64);
-            for i in 0..2 * pairs {
-                q[i * 32..(i + 1) * 32].copy_from_slice(&x[i * 34 + 2..i * 34 + 34]);
-                let s = f16_at(x, i * 34).to_le_bytes();
-                for l in 0..8 {
-                    d[i * 32 + 4 * l..i * 32 + 4 * l + 4].copy_from_slice(&s);
+            assert!(x.len() >= nb * 34);
+            let (q, rest) = p.split_at_mut(pairs * 64);
+            let (corr, d) = rest.split_at_mut(pairs * 64);
+            for k in 0..pairs {
+                let (e, o) = (&x[2 * k * 34 + 2..][..32], &x[(2 * k + 1) * 34 + 2..][..32]);
+                let qk = &mut q[k * 64..(k + 1) * 64];
+                qk[..16].copy_from_slice(&e[..16]);
+                qk[16..32].copy_from_slice(&o[..16]);
+                qk[32..48].copy_from_slice(&e[16..]);
+                qk[48..].copy_from_slice(&o[16..]);
+                for l in 0..16 {
+                    let s: i32 = qk[4 * l..4 * l + 4].iter().map(|&b| b as i8 as i32).sum();
+                    corr[k * 64 + 4 * l..k * 64 + 4 * l + 4]
+                        .copy_from_slice(&(-12 * s).to_le_bytes());
                 }
+            }
+            for b in 0..nb {
+                d[4 * b..4 * b + 4].copy_from_slice(&f16_at(x, b * 34).to_le_bytes());
             }
         }
         let pk: Vec<&[u8]> = packed.chunks_exact(per).collect();
@@ -89,9 +114,35 @@ thread_local! {
     static PACKED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// The kernel over activations laid out by [`mxfp4_rows_multi`]
-/// (`packed[c]`: token `c`'s quants a zmm per pair of blocks, then its
-/// scales) for `C` tokens; `x` for an odd last block.
+/// Sixteen E8M0 scale bytes (`m` of them, the rest zero) as the floats
+/// `e8m0_half` gives: `(e − 1) << 23`, or `0x0020_0000 << e` for the two
+/// subnormals.
+#[inline(always)]
+unsafe fn scales16(p: *const u8, m: usize) -> __m512 {
+    let raw = _mm_maskz_loadu_epi8(((1u32 << m) - 1) as u16, p as *const i8);
+    let e = _mm512_cvtepu8_epi32(raw);
+    let normal = _mm512_slli_epi32::<23>(_mm512_sub_epi32(e, _mm512_set1_epi32(1)));
+    let sub = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), e);
+    let small = _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2));
+    _mm512_castsi512_ps(_mm512_mask_blend_epi32(small, normal, sub))
+}
+
+/// A pair's 32 code bytes, broadcast to both halves, as the unsigned
+/// lookups of its 64 values (quarters: block 0's low nibbles, block 1's,
+/// block 0's high nibbles, block 1's).
+#[inline(always)]
+unsafe fn unpack<const VBMI: bool>(codes: *const u8, table: __m512i, ctrl: __m512i) -> __m512i {
+    let raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(codes as *const __m256i));
+    if VBMI {
+        _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(ctrl, raw), table)
+    } else {
+        let t = _mm512_and_si512(_mm512_srlv_epi16(raw, ctrl), _mm512_set1_epi8(0x0F));
+        _mm512_shuffle_epi8(table, t)
+    }
+}
+
+/// The kernel over activations laid out by [`mxfp4_planes_rows_multi`]
+/// for `C` tokens; `x` for an odd last block.
 #[inline(always)]
 unsafe fn packed_rows<const C: usize, const VBMI: bool>(
     n: usize,
@@ -102,78 +153,77 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
 ) {
     assert!(x.len() == C && packed.len() == C && out.len() == C);
     let nb = n / 32;
-    let (rb, pairs) = (nb * WB, nb / 2);
+    let (rb, pairs) = (nb * 17, nb / 2);
     let nrows = out[0].len();
     assert!(rb > 0 && w.len() >= nrows * rb);
-    assert!(packed.iter().all(|p| p.len() >= pairs * 128) && out.iter().all(|o| o.len() == nrows));
+    assert!(
+        packed.iter().all(|p| p.len() >= packed_len(nb)) && out.iter().all(|o| o.len() == nrows)
+    );
     let pf = crate::dispatch::prefetch_ahead();
-    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr() as *const __m128i));
-    let m4 = _mm512_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
-    // Byte j of each 16-byte quarter: code byte j of block 0 (quarters 0
-    // and 1) or block 1 (2 and 3); quarters 1 and 3 shift right by 4.
-    let pick_bytes: [u8; 64] = std::array::from_fn(|i| {
-        let (quarter, j) = (i / 16, i % 16);
-        (1 + j + if quarter >= 2 { WB } else { 0 }) as u8
-    });
-    let pick = _mm512_loadu_si512(pick_bytes.as_ptr() as *const __m512i);
-    let shift_words: [u16; 32] = std::array::from_fn(|i| if (i / 8) % 2 == 1 { 4 } else { 0 });
-    let shifts = _mm512_loadu_si512(shift_words.as_ptr() as *const __m512i);
-    let end = w.as_ptr().add(w.len());
+    let table_bytes: [u8; 64] = std::array::from_fn(|i| (KVALUES[i % 16] + 12) as u8);
+    let table = _mm512_loadu_si512(table_bytes.as_ptr() as *const __m512i);
+    let ctrl = if VBMI {
+        // Byte i of each qword: bits 8i.. (low nibble) in the first half,
+        // 8i + 4.. (high nibble) in the second.
+        let c: [u8; 64] =
+            std::array::from_fn(|i| (8 * (i % 8) + if i >= 32 { 4 } else { 0 }) as u8);
+        _mm512_loadu_si512(c.as_ptr() as *const __m512i)
+    } else {
+        let s: [u16; 32] = std::array::from_fn(|i| if i >= 16 { 4 } else { 0 });
+        _mm512_loadu_si512(s.as_ptr() as *const __m512i)
+    };
+    // Pair j of a chunk: block 2j's scale in lanes 0..4 and 8..12, block
+    // 2j + 1's in 4..8 and 12..16.
+    let pick: [[u32; 16]; CHUNK / 2] =
+        std::array::from_fn(|j| std::array::from_fn(|l| (2 * j + (l / 4) % 2) as u32));
+    // The reference's even lanes 0..8, then its odd ones.
+    let even_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+    let odd_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0);
     for (r, row) in w.chunks_exact(rb).take(nrows).enumerate() {
+        let (scales, codes) = (row.as_ptr(), row.as_ptr().add(nb));
+        prefetch_ahead(scales, nb, pf);
         let mut acc = [_mm512_setzero_ps(); C];
-        for k in 0..pairs {
-            let wk = row.as_ptr().add(2 * k * WB);
-            prefetch_ahead(wk, 2 * WB, pf);
-            let t = if VBMI {
-                // The pair's 34 bytes (a masked load reads no further),
-                // codes of block 0 twice then block 1's twice, the second
-                // copy of each shifted to its high nibbles.
-                let raw = if wk.add(64) <= end {
-                    _mm512_loadu_si512(wk as *const __m512i)
-                } else {
-                    _mm512_maskz_loadu_epi8((1u64 << (2 * WB)) - 1, wk as *const i8)
-                };
-                _mm512_srlv_epi16(_mm512_permutexvar_epi8(pick, raw), shifts)
-            } else {
-                let q0 = _mm_loadu_si128(wk.add(1) as *const __m128i);
-                let q1 = _mm_loadu_si128(wk.add(WB + 1) as *const __m128i);
-                let t = _mm512_castsi128_si512(q0);
-                let t = _mm512_inserti32x4::<1>(t, _mm_srli_epi16::<4>(q0));
-                let t = _mm512_inserti32x4::<2>(t, q1);
-                _mm512_inserti32x4::<3>(t, _mm_srli_epi16::<4>(q1))
-            };
-            let q = _mm512_shuffle_epi8(table, _mm512_and_si512(t, m4));
-            let (aq, neg) = (_mm512_abs_epi8(q), _mm512_movepi8_mask(q));
-            let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castps_pd(_mm512_set1_ps(e8m0_half(*wk))),
-                _mm256_castps_pd(_mm256_set1_ps(e8m0_half(*wk.add(WB)))),
-            ));
+        for (ch, b0) in (0..2 * pairs).step_by(CHUNK).enumerate() {
+            let m = (2 * pairs - b0).min(CHUNK);
+            let e = scales16(scales.add(b0), m);
+            let mut d = [_mm512_setzero_ps(); C];
             for c in 0..C {
-                let y = _mm512_load_si512(packed[c].as_ptr().add(k * 64) as *const __m512i);
-                let xd = _mm512_load_ps(packed[c].as_ptr().add((pairs + k) * 64) as *const f32);
-                let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
-                let lanes = _mm512_dpbusd_epi32(zero, aq, sy);
-                // f16(x.d) · e8m0: one rounding, as the reference's d.
-                acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(xd, e), _mm512_cvtepi32_ps(lanes), acc[c]);
+                let xd =
+                    _mm512_load_ps(packed[c].as_ptr().add(pairs * 128 + ch * 64) as *const f32);
+                d[c] = _mm512_mul_ps(xd, e);
+            }
+            for j in 0..m / 2 {
+                let k = b0 / 2 + j;
+                let ck = codes.add(32 * k);
+                prefetch_ahead(ck, 32, pf);
+                let q = unpack::<VBMI>(ck, table, ctrl);
+                let idx = _mm512_loadu_si512(pick[j].as_ptr() as *const __m512i);
+                for c in 0..C {
+                    let p = packed[c].as_ptr();
+                    let y = _mm512_load_si512(p.add(k * 64) as *const __m512i);
+                    let start = _mm512_load_si512(p.add((pairs + k) * 64) as *const __m512i);
+                    let lanes = _mm512_dpbusd_epi32(start, q, y);
+                    let dk = _mm512_permutexvar_ps(idx, d[c]);
+                    acc[c] = _mm512_fmadd_ps(dk, _mm512_cvtepi32_ps(lanes), acc[c]);
+                }
             }
         }
         for c in 0..C {
-            let even = _mm512_castps512_ps256(acc[c]);
-            let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[c])));
+            let even = _mm512_castps512_ps256(_mm512_permutexvar_ps(even_idx, acc[c]));
+            let odd = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd_idx, acc[c]));
             let sum = finish(_mm256_add_ps(even, odd));
             out[c][r] = match 2 * pairs < nb {
-                true => last_block(&row[2 * pairs * WB..], &x[c][2 * pairs * 34..], sum),
+                true => last_block(row, nb, &x[c][2 * pairs * 34..], sum),
                 false => sum,
             };
         }
     }
 }
 
-/// [`add_last_block`] kept out of the kernel's body: inlined there, gpt-oss's
-/// pp64 measured 8% below the kernel with its own copy of the tail, out of
-/// line 4% (alternating runs; within this guest's noise).
+/// A last, odd block's product kept out of the kernel's body (inlined
+/// there, gpt-oss's pp64 measured 4–8% slower).
 #[inline(never)]
-fn last_block(w: &[u8], x: &[u8], sum: f32) -> f32 {
-    add_last_block(w, x, sum)
+fn last_block(row: &[u8], nb: usize, x: &[u8], sum: f32) -> f32 {
+    let i = nb - 1;
+    add_last(row[i], &row[nb + 16 * i..nb + 16 * (i + 1)], x, sum)
 }

@@ -104,7 +104,7 @@ impl Transformer {
             None => {
                 // Tied: every token multiplies all of it, in the layout
                 // the matmul kernels stream best that keeps rows readable.
-                tok_embd = tok_embd.repack_rows4().q6_k_planes();
+                tok_embd = tok_embd.repack_rows4().to_planes();
                 tok_embd.clone()
             }
         };
