@@ -3,7 +3,8 @@
 # `cargo install cargo-fuzz`) for SECONDS each (default 600), from the seed
 # corpora in fuzz/corpus (the GGUF one seeded with the head of a cached
 # model when there is one; the safetensors and tokenizer seeds are cut from
-# real files by scripts/fuzz_seeds.py and committed). Findings land in
+# real files by scripts/fuzz_seeds.py and committed, as is the small
+# tokenizer.json the tokenizer target embeds). Findings land in
 # fuzz/artifacts/TARGET/.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json safetensors)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json safetensors tokenizer)
 mkdir -p corpus/gguf
 for m in ~/.cache/suanli/models/*.gguf ~/.cache/suanli-assets/*.gguf; do
   [ -f "$m" ] && head -c 8192 "$m" > "corpus/gguf/$(basename "$m").head" && break

@@ -10,8 +10,9 @@ files (each under 100 KB), written into fuzz/corpus and fuzz/seeds:
   normalizer, pre-tokenizer regex, byte-level decoder, added tokens) with
   the vocabulary cut to its first 2,000 tokens and the merges among them.
   The tokenizer target embeds it.
-- fuzz/corpus/tokenizer/: that tokenizer.json with a text behind it, and
-  texts for the modes that use the embedded tokenizers.
+- fuzz/corpus/tokenizer/: the same cut to 300 tokens with a text behind it
+  (and Qwen3's tokenizer_config.json), and texts for the modes that use
+  the embedded tokenizers.
 
     python3 scripts/fuzz_seeds.py [QWEN3_TOKENIZER_JSON]
 
@@ -92,9 +93,11 @@ def safetensors_seeds():
         print(f"safetensors/{arch}: {len(blob)} bytes")
 
 
-def tokenizer_seeds(src):
-    j = json.loads(pathlib.Path(src).read_text())
-    vocab = {t: i for t, i in j["model"]["vocab"].items() if i < VOCAB}
+def cut_tokenizer(j, n):
+    """tokenizer.json `j` with its first `n` tokens, the merges among them
+    and its added tokens renumbered after them."""
+    j = json.loads(json.dumps(j))
+    vocab = {t: i for t, i in j["model"]["vocab"].items() if i < n}
     merges = []
     for m in j["model"]["merges"]:
         a, b = m if isinstance(m, list) else m.split(" ", 1)
@@ -103,11 +106,21 @@ def tokenizer_seeds(src):
     j["model"]["vocab"] = vocab
     j["model"]["merges"] = merges
     for k, t in enumerate(j["added_tokens"]):
-        t["id"] = VOCAB + k
-    text = json.dumps(j, ensure_ascii=False, separators=(",", ":")).encode()
+        t["id"] = n + k
+    return json.dumps(j, ensure_ascii=False, separators=(",", ":")).encode(), len(merges)
+
+
+def tokenizer_seeds(src):
+    src = pathlib.Path(src)
+    full = json.loads(src.read_text())
+    text, merges = cut_tokenizer(full, VOCAB)
     SEEDS.mkdir(parents=True, exist_ok=True)
     (SEEDS / "qwen3-small.tokenizer.json").write_bytes(text)
-    print(f"qwen3-small.tokenizer.json: {len(text)} bytes, {len(vocab)} tokens, {len(merges)} merges")
+    print(f"qwen3-small.tokenizer.json: {len(text)} bytes, {VOCAB} tokens, {merges} merges")
+    # Mode 0 loads the JSON every run: a smaller cut keeps runs fast.
+    small, _ = cut_tokenizer(full, 300)
+    config = src.with_name("tokenizer_config.json")
+    config = config.read_bytes() if config.exists() else b"{}"
     d = CORPUS / "tokenizer"
     d.mkdir(parents=True, exist_ok=True)
     texts = {
@@ -117,8 +130,10 @@ def tokenizer_seeds(src):
         "specials": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n",
         "mixed": "naïve café — emoji 🙂 tabs\t\tand   spaces\r\n\u0000\u00ff",
     }
-    # Mode 0: tokenizer.json, NUL, text. Modes 1-3: the embedded tokenizers.
-    (d / "json-english").write_bytes(b"\x00" + text + b"\x00" + texts["english"].encode())
+    # Mode 0: tokenizer.json [NUL tokenizer_config.json] NUL text. Modes
+    # 1-3: the embedded tokenizers.
+    (d / "json-english").write_bytes(b"\x00" + small + b"\x00" + texts["english"].encode())
+    (d / "json-config-specials").write_bytes(b"\x00" + small + b"\x00" + config + b"\x00" + texts["specials"].encode())
     for mode in (1, 2, 3):
         for name, t in texts.items():
             (d / f"mode{mode}-{name}").write_bytes(bytes([mode]) + t.encode())

@@ -1,5 +1,6 @@
 //! Tokenizers from Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::bpe::bytes_of_byte_level;
@@ -8,6 +9,9 @@ use crate::{Result, TokenizerError};
 
 pub struct HfTokenizer {
     tok: tokenizers::Tokenizer,
+    /// Added tokens by id: their text and whether they are special (read
+    /// once: `tokenizers` builds this map anew on every call).
+    added: HashMap<u32, (String, bool)>,
     /// The decoder is byte-level (GPT-2 alphabet) rather than SentencePiece-style.
     byte_level: bool,
     pub bos: Option<u32>,
@@ -41,26 +45,41 @@ impl HfTokenizer {
                 path.parent().map(Path::to_path_buf).unwrap_or_default(),
             )
         };
-        let load = |why: String| TokenizerError::Load {
+        let text = std::fs::read_to_string(&json).map_err(|e| TokenizerError::Load {
             path: json.clone(),
+            why: e.to_string(),
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg = std::fs::read_to_string(&cfg_path).ok();
+        Self::from_json(&text, cfg.as_deref(), &json, &cfg_path)
+    }
+
+    /// From the text of a `tokenizer.json` and, when there is one, of its
+    /// `tokenizer_config.json`; the paths only name them in messages.
+    pub fn from_json(
+        text: &str,
+        config: Option<&str>,
+        json: &Path,
+        cfg_path: &Path,
+    ) -> Result<Self> {
+        let load = |why: String| TokenizerError::Load {
+            path: json.to_path_buf(),
             why,
         };
-        let text = std::fs::read_to_string(&json).map_err(|e| load(e.to_string()))?;
         let raw: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| load(format!("invalid JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| load(format!("invalid JSON: {e}")))?;
         let tok =
             tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|e| load(e.to_string()))?;
         let byte_level = raw
             .get("decoder")
             .map(|d| d.to_string().contains("\"ByteLevel\""))
             .unwrap_or(false);
-        let cfg_path = dir.join("tokenizer_config.json");
-        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| TokenizerError::Load {
-                path: cfg_path.clone(),
+        let cfg: serde_json::Value = match config {
+            Some(t) => serde_json::from_str(t).map_err(|e| TokenizerError::Load {
+                path: cfg_path.to_path_buf(),
                 why: format!("invalid JSON: {e}"),
             })?,
-            Err(_) => serde_json::Value::Null,
+            None => serde_json::Value::Null,
         };
         let id = |s: Option<String>| s.and_then(|s| tok.token_to_id(&s));
         let bos = id(token_field(&cfg, "bos_token"));
@@ -114,6 +133,11 @@ impl HfTokenizer {
             // A post-processor's template adds its tokens whatever the text
             // starts with (a BOS written in it makes two).
             specials_always: llama_style,
+            added: tok
+                .get_added_tokens_decoder()
+                .into_iter()
+                .map(|(id, a)| (id, (a.content, a.special)))
+                .collect(),
             add_bos: flag("add_bos_token", true),
             add_eos: flag("add_eos_token", false),
             tok,
@@ -181,12 +205,11 @@ impl HfTokenizer {
             .tok
             .id_to_token(id)
             .ok_or(TokenizerError::BadToken(id))?;
-        let added = self.tok.get_added_tokens_decoder();
-        if let Some(a) = added.get(&id) {
-            if a.special && !special {
+        if let Some((content, is_special)) = self.added.get(&id) {
+            if *is_special && !special {
                 return Ok(Vec::new());
             }
-            return Ok(a.content.as_bytes().to_vec());
+            return Ok(content.as_bytes().to_vec());
         }
         if self.byte_level {
             return Ok(bytes_of_byte_level(&text));
@@ -195,5 +218,45 @@ impl HfTokenizer {
             return Ok(vec![b]);
         }
         Ok(text.replace('\u{2581}', " ").into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &str = r#"{
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [
+            {"id": 3, "content": "<|x|>", "single_word": false, "lstrip": false,
+             "rstrip": false, "normalized": false, "special": true},
+            {"id": 4, "content": "<u>", "single_word": false, "lstrip": false,
+             "rstrip": false, "normalized": false, "special": false}
+        ],
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false,
+                    "trim_offsets": false, "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}
+    }"#;
+
+    #[test]
+    fn from_json_in_memory_and_added_tokens_decode() {
+        let p = Path::new("mem/tokenizer.json");
+        let t =
+            HfTokenizer::from_json(JSON, Some(r#"{"eos_token": "<|x|>"}"#), p, p).expect("loads");
+        assert_eq!(t.eos, Some(3));
+        assert_eq!(t.encode("ab<|x|>", false, true).expect("encode"), [2, 3]);
+        // Special added tokens give their text only when asked; others always.
+        assert_eq!(t.token_bytes(3, true).expect("3"), b"<|x|>");
+        assert!(t.token_bytes(3, false).expect("3").is_empty());
+        assert_eq!(t.token_bytes(4, false).expect("4"), b"<u>");
+        assert_eq!(t.token_bytes(2, false).expect("2"), b"ab");
+        assert!(t.token_bytes(99, true).is_err());
+        // A config that is not JSON is an error naming it.
+        let e = HfTokenizer::from_json(JSON, Some("{"), p, Path::new("cfg.json"));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("cfg.json")));
     }
 }

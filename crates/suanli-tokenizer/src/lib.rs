@@ -114,8 +114,20 @@ impl Tokenizer {
     /// From a `tokenizer.json` file or a directory holding one (and maybe
     /// `tokenizer_config.json`).
     pub fn from_hf(path: &Path) -> Result<Self> {
-        let h = hf::HfTokenizer::open(path)?;
-        Ok(Tokenizer {
+        Ok(Self::from_hf_tokenizer(hf::HfTokenizer::open(path)?, path))
+    }
+
+    /// From the text of a `tokenizer.json` (and of its
+    /// `tokenizer_config.json`, when there is one) held in memory; `source`
+    /// names it in messages.
+    pub fn from_hf_json(json: &str, config: Option<&str>, source: &Path) -> Result<Self> {
+        let cfg = source.with_file_name("tokenizer_config.json");
+        let h = hf::HfTokenizer::from_json(json, config, source, &cfg)?;
+        Ok(Self::from_hf_tokenizer(h, source))
+    }
+
+    fn from_hf_tokenizer(h: hf::HfTokenizer, path: &Path) -> Self {
+        Tokenizer {
             source: path.to_path_buf(),
             bos: h.bos,
             eos: h.eos,
@@ -124,7 +136,7 @@ impl Tokenizer {
             add_eos: h.add_eos,
             chat_template: h.chat_template.clone(),
             engine: Engine::Hf(Box::new(h)),
-        })
+        }
     }
 
     pub fn n_vocab(&self) -> usize {
