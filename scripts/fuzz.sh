@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json safetensors tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf chat_template request_json safetensors tokenizer ollama_json)
 mkdir -p corpus/gguf
 for m in ~/.cache/suanli/models/*.gguf ~/.cache/suanli-assets/*.gguf; do
   [ -f "$m" ] && head -c 8192 "$m" > "corpus/gguf/$(basename "$m").head" && break

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use suanli_engine::{Event, Grammar, Request, SamplingParams};
 use suanli_tokenizer::reasoning::ReasoningParser;
-use suanli_tokenizer::ChatMessage;
+use suanli_tokenizer::{ChatMessage, ChatTemplate};
 
 use crate::error::ApiError;
 use crate::gen::{collect, merge, submit_all};
@@ -43,7 +43,8 @@ pub struct ModelInfo {
 }
 
 /// An Ollama error: `{"error": message}` with `status`.
-struct OError(StatusCode, String);
+#[derive(Debug)]
+pub struct OError(pub StatusCode, pub String);
 
 impl IntoResponse for OError {
     fn into_response(self) -> Response {
@@ -358,8 +359,9 @@ struct OMessage {
     tool_name: Option<String>,
 }
 
+/// `/api/chat`'s body.
 #[derive(Deserialize)]
-struct ChatRequest {
+pub struct ChatRequest {
     model: Option<String>,
     #[serde(default)]
     messages: Vec<OMessage>,
@@ -370,8 +372,9 @@ struct ChatRequest {
     tools: Option<Value>,
 }
 
+/// `/api/generate`'s body.
 #[derive(Deserialize)]
-struct GenerateRequest {
+pub struct GenerateRequest {
     model: Option<String>,
     #[serde(default)]
     prompt: String,
@@ -448,19 +451,28 @@ struct Job {
     tools: Option<tools::Format>,
 }
 
-async fn job(
-    s: &Shared,
-    prompt: Vec<u32>,
-    text: &str,
-    options: &Options,
+/// A request's sampling, limits and grammar, checked.
+pub struct Checked {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    /// The grammar asked for, by the tool setup or by `format`: compiled
+    /// (and perhaps refused) next.
+    pub asked: Option<structured::Asked>,
+}
+
+/// `options` (each name and range), `num_predict` and `num_ctx` for a
+/// prompt of `prompt` tokens in a context of `ctx`, `format`, and the
+/// tool setup's grammar: every check before the grammar compiles.
+pub fn check_params(
+    options_v: &Value,
     format: Option<&Value>,
-    stream: Option<bool>,
-    (tool_fmt, tool_grammar): (Option<tools::Format>, Option<structured::Asked>),
-) -> Result<Job, OError> {
-    s.engine
-        .check_prompt(prompt.len())
-        .map_err(|e| bad(e.to_string()))?;
-    let max = options.max_tokens(prompt.len(), s.engine.max_seq_len)?;
+    tool_grammar: Option<structured::Asked>,
+    prompt: usize,
+    ctx: usize,
+) -> Result<Checked, OError> {
+    let options = options(options_v)?;
+    let max_tokens = options.max_tokens(prompt, ctx)?;
     let asked = match (tool_grammar, format_grammar(format)?) {
         (Some(a), _) => Some(a),
         (None, Some(g)) => Some(structured::Asked {
@@ -469,16 +481,42 @@ async fn job(
         }),
         (None, None) => None,
     };
-    let constraint = match &asked {
+    Ok(Checked {
+        sampling: options.sampling()?,
+        max_tokens,
+        stop: options.stops()?,
+        asked,
+    })
+}
+
+async fn job(
+    s: &Shared,
+    prompt: Vec<u32>,
+    text: &str,
+    (options, format): (&Value, Option<&Value>),
+    stream: Option<bool>,
+    (tool_fmt, tool_grammar): (Option<tools::Format>, Option<structured::Asked>),
+) -> Result<Job, OError> {
+    s.engine
+        .check_prompt(prompt.len())
+        .map_err(|e| bad(e.to_string()))?;
+    let c = check_params(
+        options,
+        format,
+        tool_grammar,
+        prompt.len(),
+        s.engine.max_seq_len,
+    )?;
+    let constraint = match &c.asked {
         Some(a) => structured::compile(s, a, 1).await?.pop(),
         None => None,
     };
     Ok(Job {
         request: Request {
             prompt: prompt.clone(),
-            sampling: options.sampling()?,
-            max_tokens: max,
-            stop: options.stops()?,
+            sampling: c.sampling,
+            max_tokens: c.max_tokens,
+            stop: c.stop,
             ignore_eos: false,
             logprobs: None,
             prompt_logprobs: None,
@@ -608,6 +646,78 @@ where
         .into_response()
 }
 
+impl ChatRequest {
+    /// The messages in the template's shape (Ollama's tool calls as the
+    /// template code reads them) and the checked tool setup.
+    pub fn for_template(&self, template: &str) -> Result<(Vec<ChatMessage>, tools::Setup), OError> {
+        let fmt = tools::Format::of_template(template);
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+                reasoning_content: m.thinking.clone(),
+                thinking: (fmt == Some(tools::Format::Harmony))
+                    .then(|| m.thinking.clone())
+                    .flatten(),
+                tool_calls: tools::for_template(
+                    m.tool_calls.as_deref().map(calls_to_openai).as_ref(),
+                    fmt,
+                ),
+                name: m.tool_name.clone(),
+                tool_call_id: None,
+            })
+            .collect();
+        let setup = tools::setup(self.tools.as_ref(), None, None, template)?;
+        Ok((messages, setup))
+    }
+}
+
+impl GenerateRequest {
+    /// The system prompt and the prompt as chat messages (when not `raw`).
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        let mut messages = Vec::new();
+        if let Some(sys) = &self.system {
+            messages.push(ChatMessage::new("system", sys));
+        }
+        messages.push(ChatMessage::new("user", &self.prompt));
+        messages
+    }
+}
+
+/// Every check `/api/chat` (`chat`) or `/api/generate` makes of `body`
+/// before the engine, with `template` for the model's chat template and
+/// the rendered prompt's bytes standing in for its tokens in a context of
+/// `ctx`: the JSON and its types, messages and tools, rendering, options,
+/// limits, stop strings and `format`. The grammar to compile comes back.
+pub fn check_body(
+    chat: bool,
+    body: &[u8],
+    template: &ChatTemplate,
+    ctx: usize,
+) -> Result<Checked, OError> {
+    let json = |e: serde_json::Error| bad(format!("invalid JSON body: {e}"));
+    let (text, options, format, tool_grammar) = if chat {
+        let r: ChatRequest = serde_json::from_slice(body).map_err(json)?;
+        let (messages, setup) = r.for_template(&template.source)?;
+        let text = template
+            .render(&messages, true, setup.tools.as_ref(), None)
+            .map_err(|e| bad(format!("messages: chat template: {e}")))?;
+        (text, r.options, r.format, setup.grammar)
+    } else {
+        let r: GenerateRequest = serde_json::from_slice(body).map_err(json)?;
+        let text = match r.raw {
+            true => r.prompt.clone(),
+            false => template
+                .render(&r.messages(), true, None, None)
+                .map_err(|e| bad(format!("prompt: chat template: {e}")))?,
+        };
+        (text, r.options, r.format, None)
+    };
+    check_params(&options, format.as_ref(), tool_grammar, text.len(), ctx)
+}
+
 pub async fn chat(
     State(s): State<Shared>,
     body: Result<Bytes, BytesRejection>,
@@ -629,23 +739,7 @@ async fn chat_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Re
         v["done_reason"] = json!("load");
         return Ok(axum::Json(v).into_response());
     }
-    let fmt = tools::Format::of_template(&s.template.source);
-    let messages: Vec<ChatMessage> = r
-        .messages
-        .iter()
-        .map(|m| ChatMessage {
-            role: m.role.clone(),
-            content: m.content.clone(),
-            reasoning_content: m.thinking.clone(),
-            tool_calls: tools::for_template(
-                m.tool_calls.as_deref().map(calls_to_openai).as_ref(),
-                fmt,
-            ),
-            name: m.tool_name.clone(),
-            tool_call_id: None,
-        })
-        .collect();
-    let setup = tools::setup(r.tools.as_ref(), None, None, &s.template.source)?;
+    let (messages, setup) = r.for_template(&s.template.source)?;
     let (text, prompt) = s
         .tok
         .apply_chat_template(&s.template, &messages, setup.tools.as_ref(), None)
@@ -654,8 +748,7 @@ async fn chat_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Re
         &s,
         prompt,
         &text,
-        &options(&r.options)?,
-        r.format.as_ref(),
+        (&r.options, r.format.as_ref()),
         r.stream,
         (setup.format, setup.grammar.clone()),
     )
@@ -692,21 +785,15 @@ async fn generate_inner(
             .map_err(|e| bad(format!("prompt: {e}")))?;
         (r.prompt.clone(), ids)
     } else {
-        let mut messages = Vec::new();
-        if let Some(sys) = &r.system {
-            messages.push(ChatMessage::new("system", sys));
-        }
-        messages.push(ChatMessage::new("user", &r.prompt));
         s.tok
-            .apply_chat_template(&s.template, &messages, None, None)
+            .apply_chat_template(&s.template, &r.messages(), None, None)
             .map_err(|e| bad(format!("prompt: chat template: {e}")))?
     };
     let j = job(
         &s,
         prompt,
         &text,
-        &options(&r.options)?,
-        r.format.as_ref(),
+        (&r.options, r.format.as_ref()),
         r.stream,
         (None, None),
     )
@@ -758,5 +845,38 @@ mod tests {
         assert!(e.1.contains("options.temprature"), "{}", e.1);
         assert!(options(&json!({"num_gpu": 99, "mirostat": 0})).is_ok());
         assert!(options(&json!("fast")).is_err());
+    }
+
+    #[test]
+    fn bodies_are_checked_as_the_routes_check_them() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+             {% if tools %}<tools>{{ tools | tojson }}</tools> <tool_call>{% endif %}",
+            "",
+            "<|im_end|>",
+        )
+        .ok()
+        .unwrap();
+        let chat = |v: Value| check_body(true, v.to_string().as_bytes(), &t, 64);
+        let c = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "format": "json", "options": {"temperature": 0, "num_predict": 5, "stop": ["x"]}}),
+        )
+        .unwrap();
+        assert!(c.asked.is_some() && c.max_tokens == 5 && c.stop == ["x"]);
+        assert_eq!(c.sampling.temperature, 0.0);
+        let e = chat(json!({"messages": [], "options": {"tempreture": 1}}))
+            .err()
+            .unwrap();
+        assert!(e.1.contains("options.tempreture"), "{}", e.1);
+        let e = chat(json!({"messages": [], "tools": "f"})).err().unwrap();
+        assert!(e.1.contains("tools"), "{}", e.1);
+        assert!(chat(json!({"messages": "hi"})).is_err());
+        // The prompt's length counts against num_ctx.
+        let long = json!({"prompt": "x".repeat(100), "raw": true, "options": {"num_predict": 10}});
+        let g = check_body(false, long.to_string().as_bytes(), &t, 64).unwrap();
+        assert_eq!(g.max_tokens, 0);
+        assert!(check_body(false, b"{\"prompt\": 5}", &t, 64).is_err());
+        assert!(check_body(false, b"\xff", &t, 64).is_err());
     }
 }
