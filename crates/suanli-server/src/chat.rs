@@ -10,12 +10,12 @@ use axum::Json;
 use serde_json::{json, Value};
 use suanli_engine::logprobs::TokenLogprob;
 use suanli_engine::{Event, Request};
-use suanli_tokenizer::reasoning::{Delta, ReasoningParser};
 use suanli_tokenizer::ChatMessage;
 
 use crate::api::{max_tokens, ChatRequest};
 use crate::error::{parse_json, ApiError};
 use crate::gen::{collect, merge, new_id, sse, submit_all, usage_json, ChunkHead, StreamUsage};
+use crate::output::Splitter;
 use crate::{now, structured, tools, Shared};
 
 /// One entry of `logprobs.content`.
@@ -27,44 +27,6 @@ fn logprob_json(s: &Shared, lp: &TokenLogprob) -> Value {
     let mut e = entry(lp.token, lp.logprob);
     e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
     e
-}
-
-/// A chunk's delta: reasoning, then content and calls (through the tool
-/// parser when the request has tools).
-fn delta_json(d: &Delta, tp: Option<&mut tools::Parser>, end: bool) -> Value {
-    let mut v = json!({});
-    if !d.reasoning.is_empty() {
-        v["reasoning_content"] = json!(d.reasoning);
-    }
-    let Some(tp) = tp else {
-        if !d.content.is_empty() {
-            v["content"] = json!(d.content);
-        }
-        return v;
-    };
-    let mut pieces = tp.push(&d.content);
-    if end {
-        pieces.extend(tp.finish());
-    }
-    let mut content = String::new();
-    let mut calls = Vec::new();
-    for p in &pieces {
-        if let Value::Object(mut o) = tools::delta(p) {
-            if let Some(Value::String(t)) = o.remove("content") {
-                content.push_str(&t);
-            }
-            if let Some(Value::Array(c)) = o.remove("tool_calls") {
-                calls.extend(c);
-            }
-        }
-    }
-    if !content.is_empty() {
-        v["content"] = json!(content);
-    }
-    if !calls.is_empty() {
-        v["tool_calls"] = json!(calls);
-    }
-    v
 }
 
 pub async fn handle(
@@ -81,6 +43,7 @@ pub async fn handle(
             "at least one message is needed",
         ));
     }
+    let harmony = tools::Format::of_template(&s.template.source) == Some(tools::Format::Harmony);
     let messages = r
         .messages
         .iter()
@@ -90,6 +53,9 @@ pub async fn handle(
                 role: m.role.clone(),
                 content: m.text(i)?,
                 reasoning_content: m.reasoning_content.clone(),
+                // gpt-oss's template reads an assistant's reasoning as
+                // `thinking`.
+                thinking: harmony.then(|| m.reasoning_content.clone()).flatten(),
                 tool_calls: tools::for_template(
                     m.tool_calls.as_ref(),
                     tools::Format::of_template(&s.template.source),
@@ -191,21 +157,21 @@ pub async fn handle(
         let mut choices = Vec::new();
         let (mut completion, mut cached) = (0, 0);
         for (i, c) in out.iter().enumerate() {
-            let d = ReasoningParser::split(&c.text, thinking);
-            let mut message = json!({"role": "assistant", "content": d.content});
+            let splitter = Splitter::new(&s.template.source, thinking, fmt);
+            let (reasoning, content, calls) = splitter.split_all(&c.text);
+            let mut message = json!({"role": "assistant", "content": content});
             let mut finish = c.finish.map(|f| f.as_str());
-            if let Some(fmt) = fmt {
-                let (content, calls) = tools::parse_all(fmt, &d.content);
-                message["content"] = json!(content);
-                if !calls.is_empty() {
-                    message["tool_calls"] = json!(calls);
-                    if finish == Some("stop") {
-                        finish = Some("tool_calls");
-                    }
+            if fmt.is_some() || !calls.is_empty() {
+                message["content"] = json!(tools::trimmed(&content));
+            }
+            if !calls.is_empty() {
+                message["tool_calls"] = json!(calls);
+                if finish == Some("stop") {
+                    finish = Some("tool_calls");
                 }
             }
-            if !d.reasoning.is_empty() {
-                message["reasoning_content"] = json!(d.reasoning);
+            if !reasoning.is_empty() {
+                message["reasoning_content"] = json!(reasoning);
             }
             let logprobs = top.map(|_| {
                 json!({"content": c.tokens.iter()
@@ -245,10 +211,9 @@ pub async fn handle(
                 "logprobs": null, "finish_reason": null}])
         })
         .collect();
-    let mut parsers: Vec<ReasoningParser> =
-        (0..n).map(|_| ReasoningParser::new(thinking)).collect();
-    let mut tool_parsers: Vec<Option<tools::Parser>> =
-        (0..n).map(|_| fmt.map(tools::Parser::new)).collect();
+    let mut splitters: Vec<Splitter> = (0..n)
+        .map(|_| Splitter::new(&s.template.source, thinking, fmt))
+        .collect();
     let head = ChunkHead {
         id,
         object: "chat.completion.chunk",
@@ -264,14 +229,14 @@ pub async fn handle(
         let (d, lp, mut finish) = match ev {
             Event::Token { text, logprob, .. } => {
                 let lp = logprob.map(|lp| json!({"content": [logprob_json(&s, &lp)]}));
-                (parsers[i].push(&text), lp, None)
+                (splitters[i].push(&text), lp, None)
             }
-            Event::Text(text) => (parsers[i].push(&text), None, None),
-            Event::Done { finish, .. } => (parsers[i].finish(), None, Some(finish.as_str())),
+            Event::Text(text) => (splitters[i].push(&text), None, None),
+            Event::Done { finish, .. } => (splitters[i].finish(), None, Some(finish.as_str())),
             Event::PromptLogprobs(_) | Event::Error(_) => return None,
         };
-        let delta = delta_json(&d, tool_parsers[i].as_mut(), finish.is_some());
-        if finish == Some("stop") && tool_parsers[i].as_ref().is_some_and(|p| p.calls() > 0) {
+        let delta = d.delta();
+        if finish == Some("stop") && splitters[i].calls() > 0 {
             finish = Some("tool_calls");
         }
         if delta == json!({}) && lp.is_none() && finish.is_none() {

@@ -19,8 +19,10 @@ pub mod chat;
 pub mod completions;
 pub mod error;
 pub mod gen;
+pub mod harmony;
 pub mod metrics;
 pub mod ollama;
+pub mod output;
 pub mod structured;
 pub mod tools;
 

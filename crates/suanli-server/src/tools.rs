@@ -10,7 +10,8 @@
 //! Llama 3.1's bare `{"name", "parameters"}` object, and DeepSeek V3/R1's
 //! tool tokens (`<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME` and the
 //! arguments in a ```json fence, the calls between
-//! `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`).
+//! `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`), and gpt-oss's
+//! harmony messages to `functions.NAME` (split by [`crate::harmony`]).
 
 use serde_json::{json, Map, Value};
 use suanli_engine::constrain::json_options;
@@ -28,6 +29,8 @@ pub enum Format {
     Llama3,
     /// DeepSeek V3/R1: `<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>`.
     DeepSeek,
+    /// gpt-oss: `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>ARGS`.
+    Harmony,
 }
 
 /// DeepSeek's markers around all of a reply's calls, and within a call.
@@ -39,7 +42,9 @@ const DS_FENCE: &str = "```json";
 impl Format {
     /// From the chat template's source.
     pub fn of_template(src: &str) -> Option<Format> {
-        if src.contains(DS_CALLS_BEGIN) {
+        if src.contains("<|channel|>") {
+            Some(Format::Harmony)
+        } else if src.contains(DS_CALLS_BEGIN) {
             Some(Format::DeepSeek)
         } else if src.contains("<tool_call>") {
             Some(Format::Hermes)
@@ -52,7 +57,7 @@ impl Format {
 
     fn args_key(self) -> &'static str {
         match self {
-            Format::Hermes | Format::DeepSeek => "arguments",
+            Format::Hermes | Format::DeepSeek | Format::Harmony => "arguments",
             Format::Llama3 => "parameters",
         }
     }
@@ -60,7 +65,7 @@ impl Format {
     fn open(self) -> &'static str {
         match self {
             Format::Hermes => "<tool_call>",
-            Format::Llama3 => "",
+            Format::Llama3 | Format::Harmony => "",
             Format::DeepSeek => "<｜tool▁call▁begin｜>",
         }
     }
@@ -68,7 +73,7 @@ impl Format {
     fn close(self) -> &'static str {
         match self {
             Format::Hermes => "</tool_call>",
-            Format::Llama3 => "",
+            Format::Llama3 | Format::Harmony => "",
             Format::DeepSeek => "<｜tool▁call▁end｜>",
         }
     }
@@ -76,7 +81,7 @@ impl Format {
     /// Whether the arguments are the call's whole JSON text (DeepSeek's
     /// fence) rather than a member of a `{"name", …}` object.
     fn bare_args(self) -> bool {
-        self == Format::DeepSeek
+        matches!(self, Format::DeepSeek | Format::Harmony)
     }
 }
 
@@ -209,7 +214,7 @@ pub fn setup(
                 "this model's chat template has no tool-call format suanli knows",
             ))
         }
-        (Some(which), Some(Format::DeepSeek)) => {
+        (Some(which), Some(f @ (Format::DeepSeek | Format::Harmony))) => {
             // The name is text outside the JSON: one rule per function.
             let mut rules = String::new();
             let alts: Vec<String> = (0..which.len()).map(|j| format!("call{j}")).collect();
@@ -218,29 +223,44 @@ pub fn setup(
                 if let Some(o) = schema.as_object_mut() {
                     o.insert("x-guidance".into(), json_options(false));
                 }
-                let head = serde_json::to_string(&format!(
-                    "{}function{DS_SEP}{}\n{DS_FENCE}\n",
-                    Format::DeepSeek.open(),
-                    names[i]
-                ))
-                .unwrap_or_default();
-                let tail = serde_json::to_string(&format!("\n```{}", Format::DeepSeek.close()))
-                    .unwrap_or_default();
+                let (head, tail) = match f {
+                    Format::Harmony => (
+                        format!(
+                            "<|channel|>commentary to=functions.{} <|constrain|>json<|message|>",
+                            names[i]
+                        ),
+                        String::new(),
+                    ),
+                    _ => (
+                        format!("{}function{DS_SEP}{}\n{DS_FENCE}\n", f.open(), names[i]),
+                        format!("\n```{}", f.close()),
+                    ),
+                };
+                let head = serde_json::to_string(&head).unwrap_or_default();
+                let tail = match tail.is_empty() {
+                    true => String::new(),
+                    false => serde_json::to_string(&tail).unwrap_or_default(),
+                };
                 rules.push_str(&format!("call{j}: {head} %json {schema} {tail}\n"));
             }
-            let many = parallel.unwrap_or(true) && which.len() > 1;
+            // Harmony ends a call at `<|call|>`, the end of generation: one
+            // call a reply.
+            let many = parallel.unwrap_or(true) && which.len() > 1 && f == Format::DeepSeek;
             let calls = if many {
                 "call (\"\\n\" call (\"\\n\" call (\"\\n\" call)?)?)?"
             } else {
                 "call"
             };
-            let begin = serde_json::to_string(DS_CALLS_BEGIN).unwrap_or_default();
-            let end = serde_json::to_string(DS_CALLS_END).unwrap_or_default();
+            let start = match f {
+                Format::Harmony => format!("start: {calls}"),
+                _ => {
+                    let begin = serde_json::to_string(DS_CALLS_BEGIN).unwrap_or_default();
+                    let end = serde_json::to_string(DS_CALLS_END).unwrap_or_default();
+                    format!("start: {begin} {calls} {end}")
+                }
+            };
             Some(Asked {
-                grammar: Grammar::Lark(format!(
-                    "start: {begin} {calls} {end}\ncall: {}\n{rules}",
-                    alts.join(" | ")
-                )),
+                grammar: Grammar::Lark(format!("{start}\ncall: {}\n{rules}", alts.join(" | "))),
                 field: "tool_choice".into(),
             })
         }
@@ -259,7 +279,7 @@ pub fn setup(
             }
             let one = match fmt {
                 Format::Hermes => format!("\"<tool_call>\\n\" %json {schema} \"\\n</tool_call>\""),
-                Format::Llama3 | Format::DeepSeek => format!("%json {schema}"),
+                Format::Llama3 | Format::DeepSeek | Format::Harmony => format!("%json {schema}"),
             };
             // A named function is called once; `required` may call up to
             // four in parallel (a bound: a small model can loop).
@@ -623,16 +643,26 @@ fn ds_head(s: &str) -> Option<(String, usize)> {
     (!name.is_empty() && !body.trim().is_empty()).then_some((name, at + skip))
 }
 
-fn call_id() -> String {
+pub(crate) fn call_id() -> String {
     format!("call_{:024x}", rand::random::<u128>() >> 32)
 }
 
 /// A whole reply, parsed: its content (`None` when blank) and calls as the
 /// OpenAI message's `tool_calls`.
 pub fn parse_all(fmt: Format, text: &str) -> (Option<String>, Vec<Value>) {
+    if fmt == Format::Harmony {
+        let (_, content, calls) = crate::harmony::parse_all(text);
+        return (content, calls);
+    }
     let mut p = Parser::new(fmt);
     let mut pieces = p.push(text);
     pieces.extend(p.finish());
+    let (content, calls) = collect(pieces);
+    (trimmed(&content), calls)
+}
+
+/// Pieces as a message's content, as written, and `tool_calls`.
+pub(crate) fn collect(pieces: Vec<Piece>) -> (String, Vec<Value>) {
     let mut content = String::new();
     let mut calls: Vec<Value> = Vec::new();
     for piece in pieces {
@@ -652,12 +682,12 @@ pub fn parse_all(fmt: Format, text: &str) -> (Option<String>, Vec<Value>) {
             }
         }
     }
-    let content = if content.trim().is_empty() {
-        None
-    } else {
-        Some(content.trim().to_string())
-    };
     (content, calls)
+}
+
+/// Content as a message with calls gives it: trimmed, `None` when blank.
+pub(crate) fn trimmed(content: &str) -> Option<String> {
+    Some(content.trim().to_string()).filter(|c| !c.is_empty())
 }
 
 /// A streamed piece as a chat delta.

@@ -94,6 +94,8 @@ impl HfTokenizer {
         ] {
             eog.extend(tok.token_to_id(t));
         }
+        let harmony = crate::vocab::harmony_ends(|t| tok.token_to_id(t));
+        eog.extend(harmony.into_iter().flatten());
         eog.sort_unstable();
         eog.dedup();
         let chat_template = match cfg.get("chat_template") {
@@ -136,7 +138,12 @@ impl HfTokenizer {
             added: tok
                 .get_added_tokens_decoder()
                 .into_iter()
-                .map(|(id, a)| (id, (a.content, a.special)))
+                .map(|(id, a)| {
+                    // Harmony's message structure is written into the text.
+                    let rendered = harmony.is_some()
+                        && crate::vocab::HARMONY_RENDERED.contains(&a.content.as_str());
+                    (id, (a.content, a.special && !rendered))
+                })
                 .collect(),
             add_bos: flag("add_bos_token", true),
             add_eos: flag("add_eos_token", false),
@@ -258,5 +265,42 @@ mod tests {
         // A config that is not JSON is an error naming it.
         let e = HfTokenizer::from_json(JSON, Some("{"), p, Path::new("cfg.json"));
         assert!(e.err().is_some_and(|e| e.to_string().contains("cfg.json")));
+    }
+
+    #[test]
+    fn harmony_writes_its_message_structure_and_ends_at_return_or_call() {
+        let names = [
+            "<|start|>",
+            "<|channel|>",
+            "<|message|>",
+            "<|constrain|>",
+            "<|end|>",
+            "<|return|>",
+            "<|call|>",
+        ];
+        let added: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    r#"{{"id": {}, "content": "{n}", "single_word": false, "lstrip": false,
+                     "rstrip": false, "normalized": false, "special": true}}"#,
+                    3 + i
+                )
+            })
+            .collect();
+        let json = JSON.replace(
+            &JSON[JSON.find("[").unwrap_or(0)..=JSON.find("],").unwrap_or(0)],
+            &format!("[{}]", added.join(",")),
+        );
+        let p = Path::new("mem/tokenizer.json");
+        let t = HfTokenizer::from_json(&json, Some(r#"{"eos_token": "<|return|>"}"#), p, p)
+            .expect("loads");
+        for (i, n) in names.iter().enumerate() {
+            let written = t.token_bytes(3 + i as u32, false).expect("token");
+            assert_eq!(written.is_empty(), i >= 4, "{n}");
+        }
+        // <|end|> (7) closes a message, not the reply.
+        assert_eq!(t.eog, [8, 9]);
     }
 }

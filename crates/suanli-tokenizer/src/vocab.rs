@@ -97,7 +97,7 @@ impl Vocab {
         let tokens = str_array(f, "tokenizer.ggml.tokens")?
             .ok_or_else(|| meta(&f.path, "tokenizer.ggml.tokens", "missing"))?;
         let n = tokens.len();
-        let types: Vec<TokenType> =
+        let mut types: Vec<TokenType> =
             match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
                 Some(a) if a.len() == n => a
                     .iter()
@@ -174,6 +174,17 @@ impl Vocab {
         }
         eog.extend(eos);
         eog.extend(eot);
+        if let Some(ends) = harmony_ends(|t| ids.get(t).copied()) {
+            // gpt-oss (as llama.cpp): `<|end|>` ends a message, not the
+            // reply; the message structure is written into the text.
+            eog.retain(|&i| Some(&i) != ids.get("<|end|>"));
+            eog.extend(ends);
+            for t in HARMONY_RENDERED {
+                if let Some(&i) = ids.get(t) {
+                    types[i as usize] = TokenType::UserDefined;
+                }
+            }
+        }
         eog.sort_unstable();
         eog.dedup();
         let (default_bos, default_space) = match model.as_str() {
@@ -239,6 +250,18 @@ impl Vocab {
             TokenType::Unused | TokenType::Undefined => Vec::new(),
         })
     }
+}
+
+/// gpt-oss's harmony tokens that structure its messages: written into the
+/// generated text (as llama.cpp does) for the reply's parser to split the
+/// channels; the ends (`<|end|>`, `<|return|>`, `<|call|>`) are not.
+pub const HARMONY_RENDERED: [&str; 4] =
+    ["<|start|>", "<|channel|>", "<|message|>", "<|constrain|>"];
+
+/// A harmony vocabulary's ends of generation, `<|return|>` and
+/// `<|call|>` (`None` for other vocabularies).
+pub fn harmony_ends(id: impl Fn(&str) -> Option<u32>) -> Option<[u32; 2]> {
+    Some([id("<|return|>")?, id("<|call|>")?])
 }
 
 /// The byte of a `<0xXX>` token.

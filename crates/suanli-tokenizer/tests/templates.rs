@@ -27,10 +27,19 @@ fn templates_render_like_transformers() {
         let agp = case["add_generation_prompt"].as_bool().unwrap_or(false);
         let got = tmpl.render(&messages, agp, tools, kwargs);
         let label = format!("{name}/{}", case["case"].as_str().unwrap_or("?"));
+        // A template that writes the time (Hunyuan's `strftime_now`) is
+        // compared with its digits masked.
+        let clock = t["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("strftime_now"));
+        let mask = |s: &str| match clock {
+            true => s.replace(|c: char| c.is_ascii_digit(), "0"),
+            false => s.to_string(),
+        };
         match case["expected"].as_str() {
             Some(want) => assert_eq!(
-                got.unwrap_or_else(|e| panic!("{label}: {e}")),
-                want,
+                mask(&got.unwrap_or_else(|e| panic!("{label}: {e}"))),
+                mask(want),
                 "{label}"
             ),
             None => assert!(
