@@ -71,6 +71,7 @@ pub async fn handle(
         r.parallel_tool_calls,
         &s.template.source,
     )?;
+    let messages = setup.messages(&s.template.source, messages);
     for (field, schema) in &setup.schemas {
         let a = structured::Asked {
             grammar: suanli_engine::Grammar::JsonSchema {

@@ -670,7 +670,7 @@ impl ChatRequest {
             })
             .collect();
         let setup = tools::setup(self.tools.as_ref(), None, None, template)?;
-        Ok((messages, setup))
+        Ok((setup.messages(template, messages), setup))
     }
 }
 

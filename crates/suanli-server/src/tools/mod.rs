@@ -16,6 +16,9 @@
 use serde_json::{json, Map, Value};
 use suanli_engine::constrain::json_options;
 use suanli_engine::Grammar;
+use suanli_tokenizer::ChatMessage;
+
+mod inject;
 
 use crate::error::ApiError;
 use crate::structured::Asked;
@@ -97,6 +100,20 @@ pub struct Setup {
     /// Each tool's parameter schema with the field it came from, to be
     /// checked by compiling.
     pub schemas: Vec<(String, Value)>,
+}
+
+impl Setup {
+    /// The messages as the template is given them: with the tool
+    /// definitions in the system message when the template writes none
+    /// ([`inject`]).
+    pub fn messages(&self, template: &str, messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+        match (&self.tools, self.format) {
+            (Some(t), Some(fmt)) if !inject::renders_tools(template) => {
+                inject::with_tool_definitions(messages, t, fmt)
+            }
+            _ => messages,
+        }
+    }
 }
 
 /// Check `tools`, `tool_choice` and `parallel_tool_calls`.
