@@ -403,6 +403,26 @@ def section_slow():
     assert b" 408 " in reply.split(b"\r\n")[0] and b"did not arrive" in reply, reply[:300]
     assert time.time() - t0 < 8
     s.close()
+    # Oversized headers: a 1 MB header block and a single 100 KB header
+    # line are answered 431 (or, while the client is still sending, the
+    # connection is closed), never served; 60 KB is within the limit.
+    def headers_of(extra):
+        s = conn()
+        s.settimeout(10)
+        try:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+            reply = s.recv(4096)
+        except OSError:  # reset: the server closed with the headers unread
+            reply = b""
+        s.close()
+        return reply.split(b"\r\n")[0]
+
+    block = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"b" * 1000) for i in range(1000))
+    for what, extra in [("1 MB header block", block), ("100 KB header line", b"X-Big: " + b"a" * 100_000 + b"\r\n")]:
+        status = headers_of(extra)
+        assert status in (b"", b"HTTP/1.1 431 Request Header Fields Too Large"), (what, status)
+        assert get(f"{ROOT}/health").status_code == 200, f"not serving after a {what}"
+    assert headers_of(b"X-Big: " + b"a" * 60_000 + b"\r\n") == b"HTTP/1.1 200 OK"
     # The connection cap: two held connections, a third is refused at once
     # with 503 and Retry-After.
     held = [conn(), conn()]
@@ -429,7 +449,7 @@ def section_slow():
         time.sleep(0.2)
     r = chat("Say hi.", max_tokens=4)
     assert r.choices[0].message.content is not None
-    print("slow clients and the connection cap: ok")
+    print("slow clients, oversized headers and the connection cap: ok")
 
 
 {"client": section_client, "slow": section_slow, "invariance": section_invariance, "preempt": section_preempt,

@@ -166,6 +166,13 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The most a request's line and headers may take together (without a
+/// limit, hyper's ~400 KB read buffer bounds them, and a header block that
+/// arrives at once may pass it): more is answered 431 and the connection
+/// closed, the server going on. Browsers' and proxies' headers stay far
+/// below (nginx's default is 32 KB).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// How long a stopping server waits for requests in flight.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -187,9 +194,9 @@ async fn stop_signal() {
 
 /// Serve until ctrl-c or SIGTERM, then stop accepting and let requests in
 /// flight finish (up to 30 s; idle keep-alive connections close at once).
-/// Each connection is HTTP/1.1 with the header deadline, at most
-/// `limits.max_connections` at once — one more is answered 503 with
-/// `Retry-After` and closed, and the server goes on.
+/// Each connection is HTTP/1.1 with the header deadline and a 64 KiB
+/// header limit, at most `limits.max_connections` at once — one more is
+/// answered 503 with `Retry-After` and closed, and the server goes on.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
     let limits = state.opts.limits.clone();
     let app = router(state);
@@ -226,7 +233,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io:
             let io = hyper_util::rt::TokioIo::new(stream);
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(deadline);
+                .header_read_timeout(deadline)
+                .max_header_size(MAX_HEADER_BYTES);
             let _ = watcher.watch(b.serve_connection(io, svc)).await;
         });
     }
