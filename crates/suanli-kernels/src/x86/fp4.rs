@@ -51,11 +51,13 @@ unsafe fn multi_plain(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]])
     multi::<false>(n, w, xs, outs)
 }
 
-/// Bytes of one token's activations as [`packed_rows`] reads them, for
-/// rows of `nb` blocks: a zmm of quants and one of lane corrections a
-/// pair, then the blocks' scales as floats, a zmm a chunk.
-fn packed_len(nb: usize) -> usize {
-    (nb / 2) * 128 + nb.div_ceil(CHUNK) * 64
+/// Bytes of `c` tokens' activations as [`packed_rows`] reads them, for
+/// rows of `nb` blocks: a zmm of quants a pair and token (a pair's tokens
+/// side by side), the same of lane corrections, then the blocks' scales as
+/// floats, a zmm a chunk and token — every token's data at a constant
+/// offset from one pointer.
+fn packed_len(nb: usize, c: usize) -> usize {
+    c * ((nb / 2) * 128 + nb.div_ceil(CHUNK) * 64)
 }
 
 #[inline(always)]
@@ -63,47 +65,51 @@ unsafe fn multi<const VBMI: bool>(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [
     assert!(xs.len() == outs.len() && xs.len() <= MAX_TOKENS);
     let nb = n / 32;
     let pairs = nb / 2;
-    let per = packed_len(nb);
+    let c = xs.len();
+    let len = packed_len(nb, c);
     // The buffer is taken out of the thread's slot and put back: a closure
     // here would not inherit the caller's target features.
     let mut buf = PACKED.with(|b| b.take());
     {
         buf.clear();
-        buf.resize(xs.len() * per + 64, 0);
+        buf.resize(len + 64, 0);
         // 64-byte alignment for the zmm loads.
         let off = buf.as_ptr().align_offset(64);
-        let packed = &mut buf[off..off + xs.len() * per];
-        for (x, p) in xs.iter().zip(packed.chunks_exact_mut(per)) {
+        let packed = &mut buf[off..off + len];
+        let (q, rest) = packed.split_at_mut(pairs * c * 64);
+        let (corr, d) = rest.split_at_mut(pairs * c * 64);
+        for (tok, x) in xs.iter().enumerate() {
             assert!(x.len() >= nb * 34);
-            let (q, rest) = p.split_at_mut(pairs * 64);
-            let (corr, d) = rest.split_at_mut(pairs * 64);
+            // A pair's quants in the kernel's lane order (quarters: block
+            // 0's first 16, block 1's, block 0's last 16, block 1's) and
+            // −12 times each lane's four as its sums' start.
+            let twelve = _mm512_set1_epi8(12);
             for k in 0..pairs {
-                let (e, o) = (&x[2 * k * 34 + 2..][..32], &x[(2 * k + 1) * 34 + 2..][..32]);
-                let qk = &mut q[k * 64..(k + 1) * 64];
-                qk[..16].copy_from_slice(&e[..16]);
-                qk[16..32].copy_from_slice(&o[..16]);
-                qk[32..48].copy_from_slice(&e[16..]);
-                qk[48..].copy_from_slice(&o[16..]);
-                for l in 0..16 {
-                    let s: i32 = qk[4 * l..4 * l + 4].iter().map(|&b| b as i8 as i32).sum();
-                    corr[k * 64 + 4 * l..k * 64 + 4 * l + 4]
-                        .copy_from_slice(&(-12 * s).to_le_bytes());
-                }
+                let xe = x.as_ptr().add(2 * k * 34 + 2);
+                let e = _mm256_loadu_si256(xe as *const __m256i);
+                let o = _mm256_loadu_si256(xe.add(34) as *const __m256i);
+                let t = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(e), o);
+                let y = _mm512_shuffle_i64x2::<0b11_01_10_00>(t, t);
+                let at = (k * c + tok) * 64;
+                _mm512_store_si512(q.as_mut_ptr().add(at) as *mut __m512i, y);
+                let zero = _mm512_setzero_si512();
+                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, twelve, y));
+                _mm512_store_si512(corr.as_mut_ptr().add(at) as *mut __m512i, start);
             }
             for b in 0..nb {
-                d[4 * b..4 * b + 4].copy_from_slice(&f16_at(x, b * 34).to_le_bytes());
+                let at = ((b / CHUNK) * c + tok) * 64 + 4 * (b % CHUNK);
+                d[at..at + 4].copy_from_slice(&f16_at(x, b * 34).to_le_bytes());
             }
         }
-        let pk: Vec<&[u8]> = packed.chunks_exact(per).collect();
-        match xs.len() {
-            1 => packed_rows::<1, VBMI>(n, w, xs, &pk, outs),
-            2 => packed_rows::<2, VBMI>(n, w, xs, &pk, outs),
-            3 => packed_rows::<3, VBMI>(n, w, xs, &pk, outs),
-            4 => packed_rows::<4, VBMI>(n, w, xs, &pk, outs),
-            5 => packed_rows::<5, VBMI>(n, w, xs, &pk, outs),
-            6 => packed_rows::<6, VBMI>(n, w, xs, &pk, outs),
-            7 => packed_rows::<7, VBMI>(n, w, xs, &pk, outs),
-            _ => packed_rows::<8, VBMI>(n, w, xs, &pk, outs),
+        match c {
+            1 => packed_rows::<1, VBMI>(n, w, xs, packed, outs),
+            2 => packed_rows::<2, VBMI>(n, w, xs, packed, outs),
+            3 => packed_rows::<3, VBMI>(n, w, xs, packed, outs),
+            4 => packed_rows::<4, VBMI>(n, w, xs, packed, outs),
+            5 => packed_rows::<5, VBMI>(n, w, xs, packed, outs),
+            6 => packed_rows::<6, VBMI>(n, w, xs, packed, outs),
+            7 => packed_rows::<7, VBMI>(n, w, xs, packed, outs),
+            _ => packed_rows::<8, VBMI>(n, w, xs, packed, outs),
         }
     }
     PACKED.with(|b| b.replace(buf));
@@ -148,17 +154,17 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
     n: usize,
     w: &[u8],
     x: &[&[u8]],
-    packed: &[&[u8]],
+    packed: &[u8],
     out: &mut [&mut [f32]],
 ) {
-    assert!(x.len() == C && packed.len() == C && out.len() == C);
+    assert!(x.len() == C && out.len() == C);
     let nb = n / 32;
     let (rb, pairs) = (nb * 17, nb / 2);
     let nrows = out[0].len();
     assert!(rb > 0 && w.len() >= nrows * rb);
-    assert!(
-        packed.iter().all(|p| p.len() >= packed_len(nb)) && out.iter().all(|o| o.len() == nrows)
-    );
+    assert!(packed.len() >= packed_len(nb, C) && out.iter().all(|o| o.len() == nrows));
+    let ys = packed.as_ptr();
+    let (starts, ds) = (ys.add(pairs * C * 64), ys.add(pairs * C * 128));
     let pf = crate::dispatch::prefetch_ahead();
     let table_bytes: [u8; 64] = std::array::from_fn(|i| (KVALUES[i % 16] + 12) as u8);
     let table = _mm512_loadu_si512(table_bytes.as_ptr() as *const __m512i);
@@ -187,10 +193,8 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
             let m = (2 * pairs - b0).min(CHUNK);
             let e = scales16(scales.add(b0), m);
             let mut d = [_mm512_setzero_ps(); C];
-            for c in 0..C {
-                let xd =
-                    _mm512_load_ps(packed[c].as_ptr().add(pairs * 128 + ch * 64) as *const f32);
-                d[c] = _mm512_mul_ps(xd, e);
+            for (c, dc) in d.iter_mut().enumerate() {
+                *dc = _mm512_mul_ps(_mm512_load_ps(ds.add((ch * C + c) * 64) as *const f32), e);
             }
             for j in 0..m / 2 {
                 let k = b0 / 2 + j;
@@ -199,9 +203,9 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
                 let q = unpack::<VBMI>(ck, table, ctrl);
                 let idx = _mm512_loadu_si512(pick[j].as_ptr() as *const __m512i);
                 for c in 0..C {
-                    let p = packed[c].as_ptr();
-                    let y = _mm512_load_si512(p.add(k * 64) as *const __m512i);
-                    let start = _mm512_load_si512(p.add((pairs + k) * 64) as *const __m512i);
+                    let at = (k * C + c) * 64;
+                    let y = _mm512_load_si512(ys.add(at) as *const __m512i);
+                    let start = _mm512_load_si512(starts.add(at) as *const __m512i);
                     let lanes = _mm512_dpbusd_epi32(start, q, y);
                     let dk = _mm512_permutexvar_ps(idx, d[c]);
                     acc[c] = _mm512_fmadd_ps(dk, _mm512_cvtepi32_ps(lanes), acc[c]);
