@@ -10,6 +10,11 @@
 //! end-of-generation tokens into the trie's EOS set. Compiling is done by
 //! the caller (the server, off the engine thread); the mask of the first
 //! token is computed then too.
+//!
+//! A lazy constraint ([`Constrainer::compile_lazy`]) leaves the output
+//! free until a marker (a model's tool-call tag) has been generated, then
+//! holds what follows to its grammar until that is complete, and waits for
+//! the marker again: `tool_choice: auto` with calls that always parse.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -175,6 +180,7 @@ impl Constrainer {
         let mut c = Constraint {
             matcher: Box::new(Matcher::new(Ok(parser))),
             mask: None,
+            lazy: None,
         };
         if let Some(e) = c.matcher.get_error() {
             return Err(ConstrainError::Compile(e));
@@ -185,6 +191,45 @@ impl Constrainer {
         }
         Ok(c)
     }
+
+    /// A constraint that holds the output to `g` only after `marker` has
+    /// been generated (as the end of a token's text), until `g` is
+    /// complete, and so on for every marker.
+    pub fn compile_lazy(&self, marker: &str, g: &Grammar) -> Result<Constraint, ConstrainError> {
+        let mut c = self.compile(g)?;
+        if marker.is_empty() {
+            return Err(ConstrainError::Compile("an empty marker".into()));
+        }
+        c.lazy = Some(Box::new(Lazy {
+            marker: marker.as_bytes().to_vec(),
+            fresh: Box::new(c.matcher.deep_clone()),
+            active: false,
+            tail: Vec::new(),
+        }));
+        Ok(c)
+    }
+}
+
+/// A lazy constraint's trigger (see [`Constrainer::compile_lazy`]).
+struct Lazy {
+    marker: Vec<u8>,
+    /// The grammar's matcher before any token, for the next call.
+    fresh: Box<Matcher>,
+    /// Whether the grammar holds the output now.
+    active: bool,
+    /// The last bytes generated while free (at most the marker's length).
+    tail: Vec<u8>,
+}
+
+impl Clone for Lazy {
+    fn clone(&self) -> Self {
+        Lazy {
+            marker: self.marker.clone(),
+            fresh: Box::new(self.fresh.deep_clone()),
+            active: self.active,
+            tail: self.tail.clone(),
+        }
+    }
 }
 
 /// One sequence's grammar state and the mask of its next token.
@@ -193,6 +238,8 @@ pub struct Constraint {
     matcher: Box<Matcher>,
     /// The next token's mask (or why there is none), once computed.
     mask: Option<Result<SimpleVob, String>>,
+    /// Boxed: most constraints are not lazy.
+    lazy: Option<Box<Lazy>>,
 }
 
 impl Clone for Constraint {
@@ -200,6 +247,7 @@ impl Clone for Constraint {
         Constraint {
             matcher: Box::new(self.matcher.deep_clone()),
             mask: self.mask.clone(),
+            lazy: self.lazy.clone(),
         }
     }
 }
@@ -213,15 +261,21 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
+    /// Whether the grammar holds the next token (a lazy one's only after
+    /// its marker).
+    fn holds(&self) -> bool {
+        self.lazy.as_ref().is_none_or(|l| l.active)
+    }
+
     /// Whether the next mask still has to be computed.
     pub fn needs_mask(&self) -> bool {
-        self.mask.is_none()
+        self.holds() && self.mask.is_none()
     }
 
     /// Compute the next token's mask now (the engine does this on a helper
     /// thread while the forward pass runs).
     pub fn precompute(&mut self) {
-        if self.mask.is_none() {
+        if self.holds() && self.mask.is_none() {
             let m = self
                 .matcher
                 .compute_mask_or_eos()
@@ -233,6 +287,9 @@ impl Constraint {
     /// Set every forbidden token's logit to −∞. An error when the grammar
     /// failed or admits no token at all.
     pub fn apply(&mut self, logits: &mut [f32]) -> Result<(), String> {
+        if !self.holds() {
+            return Ok(());
+        }
         self.precompute();
         let mask = match &self.mask {
             Some(Ok(m)) => m,
@@ -270,13 +327,47 @@ impl Constraint {
     /// Advance past the sampled token.
     pub fn accept(&mut self, token: u32) -> Result<(), String> {
         self.mask = None;
-        self.matcher
-            .consume_token(token)
-            .map_err(|e| format!("grammar: {e}"))
+        let Some(lazy) = self.lazy.as_mut() else {
+            return self
+                .matcher
+                .consume_token(token)
+                .map_err(|e| format!("grammar: {e}"));
+        };
+        if lazy.active {
+            self.matcher
+                .consume_token(token)
+                .map_err(|e| format!("grammar: {e}"))?;
+            if self.matcher.is_stopped() {
+                // The call is complete: free again, a fresh grammar for
+                // the next marker.
+                lazy.active = false;
+                lazy.tail.clear();
+                *self.matcher = lazy.fresh.deep_clone();
+            }
+            return Ok(());
+        }
+        let env = self
+            .matcher
+            .tok_env()
+            .map_err(|e| format!("grammar: {e}"))?;
+        let bytes = env.tok_trie().token(token);
+        let bytes = bytes
+            .strip_prefix(&[TokTrie::SPECIAL_TOKEN_MARKER])
+            .unwrap_or(bytes);
+        lazy.tail.extend_from_slice(bytes);
+        if lazy.tail.ends_with(&lazy.marker) {
+            lazy.active = true;
+        }
+        let keep = lazy.marker.len();
+        if lazy.tail.len() > keep {
+            lazy.tail.drain(..lazy.tail.len() - keep);
+        }
+        Ok(())
     }
 
-    /// Whether the grammar is complete and admits nothing more.
+    /// Whether the grammar is complete and admits nothing more (never for
+    /// a lazy one: the reply may go on after a call).
     pub fn is_stopped(&self) -> bool {
-        self.matcher.is_stopped()
+        self.lazy.is_none() && self.matcher.is_stopped()
     }
 }

@@ -124,7 +124,7 @@ pub enum SubmitError {
 }
 
 enum Msg {
-    Add(SeqId, Request, UnboundedSender<Event>),
+    Add(SeqId, Box<Request>, UnboundedSender<Event>),
     Shutdown,
 }
 
@@ -227,7 +227,7 @@ impl Engine {
         }
         let (etx, erx) = unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Msg::Add(id, req, etx)).is_err() {
+        if self.tx.send(Msg::Add(id, Box::new(req), etx)).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::Stopped);
         }
@@ -301,7 +301,7 @@ impl Worker {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 match m {
-                    Msg::Add(id, req, tx) => self.add(id, req, tx),
+                    Msg::Add(id, req, tx) => self.add(id, *req, tx),
                     Msg::Shutdown => return,
                 }
             }

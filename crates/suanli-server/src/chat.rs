@@ -79,6 +79,7 @@ pub async fn handle(
                 strict: false,
             },
             field: field.clone(),
+            marker: None,
         };
         structured::compile(&s, &a, 0).await?;
     }
@@ -121,9 +122,12 @@ pub async fn handle(
         .check_prompt(prompt.len())
         .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
     // A forced tool call's grammar comes before any response format.
+    // (With `auto`, a call's grammar from the model's marker on, unless a
+    // response format is asked for.)
     let asked = match setup.grammar.clone() {
         Some(g) => Some(g),
-        None => structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?,
+        None => structured::asked(r.common.response_format.as_ref(), r.common.grammar.as_ref())?
+            .or_else(|| setup.lazy.clone()),
     };
     let fmt = setup.format;
     let mut constraints = match &asked {

@@ -473,11 +473,15 @@ pub fn check_params(
 ) -> Result<Checked, OError> {
     let options = options(options_v)?;
     let max_tokens = options.max_tokens(prompt, ctx)?;
+    // A forced call's grammar before `format`, `format` before the
+    // grammar `auto` holds from the call marker on.
     let asked = match (tool_grammar, format_grammar(format)?) {
-        (Some(a), _) => Some(a),
-        (None, Some(g)) => Some(structured::Asked {
+        (Some(a), None) => Some(a),
+        (Some(a), Some(_)) if a.marker.is_none() => Some(a),
+        (_, Some(g)) => Some(structured::Asked {
             grammar: g,
             field: "format".into(),
+            marker: None,
         }),
         (None, None) => None,
     };
@@ -704,7 +708,7 @@ pub fn check_body(
         let text = template
             .render(&messages, true, setup.tools.as_ref(), None)
             .map_err(|e| bad(format!("messages: chat template: {e}")))?;
-        (text, r.options, r.format, setup.grammar)
+        (text, r.options, r.format, setup.grammar.or(setup.lazy))
     } else {
         let r: GenerateRequest = serde_json::from_slice(body).map_err(json)?;
         let text = match r.raw {
@@ -750,7 +754,7 @@ async fn chat_inner(s: Shared, body: Result<Bytes, BytesRejection>) -> Result<Re
         &text,
         (&r.options, r.format.as_ref()),
         r.stream,
-        (setup.format, setup.grammar.clone()),
+        (setup.format, setup.grammar.clone().or(setup.lazy.clone())),
     )
     .await?;
     run(s, j, true, t0).await

@@ -19,6 +19,8 @@ use crate::Shared;
 pub struct Asked {
     pub grammar: Grammar,
     pub field: String,
+    /// Held only from this text on (a tool-call marker), when set.
+    pub marker: Option<String>,
 }
 
 /// `response_format`, when it asks for JSON.
@@ -69,6 +71,7 @@ pub fn response_format(v: Option<&Value>) -> Result<Option<Asked>, ApiError> {
     Ok(Some(Asked {
         grammar,
         field: field.into(),
+        marker: None,
     }))
 }
 
@@ -121,6 +124,7 @@ pub fn grammar_field(v: Option<&Value>) -> Result<Option<Asked>, ApiError> {
     Ok(Some(Asked {
         grammar,
         field: field.into(),
+        marker: None,
     }))
 }
 
@@ -166,15 +170,19 @@ async fn constrainer(s: &Shared) -> Result<std::sync::Arc<Constrainer>, ApiError
 pub async fn compile(s: &Shared, a: &Asked, n: usize) -> Result<Vec<Constraint>, ApiError> {
     let c = constrainer(s).await?;
     let g = a.grammar.clone();
-    let first = tokio::task::spawn_blocking(move || c.compile(&g))
-        .await
-        .map_err(|e| ApiError::bad_param(&a.field, format!("compiling the grammar: {e}")))?
-        .map_err(|e| match e {
-            ConstrainError::Compile(why) => {
-                ApiError::bad_param(&a.field, format!("the grammar does not compile: {why}"))
-            }
-            e => ApiError::bad_request(e.to_string()),
-        })?;
+    let marker = a.marker.clone();
+    let first = tokio::task::spawn_blocking(move || match marker {
+        Some(m) => c.compile_lazy(&m, &g),
+        None => c.compile(&g),
+    })
+    .await
+    .map_err(|e| ApiError::bad_param(&a.field, format!("compiling the grammar: {e}")))?
+    .map_err(|e| match e {
+        ConstrainError::Compile(why) => {
+            ApiError::bad_param(&a.field, format!("the grammar does not compile: {why}"))
+        }
+        e => ApiError::bad_request(e.to_string()),
+    })?;
     let mut out = vec![first; n.max(1)];
     out.truncate(n);
     Ok(out)

@@ -136,3 +136,53 @@ fn json_object_mask_cost() {
         worst * 1e3
     );
 }
+
+/// `tool_choice: auto`'s lazy grammar: text is free until `<tool_call>`,
+/// then only a call that parses, then free again (and a second call held
+/// the same way).
+#[test]
+fn lazy_grammar_holds_only_after_its_marker() {
+    let tok = tokenizer();
+    let n_vocab = 151936;
+    let c = Constrainer::new(tok.clone(), n_vocab).expect("constrainer");
+    let call = r#"start: "\n" %json {"type": "object", "properties": {"name": {"const": "get_weather"}, "arguments": {"type": "object"}}, "required": ["name", "arguments"], "additionalProperties": false} "\n</tool_call>""#;
+    let mut k = c
+        .compile_lazy("<tool_call>", &Grammar::Lark(call.into()))
+        .expect("compiles");
+    let mask = |k: &mut suanli_engine::Constraint| {
+        let mut row = vec![0.0f32; n_vocab];
+        k.apply(&mut row).expect("mask");
+        allowed(&row).len()
+    };
+    let free = |k: &mut suanli_engine::Constraint, text: &str| {
+        for &t in &tok.encode(text, false, true).unwrap() {
+            assert_eq!(mask(k), n_vocab, "free text masked at {t}");
+            k.accept(t).unwrap();
+        }
+    };
+    free(&mut k, "Let me look that up. ");
+    free(&mut k, "<tool_call>");
+    // Held: the call's JSON only, no other function name.
+    for &t in &tok
+        .encode(
+            "\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>",
+            false,
+            true,
+        )
+        .unwrap()
+    {
+        let mut row = vec![0.0f32; n_vocab];
+        k.apply(&mut row).expect("mask");
+        let ok = allowed(&row);
+        assert!(ok.len() < n_vocab, "not held after the marker");
+        assert!(ok.contains(&t), "token {t} of the call was masked");
+        k.accept(t).unwrap();
+    }
+    assert!(!k.is_stopped());
+    free(&mut k, " Done. <tool_call>");
+    let mut row = vec![0.0f32; n_vocab];
+    k.apply(&mut row).expect("mask");
+    let ok = allowed(&row);
+    assert!(ok.len() < n_vocab, "the second call is held too");
+    assert!(!ok.contains(&tok.encode("Sure", false, false).unwrap()[0]));
+}

@@ -97,6 +97,9 @@ pub struct Setup {
     pub format: Option<Format>,
     /// The grammar that forces a call (`required` or named).
     pub grammar: Option<Asked>,
+    /// With `auto`: the grammar of a call, held from the model's call
+    /// marker on.
+    pub lazy: Option<Asked>,
     /// Each tool's parameter schema with the field it came from, to be
     /// checked by compiling.
     pub schemas: Vec<(String, Value)>,
@@ -232,34 +235,6 @@ pub fn setup(
             ))
         }
         (Some(which), Some(f @ (Format::DeepSeek | Format::Harmony))) => {
-            // The name is text outside the JSON: one rule per function.
-            let mut rules = String::new();
-            let alts: Vec<String> = (0..which.len()).map(|j| format!("call{j}")).collect();
-            for (j, &i) in which.iter().enumerate() {
-                let mut schema = schemas[i].1.clone();
-                if let Some(o) = schema.as_object_mut() {
-                    o.insert("x-guidance".into(), json_options(false));
-                }
-                let (head, tail) = match f {
-                    Format::Harmony => (
-                        format!(
-                            "<|channel|>commentary to=functions.{} <|constrain|>json<|message|>",
-                            names[i]
-                        ),
-                        String::new(),
-                    ),
-                    _ => (
-                        format!("{}function{DS_SEP}{}\n{DS_FENCE}\n", f.open(), names[i]),
-                        format!("\n```{}", f.close()),
-                    ),
-                };
-                let head = serde_json::to_string(&head).unwrap_or_default();
-                let tail = match tail.is_empty() {
-                    true => String::new(),
-                    false => serde_json::to_string(&tail).unwrap_or_default(),
-                };
-                rules.push_str(&format!("call{j}: {head} %json {schema} {tail}\n"));
-            }
             // Harmony ends a call at `<|call|>`, the end of generation: one
             // call a reply.
             let many = parallel.unwrap_or(true) && which.len() > 1 && f == Format::DeepSeek;
@@ -276,24 +251,15 @@ pub fn setup(
                     format!("start: {begin} {calls} {end}")
                 }
             };
+            let rules = named_calls(f, which, &names, &schemas, true);
             Some(Asked {
-                grammar: Grammar::Lark(format!("{start}\ncall: {}\n{rules}", alts.join(" | "))),
+                grammar: Grammar::Lark(format!("{start}\n{rules}")),
                 field: "tool_choice".into(),
+                marker: None,
             })
         }
         (Some(which), Some(fmt)) => {
-            let calls: Vec<Value> = which
-                .iter()
-                .map(|&i| call_schema(names[i], &schemas[i].1, fmt))
-                .collect();
-            let schema = match calls.as_slice() {
-                [one] => one.clone(),
-                _ => json!({"anyOf": calls}),
-            };
-            let mut schema = schema;
-            if let Some(o) = schema.as_object_mut() {
-                o.insert("x-guidance".into(), json_options(false));
-            }
+            let schema = json_calls(fmt, which, &names, &schemas);
             let one = match fmt {
                 Format::Hermes => format!("\"<tool_call>\\n\" %json {schema} \"\\n</tool_call>\""),
                 Format::Llama3 | Format::DeepSeek | Format::Harmony => format!("%json {schema}"),
@@ -309,15 +275,102 @@ pub fn setup(
             Some(Asked {
                 grammar: Grammar::Lark(format!("{start}\ncall: {one}\n")),
                 field: "tool_choice".into(),
+                marker: None,
             })
         }
+    };
+    // `auto`: free text, but what follows the model's call marker is a
+    // call that parses (a grammar held only from the marker on).
+    let all: Vec<usize> = (0..names.len()).collect();
+    let lazy = match (&forced, format) {
+        (None, Some(Format::Hermes)) => {
+            let schema = json_calls(Format::Hermes, &all, &names, &schemas);
+            Some(Asked {
+                grammar: Grammar::Lark(format!(
+                    "start: \"\\n\" %json {schema} \"\\n</tool_call>\"\n"
+                )),
+                field: "tools".into(),
+                marker: Some(Format::Hermes.open().into()),
+            })
+        }
+        (None, Some(Format::DeepSeek)) => Some(Asked {
+            grammar: Grammar::Lark(format!(
+                "start: call\n{}",
+                named_calls(Format::DeepSeek, &all, &names, &schemas, false)
+            )),
+            field: "tools".into(),
+            marker: Some(Format::DeepSeek.open().into()),
+        }),
+        _ => None,
     };
     Ok(Setup {
         tools: Some(Value::Array(tools.clone())),
         format,
         grammar,
+        lazy,
         schemas,
     })
+}
+
+/// Calls to the functions `which` in DeepSeek's or harmony's form, where
+/// the name is text outside the JSON: `call: call0 | call1 …` and one rule
+/// each (DeepSeek's with its opening token when `open`).
+fn named_calls(
+    f: Format,
+    which: &[usize],
+    names: &[&str],
+    schemas: &[(String, Value)],
+    open: bool,
+) -> String {
+    let alts: Vec<String> = (0..which.len()).map(|j| format!("call{j}")).collect();
+    let mut rules = format!("call: {}\n", alts.join(" | "));
+    for (j, &i) in which.iter().enumerate() {
+        let mut schema = schemas[i].1.clone();
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("x-guidance".into(), json_options(false));
+        }
+        let (head, tail) = match f {
+            Format::Harmony => (
+                format!(
+                    "<|channel|>commentary to=functions.{} <|constrain|>json<|message|>",
+                    names[i]
+                ),
+                String::new(),
+            ),
+            _ => (
+                format!(
+                    "{}function{DS_SEP}{}\n{DS_FENCE}\n",
+                    if open { f.open() } else { "" },
+                    names[i]
+                ),
+                format!("\n```{}", f.close()),
+            ),
+        };
+        let head = serde_json::to_string(&head).unwrap_or_default();
+        let tail = match tail.is_empty() {
+            true => String::new(),
+            false => serde_json::to_string(&tail).unwrap_or_default(),
+        };
+        rules.push_str(&format!("call{j}: {head} %json {schema} {tail}\n"));
+    }
+    rules
+}
+
+/// The JSON schema of a call to one of the functions `which` in `fmt`'s
+/// `{"name", …}` object form.
+fn json_calls(fmt: Format, which: &[usize], names: &[&str], schemas: &[(String, Value)]) -> Value {
+    let calls: Vec<Value> = which
+        .iter()
+        .map(|&i| call_schema(names[i], &schemas[i].1, fmt))
+        .collect();
+    let mut schema = match calls.as_slice() {
+        [one] => one.clone(),
+        _ => json!({"anyOf": calls}),
+    };
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("x-guidance".into(), json_options(false));
+    }
+    schema
 }
 
 /// The object one call to `name` is written as.
@@ -934,5 +987,32 @@ mod tests {
         assert!(s.grammar.is_some() && s.format == Some(Format::Hermes));
         let s = setup(Some(&tools), Some(&json!("none")), None, tmpl).unwrap();
         assert!(s.tools.is_none() && s.format.is_none());
+    }
+
+    #[test]
+    fn auto_holds_a_call_from_the_marker_on() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+        let lark = |a: &Asked| match &a.grammar {
+            Grammar::Lark(g) => g.clone(),
+            g => panic!("not Lark: {g:?}"),
+        };
+        for (tmpl, marker) in [
+            ("<tool_call>", "<tool_call>"),
+            (DS_CALLS_BEGIN, "<｜tool▁call▁begin｜>"),
+        ] {
+            let s = setup(Some(&tools), None, None, tmpl).unwrap();
+            let lazy = s.lazy.as_ref().expect("auto has a lazy grammar");
+            assert_eq!(lazy.marker.as_deref(), Some(marker));
+            let g = lark(lazy);
+            assert!(g.contains("get_weather") && !g.contains(marker), "{g}");
+            assert!(s.grammar.is_none());
+            // Forced calls have their own grammar, held from the start.
+            let s = setup(Some(&tools), Some(&json!("required")), None, tmpl).unwrap();
+            assert!(s.lazy.is_none() && s.grammar.is_some_and(|a| a.marker.is_none()));
+        }
+        // Llama 3's call is the whole reply: no marker to wait for.
+        let s = setup(Some(&tools), None, None, "<|python_tag|>").unwrap();
+        assert!(s.lazy.is_none());
     }
 }
