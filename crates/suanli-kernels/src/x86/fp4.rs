@@ -199,7 +199,9 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
             for j in 0..m / 2 {
                 let k = b0 / 2 + j;
                 let ck = codes.add(32 * k);
-                prefetch_ahead(ck, 32, pf);
+                if k % 2 == 0 {
+                    prefetch_ahead(ck, 64, pf);
+                }
                 let q = unpack::<VBMI>(ck, table, ctrl);
                 let idx = _mm512_loadu_si512(pick[j].as_ptr() as *const __m512i);
                 for c in 0..C {
