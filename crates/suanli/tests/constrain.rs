@@ -186,3 +186,51 @@ fn lazy_grammar_holds_only_after_its_marker() {
     assert!(ok.len() < n_vocab, "the second call is held too");
     assert!(!ok.contains(&tok.encode("Sure", false, false).unwrap()[0]));
 }
+
+/// The grammars the server's tool setup writes (forced and `auto`'s lazy
+/// ones, for every call format) compile, and a forced harmony call is
+/// accepted to its end.
+#[test]
+fn tool_grammars_of_every_format_compile() {
+    use suanli_server::tools::setup;
+    let tok = tokenizer();
+    let c = Constrainer::new(tok.clone(), 151936).expect("constrainer");
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    ]);
+    for tmpl in [
+        "<tool_call>",
+        "<｜tool▁calls▁begin｜>",
+        "<|channel|>",
+        "<|python_tag|>",
+    ] {
+        for choice in [None, Some(json!("required"))] {
+            let s = setup(Some(&tools), choice.as_ref(), None, tmpl).expect("setup");
+            for a in [s.grammar, s.lazy].into_iter().flatten() {
+                let k = match &a.marker {
+                    Some(m) => c.compile_lazy(m, &a.grammar),
+                    None => c.compile(&a.grammar),
+                };
+                assert!(k.is_ok(), "{tmpl} {choice:?}: {:?}", k.err());
+            }
+        }
+    }
+    // A forced harmony call, spelled in Qwen's text tokens, is accepted to
+    // its end and held all along.
+    let s = setup(Some(&tools), Some(&json!("required")), None, "<|channel|>").expect("setup");
+    let a = s.grammar.expect("forced");
+    let mut k = c.compile(&a.grammar).expect("compiles");
+    let text = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}";
+    let mut held = 0;
+    for &t in &tok.encode(text, false, false).unwrap() {
+        let mut row = vec![0.0f32; 151936];
+        k.apply(&mut row).expect("mask");
+        assert!(row[t as usize].is_finite(), "token {t} masked");
+        held += row.iter().any(|l| !l.is_finite()) as usize;
+        k.accept(t).expect("accepted");
+    }
+    assert!(held > 5, "the call was held for {held} tokens only");
+}

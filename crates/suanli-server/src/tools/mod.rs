@@ -1011,8 +1011,13 @@ mod tests {
             let s = setup(Some(&tools), Some(&json!("required")), None, tmpl).unwrap();
             assert!(s.lazy.is_none() && s.grammar.is_some_and(|a| a.marker.is_none()));
         }
-        // Llama 3's call is the whole reply: no marker to wait for.
-        let s = setup(Some(&tools), None, None, "<|python_tag|>").unwrap();
-        assert!(s.lazy.is_none());
+        // Llama 3's call is the whole reply, harmony's header a text that
+        // tokens split anywhere: no marker to wait for.
+        for tmpl in ["<|python_tag|>", "<|channel|>"] {
+            assert!(setup(Some(&tools), None, None, tmpl)
+                .unwrap()
+                .lazy
+                .is_none());
+        }
     }
 }
