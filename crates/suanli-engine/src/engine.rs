@@ -125,6 +125,8 @@ pub enum SubmitError {
 
 enum Msg {
     Add(SeqId, Box<Request>, UnboundedSender<Event>),
+    /// End every sequence with this error.
+    AbortAll(String),
     Shutdown,
 }
 
@@ -245,6 +247,12 @@ impl Engine {
         s
     }
 
+    /// End every sequence in flight or queued with a final
+    /// [`Event::Error`] saying `why` (a server out of time to drain).
+    pub fn abort_all(&self, why: &str) {
+        let _ = self.tx.send(Msg::AbortAll(why.to_string()));
+    }
+
     /// Whether the engine thread is alive.
     pub fn is_alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
@@ -302,6 +310,15 @@ impl Worker {
             {
                 match m {
                     Msg::Add(id, req, tx) => self.add(id, *req, tx),
+                    Msg::AbortAll(why) => {
+                        let ids: Vec<SeqId> = self.active.keys().copied().collect();
+                        for id in ids {
+                            if let Some(a) = self.active.get(&id) {
+                                let _ = a.tx.send(Event::Error(why.clone()));
+                            }
+                            self.end(id);
+                        }
+                    }
                     Msg::Shutdown => return,
                 }
             }

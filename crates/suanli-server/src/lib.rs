@@ -65,6 +65,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_deadline: std::time::Duration,
     pub body_deadline: std::time::Duration,
+    /// How long a stopping server lets requests in flight finish.
+    pub drain: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +75,7 @@ impl Default for Limits {
             max_connections: 256,
             header_deadline: std::time::Duration::from_secs(10),
             body_deadline: std::time::Duration::from_secs(60),
+            drain: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct AppState {
     /// Grammar compilation for this model, built on the first request
     /// that asks for structured output.
     pub constrainer: OnceLock<Result<Arc<Constrainer>, String>>,
+    /// Set once a stop signal came: `/health` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub type Shared = Arc<AppState>;
@@ -113,6 +118,7 @@ impl AppState {
             metrics: Metrics::new(),
             created: now(),
             constrainer: OnceLock::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -173,9 +179,6 @@ pub fn router(state: Shared) -> Router {
 /// below (nginx's default is 32 KB).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// How long a stopping server waits for requests in flight.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Resolves on ctrl-c or SIGTERM (what Kubernetes sends a pod).
 async fn stop_signal() {
     #[cfg(unix)]
@@ -192,14 +195,16 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Serve until ctrl-c or SIGTERM, then stop accepting and let requests in
-/// flight finish (up to 30 s; idle keep-alive connections close at once).
+/// Serve until ctrl-c or SIGTERM, then stop accepting (`/health` answers
+/// 503) and let requests in flight finish, up to `limits.drain`; those
+/// still running then end with a final error event (idle keep-alive
+/// connections close at once).
 /// Each connection is HTTP/1.1 with the header deadline and a 64 KiB
 /// header limit, at most `limits.max_connections` at once — one more is
 /// answered 503 with `Retry-After` and closed, and the server goes on.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
     let limits = state.opts.limits.clone();
-    let app = router(state);
+    let app = router(state.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let stop = stop_signal();
@@ -217,7 +222,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io:
             },
             _ = &mut stop => {
                 drop(listener);
-                let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+                state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                let shut = graceful.shutdown();
+                tokio::pin!(shut);
+                if tokio::time::timeout(limits.drain, &mut shut).await.is_err() {
+                    state.engine.abort_all("the server is shutting down");
+                    let grace = std::time::Duration::from_secs(2);
+                    let _ = tokio::time::timeout(grace, &mut shut).await;
+                }
                 return Ok(());
             }
         };
@@ -355,7 +367,13 @@ async fn models(State(s): State<Shared>) -> Json<serde_json::Value> {
 }
 
 async fn health(State(s): State<Shared>) -> Response {
-    if s.engine.is_alive() {
+    if s.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+        .into_response()
+    } else if s.engine.is_alive() {
         Json(json!({"status": "ok"})).into_response()
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped").into_response()

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
+use crate::output::Splitter;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -18,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use suanli_engine::{Event, Grammar, Request, SamplingParams};
-use suanli_tokenizer::reasoning::ReasoningParser;
 use suanli_tokenizer::{ChatMessage, ChatTemplate};
 
 use crate::error::ApiError;
@@ -544,25 +544,25 @@ async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OEr
     if !j.stream || j.tools.is_some() {
         let out = collect(&s, rxs, t0).await?;
         let c = &out[0];
-        let d = ReasoningParser::split(&c.text, j.thinking);
+        let (reasoning, content, calls) =
+            Splitter::new(&s.template.source, j.thinking, j.tools).split_all(&c.text);
         let mut v = json!({"model": model, "created_at": created_at()});
         if chat {
-            let mut msg = json!({"role": "assistant", "content": d.content});
-            if let Some(fmt) = j.tools {
-                let (content, calls) = tools::parse_all(fmt, &d.content);
-                msg["content"] = json!(content);
-                if !calls.is_empty() {
-                    msg["tool_calls"] = json!(calls_to_ollama(&calls));
-                }
+            let mut msg = json!({"role": "assistant", "content": content});
+            if j.tools.is_some() || !calls.is_empty() {
+                msg["content"] = json!(tools::trimmed(&content));
             }
-            if !d.reasoning.is_empty() {
-                msg["thinking"] = json!(d.reasoning);
+            if !calls.is_empty() {
+                msg["tool_calls"] = json!(calls_to_ollama(&calls));
+            }
+            if !reasoning.is_empty() {
+                msg["thinking"] = json!(reasoning);
             }
             v["message"] = msg;
         } else {
-            v["response"] = json!(d.content);
-            if !d.reasoning.is_empty() {
-                v["thinking"] = json!(d.reasoning);
+            v["response"] = json!(content);
+            if !reasoning.is_empty() {
+                v["thinking"] = json!(reasoning);
             }
         }
         let reason = c.finish.map_or("stop", |f| f.as_str());
@@ -583,8 +583,8 @@ async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OEr
     }
     let mut events = merge(&s, rxs, t0);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+    let mut parser = Splitter::new(&s.template.source, j.thinking, None);
     tokio::spawn(async move {
-        let mut parser = ReasoningParser::new(j.thinking);
         let mut timing = Timing { t0, first: None };
         let send = |v: Value| tx.send(Ok(Bytes::from(format!("{v}\n")))).is_ok();
         let piece = |content: &str, thinking: &str| {
@@ -613,15 +613,16 @@ async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OEr
                 Event::Token { text, .. } | Event::Text(text) => {
                     timing.first.get_or_insert_with(Instant::now);
                     let d = parser.push(&text);
-                    if (!d.content.is_empty() || !d.reasoning.is_empty())
-                        && !send(piece(&d.content, &d.reasoning))
+                    let content = d.content();
+                    if (!content.is_empty() || !d.reasoning.is_empty())
+                        && !send(piece(&content, &d.reasoning))
                     {
                         return;
                     }
                 }
                 Event::Done { finish, usage } => {
                     let d = parser.finish();
-                    let mut v = piece(&d.content, &d.reasoning);
+                    let mut v = piece(&d.content(), &d.reasoning);
                     timing.done(&mut v, finish.as_str(), n_prompt, usage.completion_tokens);
                     send(v);
                     return;

@@ -16,6 +16,17 @@ pub struct Split {
 }
 
 impl Split {
+    /// The content pieces' text.
+    pub fn content(&self) -> String {
+        self.pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Content(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// As a chat chunk's delta (`{}` when there is nothing).
     pub fn delta(&self) -> Value {
         let mut v = json!({});

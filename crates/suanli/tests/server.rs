@@ -172,3 +172,64 @@ fn structured_output_json_schemas_grammars_and_their_errors() {
 fn tool_calls_named_required_streamed_and_two_step() {
     Server::start(&["--parallel", "4"]).run_script("structured.py", "tools");
 }
+
+/// SIGTERM with a stream in flight and `--drain-timeout 1`: the server
+/// stops accepting, lets the stream run for the drain time, then ends it
+/// with a final error event and `[DONE]`, and exits 0.
+#[test]
+fn sigterm_drains_then_ends_streams_with_an_error_event() {
+    use std::io::{Read, Write};
+    let mut s = Server::start(&["--drain-timeout", "1"]);
+    let body = format!(
+        r#"{{"model": "{MODEL}", "stream": true, "max_tokens": 4000, "ignore_eos": true, "messages": [{{"role": "user", "content": "Count to a thousand."}}]}}"#
+    );
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    // Wait for the first chunks, then stop the server.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"content\":\"") {
+        let n = conn.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before streaming");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let t0 = Instant::now();
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    // No new connections while draining.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err());
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Err(e) => {
+                eprintln!("read ended: {e}");
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let waited = t0.elapsed();
+    eprintln!("stream ended {waited:?} after SIGTERM");
+    assert!(
+        text.split("shutting down")
+            .nth(1)
+            .is_some_and(|t| t.contains("[DONE]")),
+        "no final error event: …{}",
+        &text[text.len().saturating_sub(400)..]
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "ended after {waited:?}, before the drain time"
+    );
+    let status = s.child.wait().expect("exit");
+    assert!(status.success(), "exit status {status}");
+}

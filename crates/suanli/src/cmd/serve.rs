@@ -59,6 +59,10 @@ pub struct Args {
     /// Seconds a client has to send a request's body, as a whole.
     #[arg(long = "body-timeout", default_value_t = 60)]
     body_timeout: u64,
+    /// Seconds a stopping server (SIGTERM, ctrl-c) lets requests in flight
+    /// finish before ending them with an error event
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -110,6 +114,7 @@ pub fn main(a: Args) -> Result<()> {
                 max_connections: a.max_connections,
                 header_deadline: std::time::Duration::from_secs(a.header_timeout.max(1)),
                 body_deadline: std::time::Duration::from_secs(a.body_timeout.max(1)),
+                drain: std::time::Duration::from_secs(a.drain_timeout),
             },
         },
     ));
