@@ -423,12 +423,18 @@ def section_slow():
         assert status in (b"", b"HTTP/1.1 431 Request Header Fields Too Large"), (what, status)
         assert get(f"{ROOT}/health").status_code == 200, f"not serving after a {what}"
     assert headers_of(b"X-Big: " + b"a" * 60_000 + b"\r\n") == b"HTTP/1.1 200 OK"
-    # The connection cap: two held connections, a third is refused at once
-    # with 503 and Retry-After.
+    # The connection cap: two connections held by long streams (in flight,
+    # so no deadline frees them however slowly a loaded machine runs), a
+    # third is refused at once with 503 and Retry-After.
+    body = json.dumps({"model": MODEL, "stream": True, "max_tokens": 3000, "ignore_eos": True,
+                       "messages": [{"role": "user", "content": "Count."}]}).encode()
     held = [conn(), conn()]
     for h in held:
-        h.sendall(b"GET /health HTTP/1.1\r\n")  # headers left unfinished
-    time.sleep(0.3)
+        h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                  % (KEY.encode(), len(body), body))
+        h.settimeout(60)
+        assert h.recv(4096).startswith(b"HTTP/1.1 200"), "a held stream did not start"
     t = conn()
     t.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     t.settimeout(10)
