@@ -219,6 +219,11 @@ pub fn parse_all(text: &str) -> (String, Option<String>, Vec<serde_json::Value>)
     let mut p = Parser::new();
     let mut outs = p.push(text);
     outs.extend(p.finish());
+    collect(outs)
+}
+
+/// Split pieces as reasoning, content (`None` when blank) and calls.
+fn collect(outs: Vec<Out>) -> (String, Option<String>, Vec<serde_json::Value>) {
     let mut reasoning = String::new();
     let mut pieces = Vec::new();
     for o in outs {
@@ -244,16 +249,7 @@ mod tests {
             outs.extend(p.push(x));
         }
         outs.extend(p.finish());
-        let mut reasoning = String::new();
-        let mut ps = Vec::new();
-        for o in outs {
-            match o {
-                Out::Reasoning(t) => reasoning.push_str(&t),
-                Out::Piece(x) => ps.push(x),
-            }
-        }
-        let (content, calls) = crate::tools::collect(ps);
-        (reasoning, crate::tools::trimmed(&content), calls)
+        collect(outs)
     }
 
     #[test]

@@ -533,6 +533,26 @@ async fn job(
     })
 }
 
+/// A reply's text as Ollama writes it: a `message` for chat (its
+/// `thinking` inside), a `response` for generate (`thinking` beside it).
+fn reply_fields(v: &mut Value, chat: bool, content: Value, thinking: &str) {
+    match chat {
+        true => {
+            let mut m = json!({"role": "assistant", "content": content});
+            if !thinking.is_empty() {
+                m["thinking"] = json!(thinking);
+            }
+            v["message"] = m;
+        }
+        false => {
+            v["response"] = content;
+            if !thinking.is_empty() {
+                v["thinking"] = json!(thinking);
+            }
+        }
+    }
+}
+
 /// Runs `j`: one JSON object, or NDJSON as the tokens come. `chat` picks
 /// the shape (`message` objects or `response` strings).
 async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OError> {
@@ -547,23 +567,13 @@ async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OEr
         let (reasoning, content, calls) =
             Splitter::new(&s.template.source, j.thinking, j.tools).split_all(&c.text);
         let mut v = json!({"model": model, "created_at": created_at()});
-        if chat {
-            let mut msg = json!({"role": "assistant", "content": content});
-            if j.tools.is_some() || !calls.is_empty() {
-                msg["content"] = json!(tools::trimmed(&content));
-            }
-            if !calls.is_empty() {
-                msg["tool_calls"] = json!(calls_to_ollama(&calls));
-            }
-            if !reasoning.is_empty() {
-                msg["thinking"] = json!(reasoning);
-            }
-            v["message"] = msg;
-        } else {
-            v["response"] = json!(content);
-            if !reasoning.is_empty() {
-                v["thinking"] = json!(reasoning);
-            }
+        let text = match chat && (j.tools.is_some() || !calls.is_empty()) {
+            true => json!(tools::trimmed(&content)),
+            false => json!(content),
+        };
+        reply_fields(&mut v, chat, text, &reasoning);
+        if chat && !calls.is_empty() {
+            v["message"]["tool_calls"] = json!(calls_to_ollama(&calls));
         }
         let reason = c.finish.map_or("stop", |f| f.as_str());
         // The whole output took its time; the first token is not known
@@ -589,18 +599,7 @@ async fn run(s: Shared, j: Job, chat: bool, t0: Instant) -> Result<Response, OEr
         let send = |v: Value| tx.send(Ok(Bytes::from(format!("{v}\n")))).is_ok();
         let piece = |content: &str, thinking: &str| {
             let mut v = json!({"model": model, "created_at": created_at(), "done": false});
-            if chat {
-                let mut m = json!({"role": "assistant", "content": content});
-                if !thinking.is_empty() {
-                    m["thinking"] = json!(thinking);
-                }
-                v["message"] = m;
-            } else {
-                v["response"] = json!(content);
-                if !thinking.is_empty() {
-                    v["thinking"] = json!(thinking);
-                }
-            }
+            reply_fields(&mut v, chat, json!(content), thinking);
             v
         };
         loop {
