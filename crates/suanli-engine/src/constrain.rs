@@ -192,17 +192,44 @@ impl Constrainer {
         Ok(c)
     }
 
-    /// A constraint that holds the output to `g` only after `marker` has
-    /// been generated (as the end of a token's text), until `g` is
-    /// complete, and so on for every marker.
-    pub fn compile_lazy(&self, marker: &str, g: &Grammar) -> Result<Constraint, ConstrainError> {
-        let mut c = self.compile(g)?;
-        if marker.is_empty() {
+    /// A constraint that holds the output to a grammar only after its
+    /// trigger: from the moment `trigger.marker` ends a token's text until
+    /// the grammar is complete, then free until the next marker.
+    ///
+    /// Without a header, `grammars` is one grammar (its key unused). With
+    /// one (`trigger.header_start`), the text since the last header start
+    /// (or the output's start) picks the grammar whose key it names — a key
+    /// followed by no name character, so `f` is not `f2` — and a header
+    /// that names none leaves the output free: harmony's
+    /// `to=functions.NAME … <|message|>` holds that function's arguments,
+    /// its `<|channel|>final<|message|>` nothing.
+    pub fn compile_lazy(
+        &self,
+        trigger: &Trigger,
+        grammars: &[(String, Grammar)],
+    ) -> Result<Constraint, ConstrainError> {
+        if trigger.marker.is_empty() {
             return Err(ConstrainError::Compile("an empty marker".into()));
         }
+        let Some(((_, first), rest)) = grammars.split_first() else {
+            return Err(ConstrainError::Compile(
+                "a lazy grammar needs a grammar".into(),
+            ));
+        };
+        if trigger.header_start.is_none() && !rest.is_empty() {
+            return Err(ConstrainError::Compile(
+                "grammars picked by key need a header".into(),
+            ));
+        }
+        let mut c = self.compile(first)?;
+        let mut fresh = vec![(grammars[0].0.as_bytes().to_vec(), c.matcher.deep_clone())];
+        for (key, g) in rest {
+            fresh.push((key.as_bytes().to_vec(), *self.compile(g)?.matcher));
+        }
         c.lazy = Some(Box::new(Lazy {
-            marker: marker.as_bytes().to_vec(),
-            fresh: Box::new(c.matcher.deep_clone()),
+            marker: trigger.marker.as_bytes().to_vec(),
+            header_start: trigger.header_start.as_ref().map(|h| h.as_bytes().to_vec()),
+            fresh,
             active: false,
             tail: Vec::new(),
         }));
@@ -210,22 +237,111 @@ impl Constrainer {
     }
 }
 
+/// When a lazy grammar takes hold (see [`Constrainer::compile_lazy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// The text whose end, at the end of a token's text, starts a grammar:
+    /// a model's tool-call tag.
+    pub marker: String,
+    /// Where a header starts, for grammars picked by the key the header
+    /// names; `None`: one grammar, whatever came before the marker.
+    pub header_start: Option<String>,
+}
+
+impl Trigger {
+    /// A grammar from `marker` on.
+    pub fn marker(marker: &str) -> Trigger {
+        Trigger {
+            marker: marker.into(),
+            header_start: None,
+        }
+    }
+}
+
+/// The longest header kept while looking for a key (a header past it is
+/// not one).
+const MAX_HEADER: usize = 1024;
+
 /// A lazy constraint's trigger (see [`Constrainer::compile_lazy`]).
 struct Lazy {
     marker: Vec<u8>,
-    /// The grammar's matcher before any token, for the next call.
-    fresh: Box<Matcher>,
+    header_start: Option<Vec<u8>>,
+    /// Each grammar's matcher before any token, for the next call, with
+    /// the key its header names.
+    fresh: Vec<(Vec<u8>, Matcher)>,
     /// Whether the grammar holds the output now.
     active: bool,
-    /// The last bytes generated while free (at most the marker's length).
+    /// The last bytes generated while free: the marker's length, or the
+    /// header so far.
     tail: Vec<u8>,
+}
+
+impl Lazy {
+    /// The grammar the header in `tail` picks, if any.
+    fn pick(&self) -> Option<usize> {
+        if self.header_start.is_none() {
+            return Some(0);
+        }
+        let name_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        self.fresh.iter().position(|(key, _)| {
+            !key.is_empty()
+                && self.tail.windows(key.len()).enumerate().any(|(i, w)| {
+                    w == key.as_slice()
+                        && self.tail.get(i + key.len()).is_none_or(|&b| !name_char(b))
+                })
+        })
+    }
+
+    /// Take the generated `bytes` in while free; the grammar to start, when
+    /// they end the marker.
+    fn take(&mut self, bytes: &[u8]) -> Option<usize> {
+        self.tail.extend_from_slice(bytes);
+        if let Some(h) = &self.header_start {
+            if let Some(at) = find_last(&self.tail, h) {
+                self.tail.drain(..at);
+            }
+        }
+        let picked = if self.tail.ends_with(&self.marker) {
+            let p = self.pick();
+            if self.header_start.is_some() {
+                // The header is over: the next one starts afresh.
+                self.tail.clear();
+            }
+            p
+        } else {
+            None
+        };
+        let keep = match self.header_start {
+            Some(_) => MAX_HEADER,
+            None => self.marker.len(),
+        };
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
+        picked
+    }
+}
+
+/// Where the last `needle` starts in `hay`.
+fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len())
+        .rev()
+        .find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
 impl Clone for Lazy {
     fn clone(&self) -> Self {
         Lazy {
             marker: self.marker.clone(),
-            fresh: Box::new(self.fresh.deep_clone()),
+            header_start: self.header_start.clone(),
+            fresh: self
+                .fresh
+                .iter()
+                .map(|(k, m)| (k.clone(), m.deep_clone()))
+                .collect(),
             active: self.active,
             tail: self.tail.clone(),
         }
@@ -338,11 +454,9 @@ impl Constraint {
                 .consume_token(token)
                 .map_err(|e| format!("grammar: {e}"))?;
             if self.matcher.is_stopped() {
-                // The call is complete: free again, a fresh grammar for
-                // the next marker.
+                // The call is complete: free again until the next marker.
                 lazy.active = false;
                 lazy.tail.clear();
-                *self.matcher = lazy.fresh.deep_clone();
             }
             return Ok(());
         }
@@ -354,13 +468,9 @@ impl Constraint {
         let bytes = bytes
             .strip_prefix(&[TokTrie::SPECIAL_TOKEN_MARKER])
             .unwrap_or(bytes);
-        lazy.tail.extend_from_slice(bytes);
-        if lazy.tail.ends_with(&lazy.marker) {
+        if let Some(i) = lazy.take(bytes) {
+            *self.matcher = lazy.fresh[i].1.deep_clone();
             lazy.active = true;
-        }
-        let keep = lazy.marker.len();
-        if lazy.tail.len() > keep {
-            lazy.tail.drain(..lazy.tail.len() - keep);
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ pub mod scheduler;
 pub mod speculative;
 pub mod stop;
 
-pub use constrain::{Constrainer, Constraint, Grammar};
+pub use constrain::{Constrainer, Constraint, Grammar, Trigger};
 pub use engine::{Engine, EngineConfig, EngineStats, Event, FinishReason, Request, Usage};
 pub use generate::{generate, GenStats, StopReason};
 pub use sampler::{Pick, Sampler, SamplingParams};

@@ -73,14 +73,13 @@ pub async fn handle(
     )?;
     let messages = setup.messages(&s.template.source, messages);
     for (field, schema) in &setup.schemas {
-        let a = structured::Asked {
-            grammar: suanli_engine::Grammar::JsonSchema {
+        let a = structured::Asked::new(
+            suanli_engine::Grammar::JsonSchema {
                 schema: schema.clone(),
                 strict: false,
             },
-            field: field.clone(),
-            marker: None,
-        };
+            field,
+        );
         structured::compile(&s, &a, 0).await?;
     }
     let (text, prompt) = s

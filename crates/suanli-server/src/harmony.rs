@@ -13,9 +13,9 @@
 
 use crate::tools::Piece;
 
-const START: &str = "<|start|>";
+pub(crate) const START: &str = "<|start|>";
 const CHANNEL: &str = "<|channel|>";
-const MESSAGE: &str = "<|message|>";
+pub(crate) const MESSAGE: &str = "<|message|>";
 /// Ending tokens, should a tokenizer write them after all.
 const ENDS: [&str; 3] = ["<|end|>", "<|return|>", "<|call|>"];
 

@@ -477,12 +477,8 @@ pub fn check_params(
     // grammar `auto` holds from the call marker on.
     let asked = match (tool_grammar, format_grammar(format)?) {
         (Some(a), None) => Some(a),
-        (Some(a), Some(_)) if a.marker.is_none() => Some(a),
-        (_, Some(g)) => Some(structured::Asked {
-            grammar: g,
-            field: "format".into(),
-            marker: None,
-        }),
+        (Some(a), Some(_)) if a.trigger.is_none() => Some(a),
+        (_, Some(g)) => Some(structured::Asked::new(g, "format")),
         (None, None) => None,
     };
     Ok(Checked {

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 use suanli_engine::constrain::ConstrainError;
-use suanli_engine::{Constrainer, Constraint, Grammar};
+use suanli_engine::{Constrainer, Constraint, Grammar, Trigger};
 
 use crate::error::ApiError;
 use crate::Shared;
@@ -19,8 +19,23 @@ use crate::Shared;
 pub struct Asked {
     pub grammar: Grammar,
     pub field: String,
-    /// Held only from this text on (a tool-call marker), when set.
-    pub marker: Option<String>,
+    /// Held only from this trigger on (a tool-call marker), when set.
+    pub trigger: Option<Trigger>,
+    /// With a trigger that reads a header: the grammars it picks, each
+    /// with the key the header names (then these, not `grammar`, hold).
+    pub keyed: Vec<(String, Grammar)>,
+}
+
+impl Asked {
+    /// A grammar held from the first token.
+    pub fn new(grammar: Grammar, field: &str) -> Asked {
+        Asked {
+            grammar,
+            field: field.into(),
+            trigger: None,
+            keyed: Vec::new(),
+        }
+    }
 }
 
 /// `response_format`, when it asks for JSON.
@@ -68,11 +83,7 @@ pub fn response_format(v: Option<&Value>) -> Result<Option<Asked>, ApiError> {
             ))
         }
     };
-    Ok(Some(Asked {
-        grammar,
-        field: field.into(),
-        marker: None,
-    }))
+    Ok(Some(Asked::new(grammar, field)))
 }
 
 /// The `grammar` extension field.
@@ -121,11 +132,7 @@ pub fn grammar_field(v: Option<&Value>) -> Result<Option<Asked>, ApiError> {
             ))
         }
     };
-    Ok(Some(Asked {
-        grammar,
-        field: field.into(),
-        marker: None,
-    }))
+    Ok(Some(Asked::new(grammar, field)))
 }
 
 /// The one grammar a request asks for, from `response_format` or `grammar`
@@ -170,9 +177,13 @@ async fn constrainer(s: &Shared) -> Result<std::sync::Arc<Constrainer>, ApiError
 pub async fn compile(s: &Shared, a: &Asked, n: usize) -> Result<Vec<Constraint>, ApiError> {
     let c = constrainer(s).await?;
     let g = a.grammar.clone();
-    let marker = a.marker.clone();
-    let first = tokio::task::spawn_blocking(move || match marker {
-        Some(m) => c.compile_lazy(&m, &g),
+    let trigger = a.trigger.clone();
+    let keyed = match a.keyed.is_empty() {
+        true => vec![(String::new(), g.clone())],
+        false => a.keyed.clone(),
+    };
+    let first = tokio::task::spawn_blocking(move || match trigger {
+        Some(t) => c.compile_lazy(&t, &keyed),
         None => c.compile(&g),
     })
     .await

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use suanli_engine::{Constrainer, Grammar};
+use suanli_engine::{Constrainer, Grammar, Trigger};
 use suanli_formats::GgufFile;
 use suanli_tokenizer::Tokenizer;
 
@@ -147,7 +147,10 @@ fn lazy_grammar_holds_only_after_its_marker() {
     let c = Constrainer::new(tok.clone(), n_vocab).expect("constrainer");
     let call = r#"start: "\n" %json {"type": "object", "properties": {"name": {"const": "get_weather"}, "arguments": {"type": "object"}}, "required": ["name", "arguments"], "additionalProperties": false} "\n</tool_call>""#;
     let mut k = c
-        .compile_lazy("<tool_call>", &Grammar::Lark(call.into()))
+        .compile_lazy(
+            &Trigger::marker("<tool_call>"),
+            &[(String::new(), Grammar::Lark(call.into()))],
+        )
         .expect("compiles");
     let mask = |k: &mut suanli_engine::Constraint| {
         let mut row = vec![0.0f32; n_vocab];
@@ -210,8 +213,12 @@ fn tool_grammars_of_every_format_compile() {
         for choice in [None, Some(json!("required"))] {
             let s = setup(Some(&tools), choice.as_ref(), None, tmpl).expect("setup");
             for a in [s.grammar, s.lazy].into_iter().flatten() {
-                let k = match &a.marker {
-                    Some(m) => c.compile_lazy(m, &a.grammar),
+                let keyed = match a.keyed.is_empty() {
+                    true => vec![(String::new(), a.grammar.clone())],
+                    false => a.keyed.clone(),
+                };
+                let k = match &a.trigger {
+                    Some(t) => c.compile_lazy(t, &keyed),
                     None => c.compile(&a.grammar),
                 };
                 assert!(k.is_ok(), "{tmpl} {choice:?}: {:?}", k.err());
@@ -233,4 +240,90 @@ fn tool_grammars_of_every_format_compile() {
         k.accept(t).expect("accepted");
     }
     assert!(held > 5, "the call was held for {held} tokens only");
+}
+
+/// harmony's `auto`: the analysis and final channels stay free; a header
+/// that names a function (`to=functions.NAME`) holds what follows its
+/// `<|message|>` to that function's arguments — not another function's,
+/// not a function whose name only starts the same — until they are
+/// complete.
+#[test]
+fn harmony_auto_holds_the_named_functions_arguments() {
+    use suanli_server::tools::setup;
+    let tok = tokenizer();
+    let n_vocab = 151936;
+    let c = Constrainer::new(tok.clone(), n_vocab).expect("constrainer");
+    let tools = json!([
+        {"type": "function", "function": {"name": "get", "parameters": {"type": "object",
+            "properties": {"url": {"type": "string"}}, "required": ["url"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"], "additionalProperties": false}}},
+    ]);
+    let a = setup(Some(&tools), None, None, "<|channel|>")
+        .expect("setup")
+        .lazy
+        .expect("auto is lazy");
+    let mut k = c
+        .compile_lazy(a.trigger.as_ref().expect("trigger"), &a.keyed)
+        .expect("compiles");
+    let ids = |text: &str| tok.encode(text, false, false).unwrap();
+    let held = |k: &mut suanli_engine::Constraint| {
+        let mut row = vec![0.0f32; n_vocab];
+        k.apply(&mut row).expect("mask");
+        allowed(&row)
+    };
+    let free = |k: &mut suanli_engine::Constraint, text: &str| {
+        for t in ids(text) {
+            assert_eq!(held(k).len(), n_vocab, "{text:?}: masked at {t}");
+            k.accept(t).unwrap();
+        }
+    };
+    free(
+        &mut k,
+        "<|channel|>analysis<|message|>The user wants the weather; call get_weather.<|end|>",
+    );
+    free(
+        &mut k,
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+    );
+    // Held to get_weather's arguments: after `{"` its key, not get's.
+    let mut k2 = k.clone();
+    for t in ids("{\"") {
+        k2.accept(t).unwrap();
+    }
+    let ok = held(&mut k2);
+    assert!(ok.contains(&ids("city")[0]) && !ok.contains(&ids("url")[0]));
+    for t in ids("{\"city\": \"Paris\"}") {
+        let ok = held(&mut k);
+        assert!(ok.len() < n_vocab, "not held after the header");
+        assert!(ok.contains(&t), "token {t} of the arguments was masked");
+        k.accept(t).unwrap();
+    }
+    let mut k2 = k.clone();
+    // Free again after the arguments: the call's end, or a final message
+    // (which names no function).
+    free(&mut k, "<|call|>");
+    free(
+        &mut k2,
+        "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.",
+    );
+    // Where the header (written in the role's part) names `get`, its own
+    // schema holds.
+    let mut k = c
+        .compile_lazy(a.trigger.as_ref().expect("trigger"), &a.keyed)
+        .expect("compiles");
+    free(
+        &mut k,
+        "<|start|>assistant to=functions.get<|channel|>commentary json<|message|>",
+    );
+    for t in ids("{\"") {
+        assert!(held(&mut k).len() < n_vocab, "held");
+        k.accept(t).unwrap();
+    }
+    let ok = held(&mut k);
+    assert!(
+        ok.contains(&ids("url")[0]) && !ok.contains(&ids("city")[0]),
+        "get's schema holds"
+    );
 }

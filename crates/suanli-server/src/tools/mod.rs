@@ -15,7 +15,7 @@
 
 use serde_json::{json, Map, Value};
 use suanli_engine::constrain::json_options;
-use suanli_engine::Grammar;
+use suanli_engine::{Grammar, Trigger};
 use suanli_tokenizer::ChatMessage;
 
 mod inject;
@@ -252,11 +252,10 @@ pub fn setup(
                 }
             };
             let rules = named_calls(f, which, &names, &schemas, true);
-            Some(Asked {
-                grammar: Grammar::Lark(format!("{start}\n{rules}")),
-                field: "tool_choice".into(),
-                marker: None,
-            })
+            Some(Asked::new(
+                Grammar::Lark(format!("{start}\n{rules}")),
+                "tool_choice",
+            ))
         }
         (Some(which), Some(fmt)) => {
             let schema = json_calls(fmt, which, &names, &schemas);
@@ -272,11 +271,10 @@ pub fn setup(
             } else {
                 "start: call"
             };
-            Some(Asked {
-                grammar: Grammar::Lark(format!("{start}\ncall: {one}\n")),
-                field: "tool_choice".into(),
-                marker: None,
-            })
+            Some(Asked::new(
+                Grammar::Lark(format!("{start}\ncall: {one}\n")),
+                "tool_choice",
+            ))
         }
     };
     // `auto`: free text, but what follows the model's call marker is a
@@ -286,21 +284,68 @@ pub fn setup(
         (None, Some(Format::Hermes)) => {
             let schema = json_calls(Format::Hermes, &all, &names, &schemas);
             Some(Asked {
-                grammar: Grammar::Lark(format!(
-                    "start: \"\\n\" %json {schema} \"\\n</tool_call>\"\n"
-                )),
-                field: "tools".into(),
-                marker: Some(Format::Hermes.open().into()),
+                trigger: Some(Trigger::marker(Format::Hermes.open())),
+                ..Asked::new(
+                    Grammar::Lark(format!(
+                        "start: \"\\n\" %json {schema} \"\\n</tool_call>\"\n"
+                    )),
+                    "tools",
+                )
             })
         }
         (None, Some(Format::DeepSeek)) => Some(Asked {
-            grammar: Grammar::Lark(format!(
-                "start: call\n{}",
-                named_calls(Format::DeepSeek, &all, &names, &schemas, false)
-            )),
-            field: "tools".into(),
-            marker: Some(Format::DeepSeek.open().into()),
+            trigger: Some(Trigger::marker(Format::DeepSeek.open())),
+            ..Asked::new(
+                Grammar::Lark(format!(
+                    "start: call\n{}",
+                    named_calls(Format::DeepSeek, &all, &names, &schemas, false)
+                )),
+                "tools",
+            )
         }),
+        // Harmony names the function in a header that tokens split
+        // anywhere: at the header's `<|message|>`, the function it names
+        // (`to=functions.NAME`) picks that function's arguments' grammar;
+        // a header naming none (analysis, final) leaves the text free.
+        (None, Some(Format::Harmony)) => {
+            let args: Vec<String> = all
+                .iter()
+                .map(|&i| {
+                    let mut schema = schemas[i].1.clone();
+                    if let Some(o) = schema.as_object_mut() {
+                        o.insert("x-guidance".into(), json_options(false));
+                    }
+                    format!("%json {schema}")
+                })
+                .collect();
+            let keyed = all
+                .iter()
+                .zip(&args)
+                .map(|(&i, a)| {
+                    let key = format!("to=functions.{}", names[i]);
+                    (key, Grammar::Lark(format!("start: {a}\n")))
+                })
+                .collect();
+            // Any function's arguments (what the header narrows to one).
+            let mut any = format!(
+                "start: {}\n",
+                (0..args.len())
+                    .map(|j| format!("a{j}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            for (j, a) in args.iter().enumerate() {
+                any.push_str(&format!("a{j}: {a}\n"));
+            }
+            Some(Asked {
+                trigger: Some(Trigger {
+                    marker: crate::harmony::MESSAGE.into(),
+                    header_start: Some(crate::harmony::START.into()),
+                }),
+                keyed,
+                ..Asked::new(Grammar::Lark(any), "tools")
+            })
+        }
         _ => None,
     };
     Ok(Setup {
@@ -1003,21 +1048,30 @@ mod tests {
         ] {
             let s = setup(Some(&tools), None, None, tmpl).unwrap();
             let lazy = s.lazy.as_ref().expect("auto has a lazy grammar");
-            assert_eq!(lazy.marker.as_deref(), Some(marker));
+            assert_eq!(lazy.trigger, Some(Trigger::marker(marker)));
+            assert!(lazy.keyed.is_empty());
             let g = lark(lazy);
             assert!(g.contains("get_weather") && !g.contains(marker), "{g}");
             assert!(s.grammar.is_none());
             // Forced calls have their own grammar, held from the start.
             let s = setup(Some(&tools), Some(&json!("required")), None, tmpl).unwrap();
-            assert!(s.lazy.is_none() && s.grammar.is_some_and(|a| a.marker.is_none()));
+            assert!(s.lazy.is_none() && s.grammar.is_some_and(|a| a.trigger.is_none()));
         }
-        // Llama 3's call is the whole reply, harmony's header a text that
-        // tokens split anywhere: no marker to wait for.
-        for tmpl in ["<|python_tag|>", "<|channel|>"] {
-            assert!(setup(Some(&tools), None, None, tmpl)
-                .unwrap()
-                .lazy
-                .is_none());
-        }
+        // Harmony: the header's `to=functions.NAME` picks the arguments'
+        // grammar at `<|message|>`.
+        let s = setup(Some(&tools), None, None, "<|channel|>").unwrap();
+        let lazy = s.lazy.expect("auto has a lazy grammar");
+        let t = lazy.trigger.as_ref().expect("trigger");
+        assert_eq!(
+            (t.marker.as_str(), t.header_start.as_deref()),
+            ("<|message|>", Some("<|start|>"))
+        );
+        assert_eq!(lazy.keyed.len(), 1);
+        assert_eq!(lazy.keyed[0].0, "to=functions.get_weather");
+        // Llama 3's call is the whole reply: no marker to wait for.
+        assert!(setup(Some(&tools), None, None, "<|python_tag|>")
+            .unwrap()
+            .lazy
+            .is_none());
     }
 }
