@@ -70,17 +70,23 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
 /// the row it was made from.
 pub fn vec_dot_mxfp4_planes_q8_0(n: usize, w: &[u8], x: &[u8]) -> f32 {
     let nb = n / 32;
-    dot_blocks(nb, |i| (w[i], &w[nb + 16 * i..nb + 16 * (i + 1)]), x)
+    dot_blocks(nb, |i| (w[i], planes_codes(&w[nb..], nb, i)), x)
+}
+
+/// Block `i`'s 16 code bytes out of a planes row's codes (`nb` blocks).
+#[inline(always)]
+fn planes_codes(codes: &[u8], nb: usize, i: usize) -> [u8; 16] {
+    std::array::from_fn(|j| codes[plane_at(nb, i, j)])
 }
 
 /// The reference order over blocks given as (scale byte, 16 code bytes).
 #[inline(always)]
-fn dot_blocks<'a>(nb: usize, block: impl Fn(usize) -> (u8, &'a [u8]), x: &[u8]) -> f32 {
+fn dot_blocks<Q: AsRef<[u8]>>(nb: usize, block: impl Fn(usize) -> (u8, Q), x: &[u8]) -> f32 {
     let (mut even, mut odd) = ([0f32; 8], [0f32; 8]);
     let lanes = |i: usize| {
         let ((e, qs), xk) = (block(i), &x[i * 34..]);
         let d = f16_at(xk, 0) * e8m0_half(e);
-        (d, lanes32(&values(qs), as_i8(&xk[2..34])))
+        (d, lanes32(&values(qs.as_ref()), as_i8(&xk[2..34])))
     };
     let mut i = 0;
     while i + 1 < nb {
@@ -97,7 +103,7 @@ fn dot_blocks<'a>(nb: usize, block: impl Fn(usize) -> (u8, &'a [u8]), x: &[u8]) 
     match i < nb {
         true => {
             let (e, qs) = block(i);
-            add_last(e, qs, &x[i * 34..], sum)
+            add_last(e, qs.as_ref(), &x[i * 34..], sum)
         }
         false => sum,
     }
@@ -123,16 +129,30 @@ pub fn add_last(e: u8, qs: &[u8], x: &[u8], sum: f32) -> f32 {
 }
 
 /// A row of `nb` blocks in the planes layout: the blocks' scale bytes
-/// first, then their codes, block after block — the same bytes, so rows
+/// first, then their codes, a pair of blocks at a time with their bytes
+/// interleaved four by four (the first block's 0..4, the second's 0..4,
+/// the first's 4..8, …; a last, odd block alone) — the same bytes, so rows
 /// keep their length and can still be sliced out of a matrix; a kernel
-/// reads sixteen blocks' scales in one load and a pair of blocks' codes
-/// as one 32-byte run.
+/// reads sixteen blocks' scales in one load and a pair's codes as one
+/// 32-byte run whose nibbles land, a 32-bit lane each, alternately in the
+/// two blocks (one 64-bit broadcast then gives a pair's two scales).
 pub fn to_planes(row: &[u8], out: &mut [u8]) {
     let nb = row.len() / BLOCK_BYTES;
     let (scales, codes) = out.split_at_mut(nb);
     for (i, b) in row.chunks_exact(BLOCK_BYTES).enumerate() {
         scales[i] = b[0];
-        codes[16 * i..16 * (i + 1)].copy_from_slice(&b[1..]);
+        for j in 0..16 {
+            codes[plane_at(nb, i, j)] = b[1 + j];
+        }
+    }
+}
+
+/// Where code byte `j` of block `i` lies in a planes row's codes.
+#[inline(always)]
+fn plane_at(nb: usize, i: usize, j: usize) -> usize {
+    match i + 1 == nb && nb % 2 == 1 {
+        true => 16 * i + j,
+        false => 16 * (i & !1) + 8 * (j / 4) + 4 * (i % 2) + j % 4,
     }
 }
 
@@ -141,6 +161,8 @@ pub fn from_planes(row: &[u8], out: &mut [u8]) {
     let nb = row.len() / BLOCK_BYTES;
     for (i, b) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
         b[0] = row[i];
-        b[1..].copy_from_slice(&row[nb + 16 * i..nb + 16 * (i + 1)]);
+        for j in 0..16 {
+            b[1 + j] = row[nb + plane_at(nb, i, j)];
+        }
     }
 }

@@ -1,16 +1,20 @@
 //! MXFP4 over runs of rows with AVX-512 VNNI (gpt-oss's experts), rows in
 //! the planes layout ([`crate::quants::fp4::to_planes`]: a row's scale
-//! bytes, then its codes). Two blocks a zmm register: a pair's 32 code
-//! bytes broadcast to both halves, the low nibbles of each block in the
-//! first two quarters and the high ones in the last two, looked up as
-//! twice their E2M1 value plus 12 (unsigned, for `vpdpbusd`, exact); the
-//! activations laid out once per call in the same order, with −12 times
-//! each lane's four activations as the accumulator's start, so every lane
-//! holds the reference's exact integer sum. The scales of sixteen blocks
-//! are made in one vector, multiplied by the tokens' activation scales
-//! (one rounding, as the reference's `d`) and permuted to a pair's lanes;
-//! one FMA per pair and token. The lanes end as the reference's even and
-//! odd sets, added and summed in its order.
+//! bytes, then its codes, a pair's interleaved four bytes by four). Two
+//! blocks a zmm register: a pair's 32 code bytes broadcast to both halves,
+//! low nibbles in the first half and high ones in the second, looked up as
+//! twice their E2M1 value (signed) — even 32-bit lanes the first block's,
+//! odd ones the second's. The activations are laid out once per call in
+//! the same order, plus 128 (unsigned, for `vpdpbusd`), and −128 times each
+//! lane's four weights (made once per pair, for every token) is the
+//! accumulator's start, so every lane holds the reference's exact integer
+//! sum — one load of activations a pair and token, which with eight tokens
+//! keeps a row's sweep in L1. The scales of sixteen blocks are made in one
+//! vector and multiplied by each token's activation scales (one rounding,
+//! as the reference's `d`); a pair's two then come by one 64-bit broadcast
+//! from memory (a load, no shuffle): per pair and token a load, `vpdpbusd`,
+//! a conversion and an FMA. The lanes end as the reference's even and odd
+//! sets, added and summed in its order.
 
 use std::arch::x86_64::*;
 
@@ -52,12 +56,12 @@ unsafe fn multi_plain(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]])
 }
 
 /// Bytes of `c` tokens' activations as [`packed_rows`] reads them, for
-/// rows of `nb` blocks: a zmm of quants a pair and token (a pair's tokens
-/// side by side), the same of lane corrections, then the blocks' scales as
-/// floats, a zmm a chunk and token — every token's data at a constant
-/// offset from one pointer.
+/// rows of `nb` blocks: a zmm of quants (plus 128) a pair and token (a
+/// pair's tokens side by side), then the blocks' scales as floats, a zmm a
+/// chunk and token — every token's data at a constant offset from one
+/// pointer.
 fn packed_len(nb: usize, c: usize) -> usize {
-    c * ((nb / 2) * 128 + nb.div_ceil(CHUNK) * 64)
+    c * ((nb / 2) * 64 + nb.div_ceil(CHUNK) * 64)
 }
 
 #[inline(always)]
@@ -76,25 +80,23 @@ unsafe fn multi<const VBMI: bool>(n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [
         // 64-byte alignment for the zmm loads.
         let off = buf.as_ptr().align_offset(64);
         let packed = &mut buf[off..off + len];
-        let (q, rest) = packed.split_at_mut(pairs * c * 64);
-        let (corr, d) = rest.split_at_mut(pairs * c * 64);
+        let (q, d) = packed.split_at_mut(pairs * c * 64);
         for (tok, x) in xs.iter().enumerate() {
             assert!(x.len() >= nb * 34);
-            // A pair's quants in the kernel's lane order (quarters: block
-            // 0's first 16, block 1's, block 0's last 16, block 1's) and
-            // −12 times each lane's four as its sums' start.
-            let twelve = _mm512_set1_epi8(12);
+            // A pair's quants in the kernel's lane order (32-bit lanes
+            // alternately block 0's and block 1's), plus 128 (the sign bit
+            // flipped).
+            let flip = _mm512_set1_epi8(-128);
+            let weave = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
             for k in 0..pairs {
                 let xe = x.as_ptr().add(2 * k * 34 + 2);
                 let e = _mm256_loadu_si256(xe as *const __m256i);
                 let o = _mm256_loadu_si256(xe.add(34) as *const __m256i);
                 let t = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(e), o);
-                let y = _mm512_shuffle_i64x2::<0b11_01_10_00>(t, t);
+                let y = _mm512_permutexvar_epi32(weave, t);
                 let at = (k * c + tok) * 64;
+                let y = _mm512_xor_si512(y, flip);
                 _mm512_store_si512(q.as_mut_ptr().add(at) as *mut __m512i, y);
-                let zero = _mm512_setzero_si512();
-                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, twelve, y));
-                _mm512_store_si512(corr.as_mut_ptr().add(at) as *mut __m512i, start);
             }
             for b in 0..nb {
                 let at = ((b / CHUNK) * c + tok) * 64 + 4 * (b % CHUNK);
@@ -133,7 +135,7 @@ unsafe fn scales16(p: *const u8, m: usize) -> __m512 {
     _mm512_castsi512_ps(_mm512_mask_blend_epi32(small, normal, sub))
 }
 
-/// A pair's 32 code bytes, broadcast to both halves, as the unsigned
+/// A pair's 32 code bytes, broadcast to both halves, as the signed
 /// lookups of its 64 values (quarters: block 0's low nibbles, block 1's,
 /// block 0's high nibbles, block 1's).
 #[inline(always)]
@@ -164,9 +166,12 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
     assert!(rb > 0 && w.len() >= nrows * rb);
     assert!(packed.len() >= packed_len(nb, C) && out.iter().all(|o| o.len() == nrows));
     let ys = packed.as_ptr();
-    let (starts, ds) = (ys.add(pairs * C * 64), ys.add(pairs * C * 128));
+    let ds = ys.add(pairs * C * 64);
     let pf = crate::dispatch::prefetch_ahead();
-    let table_bytes: [u8; 64] = std::array::from_fn(|i| (KVALUES[i % 16] + 12) as u8);
+    let table_bytes: [i8; 64] = std::array::from_fn(|i| KVALUES[i % 16]);
+    let c128 = _mm512_set1_epi8(-128);
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let magic_i = _mm512_castps_si512(magic);
     let table = _mm512_loadu_si512(table_bytes.as_ptr() as *const __m512i);
     let ctrl = if VBMI {
         // Byte i of each qword: bits 8i.. (low nibble) in the first half,
@@ -178,13 +183,13 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
         let s: [u16; 32] = std::array::from_fn(|i| if i >= 16 { 4 } else { 0 });
         _mm512_loadu_si512(s.as_ptr() as *const __m512i)
     };
-    // Pair j of a chunk: block 2j's scale in lanes 0..4 and 8..12, block
-    // 2j + 1's in 4..8 and 12..16.
-    let pick: [[u32; 16]; CHUNK / 2] =
-        std::array::from_fn(|j| std::array::from_fn(|l| (2 * j + (l / 4) % 2) as u32));
     // The reference's even lanes 0..8, then its odd ones.
-    let even_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0);
-    let odd_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    let even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    let odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    // A chunk's scales, a token's sixteen after another's.
+    #[repr(align(64))]
+    struct Scales<const C: usize>([[f32; CHUNK]; C]);
+    let mut sc = Scales::<C>([[0.0; CHUNK]; C]);
     for (r, row) in w.chunks_exact(rb).take(nrows).enumerate() {
         let (scales, codes) = (row.as_ptr(), row.as_ptr().add(nb));
         prefetch_ahead(scales, nb, pf);
@@ -192,9 +197,9 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
         for (ch, b0) in (0..2 * pairs).step_by(CHUNK).enumerate() {
             let m = (2 * pairs - b0).min(CHUNK);
             let e = scales16(scales.add(b0), m);
-            let mut d = [_mm512_setzero_ps(); C];
-            for (c, dc) in d.iter_mut().enumerate() {
-                *dc = _mm512_mul_ps(_mm512_load_ps(ds.add((ch * C + c) * 64) as *const f32), e);
+            for c in 0..C {
+                let d = _mm512_mul_ps(_mm512_load_ps(ds.add((ch * C + c) * 64) as *const f32), e);
+                _mm512_store_ps(sc.0[c].as_mut_ptr(), d);
             }
             for j in 0..m / 2 {
                 let k = b0 / 2 + j;
@@ -203,14 +208,22 @@ unsafe fn packed_rows<const C: usize, const VBMI: bool>(
                     prefetch_ahead(ck, 64, pf);
                 }
                 let q = unpack::<VBMI>(ck, table, ctrl);
-                let idx = _mm512_loadu_si512(pick[j].as_ptr() as *const __m512i);
+                // −128 times each lane's four weights (what the
+                // activations' +128 adds, taken away), on the bits of
+                // 1.5·2²³: a lane's sum x (|x| < 2²²) ends as the bits of
+                // the float 1.5·2²³ + x, exact, and one subtraction (either
+                // FMA port) instead of a conversion (port 0 only, with
+                // `vpdpbusd`) makes it x.
+                let zero = _mm512_setzero_si512();
+                let start = _mm512_sub_epi32(magic_i, _mm512_dpbusd_epi32(zero, c128, q));
                 for c in 0..C {
                     let at = (k * C + c) * 64;
                     let y = _mm512_load_si512(ys.add(at) as *const __m512i);
-                    let start = _mm512_load_si512(starts.add(at) as *const __m512i);
-                    let lanes = _mm512_dpbusd_epi32(start, q, y);
-                    let dk = _mm512_permutexvar_ps(idx, d[c]);
-                    acc[c] = _mm512_fmadd_ps(dk, _mm512_cvtepi32_ps(lanes), acc[c]);
+                    let lanes = _mm512_dpbusd_epi32(start, y, q);
+                    let lanes = _mm512_sub_ps(_mm512_castsi512_ps(lanes), magic);
+                    let pair = sc.0[c].as_ptr().add(2 * j) as *const f64;
+                    let dk = _mm512_castpd_ps(_mm512_set1_pd(pair.read()));
+                    acc[c] = _mm512_fmadd_ps(dk, lanes, acc[c]);
                 }
             }
         }
