@@ -82,8 +82,15 @@ impl QMatrix {
             use crate::dispatch::batch_invariant;
             let fixed = batch_invariant();
             if let Some(copy) = &self.prefill {
-                if n >= TILED_MIN_ROWS || fixed {
-                    return (n < 4).then(|| self.q6k_r16_job(copy.bytes(), xq, xrb, n, put));
+                // Below four tokens the original, where it is in the planes
+                // layout (whose tiled-order row kernel gives the copy's bits
+                // from fewer bytes), or else the copy; from four on (eight
+                // in the row order) the copy's tiled products.
+                if n >= TILED_MIN_ROWS || (fixed && n >= 4) {
+                    return None;
+                }
+                if fixed && !self.planes {
+                    return Some(self.q6k_r16_job(copy.bytes(), xq, xrb, n, put));
                 }
             }
             if self.r16 {
@@ -98,7 +105,14 @@ impl QMatrix {
             {
                 return None;
             }
-            if n > 1 && self.k_quant_x8(n).is_some() {
+            // The eight-token kernel where it covers a group; fewer
+            // tokens (a speculative draft's check) go row run by row run,
+            // each token through the run while it is in cache, rather than
+            // one output at a time.
+            if self
+                .k_quant_x8(n)
+                .is_some_and(|(_, limit)| limit >= crate::x86::kquant::KC)
+            {
                 return None;
             }
             if n >= crate::x86::tile::TC && self.float_tiled() {

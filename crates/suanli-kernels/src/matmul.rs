@@ -263,14 +263,8 @@ impl QMatrix {
             self.data = packed;
             self.planes = true;
         }
-        // With batch-invariant numerics a 16-row copy serves every batch
-        // (and the original is let go).
         #[cfg(target_arch = "x86_64")]
-        if self.dtype == DType::Q6_K
-            && crate::dispatch::q6_k_planes()
-            && !self.planes
-            && !(crate::dispatch::batch_invariant() && self.prefill.is_some())
-        {
+        if self.dtype == DType::Q6_K && crate::dispatch::q6_k_planes() && !self.planes {
             use crate::x86::q6k_planes::{plane_block, BLOCK};
             let packed = crate::hugemem::repack_streaming(&self.data, self.rows, 1, |src, _| {
                 let mut out = vec![0u8; src.len()];
@@ -317,9 +311,9 @@ impl QMatrix {
     /// second copy in the 16-row layout of [`crate::x86::q6k_r16`], which
     /// runs its tiled-order products (prefill) several times faster than
     /// the row layout; decoding keeps reading the original (with
-    /// batch-invariant numerics the copy serves every batch and the
-    /// original's pages are let go). Costs about 1.3x the matrix's bytes:
-    /// for the layers' matrices, not the output.
+    /// batch-invariant numerics through the tiled order's row kernel, the
+    /// copy's bits from 1/1.3 of its bytes). Costs about 1.3x the matrix's
+    /// bytes: for the layers' matrices, not the output.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     pub fn with_prefill_layout(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
@@ -333,11 +327,6 @@ impl QMatrix {
             let nb = self.cols / 256;
             let copy = crate::x86::q6k_r16::repack(self.data.bytes(), self.rows, nb);
             self.prefill = Some(Blob::from_vec(copy));
-            if crate::dispatch::batch_invariant() {
-                // Every batch size reads the copy: let the original go (a
-                // file mapping reads it back should it ever be touched).
-                self.data.release();
-            }
         }
         self
     }

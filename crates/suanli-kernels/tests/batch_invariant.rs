@@ -48,17 +48,26 @@ fn every_format_gives_each_token_the_same_bits_in_any_batch() {
     let x: Vec<f32> = (0..n * cols)
         .map(|_| rng.random_range(-2.0f32..2.0))
         .collect();
-    for t in [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q4_K,
-        DType::Q6_K,
+    // Q6_K twice: alone, and with the prefill copy the loader gives the
+    // layers' matrices (decode then reads the original, prefill the copy).
+    for (t, copy) in [
+        (DType::Q4_0, false),
+        (DType::Q4_1, false),
+        (DType::Q5_0, false),
+        (DType::Q5_1, false),
+        (DType::Q8_0, false),
+        (DType::Q4_K, false),
+        (DType::Q6_K, false),
+        (DType::Q6_K, true),
     ] {
         let w = weights(&mut rng, t, rows, cols);
-        let m = matrix(t, rows, cols, &w);
+        let m = match copy {
+            false => matrix(t, rows, cols, &w),
+            true => QMatrix::new(t, rows, cols, Blob::from_vec(w.clone()))
+                .expect("matrix")
+                .with_prefill_layout()
+                .interleave(),
+        };
         // Each token alone.
         let mut alone = vec![0f32; n * rows];
         for tok in 0..n {
