@@ -312,12 +312,15 @@ impl QMatrix {
         let (rows, nb) = (self.rows, self.cols / 256);
         let gbytes = nb * R16_BYTES;
         run_job(self.data.bytes(), gbytes, GR, rows / GR, move |gs, wr| {
-            for t in 0..n {
-                // SAFETY: the run's rows of token t are in bounds and
+            // Up to three tokens a call: each block unpacked once for them.
+            for t0 in (0..n).step_by(3) {
+                // SAFETY: the run's rows of each token are in bounds and
                 // written by this run only.
-                let o = unsafe { token_outputs(out, t, rows, GR * gs.start..GR * gs.end) };
+                let mut os: Vec<&mut [f32]> = (t0..(t0 + 3).min(n))
+                    .map(|t| unsafe { token_outputs(out, t, rows, GR * gs.start..GR * gs.end) })
+                    .collect();
                 // SAFETY: `repacked` is only set at Level::Avx512.
-                unsafe { q4_k_r16_run(nb, wr, gs.len(), &xq[t * xrb..], o) };
+                unsafe { q4_k_r16_run(nb, wr, gs.len(), &xq[t0 * xrb..], xrb, &mut os) };
             }
         })
     }

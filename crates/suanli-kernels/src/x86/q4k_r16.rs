@@ -220,17 +220,47 @@ pub unsafe fn q4_k_r16<const T: usize, const GEMM: bool>(
     }
 }
 
-/// One token's GEMV order over `groups` consecutive groups at `w` (a run
-/// of a matrix): `out[16g + row]`, the kernel entered once a run.
+/// Up to three tokens' GEMV order over `groups` consecutive groups at `w`
+/// (a run of a matrix): `outs[t][16g + row]` for the activation rows at
+/// `x + t·xrb`, the run entered once and each block unpacked once for all
+/// of them (each token's bits are its one-token product's: its sums are
+/// exact integers and its float steps the same).
 ///
 /// # Safety
 /// As [`q4_k_r16`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn q4_k_r16_run(nb: usize, w: &[u8], groups: usize, x: &[u8], out: &mut [f32]) {
-    assert!(w.len() >= groups * nb * R16_BYTES && out.len() >= groups * ROWS);
-    for (g, o) in out[..groups * ROWS].chunks_exact_mut(ROWS).enumerate() {
-        let mut acc = [[0f32; ROWS]; 1];
-        q4_k_r16::<1, false>(nb, &w[g * nb * R16_BYTES..], x, 0, &mut acc);
-        o.copy_from_slice(&acc[0]);
+pub unsafe fn q4_k_r16_run(
+    nb: usize,
+    w: &[u8],
+    groups: usize,
+    x: &[u8],
+    xrb: usize,
+    outs: &mut [&mut [f32]],
+) {
+    match outs.len() {
+        0 => {}
+        1 => run::<1>(nb, w, groups, x, xrb, outs),
+        2 => run::<2>(nb, w, groups, x, xrb, outs),
+        _ => run::<3>(nb, w, groups, x, xrb, outs),
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn run<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    groups: usize,
+    x: &[u8],
+    xrb: usize,
+    outs: &mut [&mut [f32]],
+) {
+    assert!(w.len() >= groups * nb * R16_BYTES && outs.len() >= T);
+    assert!(outs[..T].iter().all(|o| o.len() >= groups * ROWS));
+    for g in 0..groups {
+        let mut acc = [[0f32; ROWS]; T];
+        q4_k_r16::<T, false>(nb, &w[g * nb * R16_BYTES..], x, xrb, &mut acc);
+        for (o, a) in outs.iter_mut().zip(&acc) {
+            o[g * ROWS..(g + 1) * ROWS].copy_from_slice(a);
+        }
     }
 }
