@@ -183,12 +183,15 @@ pub fn verify_row(
     }
 }
 
-/// [`crate::generate`] with speculation: the same arguments, a drafter and
-/// its step controller.
+/// [`crate::generate`] with speculation: the same arguments, the tokens
+/// whose K/V `kv` already holds before `prompt` (`history`, empty for a
+/// fresh cache: drafters read the whole context, a chat's earlier turns
+/// too), a drafter and its step controller.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_speculative(
     model: &dyn Model,
     kv: &mut KvCache,
+    history: &[u32],
     prompt: &[u32],
     sampler: &mut Sampler,
     max_tokens: usize,
@@ -203,12 +206,14 @@ pub fn generate_speculative(
     sampler.accept(prompt);
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, &mut ForwardCtx::new(kv, Logits::Last))?;
-    // The drafter reads the prompt too (a draft model's prefill), counted
+    let mut context = history.to_vec();
+    context.extend_from_slice(prompt);
+    // The drafter reads the context too (a draft model's prefill), counted
     // with the prompt rather than with the first draft.
-    drafter.draft(prompt, 0)?;
+    drafter.rewind(history.len());
+    drafter.draft(&context, 0)?;
     let prompt_time = t0.elapsed();
     let t1 = Instant::now();
-    let mut context = prompt.to_vec();
     let mut pending = sampler.sample(&mut logits);
     let mut n = 0;
     // Emits `t`: Some(reason) when generation stops at it.

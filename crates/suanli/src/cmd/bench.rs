@@ -20,6 +20,11 @@
 //! `-d` runs every test after a context already holding that many tokens
 //! (llama-bench's `-d`), to see attention at long context; tg's roofline
 //! then counts the KV cache read per token besides the weights.
+//!
+//! `--spec ngram` or `--draft MODEL` adds a speculative test: `-n` tokens
+//! decoded greedily from a real request (`-f`, or a built-in code-editing
+//! one), plain and speculative runs interleaved, with the speedup, the
+//! drafts accepted and the tokens each verifying pass made.
 
 use std::time::Instant;
 
@@ -62,6 +67,60 @@ pub struct Args {
     /// GB/s and exit.
     #[arg(long)]
     print_membw: bool,
+    /// With `--spec` or `--draft`: a speculative tg test besides pp and tg —
+    /// `-n` tokens decoded greedily from this file's text as a user turn
+    /// (default: a built-in code-editing request), plain and speculative
+    /// runs interleaved, with the acceptance.
+    #[arg(short = 'f', long = "spec-prompt")]
+    spec_prompt: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    spec: super::spec::SpecArgs,
+}
+
+/// The speculative test's default request: edit code given in the prompt,
+/// where drafts of what the prompt already holds pay most.
+const SPEC_PROMPT: &str =
+    "Rename `total` to `sum` and `items` to `values` everywhere in this Rust \
+module and add a doc comment to every function. Reply with the whole module.
+
+```rust
+pub struct Item {
+    pub name: String,
+    pub price: f64,
+    pub quantity: u32,
+}
+
+pub fn total(items: &[Item]) -> f64 {
+    let mut total = 0.0;
+    for item in items {
+        if item.price > 0.0 && item.quantity > 0 {
+            total += item.price * item.quantity as f64;
+        }
+    }
+    (total * 100.0).round() / 100.0
+}
+
+pub fn report(items: &[Item]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for item in items {
+        lines.push(format!(\"{}: {:.2}\", item.name, item.price * item.quantity as f64));
+    }
+    lines.push(format!(\"total: {:.2}\", total(items)));
+    lines
+}
+
+pub fn most_expensive(items: &[Item]) -> Option<&Item> {
+    items.iter().max_by(|a, b| a.price.total_cmp(&b.price))
+}
+```";
+
+/// What the speculative test measured: plain and speculative tokens/s
+/// (one sample each a repetition) and the speculative runs' counts.
+struct SpecResult {
+    name: String,
+    plain: Vec<f64>,
+    spec: Vec<f64>,
+    stats: suanli_engine::SpecStats,
 }
 
 /// tg's share of the memory-bandwidth roofline: the mean over steady
@@ -148,6 +207,9 @@ pub fn main(a: Args) -> Result<()> {
         println!("{:.2}", measure_membw());
         return Ok(());
     }
+    // Speculation checks drafts in the batch-invariant orders: every test
+    // then runs in them, the plain ones it is held against too.
+    a.spec.set_numerics();
     let mut l = super::load(&a.model)?;
     l.set_kv_type(a.kv_type)?;
     let model = l.model.as_ref();
@@ -219,6 +281,11 @@ pub fn main(a: Args) -> Result<()> {
         });
         results.push((kind, n, mean, sd, samples, roofline));
     }
+    let draft = a.spec.load_draft(&l)?;
+    let spec = match a.spec.on() && a.n_gen > 0 {
+        true => Some(spec_test(&a, &l, draft.as_ref())?),
+        false => None,
+    };
     let file = l
         .path
         .file_name()
@@ -247,6 +314,30 @@ pub fn main(a: Args) -> Result<()> {
                 })
             })
             .collect();
+        let mut arr = arr;
+        if let Some(s) = &spec {
+            let (plain, sp) = (stats(&s.plain).0, stats(&s.spec));
+            arr.push(serde_json::json!({
+                "model_filename": file,
+                "model_type": model.config().arch,
+                "n_threads": threads,
+                "n_prompt": 0,
+                "n_gen": a.n_gen,
+                "n_depth": 0,
+                "speculative": s.name,
+                "avg_ts": sp.0,
+                "stddev_ts": sp.1,
+                "samples_ts": s.spec,
+                "plain_avg_ts": plain,
+                "plain_samples_ts": s.plain,
+                "speedup": sp.0 / plain,
+                "drafted": s.stats.drafted,
+                "accepted": s.stats.accepted,
+                "acceptance_rate": s.stats.acceptance_rate(),
+                "tokens_per_verifying_pass": s.stats.mean_accepted_length(),
+                "kernels": kernels,
+            }));
+        }
         println!("{}", serde_json::to_string_pretty(&arr)?);
     } else {
         println!(
@@ -306,8 +397,101 @@ pub fn main(a: Args) -> Result<()> {
                 );
             }
         }
+        if let Some(s) = &spec {
+            let ((m, sd), plain) = (stats(&s.spec), stats(&s.plain).0);
+            println!(
+                "{:>8} {:>16} {:>10}",
+                format!("tg{}+{}", a.n_gen, s.name),
+                format!("{m:.2} ± {sd:.2}"),
+                format!("{:.2}x", m / plain)
+            );
+            println!(
+                "{:>8} plain greedy {plain:.2} t/s on the same prompt; {} of {} drafts accepted ({:.1}%), \
+                 {:.2} tokens per verifying pass",
+                "",
+                s.stats.accepted,
+                s.stats.drafted,
+                100.0 * s.stats.acceptance_rate(),
+                s.stats.mean_accepted_length()
+            );
+        }
     }
     Ok(())
+}
+
+/// `-n` tokens decoded greedily from the speculative test's prompt, plain
+/// then speculative, each repetition (after one untimed warm-up of each).
+fn spec_test(a: &Args, l: &super::Loaded, draft: Option<&super::Loaded>) -> Result<SpecResult> {
+    use suanli_engine::{generate, generate_speculative, Sampler, SamplingParams, SpecStats};
+    let text = match &a.spec_prompt {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => SPEC_PROMPT.to_string(),
+    };
+    let tmpl = super::chat_template(l)?;
+    let prompt = super::chat_tokens(
+        l,
+        &tmpl,
+        &[suanli_tokenizer::ChatMessage::new("user", &text)],
+    )?;
+    let model = l.model.as_ref();
+    let n_ctx = prompt.len() + a.n_gen + a.spec.draft_max + 2;
+    anyhow::ensure!(
+        n_ctx <= model.config().n_ctx_train,
+        "the speculative test's prompt ({} tokens) and -n {} need {n_ctx} positions; the model holds {}",
+        prompt.len(),
+        a.n_gen,
+        model.config().n_ctx_train
+    );
+    // Every run decodes all `-n` tokens: an end of generation is not one.
+    let never = |_| false;
+    let mut total = SpecStats::default();
+    let (mut plain, mut spec) = (Vec::new(), Vec::new());
+    for r in 0..=a.reps.max(1) {
+        let mut kv = model.new_cache(n_ctx, l.kv_dtype);
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let g = generate(
+            model,
+            &mut kv,
+            &prompt,
+            &mut s,
+            a.n_gen,
+            &never,
+            &mut |_| true,
+        )?;
+        let mut kv = model.new_cache(n_ctx, l.kv_dtype);
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let (mut drafter, mut control) = a.spec.drafter(draft, n_ctx);
+        let (gs, st) = generate_speculative(
+            model,
+            &mut kv,
+            &[],
+            &prompt,
+            &mut s,
+            a.n_gen,
+            &never,
+            &mut |_| true,
+            drafter.as_mut(),
+            &mut control,
+        )?;
+        // The first round is the warm-up.
+        if r > 0 {
+            plain.push(g.gen_tps());
+            spec.push(gs.gen_tps());
+            total.drafted += st.drafted;
+            total.accepted += st.accepted;
+            total.verify_passes += st.verify_passes;
+            total.passes += st.passes;
+            total.draft_time += st.draft_time;
+        }
+    }
+    Ok(SpecResult {
+        name: a.spec.name(draft),
+        plain,
+        spec,
+        stats: total,
+    })
 }
 
 #[cfg(test)]

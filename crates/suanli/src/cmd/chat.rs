@@ -1,7 +1,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
-use suanli_engine::{generate, Sampler, SamplingParams};
+use suanli_engine::{generate, generate_speculative, Sampler, SamplingParams};
 use suanli_tokenizer::{ChatMessage, StreamDecoder};
 
 #[derive(clap::Args)]
@@ -27,15 +27,22 @@ pub struct Args {
     kv_type: Option<suanli_models::KvDtype>,
     #[arg(short = 'c', long = "ctx-size")]
     ctx: Option<usize>,
+    #[command(flatten)]
+    spec: super::spec::SpecArgs,
 }
 
 pub fn main(a: Args) -> Result<()> {
     super::set_threads(a.threads)?;
+    a.spec.set_numerics();
     let mut l = super::load(&a.model)?;
     l.set_kv_type(a.kv_type)?;
     let tmpl = super::chat_template(&l)?;
     let n_ctx = a.ctx.unwrap_or(l.model.config().n_ctx_train.min(4096));
     let mut kv = l.model.new_cache(n_ctx, l.kv_dtype);
+    let draft = a.spec.load_draft(&l)?;
+    // One drafter for the whole chat: a draft model's cache follows the
+    // conversation as the target's does.
+    let mut speculation = a.spec.on().then(|| a.spec.drafter(draft.as_ref(), n_ctx));
     // Tokens whose K/V are in the cache, to reuse the shared prefix each turn.
     let mut cached: Vec<u32> = Vec::new();
     let mut messages: Vec<ChatMessage> = a
@@ -86,27 +93,47 @@ pub fn main(a: Args) -> Result<()> {
         let mut dec = StreamDecoder::new();
         let mut answer = Vec::new();
         let tok = &l.tokenizer;
-        let r = generate(
-            l.model.as_ref(),
-            &mut kv,
-            &tokens[common..],
-            &mut sampler,
-            a.n_predict,
-            &|t| tok.is_eog(t),
-            &mut |t| {
-                answer.push(t);
-                let text = tok
-                    .token_bytes(t, false)
-                    .map(|b| dec.push(&b))
-                    .unwrap_or_default();
-                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-                true
-            },
-        );
+        let mut on_token = |t| {
+            answer.push(t);
+            let text = tok
+                .token_bytes(t, false)
+                .map(|b| dec.push(&b))
+                .unwrap_or_default();
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            true
+        };
+        let is_eog = |t| tok.is_eog(t);
+        let (history, prompt) = tokens.split_at(common);
+        let r = match speculation.as_mut() {
+            Some((drafter, control)) => generate_speculative(
+                l.model.as_ref(),
+                &mut kv,
+                history,
+                prompt,
+                &mut sampler,
+                a.n_predict,
+                &is_eog,
+                &mut on_token,
+                drafter.as_mut(),
+                control,
+            )
+            .map(|(_, s)| Some(s)),
+            None => generate(
+                l.model.as_ref(),
+                &mut kv,
+                prompt,
+                &mut sampler,
+                a.n_predict,
+                &is_eog,
+                &mut on_token,
+            )
+            .map(|_| None),
+        };
         let rest = dec.finish();
         println!("{rest}");
         match r {
-            Ok(_) => {}
+            Ok(Some(s)) => eprintln!("{}", super::spec::report(&s, answer.len())),
+            Ok(None) => {}
             Err(e) => {
                 eprintln!("error: {e}");
                 messages.pop();

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod pull;
 pub mod run;
 pub mod serve;
+pub mod spec;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};

@@ -1,10 +1,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use suanli_engine::{
-    generate, generate_speculative, Adaptive, Drafter, GenStats, ModelDrafter, NgramDrafter,
-    Sampler, SamplingParams, SpecStats,
-};
+use suanli_engine::{generate, generate_speculative, GenStats, Sampler, SamplingParams, SpecStats};
 use suanli_tokenizer::{ChatMessage, StreamDecoder};
 
 #[derive(clap::Args)]
@@ -52,17 +49,8 @@ pub struct Args {
     /// instead of wrapping it in the chat template.
     #[arg(long)]
     pub raw: bool,
-    /// Speculative decoding with a draft model of the same vocabulary (a
-    /// path or model name).
-    #[arg(long, conflicts_with = "spec")]
-    pub draft: Option<String>,
-    /// Speculative decoding without a second model: `ngram` drafts what
-    /// followed the context's last matching n-gram (prompt lookup).
-    #[arg(long, value_parser = ["ngram"])]
-    pub spec: Option<String>,
-    /// Most tokens drafted a step (the length adapts below it).
-    #[arg(long, default_value_t = 8)]
-    pub draft_max: usize,
+    #[command(flatten)]
+    pub spec: super::spec::SpecArgs,
 }
 
 impl Args {
@@ -83,12 +71,8 @@ impl Args {
 
 pub fn main(a: Args) -> Result<()> {
     super::set_threads(a.threads)?;
-    let speculate = a.draft.is_some() || a.spec.is_some();
-    if speculate {
-        // Verification passes of several tokens must give each row the bits
-        // a pass of one gives: the batch-invariant orders.
-        suanli_kernels::dispatch::set_batch_invariant(true);
-    }
+    let speculate = a.spec.on();
+    a.spec.set_numerics();
     let mut l = super::load(&a.model)?;
     l.set_kv_type(a.kv_type)?;
     let tokens = if a.raw {
@@ -115,26 +99,13 @@ pub fn main(a: Args) -> Result<()> {
         }
         true
     };
-    let draft = match &a.draft {
-        Some(d) => {
-            let dl = super::load(d)?;
-            check_vocab(&l.tokenizer, &dl.tokenizer)?;
-            Some(dl)
-        }
-        None => None,
-    };
+    let draft = a.spec.load_draft(&l)?;
     let (stats, spec): (GenStats, Option<SpecStats>) = if speculate {
-        let mut drafter: Box<dyn Drafter + '_> = match &draft {
-            Some(dl) => Box::new(ModelDrafter::new(
-                dl.model.as_ref(),
-                dl.model.new_cache(n_ctx, dl.kv_dtype),
-            )),
-            None => Box::new(NgramDrafter::default()),
-        };
-        let mut control = Adaptive::new(a.draft_max.max(1));
+        let (mut drafter, mut control) = a.spec.drafter(draft.as_ref(), n_ctx);
         let (g, s) = generate_speculative(
             l.model.as_ref(),
             &mut kv,
+            &[],
             &tokens,
             &mut sampler,
             a.n_predict,
@@ -170,48 +141,7 @@ pub fn main(a: Args) -> Result<()> {
         stats.gen_tps()
     );
     if let Some(s) = spec {
-        eprintln!(
-            "speculation: {} of {} drafted tokens accepted ({:.1}%), {:.2} tokens per verifying pass, \
-             {} passes for {} tokens, {:.2} s drafting",
-            s.accepted,
-            s.drafted,
-            100.0 * s.acceptance_rate(),
-            s.mean_accepted_length(),
-            s.passes,
-            stats.gen_tokens,
-            s.draft_time.as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
-/// A draft model must read and write the target's tokens: its vocabulary,
-/// token by token, the target's (it may lack the target's last ones).
-pub fn check_vocab(
-    target: &suanli_tokenizer::Tokenizer,
-    draft: &suanli_tokenizer::Tokenizer,
-) -> Result<()> {
-    let n = target.n_vocab().min(draft.n_vocab());
-    for id in 0..n as u32 {
-        let (a, b) = (
-            target.token_bytes(id, true).unwrap_or_default(),
-            draft.token_bytes(id, true).unwrap_or_default(),
-        );
-        if a != b {
-            anyhow::bail!(
-                "the draft model's vocabulary differs from the target's at token {id}: \
-                 {:?} in the target, {:?} in the draft",
-                String::from_utf8_lossy(&a),
-                String::from_utf8_lossy(&b)
-            );
-        }
-    }
-    if draft.n_vocab() > target.n_vocab() {
-        anyhow::bail!(
-            "the draft model has {} tokens, the target {}: drafts could name tokens the target lacks",
-            draft.n_vocab(),
-            target.n_vocab()
-        );
+        eprintln!("{}", super::spec::report(&s, stats.gen_tokens));
     }
     Ok(())
 }
