@@ -10,6 +10,7 @@ failure exits non-zero with the reason.
 
 import concurrent.futures as cf
 import json
+import os
 import re
 import sys
 import time
@@ -458,6 +459,48 @@ def section_slow():
     print("slow clients, oversized headers and the connection cap: ok")
 
 
-{"client": section_client, "slow": section_slow, "invariance": section_invariance, "preempt": section_preempt,
+def section_spec():
+    # A server decoding speculatively (prompt lookup) answers what a plain
+    # one (REF, same model and numerics) answers: greedy, streamed or not,
+    # alone or two at once (no drafting then), with a penalty (no
+    # speculation for it); /metrics counts the drafts and the acceptance.
+    ref = openai.OpenAI(base_url=os.environ["REF"], api_key=KEY, max_retries=0, timeout=600)
+    code = ("Add type hints to this Python function and return it whole:\n\n"
+            "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n"
+            "    return total / len(values)\n")
+    asks = [
+        dict(messages=[{"role": "user", "content": code}], temperature=0, max_tokens=96),
+        dict(messages=[{"role": "user", "content": "用三句话介绍长城，然后把这三句话原样再写一遍。"}],
+             temperature=0, max_tokens=96),
+        dict(messages=[{"role": "user", "content": code}], temperature=0, max_tokens=64,
+             frequency_penalty=0.5),
+    ]
+
+    def one(c, kw):
+        return c.chat.completions.create(model=MODEL, **kw).choices[0].message.content
+
+    def streamed(c, kw):
+        parts = c.chat.completions.create(model=MODEL, stream=True, **kw)
+        return "".join(ch.choices[0].delta.content or "" for ch in parts if ch.choices)
+
+    want = [one(ref, kw) for kw in asks]
+    before = metrics()
+    for kw, w in zip(asks, want):
+        assert one(client, kw) == w, (kw, one(client, kw), w)
+        assert streamed(client, kw) == w, kw
+    m = metrics()
+    drafted = m["suanli_spec_decode_draft_tokens_total"] - before.get("suanli_spec_decode_draft_tokens_total", 0)
+    accepted = m["suanli_spec_decode_accepted_tokens_total"] - before.get("suanli_spec_decode_accepted_tokens_total", 0)
+    assert drafted > 0 and 0 < accepted <= drafted, m
+    assert 0 < m["suanli_spec_decode_acceptance_rate"] <= 1, m
+    assert m["suanli_spec_decode_mean_accepted_length"] > 1, m
+    with cf.ThreadPoolExecutor(2) as ex:
+        together = list(ex.map(lambda kw: one(client, kw), asks[:2]))
+    assert together == want[:2], (together, want[:2])
+    wait_idle("after speculation")
+    print(f"speculative outputs equal the plain ones; {accepted:.0f} of {drafted:.0f} drafts kept")
+
+
+{"client": section_client, "spec": section_spec, "slow": section_slow, "invariance": section_invariance, "preempt": section_preempt,
  "disconnect": section_disconnect, "errors": section_errors}[SECTION]()
 print(f"{SECTION}: ok")

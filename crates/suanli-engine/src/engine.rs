@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use suanli_models::{Batch, KvDtype, KvPool, Logits, Model, Pages, SeqSpan};
 use suanli_tokenizer::{StreamDecoder, Tokenizer};
@@ -20,6 +20,7 @@ use crate::constrain::Constraint;
 use crate::logprobs::{token_logprob, TokenLogprob};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::scheduler::{AddError, Plan, SchedConfig, Scheduler, SeqId};
+use crate::speculative::{verify_row, Adaptive, Drafter, NgramDrafter};
 use crate::stop::StopScanner;
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,19 @@ pub struct EngineConfig {
     pub n_blocks: usize,
     pub kv_dtype: KvDtype,
     pub prefix_caching: bool,
+    /// Speculative decoding by prompt lookup for the requests that allow it
+    /// ([`Request::speculate`]), while few sequences run.
+    pub spec: Option<SpecConfig>,
+}
+
+/// When and how far the engine drafts (prompt lookup).
+#[derive(Debug, Clone, Copy)]
+pub struct SpecConfig {
+    /// Most tokens drafted a step (the length adapts below it).
+    pub draft_max: usize,
+    /// Draft only while at most this many sequences run and none waits:
+    /// a batch that small leaves the memory bandwidth idle for the check.
+    pub max_running: usize,
 }
 
 /// One generation request, already tokenized.
@@ -52,6 +66,9 @@ pub struct Request {
     /// A grammar the output must match: its mask is applied before every
     /// draw, and generation stops once it is complete.
     pub constraint: Option<Constraint>,
+    /// May be decoded speculatively (when the engine drafts): the output
+    /// distribution is kept. Grammars and logprobs turn it off.
+    pub speculate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +128,11 @@ pub struct EngineStats {
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
     pub steps: u64,
+    /// Speculative decoding: tokens drafted, drafted tokens kept, and the
+    /// passes that checked a draft.
+    pub spec_drafted: u64,
+    pub spec_accepted: u64,
+    pub spec_checks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +199,7 @@ impl Engine {
             active: HashMap::new(),
             shared: shared.clone(),
             max_seq_len,
+            spec: cfg.spec,
             stats: EngineStats {
                 block_size: cfg.block_size,
                 ..Default::default()
@@ -279,6 +302,8 @@ struct Active {
     prompt_lp: Vec<TokenLogprob>,
     admitted: bool,
     constraint: Option<Constraint>,
+    /// The draft length's controller, for a sequence decoded speculatively.
+    spec: Option<Adaptive>,
 }
 
 struct Worker {
@@ -289,6 +314,7 @@ struct Worker {
     active: HashMap<SeqId, Active>,
     shared: Arc<Shared>,
     max_seq_len: usize,
+    spec: Option<SpecConfig>,
     stats: EngineStats,
 }
 
@@ -345,6 +371,18 @@ impl Worker {
     }
 
     fn add(&mut self, id: SeqId, mut req: Request, tx: UnboundedSender<Event>) {
+        let speculate = self.spec.is_some()
+            && req.speculate
+            && req.constraint.is_none()
+            && req.logprobs.is_none();
+        if speculate && req.sampling.penalized() {
+            // Penalties read the tokens drawn so far, which a check of
+            // several drafted tokens at once would not see in turn.
+            eprintln!(
+                "request {id}: speculative decoding off (repetition, presence or frequency penalty)"
+            );
+        }
+        let speculate = speculate && !req.sampling.penalized();
         let prompt_logits = req.prompt_logprobs.is_some();
         if let Err(e) = self.sched.add(id, req.prompt.clone(), prompt_logits) {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
@@ -361,6 +399,10 @@ impl Worker {
                 n_gen: 0,
                 prompt_lp: Vec::new(),
                 admitted: false,
+                spec: self
+                    .spec
+                    .filter(|_| speculate)
+                    .map(|c| Adaptive::new(c.draft_max.max(1))),
                 constraint: req.constraint.take(),
                 req,
             },
@@ -414,6 +456,8 @@ impl Worker {
         }
         let model = self.model.clone();
         let pool = &mut self.pool;
+        let t0 = Instant::now();
+        let mut secs = 0.0;
         let result = std::thread::scope(|scope| {
             let helper = (!masks.is_empty()).then(|| {
                 scope.spawn(|| {
@@ -426,6 +470,7 @@ impl Worker {
                 let mut batch = Batch::new(pool, &spans, None)?;
                 model.forward_batch(&tokens, &mut batch)
             }));
+            secs = t0.elapsed().as_secs_f64();
             // A panic in the helper leaves a mask uncomputed: it is
             // computed (or fails) when the token is drawn.
             let _ = helper.map(|h| h.join());
@@ -451,6 +496,17 @@ impl Worker {
         };
         self.sched.complete(plan);
         self.stats.steps += 1;
+        // A decode step of one sequence alone times its passes for the
+        // draft length's controller.
+        if let [w] = plan.work.as_slice() {
+            let decoding = self.sched.seq(w.id).is_some_and(|s| w.start >= s.n_prompt);
+            if let (true, Some(c)) = (
+                decoding,
+                self.active.get_mut(&w.id).and_then(|a| a.spec.as_mut()),
+            ) {
+                c.pass(w.n, secs);
+            }
+        }
         let nv = self.model.config().n_vocab;
         let mut at = 0;
         for w in &plan.work {
@@ -512,24 +568,82 @@ impl Worker {
             // max_tokens = 0: the prompt was only scored.
             return self.finish(id, FinishReason::Length);
         }
-        let mut row = out[out.len() - nv..].to_vec();
-        let logprob = a.req.logprobs.map(|top| (top, row.clone()));
-        if let Some(c) = a.constraint.as_mut() {
-            if let Err(e) = c.apply(&mut row) {
-                let _ = a.tx.send(Event::Error(e));
-                return self.end(id);
+        // A draft's tokens, checked against the logits of the positions
+        // before them (the target keeps a token where it would have drawn
+        // it: `verify_row`), each kept one emitted as any token.
+        let d = seq.drafts;
+        let drafts = seq.tokens[len - d..].to_vec();
+        let rows = &out[out.len() - (d + 1) * nv..];
+        let mut kept = 0;
+        let mut replaced = None;
+        for (i, &t) in drafts.iter().enumerate() {
+            let Some(a) = self.active.get_mut(&id) else {
+                return;
+            };
+            let mut row = rows[i * nv..(i + 1) * nv].to_vec();
+            match verify_row(&mut a.sampler, &mut row, t) {
+                Ok(()) => {
+                    kept += 1;
+                    if !self.emit(id, t, None, len - d + i + 1) {
+                        return;
+                    }
+                }
+                Err(t) => {
+                    replaced = Some(t);
+                    break;
+                }
             }
         }
-        let tok = a.sampler.sample(&mut row);
+        if d > 0 {
+            self.sched.keep_drafts(id, kept);
+            self.stats.spec_drafted += d as u64;
+            self.stats.spec_accepted += kept as u64;
+            self.stats.spec_checks += 1;
+            if let Some(c) = self.active.get_mut(&id).and_then(|a| a.spec.as_mut()) {
+                c.drafted(d, kept, 0.0);
+            }
+        }
+        let Some(a) = self.active.get_mut(&id) else {
+            return;
+        };
+        let (tok, logprob) = match replaced {
+            Some(t) => (t, None),
+            None => {
+                let mut row = rows[kept * nv..(kept + 1) * nv].to_vec();
+                let logprob = a.req.logprobs.map(|top| (top, row.clone()));
+                if let Some(c) = a.constraint.as_mut() {
+                    if let Err(e) = c.apply(&mut row) {
+                        let _ = a.tx.send(Event::Error(e));
+                        return self.end(id);
+                    }
+                }
+                let tok = a.sampler.sample(&mut row);
+                (tok, logprob.map(|(top, raw)| token_logprob(&raw, tok, top)))
+            }
+        };
+        if self.emit(id, tok, logprob, len - d + kept + 1) {
+            self.sched.append(id, tok);
+            self.draft(id);
+        }
+    }
+
+    /// Emit generated token `tok` of `id` (the sequence then `len` tokens
+    /// long): false when the sequence ended with it.
+    fn emit(&mut self, id: SeqId, tok: u32, logprob: Option<TokenLogprob>, len: usize) -> bool {
+        let Some(a) = self.active.get_mut(&id) else {
+            return false;
+        };
         // A grammar ends at its end-of-generation token even when EOS is
         // otherwise ignored.
         if self.tok.is_eog(tok) && (!a.req.ignore_eos || a.constraint.is_some()) {
-            return self.finish(id, FinishReason::Stop);
+            self.finish(id, FinishReason::Stop);
+            return false;
         }
         if let Some(c) = a.constraint.as_mut() {
             if let Err(e) = c.accept(tok) {
                 let _ = a.tx.send(Event::Error(e));
-                return self.end(id);
+                self.end(id);
+                return false;
             }
         }
         a.sampler.accept(&[tok]);
@@ -538,22 +652,55 @@ impl Worker {
         let bytes = self.tok.token_bytes(tok, false).unwrap_or_default();
         let piece = a.dec.push(&bytes);
         let (text, stopped) = a.stop.push(&piece);
-        let logprob = logprob.map(|(top, raw)| token_logprob(&raw, tok, top));
         let sent = a.tx.send(Event::Token {
             token: tok,
             text,
             logprob,
         });
         if sent.is_err() {
-            return self.end(id);
+            self.end(id);
+            return false;
         }
         if stopped || a.constraint.as_ref().is_some_and(Constraint::is_stopped) {
-            return self.finish(id, FinishReason::Stop);
+            self.finish(id, FinishReason::Stop);
+            return false;
         }
-        if a.n_gen >= a.req.max_tokens || len + 1 >= self.max_seq_len {
-            return self.finish(id, FinishReason::Length);
+        if a.n_gen >= a.req.max_tokens || len >= self.max_seq_len {
+            self.finish(id, FinishReason::Length);
+            return false;
         }
-        self.sched.append(id, tok);
+        true
+    }
+
+    /// Draft the tokens after `id`'s last (prompt lookup) for the next step
+    /// to check, when it decodes speculatively, few sequences run, and the
+    /// draft length's controller says drafting pays.
+    fn draft(&mut self, id: SeqId) {
+        let Some(cfg) = self.spec else {
+            return;
+        };
+        if self.sched.running() > cfg.max_running || self.sched.waiting() > 0 {
+            return;
+        }
+        let (Some(a), Some(seq)) = (self.active.get_mut(&id), self.sched.seq(id)) else {
+            return;
+        };
+        let Some(c) = a.spec.as_mut() else {
+            return;
+        };
+        // Never past what may still be emitted, nor past the context.
+        let room =
+            (a.req.max_tokens - a.n_gen).min(self.max_seq_len.saturating_sub(seq.tokens.len() + 1));
+        let k = c.choose().min(room.saturating_sub(1));
+        if k == 0 {
+            return;
+        }
+        let drafts = NgramDrafter::default()
+            .draft(&seq.tokens, k)
+            .unwrap_or_default();
+        if !drafts.is_empty() {
+            self.sched.append_drafts(id, &drafts);
+        }
     }
 
     fn finish(&mut self, id: SeqId, finish: FinishReason) {

@@ -24,7 +24,9 @@ pub mod speculative;
 pub mod stop;
 
 pub use constrain::{Constrainer, Constraint, Grammar, Trigger};
-pub use engine::{Engine, EngineConfig, EngineStats, Event, FinishReason, Request, Usage};
+pub use engine::{
+    Engine, EngineConfig, EngineStats, Event, FinishReason, Request, SpecConfig, Usage,
+};
 pub use generate::{generate, GenStats, StopReason};
 pub use sampler::{Pick, Sampler, SamplingParams};
 pub use speculative::{

@@ -25,6 +25,15 @@ pub struct SamplingParams {
     pub seed: u64,
 }
 
+impl SamplingParams {
+    /// Whether a penalty reads the tokens generated so far.
+    pub fn penalized(&self) -> bool {
+        (self.repeat_penalty != 1.0 && self.repeat_last_n > 0)
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {

@@ -59,6 +59,10 @@ pub struct Seq {
     pub blocks: Vec<u32>,
     /// Chain hashes of the full blocks registered so far.
     hashes: Vec<u64>,
+    /// Speculative tokens at the end of `tokens`, checked by the next pass:
+    /// their K/V count as computed only once they are kept ([`Scheduler::keep_drafts`]),
+    /// and no block holding them enters the prefix cache before.
+    pub drafts: usize,
     /// Prompt tokens found in the prefix cache at (the last) admission.
     pub cached_tokens: usize,
     /// Logits wanted for every prompt position (prompt logprobs): such a
@@ -159,6 +163,7 @@ impl Scheduler {
                 computed: 0,
                 blocks: Vec::new(),
                 hashes: Vec::new(),
+                drafts: 0,
                 cached_tokens: 0,
                 prompt_logits,
                 preemptions: 0,
@@ -199,6 +204,10 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
+            if self.seqs[&id].pending() > budget {
+                // A draft is checked in one pass or not at all.
+                self.drop_drafts(id);
+            }
             let n = self.seqs[&id].pending().min(budget);
             if !self.grow(id, n, &mut plan) {
                 // `id` itself was the youngest and went back to the queue.
@@ -246,7 +255,10 @@ impl Scheduler {
     fn work(&self, id: SeqId, n: usize) -> Work {
         let s = &self.seqs[&id];
         let end = s.computed + n;
-        let logits = if s.prompt_logits && s.computed < s.n_prompt {
+        let logits = if (s.prompt_logits && s.computed < s.n_prompt)
+            || (s.drafts > 0 && end == s.tokens.len())
+        {
+            // A draft's check needs every position's logits.
             Logits::All
         } else if end == s.tokens.len() {
             Logits::Last
@@ -296,6 +308,7 @@ impl Scheduler {
     }
 
     fn preempt(&mut self, id: SeqId) {
+        self.drop_drafts(id);
         self.running.retain(|&r| r != id);
         if let Some(s) = self.seqs.get_mut(&id) {
             self.blocks.release(&s.blocks);
@@ -317,14 +330,39 @@ impl Scheduler {
                 continue;
             };
             s.computed = s.computed.max(w.start + w.n);
-            while s.hashes.len() < s.computed / bs {
-                let b = s.hashes.len();
-                let parent = s.hashes.last().copied().unwrap_or(0);
-                let h = self
-                    .blocks
-                    .register(s.blocks[b], parent, &s.tokens[b * bs..(b + 1) * bs]);
-                s.hashes.push(h);
-            }
+            register(&mut self.blocks, s, bs);
+        }
+    }
+
+    /// Speculative tokens for `id` to be checked next step (after the
+    /// token it generated, already appended).
+    pub fn append_drafts(&mut self, id: SeqId, drafts: &[u32]) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.tokens.extend_from_slice(drafts);
+            s.drafts += drafts.len();
+        }
+    }
+
+    /// The pass checked `id`'s drafts and kept the first `kept`: the others
+    /// leave (their K/V, past the positions computed, is overwritten
+    /// later) and full blocks of kept tokens enter the prefix cache.
+    pub fn keep_drafts(&mut self, id: SeqId, kept: usize) {
+        let bs = self.blocks.block_size;
+        if let Some(s) = self.seqs.get_mut(&id) {
+            let gone = s.drafts - kept.min(s.drafts);
+            s.tokens.truncate(s.tokens.len() - gone);
+            s.computed = s.computed.min(s.tokens.len());
+            s.drafts = 0;
+            register(&mut self.blocks, s, bs);
+        }
+    }
+
+    /// Drafts not yet checked, dropped (no room in a step, or preempted).
+    fn drop_drafts(&mut self, id: SeqId) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.tokens.truncate(s.tokens.len() - s.drafts);
+            s.computed = s.computed.min(s.tokens.len());
+            s.drafts = 0;
         }
     }
 
@@ -342,6 +380,18 @@ impl Scheduler {
         self.waiting.retain(|&r| r != id);
         self.blocks.release(&s.blocks);
         Some(s)
+    }
+}
+
+/// Newly full blocks of `s`'s computed tokens enter the prefix cache —
+/// never one holding an unchecked draft.
+fn register(blocks: &mut BlockManager, s: &mut Seq, bs: usize) {
+    let confirmed = s.computed.min(s.tokens.len() - s.drafts);
+    while s.hashes.len() < confirmed / bs {
+        let b = s.hashes.len();
+        let parent = s.hashes.last().copied().unwrap_or(0);
+        let h = blocks.register(s.blocks[b], parent, &s.tokens[b * bs..(b + 1) * bs]);
+        s.hashes.push(h);
     }
 }
 
@@ -591,5 +641,42 @@ mod tests {
         assert_eq!(s.block_stats().used, 0);
         assert!(s.is_idle());
         assert_eq!(s.schedule().work, vec![]);
+    }
+
+    /// Drafts ride in the next step's work with every position's logits,
+    /// keep only what was kept, never enter the prefix cache unchecked, and
+    /// leave when they do not fit a step or the sequence is preempted.
+    #[test]
+    fn drafts_are_checked_in_one_pass_and_cached_only_once_kept() {
+        let mut s = sched(64, 2, 2, 8);
+        s.add(1, vec![1, 2, 3], false).unwrap();
+        step(&mut s, 4);
+        s.append_drafts(1, &[5, 6, 7]);
+        let p = s.schedule();
+        assert_eq!(
+            p.work,
+            vec![Work {
+                id: 1,
+                start: 3,
+                n: 4,
+                logits: Logits::All
+            }]
+        );
+        s.complete(&p);
+        // Positions 0..7 computed, but the full block of drafts 5, 6 is
+        // not cached before they are kept.
+        assert_eq!(s.blocks.lookup(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 8).len(), 2);
+        s.keep_drafts(1, 1);
+        let q = s.seq(1).unwrap();
+        assert_eq!(
+            (q.tokens.clone(), q.computed, q.drafts),
+            (vec![1, 2, 3, 4, 5], 5, 0)
+        );
+        s.append(1, 8);
+        s.append_drafts(1, &[9, 10, 11, 12, 13, 14, 15, 16]);
+        // Nine pending tokens against a budget of eight: the draft goes.
+        let p = s.schedule();
+        assert_eq!(p.work[0].n, 1);
+        assert_eq!(s.seq(1).unwrap().tokens, vec![1, 2, 3, 4, 5, 8]);
     }
 }

@@ -148,6 +148,7 @@ pub async fn handle(
                 logprobs: top,
                 prompt_logprobs: None,
                 constraint: constraints[i].take(),
+                speculate: true,
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

@@ -145,6 +145,7 @@ pub async fn handle(
                 logprobs: top,
                 prompt_logprobs: if echo_lp { top } else { None },
                 constraint: constraints.next(),
+                speculate: true,
             });
         }
     }

@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by status, tokens, queue and KV state,
-//! prefix-cache hits, time to first token and inter-token latency.
+//! prefix-cache hits, speculative decoding's drafts and acceptance, time to
+//! first token and inter-token latency.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -16,6 +17,13 @@ pub struct Metrics {
     generated_tokens: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
+    spec_drafted: IntCounter,
+    spec_accepted: IntCounter,
+    spec_checks: IntCounter,
+    /// Drafted tokens kept per drafted token, all time.
+    spec_acceptance: prometheus::Gauge,
+    /// Tokens each checking pass made: the kept drafts and its own.
+    spec_length: prometheus::Gauge,
     waiting: IntGauge,
     running: IntGauge,
     blocks_used: IntGauge,
@@ -67,6 +75,26 @@ impl Metrics {
                 "Prompt tokens served from the prefix cache",
             ),
             preemptions: counter("preemptions_total", "Sequences preempted for KV space"),
+            spec_drafted: counter(
+                "spec_decode_draft_tokens_total",
+                "Tokens drafted for speculative decoding",
+            ),
+            spec_accepted: counter(
+                "spec_decode_accepted_tokens_total",
+                "Drafted tokens the model kept",
+            ),
+            spec_checks: counter(
+                "spec_decode_checks_total",
+                "Forward passes that checked a draft",
+            ),
+            spec_acceptance: must(prometheus::Gauge::new(
+                "spec_decode_acceptance_rate",
+                "Drafted tokens kept per drafted token",
+            )),
+            spec_length: must(prometheus::Gauge::new(
+                "spec_decode_mean_accepted_length",
+                "Tokens each checking pass made (kept drafts plus its own)",
+            )),
             waiting: gauge("queue_depth", "Requests waiting for a slot"),
             running: gauge("running_sequences", "Sequences in the running batch"),
             blocks_used: gauge("kv_blocks_used", "KV cache blocks referenced by sequences"),
@@ -86,8 +114,14 @@ impl Metrics {
             &m.generated_tokens,
             &m.prefix_hits,
             &m.preemptions,
+            &m.spec_drafted,
+            &m.spec_accepted,
+            &m.spec_checks,
         ] {
             must(r.register(Box::new(c.clone())));
+        }
+        for g in [&m.spec_acceptance, &m.spec_length] {
+            must(r.register(Box::new(g.clone())));
         }
         for g in [
             &m.waiting,
@@ -114,6 +148,15 @@ impl Metrics {
         catch_up(&self.generated_tokens, s.generated_tokens);
         catch_up(&self.prefix_hits, s.prefix_hit_tokens);
         catch_up(&self.preemptions, s.preemptions);
+        catch_up(&self.spec_drafted, s.spec_drafted);
+        catch_up(&self.spec_accepted, s.spec_accepted);
+        catch_up(&self.spec_checks, s.spec_checks);
+        if s.spec_checks > 0 {
+            self.spec_acceptance
+                .set(s.spec_accepted as f64 / s.spec_drafted.max(1) as f64);
+            self.spec_length
+                .set((s.spec_accepted + s.spec_checks) as f64 / s.spec_checks as f64);
+        }
         self.waiting.set(s.waiting as i64);
         self.running.set(s.running as i64);
         self.blocks_used.set(s.blocks.used as i64);
@@ -204,9 +247,17 @@ mod tests {
             prompt_tokens: 0,
             generated_tokens: 0,
             steps: 0,
+            spec_drafted: 40,
+            spec_accepted: 30,
+            spec_checks: 10,
         };
         let t = m.render(&s, "qwen");
         for line in [
+            "suanli_spec_decode_draft_tokens_total 40",
+            "suanli_spec_decode_accepted_tokens_total 30",
+            "suanli_spec_decode_checks_total 10",
+            "suanli_spec_decode_acceptance_rate 0.75",
+            "suanli_spec_decode_mean_accepted_length 4",
             "vllm:num_requests_waiting{model_name=\"qwen\"} 3",
             "vllm:num_requests_running{model_name=\"qwen\"} 2",
             "vllm:kv_cache_usage_perc{model_name=\"qwen\"} 0.25",

@@ -521,6 +521,7 @@ async fn job(
             logprobs: None,
             prompt_logprobs: None,
             constraint,
+            speculate: true,
         },
         thinking: text.trim_end().ends_with("<think>"),
         prompt,

@@ -71,8 +71,14 @@ impl Server {
 
     /// A section of a script in tests/server.
     fn run_script(&self, script: &str, section: &str) {
+        self.run_script_with(script, section, &[]);
+    }
+
+    /// [`Self::run_script`] with environment variables.
+    fn run_script_with(&self, script: &str, section: &str, env: &[(&str, String)]) {
         let t0 = Instant::now();
         let out = Command::new(python())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../../tests/server")
@@ -130,6 +136,19 @@ fn slow_clients_are_cut_off_and_connections_capped() {
         "2",
     ])
     .run("slow");
+}
+
+/// `--spec ngram`: greedy answers equal a plain server's (streamed or not,
+/// alone or two at once, with a penalty), and /metrics counts the drafts.
+#[test]
+fn speculative_serving_answers_as_plain_serving() {
+    let plain = Server::start(&[]);
+    let spec = Server::start(&["--spec", "ngram"]);
+    spec.run_script_with(
+        "openai_client.py",
+        "spec",
+        &[("REF", format!("http://127.0.0.1:{}/v1", plain.port))],
+    );
 }
 
 #[test]

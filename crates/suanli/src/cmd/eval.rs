@@ -135,6 +135,7 @@ pub fn main(a: Args) -> Result<()> {
         n_blocks: slots * max_seq_len.div_ceil(BLOCK) + slots,
         kv_dtype: l.kv_dtype,
         prefix_caching: true,
+        spec: None,
     };
     let tok = Arc::new(l.tokenizer);
     let engine = Engine::start(Arc::from(l.model), tok.clone(), cfg);
@@ -167,6 +168,7 @@ pub fn main(a: Args) -> Result<()> {
                 logprobs: None,
                 prompt_logprobs: None,
                 constraint: None,
+                speculate: false,
             };
             let rx = engine
                 .submit(req)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use suanli_engine::scheduler::SchedConfig;
-use suanli_engine::{Engine, EngineConfig};
+use suanli_engine::{Engine, EngineConfig, SpecConfig};
 use suanli_server::{AppState, ServerOptions};
 
 #[derive(clap::Args)]
@@ -44,6 +44,18 @@ pub struct Args {
     /// Turn off reuse of cached prompt prefixes across requests.
     #[arg(long = "no-prefix-cache")]
     no_prefix_cache: bool,
+    /// Speculative decoding: `ngram` drafts what followed the context's
+    /// last matching n-gram (prompt lookup), checked in the next step's
+    /// pass, for requests without penalties, grammars or logprobs.
+    #[arg(long, value_parser = ["ngram"])]
+    spec: Option<String>,
+    /// Most tokens drafted a step (the length adapts below it).
+    #[arg(long, default_value_t = 8)]
+    draft_max: usize,
+    /// Draft only while at most this many sequences run (and none waits):
+    /// a batch that small leaves the memory bandwidth idle for the check.
+    #[arg(long = "spec-max-running", default_value_t = 1)]
+    spec_max_running: usize,
     /// KV cache precision: f16 (default for GGUF), q8_0, f32.
     #[arg(long = "kv-type")]
     kv_type: Option<suanli_models::KvDtype>,
@@ -96,6 +108,10 @@ pub fn main(a: Args) -> Result<()> {
         n_blocks,
         kv_dtype: l.kv_dtype,
         prefix_caching: !a.no_prefix_cache,
+        spec: a.spec.as_ref().map(|_| SpecConfig {
+            draft_max: a.draft_max.max(1),
+            max_running: a.spec_max_running,
+        }),
     };
     let info = model_info(&l);
     let tok = Arc::new(l.tokenizer);
