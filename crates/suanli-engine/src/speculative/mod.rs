@@ -74,8 +74,11 @@ impl SpecStats {
 /// of a one-token target pass, what each extra token adds to a pass, and
 /// the drafter's time per token. Drafting `k` gives (1 − α^{k+1}) / (1 − α)
 /// tokens a pass; the `k` with the most tokens per second wins, 0 (no
-/// drafting) included. When 0 wins, a short draft is still tried every
-/// [`PROBE`] steps so the estimate can recover.
+/// drafting) included. When 0 wins, a short draft is still tried after
+/// [`PROBE`] steps so the estimate can recover, and after twice as many
+/// each time that probe does not bring drafting back (up to
+/// [`MAX_PROBE`]): on text that drafts never match, probing costs next
+/// to nothing.
 pub struct Adaptive {
     pub max: usize,
     alpha: f64,
@@ -83,10 +86,14 @@ pub struct Adaptive {
     t_extra: f64,
     t_draft: f64,
     idle: usize,
+    /// Steps before the next probe.
+    probe_after: usize,
 }
 
-/// Steps between probes while drafting does not pay.
+/// Steps before the first probe while drafting does not pay.
 pub const PROBE: usize = 16;
+/// The most steps between probes.
+pub const MAX_PROBE: usize = 256;
 
 impl Adaptive {
     pub fn new(max: usize) -> Adaptive {
@@ -97,6 +104,7 @@ impl Adaptive {
             t_extra: 0.0,
             t_draft: 0.0,
             idle: 0,
+            probe_after: PROBE,
         }
     }
 
@@ -118,10 +126,14 @@ impl Adaptive {
             .fold((0, 1.0 / t1), |b, c| if c.1 > b.1 * 1.02 { c } else { b });
         if best.0 == 0 {
             self.idle += 1;
-            if self.idle >= PROBE {
+            if self.idle >= self.probe_after {
                 self.idle = 0;
+                self.probe_after = (2 * self.probe_after).min(MAX_PROBE);
                 return 2.min(self.max);
             }
+        } else {
+            self.idle = 0;
+            self.probe_after = PROBE;
         }
         best.0
     }
@@ -386,6 +398,10 @@ mod tests {
             1,
             "{ks:?}: one probe"
         );
+        // The probe failed too: the next one only after twice as long.
+        c.drafted(2, 0, 0.060);
+        let ks: Vec<usize> = (0..2 * PROBE).map(|_| c.choose()).collect();
+        assert_eq!(ks.iter().position(|&k| k > 0), Some(2 * PROBE - 1), "{ks:?}");
         // Most drafts kept, drafting cheap: long drafts.
         for _ in 0..20 {
             c.drafted(6, 6, 0.0001);
