@@ -259,6 +259,38 @@ impl QMatrix {
         // batch-invariant numerics) has such a kernel.
         #[cfg(target_arch = "x86_64")]
         let tiled = crate::dispatch::batch_invariant() || n >= TILED_MIN_ROWS;
+        // Q6_K planes: up to four tokens a call, each block unpacked once.
+        #[cfg(target_arch = "x86_64")]
+        if self.planes && self.dtype == DType::Q6_K && n > 1 {
+            let run = move |rr: Range<usize>| {
+                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
+                for t0 in (0..n).step_by(4) {
+                    let ts = t0..(t0 + 4).min(n);
+                    let xs: Vec<&[u8]> = ts.clone().map(|t| &xq[t * xrb..(t + 1) * xrb]).collect();
+                    // SAFETY: each token's outputs for this run's rows are
+                    // in bounds and written by this run only.
+                    let mut os: Vec<&mut [f32]> = ts
+                        .map(|t| unsafe { token_outputs(out, t, rows, rr.clone()) })
+                        .collect();
+                    // SAFETY: the planes layout is only made where its
+                    // kernels' features (AVX-512 VNNI, GFNI) are present.
+                    unsafe {
+                        crate::x86::q6k_planes::rows_multi(
+                            tiled,
+                            cols,
+                            &w[rr.start * wrb..rr.end * wrb],
+                            &xs,
+                            &mut os,
+                        )
+                    };
+                }
+            };
+            return Some(RowJob {
+                runs,
+                unit: 1,
+                run: Box::new(run),
+            });
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(rows_dot) = match (self.planes && self.dtype == DType::Q6_K, tiled) {
             (true, false) => Some(crate::dispatch::q6_k_planes_kernels().rows),

@@ -708,6 +708,15 @@ impl QMatrix {
     }
 }
 
+/// The first `T` rows of four.
+#[cfg(target_arch = "x86_64")]
+fn first<const T: usize>(o: &mut [[f32; 16]; 4]) -> &mut [[f32; 16]; T] {
+    match (&mut o[..T]).try_into() {
+        Ok(a) => a,
+        Err(_) => unreachable!("T is at most 4"),
+    }
+}
+
 /// `n` rows of `cols` f16 values (`xrb` bytes apart) as f32 bytes, row
 /// after row.
 #[cfg(target_arch = "x86_64")]
@@ -815,28 +824,37 @@ impl QMatrix {
             let mut t = t0;
             while t < t1 {
                 let x = &xq[t * xrb..];
-                // SAFETY: `repacked` is only set at Level::Avx512.
-                if t + 4 <= t1.min(limit) || (fixed && t + 4 <= t1) {
+                // SAFETY (all calls): `repacked` is only set at Level::Avx512.
+                if t + 4 <= t1.min(limit) {
                     let mut o = [[0f32; 16]; 4];
-                    if fixed {
-                        unsafe { q4_k_r16::<4, false>(nb, wg, x, xrb, &mut o) };
-                    } else {
-                        unsafe { q4_k_r16::<4, true>(nb, wg, x, xrb, &mut o) };
-                    }
+                    unsafe { q4_k_r16::<4, true>(nb, wg, x, xrb, &mut o) };
                     for (c, row) in o.iter().enumerate() {
                         put(t + c, GR * g, row);
                     }
                     t += 4;
                     continue;
                 }
-                let mut o = [[0f32; 16]; 1];
                 if t < limit {
+                    let mut o = [[0f32; 16]; 1];
                     unsafe { q4_k_r16::<1, true>(nb, wg, x, xrb, &mut o) };
-                } else {
-                    unsafe { q4_k_r16::<1, false>(nb, wg, x, xrb, &mut o) };
+                    put(t, GR * g, &o[0]);
+                    t += 1;
+                    continue;
                 }
-                put(t, GR * g, &o[0]);
-                t += 1;
+                // The GEMV order from here on: up to four tokens a call, each
+                // with its one-token bits.
+                let c = (t1 - t).min(4);
+                let mut o = [[0f32; 16]; 4];
+                match c {
+                    1 => unsafe { q4_k_r16::<1, false>(nb, wg, x, xrb, first(&mut o)) },
+                    2 => unsafe { q4_k_r16::<2, false>(nb, wg, x, xrb, first(&mut o)) },
+                    3 => unsafe { q4_k_r16::<3, false>(nb, wg, x, xrb, first(&mut o)) },
+                    _ => unsafe { q4_k_r16::<4, false>(nb, wg, x, xrb, &mut o) },
+                }
+                for (i, row) in o[..c].iter().enumerate() {
+                    put(t + i, GR * g, row);
+                }
+                t += c;
             }
         });
     }

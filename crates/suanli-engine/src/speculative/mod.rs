@@ -401,7 +401,11 @@ mod tests {
         // The probe failed too: the next one only after twice as long.
         c.drafted(2, 0, 0.060);
         let ks: Vec<usize> = (0..2 * PROBE).map(|_| c.choose()).collect();
-        assert_eq!(ks.iter().position(|&k| k > 0), Some(2 * PROBE - 1), "{ks:?}");
+        assert_eq!(
+            ks.iter().position(|&k| k > 0),
+            Some(2 * PROBE - 1),
+            "{ks:?}"
+        );
         // Most drafts kept, drafting cheap: long drafts.
         for _ in 0..20 {
             c.drafted(6, 6, 0.0001);

@@ -125,18 +125,41 @@ unsafe fn rows_in<const TILED: bool>(n: usize, w: &[u8], x: &[u8], out: &mut [f3
     }
 }
 
+/// A block unpacked: its 256 values in four vectors, its scales as words,
+/// and those spread over the four vectors' words.
+struct Unpacked {
+    q: [__m512i; 4],
+    scales: __m256i,
+    s: [__m512i; 4],
+}
+
+#[inline(always)]
+unsafe fn unpack(wk: *const u8, pick: &[__m512i; 4]) -> Unpacked {
+    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(wk.add(192) as *const __m128i));
+    let sc = _mm512_castsi256_si512(scales);
+    Unpacked {
+        q: values(wk),
+        scales,
+        s: std::array::from_fn(|k| _mm512_permutexvar_epi16(pick[k], sc)),
+    }
+}
+
 /// The exact integers of the eight reference lanes of the block at `wk`
 /// against the Q8_K block at `xk` (`pick`: [`scale_words`]).
 #[inline(always)]
 unsafe fn block_ints(wk: *const u8, xk: *const u8, pick: &[__m512i; 4]) -> __m256i {
-    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(wk.add(192) as *const __m128i));
-    let sc = _mm512_castsi256_si512(scales);
+    unpacked_ints(&unpack(wk, pick), xk)
+}
+
+/// [`block_ints`] of a block already unpacked.
+#[inline(always)]
+unsafe fn unpacked_ints(u: &Unpacked, xk: *const u8) -> __m256i {
+    let scales = u.scales;
     // Two chains: each vpdpwssd waits for the previous one's sum.
     let mut sums = [_mm512_setzero_si512(); 2];
-    for (k, q) in values(wk).into_iter().enumerate() {
+    for (k, q) in u.q.iter().enumerate() {
         let y = _mm512_loadu_si512(xk.add(4 + 64 * k) as *const __m512i);
-        let s = _mm512_permutexvar_epi16(pick[k], sc);
-        sums[k % 2] = _mm512_dpwssd_epi32(sums[k % 2], _mm512_maddubs_epi16(q, y), s);
+        sums[k % 2] = _mm512_dpwssd_epi32(sums[k % 2], _mm512_maddubs_epi16(*q, y), u.s[k]);
     }
     let sumi = _mm512_add_epi32(sums[0], sums[1]);
     let sumi = _mm256_add_epi32(
@@ -186,6 +209,74 @@ pub unsafe fn rows(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
 pub unsafe fn rows_tiled(n: usize, w: &[u8], x: &[u8], out: &mut [f32]) {
     rows_in::<true>(n, w, x, out)
+}
+
+/// [`rows`] (`tiled` false) or [`rows_tiled`] for up to four tokens at
+/// once: `outs[t][r]` = row `r` · `xs[t]`, each block unpacked once for
+/// all of them (each output the one-token kernel's bits).
+///
+/// # Safety
+/// As [`rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub unsafe fn rows_multi(tiled: bool, n: usize, w: &[u8], xs: &[&[u8]], outs: &mut [&mut [f32]]) {
+    match (tiled, xs.len()) {
+        (_, 0) => {}
+        (true, 1) => multi::<true, 1>(n, w, xs, outs),
+        (true, 2) => multi::<true, 2>(n, w, xs, outs),
+        (true, 3) => multi::<true, 3>(n, w, xs, outs),
+        (true, _) => multi::<true, 4>(n, w, xs, outs),
+        (false, 1) => multi::<false, 1>(n, w, xs, outs),
+        (false, 2) => multi::<false, 2>(n, w, xs, outs),
+        (false, 3) => multi::<false, 3>(n, w, xs, outs),
+        (false, _) => multi::<false, 4>(n, w, xs, outs),
+    }
+}
+
+#[inline(always)]
+unsafe fn multi<const TILED: bool, const T: usize>(
+    n: usize,
+    w: &[u8],
+    xs: &[&[u8]],
+    outs: &mut [&mut [f32]],
+) {
+    const XB: usize = 4 + 256 + 32;
+    let nb = n / 256;
+    assert!(xs.len() >= T && outs.len() >= T);
+    let rows = outs[0].len();
+    assert!(w.len() >= rows * nb * BLOCK);
+    assert!((0..T).all(|t| xs[t].len() >= nb * XB && outs[t].len() == rows));
+    let pick = scale_words();
+    let pf = crate::dispatch::prefetch_ahead();
+    for r in 0..rows {
+        let wr = w.as_ptr().add(r * nb * BLOCK);
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut sum = [0f32; T];
+        for i in 0..nb {
+            let wk = wr.add(i * BLOCK);
+            crate::x86::prefetch_ahead(wk, BLOCK, pf);
+            let u = unpack(wk, &pick);
+            let wd = f16_at(wk.add(208));
+            for t in 0..T {
+                let xk = xs[t].as_ptr().add(i * XB);
+                let v = unpacked_ints(&u, xk);
+                let yd = std::ptr::read_unaligned(xk as *const f32);
+                if TILED {
+                    let i = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(v));
+                    sum[t] = (i as f32 * wd).mul_add(yd, sum[t]);
+                } else {
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(yd * wd), _mm256_cvtepi32_ps(v), acc[t]);
+                }
+            }
+        }
+        for t in 0..T {
+            outs[t][r] = if TILED {
+                sum[t]
+            } else {
+                crate::x86::finish(acc[t])
+            };
+        }
+    }
 }
 
 /// One row (planes layout) · `x` in the reference lane order.
