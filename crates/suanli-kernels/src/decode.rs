@@ -227,33 +227,19 @@ impl QMatrix {
         // call, up to eight tokens at once (one order whatever the batch).
         #[cfg(target_arch = "x86_64")]
         if self.dtype == DType::MXFP4 && self.planes {
-            let run = move |rr: Range<usize>| {
-                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
-                use crate::x86::fp4::MAX_TOKENS;
-                for t0 in (0..n).step_by(MAX_TOKENS) {
-                    let ts = t0..(t0 + MAX_TOKENS).min(n);
-                    let xs: Vec<&[u8]> = ts.clone().map(|t| &xq[t * xrb..(t + 1) * xrb]).collect();
-                    // SAFETY: each token's outputs for this run's rows are
-                    // in bounds and written by this run only.
-                    let mut os: Vec<&mut [f32]> = ts
-                        .map(|t| unsafe { token_outputs(out, t, rows, rr.clone()) })
-                        .collect();
-                    // SAFETY: the level is AVX-512 VNNI.
-                    unsafe {
-                        crate::x86::fp4::mxfp4_planes_rows_multi(
-                            cols,
-                            &w[rr.start * wrb..rr.end * wrb],
-                            &xs,
-                            &mut os,
-                        )
-                    };
-                }
+            // SAFETY: the planes layout is only made at Level::Avx512.
+            let k = move |w: &[u8], xs: &[&[u8]], os: &mut [&mut [f32]]| unsafe {
+                crate::x86::fp4::mxfp4_planes_rows_multi(cols, w, xs, os)
             };
-            return Some(RowJob {
+            let per = crate::x86::fp4::MAX_TOKENS;
+            return Some(token_groups_job(
                 runs,
-                unit: 1,
-                run: Box::new(run),
-            });
+                (w, wrb),
+                (xq, xrb),
+                (out, rows, n),
+                per,
+                k,
+            ));
         }
         // A whole run of rows per call, where the order in use (tiled with
         // batch-invariant numerics) has such a kernel.
@@ -262,34 +248,19 @@ impl QMatrix {
         // Q6_K planes: up to four tokens a call, each block unpacked once.
         #[cfg(target_arch = "x86_64")]
         if self.planes && self.dtype == DType::Q6_K && n > 1 {
-            let run = move |rr: Range<usize>| {
-                crate::x86::prefetch_head(&w[rr.start * wrb..rr.end * wrb]);
-                for t0 in (0..n).step_by(4) {
-                    let ts = t0..(t0 + 4).min(n);
-                    let xs: Vec<&[u8]> = ts.clone().map(|t| &xq[t * xrb..(t + 1) * xrb]).collect();
-                    // SAFETY: each token's outputs for this run's rows are
-                    // in bounds and written by this run only.
-                    let mut os: Vec<&mut [f32]> = ts
-                        .map(|t| unsafe { token_outputs(out, t, rows, rr.clone()) })
-                        .collect();
-                    // SAFETY: the planes layout is only made where its
-                    // kernels' features (AVX-512 VNNI, GFNI) are present.
-                    unsafe {
-                        crate::x86::q6k_planes::rows_multi(
-                            tiled,
-                            cols,
-                            &w[rr.start * wrb..rr.end * wrb],
-                            &xs,
-                            &mut os,
-                        )
-                    };
-                }
+            // SAFETY: the planes layout is only made where its kernels'
+            // features (AVX-512 VNNI, GFNI) are present.
+            let k = move |w: &[u8], xs: &[&[u8]], os: &mut [&mut [f32]]| unsafe {
+                crate::x86::q6k_planes::rows_multi(tiled, cols, w, xs, os)
             };
-            return Some(RowJob {
+            return Some(token_groups_job(
                 runs,
-                unit: 1,
-                run: Box::new(run),
-            });
+                (w, wrb),
+                (xq, xrb),
+                (out, rows, n),
+                4,
+                k,
+            ));
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(rows_dot) = match (self.planes && self.dtype == DType::Q6_K, tiled) {
@@ -441,6 +412,40 @@ fn group_job<'a>(
 
 /// Token `t`'s outputs `rows` (of a matrix of `rows_total` rows) in `out`.
 ///
+/// A job over runs of rows of `w` (`wrb` bytes a row) whose kernel takes
+/// the run's rows for up to `per` tokens at once (`kernel(rows, xs, outs)`,
+/// each block unpacked once for them): `n` tokens of activations `xq`
+/// (`xrb` bytes apart), outputs at `out` (`rows` a token).
+#[cfg(target_arch = "x86_64")]
+fn token_groups_job<'a>(
+    runs: Vec<Range<usize>>,
+    (w, wrb): (&'a [u8], usize),
+    (xq, xrb): (&'a [u8], usize),
+    (out, rows, n): (SendPtr, usize, usize),
+    per: usize,
+    kernel: impl Fn(&[u8], &[&[u8]], &mut [&mut [f32]]) + Sync + 'a,
+) -> RowJob<'a> {
+    let run = move |rr: Range<usize>| {
+        let wr = &w[rr.start * wrb..rr.end * wrb];
+        crate::x86::prefetch_head(wr);
+        for t0 in (0..n).step_by(per) {
+            let ts = t0..(t0 + per).min(n);
+            let xs: Vec<&[u8]> = ts.clone().map(|t| &xq[t * xrb..(t + 1) * xrb]).collect();
+            // SAFETY: each token's outputs for this run's rows are in
+            // bounds and written by this run only.
+            let mut os: Vec<&mut [f32]> = ts
+                .map(|t| unsafe { token_outputs(out, t, rows, rr.clone()) })
+                .collect();
+            kernel(wr, &xs, &mut os);
+        }
+    };
+    RowJob {
+        runs,
+        unit: 1,
+        run: Box::new(run),
+    }
+}
+
 /// # Safety
 /// They must be in bounds and written by the caller's run only.
 #[cfg(target_arch = "x86_64")]
